@@ -20,7 +20,8 @@ fi
 
 PY="${PYTHON:-python3.11}"
 command -v "$PY" >/dev/null 2>&1 || PY=python3
-HASH="$(cat constraints.txt pyproject.toml | sha256sum | cut -c1-12)"
+# Key on the lock and the dependency lists only, so editing other pyproject fields is free.
+HASH="$( (cat constraints.txt; sed -n '/^dependencies = \[/,/^\]/p;/^dev = /p' pyproject.toml) | sha256sum | cut -c1-12)"
 VENV="${ROBOT_EMOTION_VENV:-$HOME/.cache/robot-emotion/venv-$HASH}"
 if [ ! -f "$VENV/.complete" ]; then
   echo "setup: building venv $VENV (about 2 minutes)" >&2

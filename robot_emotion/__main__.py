@@ -1,0 +1,3 @@
+from robot_emotion.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,83 @@
+"""Wire schema: ZeroMQ multipart [topic, UTF-8 JSON].
+
+Every body carries ``v`` (schema version), ``topic``, ``seq`` (per-topic counter from 0),
+``session`` and ``stamp`` (unix seconds at publish). Stage code builds bodies with the
+helpers below; the publisher thread fills in seq/session/stamp. No pickle on the wire.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+from robot_emotion import EMOTIONS
+
+SCHEMA_VERSION = 1
+
+TOPICS = ("speech.start", "speech.end", "utterance", "utterance.partial",
+          "emotion", "face", "status")
+
+# Fields every body of a topic must carry (the contract controllers rely on).
+REQUIRED = {
+    "speech.start": ("utterance_id", "start"),
+    "speech.end": ("utterance_id", "start", "end"),
+    "utterance": ("utterance_id", "start", "end", "speaker", "face_track", "text"),
+    "utterance.partial": ("utterance_id", "start", "end", "text"),
+    "emotion": ("utterance_id", "start", "end", "speaker", "face_track", "text",
+                "label", "probs", "modalities", "model", "latency_ms"),
+    "face": ("t", "tracks"),
+    "status": ("uptime", "stages", "queues", "dropped", "sources"),
+}
+COMMON = ("v", "topic", "seq", "session", "stamp")
+
+# Fields that depend on wall-clock time; everything else is reproducible in replay.
+WALL_FIELDS = ("stamp", "latency_ms", "wall")
+
+
+class SchemaError(ValueError):
+    pass
+
+
+def _clean(obj):
+    """Round floats (stable JSON across runs) and reject NaN/inf."""
+    if isinstance(obj, float):
+        if not math.isfinite(obj):
+            raise SchemaError("non-finite number in message")
+        return round(obj, 6)
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if hasattr(obj, "item"):  # numpy scalar
+        return _clean(obj.item())
+    return obj
+
+
+def validate(body: dict) -> None:
+    topic = body.get("topic")
+    if topic not in REQUIRED:
+        raise SchemaError(f"unknown topic {topic!r}")
+    missing = [k for k in COMMON + REQUIRED[topic] if k not in body]
+    if missing:
+        raise SchemaError(f"{topic} message missing {missing}")
+    if topic == "emotion" and body["probs"] is not None:
+        if set(body["probs"]) != set(EMOTIONS):
+            raise SchemaError("emotion probs must have the 7 MELD labels")
+
+
+def encode(body: dict) -> list[bytes]:
+    body = _clean(body)
+    return [body["topic"].encode(), json.dumps(body, separators=(",", ":")).encode("utf-8")]
+
+
+def decode(frames: list[bytes]) -> dict:
+    if len(frames) != 2:
+        raise SchemaError(f"expected 2 frames [topic, json], got {len(frames)}")
+    body = json.loads(frames[1].decode("utf-8"))
+    if body.get("topic") != frames[0].decode():
+        raise SchemaError("topic frame and body topic differ")
+    return body
+
+
+def reproducible(body: dict) -> dict:
+    """The body without wall-clock fields: equal across replays of the same session."""
+    return {k: v for k, v in body.items() if k not in WALL_FIELDS}
