@@ -1,0 +1,163 @@
+"""Streaming speech segmentation (py-webrtcvad's ring-buffer collector, made incremental).
+
+Feed audio blocks of any size; the segmenter re-frames them into 10/20/30 ms frames,
+classifies each frame (webrtcvad, or silero-vad when configured) and runs a two-state
+machine over a ring buffer of ``padding_ms``:
+
+* SILENCE -> SPEECH when more than ``onset_ratio`` of the ring is voiced. The start time
+  is the first voiced frame of the ring (the ring is the pre-roll), so the onset event
+  is late by at most the ring length but the boundary is not.
+* SPEECH -> SILENCE when more than ``offset_ratio`` of the ring is unvoiced (hangover).
+  The end time is the end of the last voiced frame.
+* A segment reaching ``max_utterance_s`` is cut and a new one starts at once, so a
+  monologue still yields results. Segments shorter than ``min_utterance_ms`` end with
+  ``dropped=True`` (a SpeechStart was already sent for barge-in, so the end must follow).
+"""
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from robot_emotion import SAMPLE_RATE
+from robot_emotion.config import VADConfig
+
+PREROLL_S = 0.15  # audio kept before the detected start, for the recogniser's sake
+
+
+@dataclass
+class SpeechStart:
+    utterance_id: str
+    start: float
+    decided_at: float          # capture time at which onset was confirmed
+    wall: float = 0.0
+
+
+@dataclass
+class SpeechEnd:
+    utterance_id: str
+    start: float
+    end: float
+    audio: np.ndarray = field(repr=False)   # int16, from start - PREROLL_S (clipped) to end
+    audio_t0: float = 0.0                   # capture time of audio[0]
+    forced: bool = False                    # cut at max_utterance_s
+    dropped: bool = False                   # shorter than min_utterance_ms
+    decided_at: float = 0.0
+    wall: float = 0.0
+
+
+class WebRtcFrames:
+    def __init__(self, aggressiveness: int, frame_ms: int):
+        import webrtcvad
+        self._vad = webrtcvad.Vad(aggressiveness)
+        self.frame_len = SAMPLE_RATE * frame_ms // 1000
+
+    def is_speech(self, frame: np.ndarray) -> bool:
+        return self._vad.is_speech(frame.tobytes(), SAMPLE_RATE)
+
+
+class SileroFrames:
+    """silero-vad (its model ships in the wheel); 512-sample frames, probability >= 0.5."""
+
+    def __init__(self, threshold: float = 0.5):
+        import torch
+        from silero_vad import load_silero_vad
+        self._torch = torch
+        self._model = load_silero_vad()
+        self.frame_len = 512
+        self.threshold = threshold
+
+    def is_speech(self, frame: np.ndarray) -> bool:
+        x = self._torch.from_numpy(frame.astype(np.float32) / 32768.0)
+        with self._torch.no_grad():
+            return float(self._model(x, SAMPLE_RATE)) >= self.threshold
+
+
+class Segmenter:
+    """Incremental VAD segmenter. ``push(t, samples)`` returns the events it completed."""
+
+    def __init__(self, cfg: VADConfig, id_prefix: str = ""):
+        self.cfg = cfg
+        self.frames = (SileroFrames() if cfg.backend == "silero"
+                       else WebRtcFrames(cfg.aggressiveness, cfg.frame_ms))
+        self.flen = self.frames.frame_len
+        self.fdur = self.flen / SAMPLE_RATE
+        self.ring = collections.deque(maxlen=max(1, round(cfg.padding_ms / 1000 / self.fdur)))
+        self._pending = np.zeros(0, np.int16)
+        self._pending_t = 0.0
+        self._history = collections.deque(maxlen=int(PREROLL_S / self.fdur) + self.ring.maxlen + 1)
+        self._speech: list[np.ndarray] | None = None  # frames of the open segment
+        self._start = self._last_voiced_end = self._audio_t0 = 0.0
+        self._id_prefix, self._count = id_prefix, 0
+        self._open_id = ""
+
+    @property
+    def in_speech(self) -> bool:
+        return self._speech is not None
+
+    def push(self, t: float, samples: np.ndarray) -> list:
+        if self._pending.size == 0:
+            self._pending_t = t
+        self._pending = np.concatenate([self._pending, samples.astype(np.int16)])
+        events = []
+        while self._pending.size >= self.flen:
+            frame, self._pending = self._pending[:self.flen], self._pending[self.flen:]
+            ft = self._pending_t
+            self._pending_t += self.fdur
+            events.extend(self._step(ft, frame))
+        return events
+
+    def _step(self, t: float, frame: np.ndarray) -> list:
+        voiced = self.frames.is_speech(frame)
+        self._history.append((t, frame))
+        self.ring.append((t, voiced))
+        if self._speech is None:
+            if sum(v for _, v in self.ring) > self.cfg.onset_ratio * self.ring.maxlen:
+                return [self._open(t + self.fdur)]
+            return []
+        self._speech.append(frame)
+        if voiced:
+            self._last_voiced_end = t + self.fdur
+        n_unvoiced = sum(not v for _, v in self.ring)
+        if n_unvoiced > self.cfg.offset_ratio * self.ring.maxlen:
+            return [self._close(t + self.fdur, forced=False)]
+        if t + self.fdur - self._start >= self.cfg.max_utterance_s:
+            end = self._close(t + self.fdur, forced=True)
+            self.ring.clear()
+            self.ring.extend([(t, True)] * self.ring.maxlen)  # still speaking: reopen at once
+            return [end, self._open(t + self.fdur, start=t + self.fdur)]
+        return []
+
+    def _open(self, decided_at: float, start: float | None = None) -> SpeechStart:
+        if start is None:
+            start = next(ft for ft, v in self.ring if v)
+        self._start = start
+        self._last_voiced_end = decided_at
+        self._audio_t0 = max(0.0, start - PREROLL_S) if start < decided_at else start
+        # The pre-roll and the ring's frames are already in history: seed the segment with them.
+        self._speech = [f for ft, f in self._history if ft >= self._audio_t0 - 1e-9]
+        if self._speech and start < decided_at:
+            self._audio_t0 = next(ft for ft, _ in self._history if ft >= self._audio_t0 - 1e-9)
+        elif start >= decided_at:
+            self._speech = []
+        self._open_id = f"{self._id_prefix}{self._count}"
+        self._count += 1
+        return SpeechStart(self._open_id, start, decided_at)
+
+    def _close(self, decided_at: float, forced: bool) -> SpeechEnd:
+        end = decided_at if forced else self._last_voiced_end
+        audio = np.concatenate(self._speech) if self._speech else np.zeros(0, np.int16)
+        n_keep = int(round((end - self._audio_t0) * SAMPLE_RATE))
+        audio = audio[:max(0, n_keep)]
+        dropped = (end - self._start) * 1000 < self.cfg.min_utterance_ms
+        self._speech = None
+        self.ring.clear()
+        return SpeechEnd(self._open_id, self._start, end, audio, self._audio_t0, forced, dropped,
+                         decided_at)
+
+    def flush(self, t: float) -> list:
+        """End of stream: close an open segment at the last voiced frame."""
+        if self._speech is None:
+            return []
+        return [self._close(t, forced=False)]

@@ -1,0 +1,116 @@
+"""robot-emotion: run | replay | record | monitor | bench | evaluate | train.
+
+Every failure the user can cause (missing file, bad media, bad config, lost device)
+ends with ONE line on stderr and a non-zero exit code:
+  2 = usage/config error, 3 = input media/device error, 4 = runtime failure.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+EXIT_CONFIG, EXIT_INPUT, EXIT_RUNTIME = 2, 3, 4
+
+
+def demo_session_path() -> Path:
+    return Path(os.environ.get("ROBOT_EMOTION_DEMO",
+                               Path.home() / ".cache" / "robot-emotion" / "demo_session"))
+
+
+def _add_config_args(p: argparse.ArgumentParser, default_launch: str | None) -> None:
+    p.add_argument("--launch", default=default_launch, help="launch profile TOML (launch/*.toml)")
+    p.add_argument("--calibration", default=None, help="per-robot calibration TOML")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config value (repeatable)")
+    p.add_argument("--model", default=None, help="emotion model checkpoint (sets emotion.model)")
+    p.add_argument("--endpoint", default=None, help="ZeroMQ PUB endpoint (sets publish.endpoint)")
+
+
+def _launch(name: str) -> str | None:
+    path = REPO / "launch" / name
+    return str(path) if path.is_file() else None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="robot-emotion", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("run", help="live camera + microphone (replays the demo if none is present)")
+    _add_config_args(p, _launch("robot.toml"))
+    p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    p.add_argument("--out", default=None, help="also write published messages as JSON lines")
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("record", help="run on live devices and record a session folder")
+    p.add_argument("out", help="session folder to write")
+    _add_config_args(p, _launch("robot.toml"))
+    p.add_argument("--duration", type=float, default=None)
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("replay", help="replay a session folder, a video file or an audio file")
+    p.add_argument("source", nargs="?", help="session folder | mp4/mkv/mov/avi | wav/flac")
+    p.add_argument("--demo", action="store_true", help="replay the generated demo session")
+    _add_config_args(p, _launch("replay.toml"))
+    p.add_argument("--speed", default="max", help="'max' (virtual clock) or a factor, 1 = recorded pace")
+    p.add_argument("--out", default=None, help="write every published message as one JSON line")
+    p.add_argument("--resample", action="store_true", help="accept audio files that are not 16 kHz mono")
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("monitor", help="print the live message stream of a running node")
+    p.add_argument("--endpoint", default="tcp://127.0.0.1:5556")
+    p.add_argument("--topics", default="", help="comma-separated topic prefixes (default: all)")
+    p.add_argument("--count", type=int, default=0, help="exit after N messages (0 = forever)")
+    p.add_argument("--timeout", type=float, default=0, help="exit after S seconds of silence (0 = never)")
+
+    p = sub.add_parser("bench", help="benchmark table: real-time factor, latency, RSS")
+    p.add_argument("--source", default=None, help="recording to replay (default: the demo session)")
+    p.add_argument("--repeats", type=int, default=3)
+    _add_config_args(p, _launch("replay.toml"))
+
+    p = sub.add_parser("evaluate", help="evaluate an emotion model on a MELD-format CSV")
+    p.add_argument("--meld-csv", required=True)
+    p.add_argument("--model", default=None)
+    p.add_argument("--json", default=None, help="also write the tables as JSON")
+    p.add_argument("--limit", type=int, default=0, help="only the first N rows (0 = all)")
+    return ap
+
+
+def load_config(args):
+    from robot_emotion import config as C
+    overrides = list(args.overrides)
+    if getattr(args, "model", None):
+        overrides.append(f'emotion.model="{args.model}"')
+    if getattr(args, "endpoint", None):
+        overrides.append(f'publish.endpoint="{args.endpoint}"')
+    return C.load(args.launch, args.calibration, overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub at run time
+    args = build_parser().parse_args(argv)
+    from robot_emotion import commands
+    from robot_emotion.config import ConfigError
+    from robot_emotion.media import MediaError
+    from robot_emotion.sources.microphone import SourceError
+    try:
+        return getattr(commands, "cmd_" + args.cmd)(args)
+    except ConfigError as e:
+        return _fail(str(e), EXIT_CONFIG)
+    except (MediaError, SourceError, FileNotFoundError) as e:
+        return _fail(str(e), EXIT_INPUT)
+    except KeyboardInterrupt:
+        return 130
+    except commands.CommandError as e:
+        return _fail(str(e), e.code)
+
+
+def _fail(msg: str, code: int) -> int:
+    print(f"robot-emotion: error: {msg.splitlines()[0] if msg else 'failed'}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""The Node: threads and queues from sources to the ZeroMQ publisher.
+
+    sources --audio blocks (bounded queue)--> [audio thread: VAD] --speech.start/end--> publisher
+                                                   | segments (queue)
+                                                   v
+    frames (latest slot live / queue replay) -> [face thread] -> face topic, face tracks
+                                                   v
+                                      [utterance thread: speakers, ASR, active speaker,
+                                       dialogue history, emotion] -> utterance, emotion
+
+Every thread has a stop event and is joined with a timeout. Results depend only on
+capture times: in replay the utterance thread waits until the face thread has seen
+the frames up to an utterance's end, so ``--speed max`` and recorded pace agree.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import uuid
+
+import numpy as np
+
+from robot_emotion.audio.vad import Segmenter, SpeechEnd, SpeechStart
+from robot_emotion.config import Config
+from robot_emotion.dialogue import DialogueHistory, Turn
+from robot_emotion.publish import Publisher
+from robot_emotion.sources.base import AudioQueue, Frame, LatestFrameSlot
+from robot_emotion.stats import StageStats
+
+_STOP = object()
+
+
+class Node:
+    def __init__(self, cfg: Config, clock, *, mode: str = "live", session_id: str | None = None,
+                 perception=None, sinks=(), zmq_context=None):
+        self.cfg, self.clock, self.mode = cfg, clock, mode
+        self.session_id = session_id or cfg.node.session_id or uuid.uuid4().hex[:12]
+        self.perception = perception
+        self.stats = StageStats()
+        self.history = DialogueHistory(cfg.node.history_max_turns)
+        self.audio_q = AudioQueue(cfg.microphone.queue_blocks if mode == "live" else 64)
+        self.slot = LatestFrameSlot()                     # live video
+        self.frame_q: queue.Queue = queue.Queue(maxsize=8)  # replay video: no drops
+        self.segments: queue.Queue = queue.Queue()
+        self.sources: list = []
+        self.publisher = Publisher(cfg.publish.endpoint, self.session_id, cfg.publish.sndhwm,
+                                   cfg.publish.status_hz, self.status, list(sinks), zmq_context)
+        self.segmenter = Segmenter(cfg.vad)
+        self.face_time = -1.0          # capture time of the last frame the face thread handled
+        self._face_cond = threading.Condition()
+        self._frames_done = threading.Event()    # no more frames will arrive
+        self._faces_finished = threading.Event()  # the face thread has handled all of them
+        self.has_video = False
+        self._stop = threading.Event()
+        self._audio_done = threading.Event()
+        self._t_start = time.monotonic()
+        self.utterances = 0
+        self.errors: list[str] = []
+        self._threads: list[threading.Thread] = []
+
+    # ---- lifecycle -------------------------------------------------------------------
+    @property
+    def wants_frames(self) -> bool:
+        return bool(self.has_video and self.perception is not None and self.perception.uses_faces)
+
+    def start(self, sources: list, has_video: bool = False) -> None:
+        self.has_video = has_video
+        self.publisher.start()
+        self.sources = sources
+        for name, target in (("audio", self._audio_loop), ("utterances", self._utterance_loop),
+                             ("faces", self._face_loop)):
+            th = threading.Thread(target=self._guard(target), name=name, daemon=True)
+            th.start()
+            self._threads.append(th)
+        for s in sources:
+            s.start()
+
+    def _guard(self, fn):
+        def run():
+            try:
+                fn()
+            except Exception as e:  # a crashed stage must not hang the node silently
+                self.errors.append(f"{threading.current_thread().name}: {type(e).__name__}: {e}")
+                self._stop.set()
+        return run
+
+    def feed_frame(self, frame: Frame) -> bool:
+        """Replay frame sink: blocking (no drops), returns False once stopping."""
+        if not self.wants_frames:
+            return True
+        while not self._stop.is_set():
+            try:
+                self.frame_q.put(frame, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def stop(self, drain: bool = True, timeout: float = 30.0) -> None:
+        """Stop sources, let the stages drain what they hold, then close the publisher."""
+        for s in self.sources:
+            s.stop()
+        if not drain:
+            self._stop.set()
+        self._audio_done.wait(timeout if drain else 2.0)
+        self._frames_done.set()
+        with self._face_cond:
+            self._face_cond.notify_all()
+        deadline = time.monotonic() + timeout
+        for th in self._threads:
+            th.join(timeout=max(0.1, deadline - time.monotonic()))
+        self._stop.set()
+        self.publisher.stop()
+
+    def finish_input(self) -> None:
+        """The recording is over: flush the segmenter, then let every stage drain."""
+        if self.wants_frames:
+            while not self._stop.is_set():
+                try:
+                    self.frame_q.put(_STOP, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+        self.audio_q.put(_EndOfAudio(), self._stop)
+
+    # ---- audio: VAD -> speech.start / speech.end --------------------------------------
+    def _audio_loop(self) -> None:
+        last_t = 0.0
+        while not self._stop.is_set():
+            block = self.audio_q.get(timeout=0.1)
+            if block is None:
+                if not any(getattr(s, "state", "") == "running" for s in self.sources) and self.mode == "live":
+                    continue
+                continue
+            if isinstance(block, _EndOfAudio):
+                for ev in self.segmenter.flush(last_t):
+                    self._on_vad_event(ev, time.monotonic())
+                break
+            t0 = time.perf_counter()
+            events = self.segmenter.push(block.t, block.samples)
+            self.stats.add("vad", (time.perf_counter() - t0) * 1000.0)
+            last_t = block.t + block.samples.size / 16000
+            for ev in events:
+                self._on_vad_event(ev, block.wall)
+        self.segments.put(_STOP)
+        self._audio_done.set()
+
+    def _on_vad_event(self, ev, wall: float) -> None:
+        ev.wall = wall
+        if isinstance(ev, SpeechStart):
+            self.publisher.publish({"topic": "speech.start", "utterance_id": ev.utterance_id,
+                                    "start": ev.start, "t": ev.decided_at})
+        elif isinstance(ev, SpeechEnd):
+            self.publisher.publish({"topic": "speech.end", "utterance_id": ev.utterance_id,
+                                    "start": ev.start, "end": ev.end, "forced": ev.forced,
+                                    "dropped": ev.dropped, "t": ev.decided_at, "_wall_end": wall})
+            if not ev.dropped:
+                self.segments.put(ev)
+
+    # ---- utterances: speakers, ASR, faces, dialogue, emotion ---------------------------
+    def wait_for_faces(self, t: float) -> None:
+        """Replay: block until the face thread has handled frames up to capture time t."""
+        if not self.wants_frames:
+            return
+        timeout = None if self.mode == "replay" else 0.3
+        with self._face_cond:
+            self._face_cond.wait_for(lambda: self.face_time >= t or self._faces_finished.is_set()
+                                     or self._stop.is_set(), timeout=timeout)
+
+    def _utterance_loop(self) -> None:
+        while True:
+            seg = self.segments.get()
+            if seg is _STOP:
+                break
+            if self.perception is None:
+                bodies = [self._plain_utterance(seg)]
+            else:
+                self.wait_for_faces(seg.end)
+                bodies = self.perception.process_segment(seg, self)
+            for body in bodies:
+                body["_wall_end"] = seg.wall
+                if body["topic"] == "utterance":
+                    self.utterances += 1
+                    self.history.add(Turn(body["utterance_id"], body["speaker"], body["text"],
+                                          body["start"], body["end"]))
+                elif body["topic"] == "emotion" and body.get("label"):
+                    self.history.set_emotion(body["utterance_id"], body["label"], body["probs"])
+                self.publisher.publish(body)
+
+    def _plain_utterance(self, seg: SpeechEnd) -> dict:
+        return {"topic": "utterance", "utterance_id": seg.utterance_id, "start": seg.start,
+                "end": seg.end, "speaker": None, "face_track": None, "text": None,
+                "duration": seg.end - seg.start, "forced": seg.forced}
+
+    # ---- faces -------------------------------------------------------------------------
+    def _next_frame(self) -> Frame | None:
+        if self.mode == "live":
+            return self.slot.get(timeout=0.1)
+        try:
+            return self.frame_q.get(timeout=0.1)
+        except queue.Empty:
+            return None
+
+    def _face_loop(self) -> None:
+        try:
+            if self.wants_frames:
+                self._face_frames()
+        finally:
+            self._faces_finished.set()
+            with self._face_cond:
+                self._face_cond.notify_all()
+
+    def _face_frames(self) -> None:
+        period = 1.0 / self.cfg.faces.rate_hz
+        next_t = 0.0
+        while not self._stop.is_set():
+            frame = self._next_frame()
+            if frame is _STOP:
+                break
+            if frame is None:
+                if self._frames_done.is_set():
+                    break
+                continue
+            # Sample by CAPTURE time, so replay speed cannot change which frames are seen.
+            if frame.t + 1e-9 >= next_t:
+                next_t = max(next_t + period, frame.t + period / 2) if self.mode == "live" else next_t + period
+                while next_t <= frame.t:
+                    next_t += period
+                t0 = time.perf_counter()
+                body = self.perception.process_frame(frame, self)
+                self.stats.add("faces", (time.perf_counter() - t0) * 1000.0)
+                if body is not None and self.cfg.publish.face_topic:
+                    self.publisher.publish(body)
+            with self._face_cond:
+                self.face_time = frame.t
+                self._face_cond.notify_all()
+
+    # ---- status ------------------------------------------------------------------------
+    def status(self) -> dict:
+        dropped = {"frames": self.slot.dropped, "audio_overflows": self.audio_q.overflows,
+                   "publish": self.publisher.dropped}
+        for s in self.sources:
+            if hasattr(s, "portaudio_overflows"):
+                dropped["portaudio_overflows"] = s.portaudio_overflows
+        return {"uptime": time.monotonic() - self._t_start, "t": self.clock.now(),
+                "stages": self.stats.summary(),
+                "queues": {"audio": self.audio_q.qsize(), "frames": self.frame_q.qsize(),
+                           "segments": self.segments.qsize(), "publish": self.publisher.pending()},
+                "dropped": dropped,
+                "sources": {s.name: s.state for s in self.sources},
+                "utterances": self.utterances, "in_speech": self.segmenter.in_speech}
+
+
+class _EndOfAudio:
+    """Sentinel block: the recording is over."""
+    t = 0.0
+    samples = np.zeros(0, np.int16)
+    wall = 0.0

@@ -1,0 +1,108 @@
+"""ZeroMQ publisher: the node's face to the robot.
+
+One thread owns the PUB socket (create, use, close in that thread). Stages hand it
+bodies through a queue; it stamps ``v``, ``seq`` (per topic), ``session`` and ``stamp``,
+sends [topic, JSON] with NOBLOCK and a small send high-water mark (a slow or dead
+subscriber costs dropped messages, never a stalled pipeline), mirrors every body to
+the session's events.jsonl / ``--out`` file, and emits ``status`` at ``status_hz``.
+"""
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from typing import Callable
+
+from robot_emotion import messages
+
+
+class Publisher:
+    def __init__(self, endpoint: str, session_id: str, sndhwm: int = 100, status_hz: float = 1.0,
+                 status_fn: Callable[[], dict] | None = None, sinks: list[Callable[[dict], None]] = (),
+                 context=None):
+        self.endpoint, self.session_id = endpoint, session_id
+        self.sndhwm, self.status_period = sndhwm, 1.0 / status_hz
+        self.status_fn = status_fn
+        self.sinks = list(sinks)
+        self._ctx = context
+        self._q: queue.Queue = queue.Queue()
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
+        self.seq: dict[str, int] = {}
+        self.sent = 0
+        self.dropped = 0              # refused by ZeroMQ (HWM reached)
+        self.latencies: list[tuple[str, float]] = []  # (topic, speech end -> publish ms)
+        self.error: str | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait(5.0)
+        if self.error:
+            raise RuntimeError(self.error)
+
+    def publish(self, body: dict) -> None:
+        """Queue a body (must hold "topic"); never blocks the caller."""
+        self._q.put(body)
+
+    def pending(self) -> int:
+        return self._q.qsize()
+
+    def _run(self) -> None:
+        import zmq
+        ctx = self._ctx or zmq.Context.instance()
+        sock = ctx.socket(zmq.PUB)
+        sock.setsockopt(zmq.SNDHWM, self.sndhwm)
+        sock.setsockopt(zmq.LINGER, 200)
+        try:
+            sock.bind(self.endpoint)
+        except zmq.ZMQError as e:
+            self.error = f"cannot bind publisher to {self.endpoint}: {e}"
+            sock.close()
+            self._ready.set()
+            return
+        self._ready.set()
+        next_status = time.monotonic() + self.status_period
+        try:
+            while True:
+                timeout = max(0.0, next_status - time.monotonic())
+                try:
+                    body = self._q.get(timeout=min(timeout, 0.05))
+                except queue.Empty:
+                    body = None
+                if body is not None:
+                    self._send(sock, zmq, body)
+                elif self._stop.is_set():
+                    break
+                if self.status_fn and time.monotonic() >= next_status:
+                    next_status += self.status_period
+                    self._send(sock, zmq, {"topic": "status", **self.status_fn()})
+        finally:
+            sock.close()
+
+    def _send(self, sock, zmq, body: dict) -> None:
+        topic = body["topic"]
+        wall_end = body.pop("_wall_end", None)  # internal: when speech end was decided
+        seq = self.seq.get(topic, 0)
+        self.seq[topic] = seq + 1
+        body.update(v=messages.SCHEMA_VERSION, seq=seq, session=self.session_id, stamp=time.time())
+        if wall_end is not None:
+            ms = (time.monotonic() - wall_end) * 1000.0
+            body.setdefault("latency_ms", {})["total"] = ms
+            self.latencies.append((topic, ms))
+        messages.validate(body)
+        frames = messages.encode(body)
+        try:
+            sock.send_multipart(frames, flags=zmq.NOBLOCK)
+            self.sent += 1
+        except zmq.Again:
+            self.dropped += 1
+        clean = json.loads(frames[1])
+        for sink in self.sinks:
+            sink(clean)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Drain what is queued, send it, close the socket."""
+        self._stop.set()
+        self._thread.join(timeout=timeout)

@@ -1,0 +1,133 @@
+"""Wire a Node to its sources for the three ways of running it: live, record, replay."""
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from pathlib import Path
+
+from robot_emotion.clock import VirtualClock, WallClock
+from robot_emotion.config import Config
+from robot_emotion.pipeline import Node
+from robot_emotion.sources.base import AudioQueue
+from robot_emotion.sources.camera import CameraSource
+from robot_emotion.sources.microphone import MicrophoneSource, SourceError
+from robot_emotion.sources.replay import ReplaySource, open_recording
+from robot_emotion.sources.session import SessionWriter
+
+
+class JsonlSink:
+    """Writes every published body as one JSON line (``--out``); flushed per line."""
+
+    def __init__(self, path: str | Path):
+        self.f = open(path, "w", encoding="utf-8")
+        self._lock = threading.Lock()
+
+    def __call__(self, body: dict) -> None:
+        with self._lock:
+            self.f.write(json.dumps(body, separators=(",", ":")) + "\n")
+            self.f.flush()
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def build_perception(cfg: Config, has_video: bool):
+    """The perception stages (ASR, speakers, faces, emotion) configured in cfg, or None."""
+    try:
+        from robot_emotion.perception import Perception
+    except ImportError:
+        return None
+    return Perception.from_config(cfg, has_video=has_video)
+
+
+class _Signals:
+    """SIGINT/SIGTERM set an event instead of raising, so the session is finalised."""
+
+    def __init__(self):
+        self.event = threading.Event()
+        self._old = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, lambda *_: self.event.set())
+        return self.event
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def replay(cfg: Config, source: str, speed: str | float = "max", sinks=(), resample: bool = False,
+           perception="auto") -> Node:
+    """Replay a recording through the node; returns the stopped node (for its stats)."""
+    rec = open_recording(source, resample=resample)
+    clock = VirtualClock(rec.meta.get("unix_start", 0.0))
+    has_video = rec.frames is not None and cfg.camera.enabled and cfg.faces.enabled
+    if perception == "auto":
+        perception = build_perception(cfg, has_video)
+    node = Node(cfg, clock, mode="replay", session_id=cfg.node.session_id or rec.session_id,
+                perception=perception, sinks=sinks)
+    src = ReplaySource(rec, clock, node.audio_q, node.feed_frame if has_video else None, speed,
+                       cfg.microphone.block_ms, cfg.av.offset_ms / 1000.0)
+    with _Signals() as interrupted:
+        node.start([src], has_video=has_video)
+        while not (src.done.is_set() or interrupted.is_set() or node.errors):
+            src.done.wait(0.1)
+        if src.done.is_set() and not interrupted.is_set():
+            node.finish_input()
+        node.stop(drain=not interrupted.is_set())
+    if src.error:
+        node.errors.append(src.error)
+    node.interrupted = interrupted.is_set()
+    return node
+
+
+def live(cfg: Config, record_to: str | Path | None = None, duration: float | None = None,
+         sinks=(), provenance: dict | None = None) -> Node:
+    """Run on live devices until SIGINT/SIGTERM, `duration` seconds, or a device is lost."""
+    clock = WallClock()
+    use_cam = cfg.camera.enabled
+    node_sinks = list(sinks)
+    writer = None
+    session_id = cfg.node.session_id or time.strftime("%Y%m%d-%H%M%S")
+    if record_to is not None:
+        devices = {"microphone": cfg.microphone.device or "default",
+                   "camera": cfg.camera.source if use_cam else None}
+        cfg_dict = cfg.to_dict()
+        writer = SessionWriter(record_to, session_id, clock.unix_start, cfg_dict, devices,
+                               fps=cfg.camera.fps)
+        writer._meta["provenance"] = provenance
+        node_sinks.append(writer.write_event)
+    perception = build_perception(cfg, use_cam and cfg.faces.enabled)
+    node = Node(cfg, clock, mode="live", session_id=session_id, perception=perception,
+                sinks=node_sinks)
+    sources = []
+    if cfg.microphone.enabled:
+        sources.append(MicrophoneSource(cfg.microphone, clock, node.audio_q, writer))
+    if use_cam:
+        sources.append(CameraSource(cfg.camera, clock, node.slot, cfg.av.offset_ms / 1000.0, writer))
+    if not sources:
+        raise SourceError("no source enabled: enable the microphone and/or the camera")
+    try:
+        with _Signals() as interrupted:
+            node.start(sources, has_video=use_cam and cfg.faces.enabled)
+            t_end = None if duration is None else clock.now() + duration
+            while not interrupted.is_set() and not node.errors:
+                if t_end is not None and clock.now() >= t_end:
+                    break
+                lost = [s.name for s in sources if s.lost.is_set()]
+                if lost:
+                    node.errors.append(f"device lost: {', '.join(lost)} stopped delivering data")
+                    break
+                interrupted.wait(0.1)
+            node.stop(drain=True, timeout=10.0)
+    finally:
+        if writer is not None:
+            writer.close()
+    return node
+
+
+__all__ = ["replay", "live", "JsonlSink", "AudioQueue"]

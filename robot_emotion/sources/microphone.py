@@ -1,0 +1,74 @@
+"""Live microphone via sounddevice: 16 kHz mono int16 blocks into a bounded queue.
+
+The PortAudio callback only timestamps and enqueues (never blocks, never allocates much);
+overflows of our queue and PortAudio input overflows are both counted.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from robot_emotion import SAMPLE_RATE
+from robot_emotion.config import MicrophoneConfig
+from robot_emotion.sources.base import AudioBlock, AudioQueue
+
+
+class SourceError(RuntimeError):
+    """A device that cannot be opened or that disappeared (one-line message)."""
+
+
+def _device_arg(spec: str):
+    if spec == "":
+        return None
+    return int(spec) if spec.isdigit() else spec
+
+
+class MicrophoneSource:
+    name = "microphone"
+
+    def __init__(self, cfg: MicrophoneConfig, clock, out: AudioQueue, recorder=None):
+        self.cfg, self.clock, self.out, self.recorder = cfg, clock, out, recorder
+        self.state = "stopped"
+        self.portaudio_overflows = 0
+        self._stream = None
+        self._gain = float(10 ** (cfg.gain_db / 20))
+        self.lost = threading.Event()
+
+    def start(self) -> None:
+        try:
+            import sounddevice as sd
+        except OSError as e:  # libportaudio2 missing
+            raise SourceError(f"microphone unavailable: {e}") from None
+        blocksize = SAMPLE_RATE * self.cfg.block_ms // 1000
+        try:
+            self._stream = sd.InputStream(
+                samplerate=SAMPLE_RATE, channels=1, dtype="int16", blocksize=blocksize,
+                device=_device_arg(self.cfg.device), callback=self._callback,
+                finished_callback=self._finished)
+            self._stream.start()
+        except Exception as e:  # PortAudioError, ValueError for unknown device names
+            raise SourceError(f"cannot open microphone {self.cfg.device or '(default)'}: {e}") from None
+        self.state = "running"
+
+    def _callback(self, indata, frames, time_info, status) -> None:
+        if status.input_overflow:
+            self.portaudio_overflows += 1
+        t = self.clock.now() - frames / SAMPLE_RATE  # capture time of the first sample
+        samples = indata[:, 0].copy()
+        if self._gain != 1.0:
+            samples = np.clip(samples * self._gain, -32768, 32767).astype(np.int16)
+        self.out.put_nowait(AudioBlock(t, samples))
+        if self.recorder is not None:
+            self.recorder.write_audio(samples)
+
+    def _finished(self) -> None:
+        if self.state == "running":  # not stopped by us: the device went away
+            self.state = "lost"
+            self.lost.set()
+
+    def stop(self) -> None:
+        self.state = "stopped"
+        if self._stream is not None:
+            self._stream.close(ignore_errors=True)
+            self._stream = None
