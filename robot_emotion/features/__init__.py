@@ -1,0 +1,1 @@
+"""Featurizers shared by the live node and offline training (train/serve parity)."""

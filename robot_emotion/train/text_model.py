@@ -1,0 +1,252 @@
+"""Train the default text emotion model on MELD (train split; every choice made on dev).
+
+Recipe (CPU friendly): the bottom `n_frozen` MiniLM layers stay frozen and their outputs are
+computed ONCE per context size and cached in RAM (fp16, unpadded); only the top layers + a linear
+head are fine-tuned, with class-weighted cross-entropy (weights = (1/frequency)^alpha, normalised).
+The best epoch by dev weighted F1 is kept. Only the trained parameters are shipped
+(robot_emotion/assets/text_emotion.safetensors, fp16) plus a JSON meta; they load on top of the
+embedded all-MiniLM-L6-v2 (see features.text.load_default_text_model).
+"""
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import itertools
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from robot_emotion import EMOTIONS
+from robot_emotion.data.meld_text import read_meld_csv, with_past_context
+from robot_emotion.features.text import TextEncoder, masked_mean
+from robot_emotion.train.metrics import classification_report, format_tables
+
+
+@dataclass
+class Recipe:
+    context_turns: int = 2
+    n_frozen: int = 4
+    pooling: str = "current"
+    alpha: float = 0.5            # class weight = freq^-alpha
+    epochs: int = 4
+    batch_size: int = 32
+    lr_layers: float = 1e-4
+    lr_head: float = 1e-3
+    weight_decay: float = 0.01
+    dropout: float = 0.1
+    max_tokens: int = 160
+    seed: int = 13
+    extra: dict = field(default_factory=dict)
+
+
+def seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_texts(enc: TextEncoder, utts, context_turns: int) -> list[str]:
+    return [enc.build_input(hist, (u.speaker, u.text))
+            for u, hist in with_past_context(utts, max_turns=context_turns)]
+
+
+@torch.no_grad()
+def cache_bottom(enc: TextEncoder, texts: list[str], n_frozen: int, batch_size: int = 64):
+    """Run embeddings + frozen layers once. Returns per-example (states fp16 (T,D), mask, current mask)."""
+    lens = [len(enc.tokenizer.tokenize(t)) for t in texts]
+    order = np.argsort(lens)
+    out: list = [None] * len(texts)
+    for i in range(0, len(texts), batch_size):
+        idx = order[i:i + batch_size]
+        batch = enc.tokenize([texts[j] for j in idx])
+        states = enc.bottom_states(batch, n_frozen).to("cpu", torch.float16)
+        for r, j in enumerate(idx):
+            n = int(batch["attention_mask"][r].sum())
+            out[j] = (states[r, :n].clone(), batch["current_mask"][r, :n].clone())
+    return out
+
+
+class TopModel(nn.Module):
+    """Fine-tuned top transformer layers + pooling + linear head."""
+
+    def __init__(self, enc: TextEncoder, n_frozen: int, n_classes: int, pooling: str, dropout: float):
+        super().__init__()
+        self.enc = [enc]  # not a submodule: its frozen weights are neither trained nor saved
+        self.first = n_frozen
+        self.layers = copy.deepcopy(enc.model.encoder.layer[n_frozen:])
+        self.pooling = pooling
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(enc.dim, n_classes)
+
+    def forward(self, hidden, mask, cur_mask):
+        states = self.enc[0].run_layers(hidden, mask, 0, None, layers=self.layers)
+        pooled = masked_mean(states, cur_mask if self.pooling == "current" else mask)
+        return self.head(self.drop(pooled)), pooled
+
+    def shipped_state(self) -> dict[str, torch.Tensor]:
+        sd = {f"layers.{self.first + i}.{k}": v for i, layer in enumerate(self.layers)
+              for k, v in layer.state_dict().items()}
+        sd.update({f"head.{k}": v for k, v in self.head.state_dict().items()})
+        return {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in sd.items()}
+
+
+def collate(items, device):
+    T = max(s.shape[0] for s, _ in items)
+    D = items[0][0].shape[1]
+    h = torch.zeros(len(items), T, D, dtype=torch.float32)
+    m = torch.zeros(len(items), T, dtype=torch.long)
+    c = torch.zeros(len(items), T, dtype=torch.bool)
+    for i, (s, cm) in enumerate(items):
+        n = s.shape[0]
+        h[i, :n], m[i, :n], c[i, :n] = s.float(), 1, cm
+    return h.to(device), m.to(device), c.to(device)
+
+
+def length_batches(cache, batch_size: int, rng: random.Random):
+    """Shuffled batches of similar length (little padding)."""
+    idx = list(range(len(cache)))
+    rng.shuffle(idx)
+    chunk = batch_size * 50
+    batches = []
+    for i in range(0, len(idx), chunk):
+        part = sorted(idx[i:i + chunk], key=lambda j: cache[j][0].shape[0])
+        batches += [part[k:k + batch_size] for k in range(0, len(part), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+@torch.no_grad()
+def predict_cached(model: TopModel, cache, device, batch_size: int = 128):
+    model.eval()
+    order = sorted(range(len(cache)), key=lambda j: cache[j][0].shape[0])
+    probs = np.zeros((len(cache), model.head.out_features), dtype=np.float32)
+    for i in range(0, len(order), batch_size):
+        idx = order[i:i + batch_size]
+        logits, _ = model(*collate([cache[j] for j in idx], device))
+        probs[idx] = torch.softmax(logits.float(), -1).cpu().numpy()
+    return probs
+
+
+def class_weights(y: np.ndarray, n: int, alpha: float) -> torch.Tensor:
+    freq = np.bincount(y, minlength=n).astype(float) / len(y)
+    w = np.power(np.maximum(freq, 1e-6), -alpha)
+    return torch.tensor(w / (w * freq).sum(), dtype=torch.float32)  # expected weight = 1
+
+
+def fit(enc: TextEncoder, recipe: Recipe, train_cache, y_train, dev_cache, y_dev, log=print):
+    """Fine-tune top layers + head; returns (model with the best-dev-epoch weights, history)."""
+    seed_all(recipe.seed)
+    device = enc.device
+    model = TopModel(enc, recipe.n_frozen, len(EMOTIONS), recipe.pooling, recipe.dropout).to(device)
+    groups = [{"params": model.layers.parameters(), "lr": recipe.lr_layers},
+              {"params": model.head.parameters(), "lr": recipe.lr_head}]
+    opt = torch.optim.AdamW(groups, weight_decay=recipe.weight_decay)
+    steps = recipe.epochs * ((len(train_cache) + recipe.batch_size - 1) // recipe.batch_size)
+    warm = max(1, steps // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / (steps - warm))))
+    loss_fn = nn.CrossEntropyLoss(weight=class_weights(y_train, len(EMOTIONS), recipe.alpha).to(device))
+    rng = random.Random(recipe.seed)
+    yt = torch.as_tensor(y_train)
+    best, history = None, []
+    for epoch in range(recipe.epochs):
+        model.train()
+        t0, tot = time.time(), 0.0
+        for b in length_batches(train_cache, recipe.batch_size, rng):
+            logits, _ = model(*collate([train_cache[j] for j in b], device))
+            loss = loss_fn(logits, yt[b].to(device))
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            tot += loss.item() * len(b)
+        rep = classification_report(y_dev, predict_cached(model, dev_cache, device).argmax(1), EMOTIONS)
+        history.append({"epoch": epoch + 1, "train_loss": tot / len(train_cache),
+                        "dev_acc": rep["accuracy"], "dev_wf1": rep["weighted_f1"],
+                        "dev_bacc": rep["balanced_accuracy"], "seconds": time.time() - t0})
+        log(f"  epoch {epoch + 1}: loss {tot / len(train_cache):.4f} dev acc {100 * rep['accuracy']:.2f} "
+            f"wF1 {100 * rep['weighted_f1']:.2f} bacc {100 * rep['balanced_accuracy']:.2f} "
+            f"({time.time() - t0:.0f}s)")
+        if best is None or rep["weighted_f1"] > best[0]:
+            best = (rep["weighted_f1"], epoch + 1, copy.deepcopy(model.state_dict()))
+    model.load_state_dict(best[2])
+    return model, {"epochs": history, "best_epoch": best[1]}
+
+
+def _grid(spec: dict) -> list[dict]:
+    keys = list(spec)
+    return [dict(zip(keys, vals)) for vals in itertools.product(*(spec[k] for k in keys))]
+
+
+def run(train_csv: str, dev_csv: str, out_dir: str | None, contexts=(0, 1, 2, 4), alphas=(0.0, 0.5),
+        poolings=("current", "all"), base: Recipe | None = None, threads: int | None = None,
+        log=print) -> dict:
+    """Grid over context size x pooling x class-weight exponent, choose by dev weighted F1, write assets."""
+    if threads:
+        torch.set_num_threads(threads)
+    base = base or Recipe()
+    enc = TextEncoder(device="auto", max_tokens=base.max_tokens)
+    train_u, dev_u = read_meld_csv(train_csv), read_meld_csv(dev_csv)
+    y_train = np.array([u.label for u in train_u])
+    y_dev = np.array([u.label for u in dev_u])
+    log(f"train {len(train_u)} / dev {len(dev_u)} utterances; device {enc.device}")
+    results, best = [], None
+    for ctx in contexts:
+        t0 = time.time()
+        seed_all(base.seed)
+        tr = cache_bottom(enc, build_texts(enc, train_u, ctx), base.n_frozen)
+        dv = cache_bottom(enc, build_texts(enc, dev_u, ctx), base.n_frozen)
+        ntok = np.mean([s.shape[0] for s, _ in tr])
+        log(f"context {ctx}: cached {base.n_frozen} frozen layers, mean {ntok:.1f} tokens ({time.time() - t0:.0f}s)")
+        for g in _grid({"pooling": poolings, "alpha": alphas}):
+            recipe = Recipe(**{**asdict(base), "context_turns": ctx, **g})
+            log(f"recipe ctx={ctx} {g}")
+            model, hist = fit(enc, recipe, tr, y_train, dv, y_dev, log=log)
+            probs = predict_cached(model, dv, enc.device)
+            rep = classification_report(y_dev, probs.argmax(1), EMOTIONS)
+            results.append({"recipe": asdict(recipe), "dev_weighted_f1": rep["weighted_f1"],
+                            "dev_accuracy": rep["accuracy"], "history": hist})
+            if best is None or rep["weighted_f1"] > best[0]:
+                best = (rep["weighted_f1"], recipe, model.shipped_state(), rep, hist)
+            del model
+        del tr, dv
+    wf1, recipe, state, rep, hist = best
+    log(f"best: {asdict(recipe)} dev wF1 {100 * wf1:.2f}")
+    log(format_tables(rep))
+    if out_dir:
+        write_assets(out_dir, enc, recipe, state, rep, hist, results, train_csv, dev_csv)
+    return {"recipe": asdict(recipe), "report": rep, "results": results}
+
+
+def write_assets(out_dir, enc, recipe: Recipe, state, rep, hist, results, train_csv, dev_csv) -> None:
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(out / "text_emotion.safetensors"))
+    meta = {
+        "kind": "text_emotion", "format": 1, "labels": list(EMOTIONS),
+        "encoder": {"id": enc.id, "version": enc.version, "dim": enc.dim, "n_layers": enc.n_layers},
+        "context_turns": recipe.context_turns, "pooling": recipe.pooling, "max_tokens": recipe.max_tokens,
+        "trained_layers": list(range(recipe.n_frozen, enc.n_layers)), "weights_dtype": "float16",
+        "recipe": asdict(recipe), "best_epoch": hist["best_epoch"], "epochs": hist["epochs"],
+        "training_data": {"train": Path(train_csv).name, "select": Path(dev_csv).name,
+                          "note": "MELD train split; every choice (recipe grid, epoch) selected on dev; "
+                                  "test never used"},
+        "dev_metrics": {k: rep[k] for k in ("n", "accuracy", "balanced_accuracy", "weighted_precision",
+                                            "weighted_recall", "weighted_f1", "macro_f1", "per_class",
+                                            "confusion_matrix")},
+        "grid": [{"recipe": {k: r["recipe"][k] for k in ("context_turns", "pooling", "alpha")},
+                  "dev_weighted_f1": r["dev_weighted_f1"], "dev_accuracy": r["dev_accuracy"],
+                  "best_epoch": r["history"]["best_epoch"]} for r in results],
+        "date": _dt.date.today().isoformat(),
+        "command": "python tools/train_text_model.py",
+    }
+    (out / "text_emotion.json").write_text(json.dumps(meta, indent=1) + "\n")

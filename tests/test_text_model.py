@@ -1,0 +1,127 @@
+"""Text emotion branch: input building (past-only, left truncation), MELD CSV text reading,
+the shipped default model, metrics and CSV evaluation."""
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from robot_emotion import EMOTIONS  # noqa: E402
+from robot_emotion.data.meld_text import Utterance, fix_mojibake, read_meld_csv, with_past_context  # noqa: E402
+from robot_emotion.train.metrics import classification_report, format_tables  # noqa: E402
+
+DEV_CSV = Path(os.environ.get("MELD_DIR", Path(__file__).resolve().parents[2] / "shared" / "meld")) / "dev_sent_emo.csv"
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    from robot_emotion.features.text import TextEncoder
+
+    return TextEncoder(device="cpu", max_tokens=40)
+
+
+@pytest.fixture(scope="module")
+def model():
+    from robot_emotion.features.text import load_default_text_model
+
+    return load_default_text_model(device="cpu")
+
+
+def test_mojibake_repair():
+    assert fix_mojibake("Oh my God, heÂ’s lost it. HeÂ’s totally lost it.") == \
+        "Oh my God, he’s lost it. He’s totally lost it."
+    assert fix_mojibake("Itâ€™s okay â€” really") == "It’s okay — really"
+    assert fix_mojibake("You\x92re a genius\x85") == "You’re a genius…"
+    assert fix_mojibake("Ross: I’m fine, café") == "Ross: I’m fine, café"  # clean text untouched
+
+
+def test_csv_reader_repairs_and_groups(tmp_path):
+    f = tmp_path / "m.csv"
+    rows = [("1", "Utt two", "Ross", "joy", "1", "2"), ("2", "heÂ’s here", "Joey", "neutral", "1", "0"),
+            ("3", "Utt one", "Rachel", "anger", "1", "1"), ("4", "Other", "Monica", "fear", "0", "0")]
+    with open(f, "w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh, lineterminator="\r\n")
+        w.writerow(["Sr No.", "Utterance", "Speaker", "Emotion", "Dialogue_ID", "Utterance_ID"])
+        w.writerows(rows)
+    utts = read_meld_csv(f)
+    assert utts[1].text == "he’s here" and utts[0].label == EMOTIONS.index("joy")
+    ctx = {u.text: h for u, h in with_past_context(utts)}
+    assert ctx["Utt two"] == [("Joey", "he’s here"), ("Rachel", "Utt one")]
+    assert ctx["he’s here"] == [] and ctx["Other"] == []
+    assert [h for u, h in with_past_context(utts, max_turns=1) if u.text == "Utt two"][0] == [("Rachel", "Utt one")]
+
+
+def test_build_input_never_sees_future_turns(encoder):
+    utts = [Utterance(7, i, spk, f"turn number {w} here", "neutral")
+            for i, (spk, w) in enumerate([("Joey", "zero"), ("Ross", "one"), ("Joey", "two"), ("Ross", "three")])]
+    for u, hist in with_past_context(utts, max_turns=4):
+        text = encoder.build_input(hist, (u.speaker, u.text))
+        words = ["zero", "one", "two", "three"]
+        for later in words[u.utterance_id + 1:]:
+            assert later not in text
+        assert text.endswith(f"turn number {words[u.utterance_id]} here")
+        if u.utterance_id:
+            assert encoder.sep in text and text.index(encoder.sep) > text.index(words[u.utterance_id - 1])
+
+
+def test_build_input_truncates_left_keeps_current(encoder):
+    history = [("Joey", f"oldest{i} " + "blah " * 6) for i in range(6)] + [("Ross", "the newest past turn")]
+    current = ("Rachel", "This current utterance must stay whole, every single word of it.")
+    text = encoder.build_input(history, current)
+    assert len(encoder.tokenizer(text)["input_ids"]) <= encoder.max_tokens
+    assert text.endswith(": This current utterance must stay whole, every single word of it.")
+    assert "the newest past turn" in text and "oldest0" not in text
+    # the current utterance's tokens are marked for pooling
+    batch = encoder.tokenize([text])
+    toks = encoder.tokenizer.convert_ids_to_tokens(batch["input_ids"][0][batch["current_mask"][0]])
+    assert "current" in toks and "newest" not in toks
+    # with no history there is no separator and the whole utterance is the current one
+    assert encoder.sep not in encoder.build_input([], ("Joey", "Hi."))
+
+
+def test_classification_report_and_tables():
+    y_true = ["joy", "joy", "anger", "neutral", "neutral", "neutral"]
+    y_pred = ["joy", "neutral", "anger", "neutral", "neutral", "joy"]
+    rep = classification_report(y_true, y_pred, EMOTIONS)
+    assert rep["accuracy"] == pytest.approx(4 / 6)
+    assert rep["balanced_accuracy"] == pytest.approx((0.5 + 1 + 2 / 3) / 3)
+    assert rep["per_class"]["joy"] == pytest.approx({"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2})
+    assert sum(map(sum, rep["confusion_matrix"])) == 6
+    sk = pytest.importorskip("sklearn.metrics")
+    assert rep["weighted_f1"] == pytest.approx(sk.f1_score(y_true, y_pred, average="weighted"))
+    assert "| joy |" in format_tables(rep) and "weighted F1" in format_tables(rep)
+
+
+def test_default_model_clear_cases(model):
+    assert model.labels == EMOTIONS and model.meta["encoder"]["id"] == "all-MiniLM-L6-v2"
+    probs, feat = model.predict([], ("A", "This is the best day of my life, I love it!"))
+    assert probs.shape == (7,) and abs(float(probs.sum()) - 1) < 1e-4 and feat.shape == (384,)
+    assert EMOTIONS[int(probs.argmax())] == "joy"
+    batch, feats = model.predict_batch([
+        ([("B", "You ate my sandwich?")], ("A", "I hate you! Get out of my house!")),
+        ([], ("A", "Oh my God! Really?! No way!")),
+    ])
+    top2 = [{EMOTIONS[i] for i in np.argsort(-p)[:2]} for p in batch]
+    assert top2[0] & {"anger", "disgust"}
+    assert "surprise" in top2[1]
+    assert feats.shape == (2, 384)
+    # batching gives the same answer as one at a time
+    single, _ = model.predict([("B", "You ate my sandwich?")], ("A", "I hate you! Get out of my house!"))
+    np.testing.assert_allclose(single, batch[0], atol=1e-4)
+
+
+@pytest.mark.skipif(not DEV_CSV.is_file(), reason=f"MELD dev CSV not available at {DEV_CSV}")
+def test_evaluate_text_csv_first_rows(model):
+    from robot_emotion.train.metrics import evaluate_text_csv
+
+    rep = evaluate_text_csv(DEV_CSV, model, limit=100)
+    truth = [u.emotion for u in read_meld_csv(DEV_CSV, limit=100)]
+    assert rep["n"] == 100 and 0.0 <= rep["accuracy"] <= 1.0
+    direct = np.mean([t == p for t, p in zip(truth, rep["predictions"])])
+    assert rep["accuracy"] == pytest.approx(direct)
+    assert rep["weighted_f1"] > 0.2  # far above chance on real dialogue

@@ -1,0 +1,56 @@
+#!/usr/bin/env python
+"""Train the default text emotion model (thin CLI over robot_emotion.train.text_model).
+
+Reproduce the shipped assets (robot_emotion/assets/text_emotion.{safetensors,json}):
+    HF_HUB_OFFLINE=1 python tools/train_text_model.py --meld-dir /path/to/meld
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from robot_emotion.train.text_model import Recipe, run  # noqa: E402
+
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "robot_emotion" / "assets"
+
+
+def main(argv=None) -> int:
+    d = Recipe()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--meld-dir", default="../shared/meld", help="folder with train_sent_emo.csv and dev_sent_emo.csv")
+    ap.add_argument("--out", default=str(DEFAULT_OUT), help="asset folder to write ('' = do not write)")
+    ap.add_argument("--contexts", type=int, nargs="+", default=[d.context_turns], help="past turns to try")
+    ap.add_argument("--poolings", nargs="+", default=[d.pooling], choices=["current", "all"])
+    ap.add_argument("--alphas", type=float, nargs="+", default=[d.alpha], help="class weight = freq^-alpha")
+    ap.add_argument("--epochs", type=int, default=d.epochs)
+    ap.add_argument("--n-frozen", type=int, default=d.n_frozen)
+    ap.add_argument("--lr-layers", type=float, default=d.lr_layers)
+    ap.add_argument("--lr-head", type=float, default=d.lr_head)
+    ap.add_argument("--batch-size", type=int, default=d.batch_size)
+    ap.add_argument("--seed", type=int, default=d.seed)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--summary-json", default=None, help="write the grid results here")
+    a = ap.parse_args(argv)
+    meld = Path(a.meld_dir)
+    train_csv, dev_csv = meld / "train_sent_emo.csv", meld / "dev_sent_emo.csv"
+    for f in (train_csv, dev_csv):
+        if not f.is_file():
+            print(f"error: missing MELD file {f}", file=sys.stderr)
+            return 2
+    base = Recipe(epochs=a.epochs, n_frozen=a.n_frozen, lr_layers=a.lr_layers, lr_head=a.lr_head,
+                  batch_size=a.batch_size, seed=a.seed)
+    res = run(str(train_csv), str(dev_csv), a.out or None, contexts=a.contexts, alphas=a.alphas,
+              poolings=a.poolings, base=base, threads=a.threads, log=lambda s: print(s, flush=True))
+    if a.summary_json:
+        Path(a.summary_json).write_text(json.dumps(res, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
