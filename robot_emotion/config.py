@@ -46,10 +46,11 @@ class AVConfig:
 class VADConfig:
     backend: str = "webrtcvad"  # webrtcvad | silero
     aggressiveness: int = 2     # webrtcvad mode 0..3
-    frame_ms: int = 30          # 10 | 20 | 30 (silero always uses 32 ms)
-    padding_ms: int = 300       # ring buffer used for onset pre-roll and hangover
-    onset_ratio: float = 0.6    # fraction of voiced frames in the ring that starts speech
-    offset_ratio: float = 0.85  # fraction of unvoiced frames in the ring that ends speech
+    frame_ms: int = 20          # 10 | 20 | 30 (silero always uses 32 ms)
+    padding_ms: int = 300       # onset ring: pre-roll that confirms speech has started
+    onset_ratio: float = 0.6    # fraction of voiced frames in the onset ring that starts speech
+    hangover_ms: int = 140      # end ring: this much near-silence ends an utterance
+    offset_ratio: float = 0.85  # fraction of unvoiced frames in the end ring that ends speech
     min_utterance_ms: int = 250
     max_utterance_s: float = 15.0
 
@@ -129,6 +130,7 @@ _RANGES: dict[tuple[str, str], tuple[typing.Callable, str]] = {
     ("vad", "aggressiveness"): (lambda v: 0 <= v <= 3, "must be 0..3"),
     ("vad", "frame_ms"): (lambda v: v in (10, 20, 30), "must be 10, 20 or 30"),
     ("vad", "padding_ms"): (lambda v: 30 <= v <= 2000, "must be 30..2000"),
+    ("vad", "hangover_ms"): (lambda v: 20 <= v <= 3000, "must be 20..3000"),
     ("vad", "onset_ratio"): (lambda v: 0 < v <= 1, "must be in (0, 1]"),
     ("vad", "offset_ratio"): (lambda v: 0 < v <= 1, "must be in (0, 1]"),
     ("vad", "min_utterance_ms"): (lambda v: 0 <= v <= 10000, "must be 0..10000"),

@@ -35,6 +35,7 @@ class Publisher:
         self.dropped = 0              # refused by ZeroMQ (HWM reached)
         self.latencies: list[tuple[str, float]] = []  # (topic, speech end -> publish ms)
         self.error: str | None = None
+        self.bound: str | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -62,6 +63,7 @@ class Publisher:
             sock.close()
             self._ready.set()
             return
+        self.bound = sock.getsockopt(zmq.LAST_ENDPOINT).decode()  # resolves "tcp://127.0.0.1:*"
         self._ready.set()
         next_status = time.monotonic() + self.status_period
         try:

@@ -7,7 +7,9 @@ machine over a ring buffer of ``padding_ms``:
 * SILENCE -> SPEECH when more than ``onset_ratio`` of the ring is voiced. The start time
   is the first voiced frame of the ring (the ring is the pre-roll), so the onset event
   is late by at most the ring length but the boundary is not.
-* SPEECH -> SILENCE when more than ``offset_ratio`` of the ring is unvoiced (hangover).
+* SPEECH -> SILENCE when more than ``offset_ratio`` of the last ``hangover_ms`` is unvoiced.
+  The hangover is shorter than the onset ring so that quick turn-taking (another
+  speaker answering after 150 ms) still ends the first utterance.
   The end time is the end of the last voiced frame.
 * A segment reaching ``max_utterance_s`` is cut and a new one starts at once, so a
   monologue still yields results. Segments shorter than ``min_utterance_ms`` end with
@@ -84,6 +86,7 @@ class Segmenter:
         self.flen = self.frames.frame_len
         self.fdur = self.flen / SAMPLE_RATE
         self.ring = collections.deque(maxlen=max(1, round(cfg.padding_ms / 1000 / self.fdur)))
+        self.tail = collections.deque(maxlen=max(1, round(cfg.hangover_ms / 1000 / self.fdur)))
         self._pending = np.zeros(0, np.int16)
         self._pending_t = 0.0
         self._history = collections.deque(maxlen=int(PREROLL_S / self.fdur) + self.ring.maxlen + 1)
@@ -117,10 +120,11 @@ class Segmenter:
                 return [self._open(t + self.fdur)]
             return []
         self._speech.append(frame)
+        self.tail.append(voiced)
         if voiced:
             self._last_voiced_end = t + self.fdur
-        n_unvoiced = sum(not v for _, v in self.ring)
-        if n_unvoiced > self.cfg.offset_ratio * self.ring.maxlen:
+        n_unvoiced = sum(not v for v in self.tail)
+        if n_unvoiced > self.cfg.offset_ratio * self.tail.maxlen:
             return [self._close(t + self.fdur, forced=False)]
         if t + self.fdur - self._start >= self.cfg.max_utterance_s:
             end = self._close(t + self.fdur, forced=True)
@@ -153,6 +157,7 @@ class Segmenter:
         dropped = (end - self._start) * 1000 < self.cfg.min_utterance_ms
         self._speech = None
         self.ring.clear()
+        self.tail.clear()
         return SpeechEnd(self._open_id, self._start, end, audio, self._audio_t0, forced, dropped,
                          decided_at)
 

@@ -35,6 +35,10 @@ class CameraSource:
         self._cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.cfg.width)
         self._cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.cfg.height)
         self._cap.set(cv2.CAP_PROP_FPS, self.cfg.fps)
+        # A file stands in for a camera at its own frame rate (OpenCV would read it flat out).
+        self._file_period = 0.0
+        if not self.cfg.source.isdigit() and "://" not in self.cfg.source:
+            self._file_period = 1.0 / (self._cap.get(cv2.CAP_PROP_FPS) or self.cfg.fps)
         self.state = "running"
         self._thread = threading.Thread(target=self._run, name="camera", daemon=True)
         self._thread.start()
@@ -42,9 +46,15 @@ class CameraSource:
     def _run(self) -> None:
         import cv2
         failures = 0
+        wall0 = time.monotonic()
         while not self._stop.is_set():
+            if self._file_period:
+                self._stop.wait(max(0.0, wall0 + self.frames * self._file_period - time.monotonic()))
             ok, bgr = self._cap.read()
             t = self.clock.now() - self.offset_s
+            if not ok and self._file_period:
+                self.state = "ended"  # a file source simply runs out
+                break
             if not ok:
                 failures += 1
                 if failures > 30:  # ~1-2 s of failed reads: the device is gone

@@ -1,0 +1,113 @@
+"""Shared test fixtures: real generated speech, sessions, loopback endpoints, PulseAudio."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+MELD_CLIP = SHARED / "fixtures" / "meld_train_dia1_utt0.mp4"
+FACE_CLIP = SHARED / "fixtures" / "single_face.mp4"
+
+
+def shared_file(path: Path) -> Path:
+    if not path.is_file():
+        pytest.skip(f"{path} is absent (tests that use ../shared skip without it)")
+    return path
+
+
+def free_endpoint() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+def load_tool(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def run_cli(*args, timeout=300, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "robot_emotion", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="session")
+def demo_tool():
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    return load_tool("make_demo_session")
+
+
+@pytest.fixture(scope="session")
+def dialogue_session(demo_tool, tmp_path_factory):
+    """The default demo dialogue (10 turns, two voices, some gaps < 300 ms), with video."""
+    out = tmp_path_factory.mktemp("demo")
+    truth = demo_tool.make_session(out, seed=0)
+    return out, truth
+
+
+@pytest.fixture(scope="session")
+def short_session(demo_tool, tmp_path_factory):
+    """A 4-turn audio+video session, short enough to replay at recorded pace."""
+    out = tmp_path_factory.mktemp("short")
+    truth = demo_tool.make_session(out, turns=4, seed=1)
+    return out, truth
+
+
+@pytest.fixture(scope="session")
+def pulse():
+    """A real PulseAudio server with a null sink whose monitor is the default microphone.
+
+    Audio played into the sink with paplay reaches the node through PortAudio/ALSA exactly
+    as a USB microphone's would. Skips where PulseAudio is not installed.
+    """
+    if shutil.which("pulseaudio") is None or shutil.which("paplay") is None:
+        pytest.skip("pulseaudio is not installed (scripts/setup.sh installs it)")
+    started = False
+    if subprocess.run(["pactl", "info"], capture_output=True).returncode != 0:
+        subprocess.run(["pulseaudio", "-D", "--exit-idle-time=-1", "-n",
+                        "--load=module-native-protocol-unix"], capture_output=True)
+        started = True
+        for _ in range(50):
+            if subprocess.run(["pactl", "info"], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+    mods = subprocess.run(["pactl", "list", "short", "sinks"], capture_output=True, text=True).stdout
+    if "robot_test" not in mods:
+        subprocess.run(["pactl", "load-module", "module-null-sink", "sink_name=robot_test"],
+                       capture_output=True, check=True)
+    subprocess.run(["pactl", "set-default-sink", "robot_test"], check=True)
+    subprocess.run(["pactl", "set-default-source", "robot_test.monitor"], check=True)
+    yield "robot_test"
+    if started:
+        subprocess.run(["pulseaudio", "--kill"], capture_output=True)
+
+
+def espeak(text: str, voice: str = "en-us", pitch: int = 50, speed: int = 160) -> np.ndarray:
+    """Real synthetic speech as 16 kHz mono int16."""
+    import tempfile
+    from robot_emotion.media import read_audio_file
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    with tempfile.TemporaryDirectory() as d:
+        wav = Path(d) / "s.wav"
+        subprocess.run(["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(speed), "-w", str(wav), text],
+                       check=True, capture_output=True)
+        return read_audio_file(wav, resample=True)
