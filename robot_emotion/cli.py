@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmark table: real-time factor, latency, RSS")
     p.add_argument("--source", default=None, help="recording to replay (default: the demo session)")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--configs", type=lambda s: s.split(","), default=None,
+                   help="comma-separated subset of: spine, perception, full")
     _add_config_args(p, _launch("replay.toml"))
 
     p = sub.add_parser("evaluate", help="evaluate an emotion model on a MELD-format CSV")

@@ -8,7 +8,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 need_apt=()
-for pkg in libportaudio2 espeak-ng sox; do
+for pkg in libportaudio2 espeak-ng sox pulseaudio pulseaudio-utils libasound2-plugins; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
