@@ -78,13 +78,13 @@ def _finish(node) -> int:
 def cmd_replay(args) -> int:
     from robot_emotion.cli import demo_session_path, load_config
     from robot_emotion.runner import replay
-    cfg, _ = load_config(args)  # config errors first: they are the cheapest to report
+    cfg, _ = load_config(args)  # usage errors first: they are the cheapest to report
+    speed = args.speed if args.speed == "max" else _speed(args.speed)
     source = args.source
     if args.demo or source is None:
         source = demo_session_path()
         if not (Path(source) / "session.json").is_file():
             raise CommandError(f"demo session not found at {source}: run scripts/setup.sh (or make demo)", 3)
-    speed = args.speed if args.speed == "max" else _speed(args.speed)
     sinks, closers = _sinks(args)
     t0 = time.monotonic()
     try:

@@ -46,11 +46,12 @@ class AVConfig:
 class VADConfig:
     backend: str = "webrtcvad"  # webrtcvad | silero
     aggressiveness: int = 2     # webrtcvad mode 0..3
-    frame_ms: int = 20          # 10 | 20 | 30 (silero always uses 32 ms)
+    frame_ms: int = 10          # 10 | 20 | 30 (silero always uses 32 ms)
     padding_ms: int = 300       # onset ring: pre-roll that confirms speech has started
     onset_ratio: float = 0.6    # fraction of voiced frames in the onset ring that starts speech
-    hangover_ms: int = 140      # end ring: this much near-silence ends an utterance
+    hangover_ms: int = 150      # end ring: this much near-silence ends an utterance
     offset_ratio: float = 0.85  # fraction of unvoiced frames in the end ring that ends speech
+    energy_margin_db: float = 12.0  # webrtcvad frames must also be this far above the noise floor
     min_utterance_ms: int = 250
     max_utterance_s: float = 15.0
 
@@ -131,6 +132,7 @@ _RANGES: dict[tuple[str, str], tuple[typing.Callable, str]] = {
     ("vad", "frame_ms"): (lambda v: v in (10, 20, 30), "must be 10, 20 or 30"),
     ("vad", "padding_ms"): (lambda v: 30 <= v <= 2000, "must be 30..2000"),
     ("vad", "hangover_ms"): (lambda v: 20 <= v <= 3000, "must be 20..3000"),
+    ("vad", "energy_margin_db"): (lambda v: 0 <= v <= 60, "must be 0..60 dB"),
     ("vad", "onset_ratio"): (lambda v: 0 < v <= 1, "must be in (0, 1]"),
     ("vad", "offset_ratio"): (lambda v: 0 < v <= 1, "must be in (0, 1]"),
     ("vad", "min_utterance_ms"): (lambda v: 0 <= v <= 10000, "must be 0..10000"),

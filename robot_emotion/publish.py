@@ -32,7 +32,9 @@ class Publisher:
         self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
         self.seq: dict[str, int] = {}
         self.sent = 0
-        self.dropped = 0              # refused by ZeroMQ (HWM reached)
+        # PUB drops silently per subscriber at its HWM (the subscriber sees seq gaps);
+        # this counts only messages ZeroMQ refused outright.
+        self.dropped = 0
         self.latencies: list[tuple[str, float]] = []  # (topic, speech end -> publish ms)
         self.error: str | None = None
         self.bound: str | None = None

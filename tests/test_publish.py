@@ -23,7 +23,8 @@ def _wait_connected(pub: Publisher, sub: Subscriber) -> None:
 
 def test_subscriber_receives_topics_in_order_with_schema():
     ep = free_endpoint()
-    pub = Publisher(ep, "sess-1", status_hz=50)
+    status = lambda: {"uptime": 1.0, "stages": {}, "queues": {}, "dropped": {}, "sources": {}}  # noqa: E731
+    pub = Publisher(ep, "sess-1", status_hz=50, status_fn=status)
     pub.start()
     with Subscriber(ep, topics=["speech", "status"]) as sub:
         _wait_connected(pub, sub)
@@ -75,14 +76,18 @@ def test_stalled_subscriber_never_blocks_the_publisher():
     time.sleep(0.3)
     payload = "x" * 20000
     t0 = time.perf_counter()
-    for i in range(3000):
+    for i in range(3000):  # 60 MB: far more than the socket buffers and HWM can hold
         pub.publish({"topic": "speech.start", "utterance_id": payload, "start": float(i)})
     enqueue_s = time.perf_counter() - t0
     pub.stop(timeout=20)
+    drain_s = time.perf_counter() - t0
+    alive = pub._thread.is_alive()
     stalled.close()
     assert enqueue_s < 1.0            # the pipeline side never waits for the socket
-    assert pub.sent + pub.dropped == 3000
-    assert pub.dropped > 0            # the HWM filled up and messages were dropped, not queued
+    assert not alive and drain_s < 10  # the publisher thread never blocked on the dead reader
+    # ZeroMQ PUB drops silently for that subscriber once its HWM is full: nothing was refused
+    # at our end, and the subscriber would see the loss as sequence gaps.
+    assert pub.sent == 3000
 
 
 def test_stalled_subscriber_does_not_slow_the_node(short_session):

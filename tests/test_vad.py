@@ -51,7 +51,8 @@ def test_start_precedes_end_and_ids_pair_up(dialogue_session):
 def test_monologue_is_cut_at_max_length():
     words = espeak("this sentence keeps going and going without any real pause at all", speed=150)
     audio = np.concatenate([words] * 6)  # ~20 s of continuous speech
-    cfg = dataclasses.replace(VADConfig(), max_utterance_s=4.0)
+    # a long hangover so word pauses never end it: only the max-length cut can
+    cfg = dataclasses.replace(VADConfig(), max_utterance_s=4.0, hangover_ms=1000)
     ends = [e for e in segment(audio, cfg) if isinstance(e, SpeechEnd)]
     forced = [e for e in ends if e.forced]
     assert len(forced) >= 3

@@ -50,12 +50,27 @@ class SpeechEnd:
 
 
 class WebRtcFrames:
-    def __init__(self, aggressiveness: int, frame_ms: int):
+    """webrtcvad, gated by energy above an adaptive noise floor.
+
+    webrtcvad keeps saying "speech" for ~100 ms after speech stops (its own hangover),
+    which hides quick turn-taking gaps. A frame counts as voiced only if it is also
+    ``margin_db`` above the noise floor; the floor follows the quietest frames down at
+    once and creeps up slowly (1 dB/s), so it adapts to fans and motors, not to speech.
+    """
+
+    def __init__(self, aggressiveness: int, frame_ms: int, margin_db: float = 12.0):
         import webrtcvad
         self._vad = webrtcvad.Vad(aggressiveness)
         self.frame_len = SAMPLE_RATE * frame_ms // 1000
+        self.margin_db = margin_db
+        self.floor_db: float | None = None
+        self._rise = 1.0 * frame_ms / 1000.0
 
     def is_speech(self, frame: np.ndarray) -> bool:
+        energy_db = 10.0 * np.log10(np.mean(frame.astype(np.float32) ** 2) + 1.0)
+        self.floor_db = energy_db if self.floor_db is None else min(energy_db, self.floor_db + self._rise)
+        if self.margin_db > 0 and energy_db < self.floor_db + self.margin_db:
+            return False
         return self._vad.is_speech(frame.tobytes(), SAMPLE_RATE)
 
 
@@ -82,11 +97,11 @@ class Segmenter:
     def __init__(self, cfg: VADConfig, id_prefix: str = ""):
         self.cfg = cfg
         self.frames = (SileroFrames() if cfg.backend == "silero"
-                       else WebRtcFrames(cfg.aggressiveness, cfg.frame_ms))
+                       else WebRtcFrames(cfg.aggressiveness, cfg.frame_ms, cfg.energy_margin_db))
         self.flen = self.frames.frame_len
         self.fdur = self.flen / SAMPLE_RATE
         self.ring = collections.deque(maxlen=max(1, round(cfg.padding_ms / 1000 / self.fdur)))
-        self.tail = collections.deque(maxlen=max(1, round(cfg.hangover_ms / 1000 / self.fdur)))
+        self.tail = collections.deque(maxlen=max(1, int(cfg.hangover_ms / 1000 / self.fdur + 1e-6)))
         self._pending = np.zeros(0, np.int16)
         self._pending_t = 0.0
         self._history = collections.deque(maxlen=int(PREROLL_S / self.fdur) + self.ring.maxlen + 1)
