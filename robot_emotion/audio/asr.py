@@ -327,7 +327,9 @@ class TransformersWhisperASR(ASR):
         self.num_beams = int(num_beams)
         self.id = f"transformers:{os.path.basename(os.path.normpath(path))}"
         self._lock = threading.Lock()
-        self._english_only = bool(getattr(self.model.generation_config, "is_multilingual", True)) is False
+        gc = self.model.generation_config
+        # English-only checkpoints (and old generation configs) take no language/task arguments
+        self._pass_language = bool(getattr(gc, "is_multilingual", False)) and bool(getattr(gc, "lang_to_id", None))
 
     def _features(self, audio: np.ndarray):
         inputs = self.processor.feature_extractor(audio, sampling_rate=SAMPLE_RATE, return_tensors="pt")
@@ -335,7 +337,7 @@ class TransformersWhisperASR(ASR):
 
     def _transcribe(self, audio: np.ndarray) -> Transcript:
         import torch
-        kw = {} if self._english_only else {"language": "en", "task": "transcribe"}
+        kw = {"language": "en", "task": "transcribe"} if self._pass_language else {}
         with self._lock, torch.inference_mode():
             out = self.model.generate(self._features(audio[:WHISPER_CHUNK_SAMPLES]), num_beams=self.num_beams,
                                       return_dict_in_generate=True, output_scores=True, **kw)

@@ -2,7 +2,7 @@
 
 Per 10 ms frame: 19 MFCCs (c1..c19 of 40 log-mel bands, 60-7600 Hz, 25 ms window;
 c0 = loudness is dropped so the microphone gain does not matter), log-f0 from a
-normalised autocorrelation (60-500 Hz), a speech mask (within 30 dB of the segment's
+normalised autocorrelation (60-500 Hz, at 8 kHz), a speech mask (within 30 dB of the segment's
 95th-percentile frame energy) and a voiced mask (speech and autocorrelation peak > 0.6).
 
 A stretch of audio is summarised by ``VoiceStats``: the mean MFCC vector over its voiced
@@ -43,18 +43,44 @@ VOICING_THRESHOLD = 0.6
 SPEECH_RANGE_DB = 30.0
 SILENCE_DB = -60.0
 
-_mfcc_transform = None
+_MFCC_TABLES: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+N_FFT = 512
+N_MELS = 40
 
 
-def _mfcc():
-    global _mfcc_transform
-    if _mfcc_transform is None:
-        import torchaudio
-        _mfcc_transform = torchaudio.transforms.MFCC(
-            SAMPLE_RATE, n_mfcc=N_MFCC + 1,
-            melkwargs=dict(n_fft=512, win_length=WIN, hop_length=HOP, n_mels=40,
-                           f_min=60.0, f_max=7600.0, center=True))
-    return _mfcc_transform
+def _mfcc_tables():
+    """Periodic Hann window (400 in 512), HTK mel filterbank (40, 60-7600 Hz), orthonormal DCT-II."""
+    global _MFCC_TABLES
+    if _MFCC_TABLES is None:
+        win = np.zeros(N_FFT)
+        off = (N_FFT - WIN) // 2
+        win[off:off + WIN] = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(WIN) / WIN)
+        freqs = np.linspace(0, SAMPLE_RATE / 2, N_FFT // 2 + 1)
+        mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)           # noqa: E731
+        pts = 700.0 * (10 ** (np.linspace(mel(60.0), mel(7600.0), N_MELS + 2) / 2595.0) - 1.0)
+        lower = (freqs[:, None] - pts[None, :-2]) / (pts[1:-1] - pts[:-2])
+        upper = (pts[None, 2:] - freqs[:, None]) / (pts[2:] - pts[1:-1])
+        fb = np.maximum(0.0, np.minimum(lower, upper))                 # (257, 40)
+        k = np.arange(N_MELS)
+        dct = np.cos(np.pi / N_MELS * (k[:, None] + 0.5) * np.arange(N_MFCC + 1)[None, :])
+        dct[:, 0] *= 1.0 / np.sqrt(2.0)
+        dct *= np.sqrt(2.0 / N_MELS)                                   # (40, 20)
+        _MFCC_TABLES = (win, fb, dct)
+    return _MFCC_TABLES
+
+
+def mfcc(x: np.ndarray) -> np.ndarray:
+    """(n, 20) MFCCs c0..c19 per 10 ms frame, numerically the same as torchaudio.transforms.MFCC
+    (n_fft 512, win 400, hop 160, 40 HTK mels 60-7600 Hz, dB with top_db 80, ortho DCT) but in
+    numpy: torch's thread pool stalls badly when the 2 cores are busy (measured 0.7 -> 140 ms)."""
+    win, fb, dct = _mfcc_tables()
+    n = len(x) // HOP + 1
+    xp = np.pad(x.astype(np.float64), (N_FFT // 2, N_FFT // 2), mode="reflect" if len(x) > N_FFT // 2 else "constant")
+    idx = np.arange(n)[:, None] * HOP + np.arange(N_FFT)[None, :]
+    power = np.abs(np.fft.rfft(xp[idx] * win, N_FFT)) ** 2
+    mel_db = 10.0 * np.log10(np.maximum(power @ fb, 1e-10))
+    mel_db = np.maximum(mel_db, mel_db.max() - 80.0)
+    return mel_db @ dct
 
 
 def _frames(x: np.ndarray, length: int) -> np.ndarray:
@@ -66,20 +92,25 @@ def _frames(x: np.ndarray, length: int) -> np.ndarray:
 
 
 def pitch_track(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(log f0, voicing strength) per 10 ms frame from a 40 ms normalised autocorrelation."""
-    L = 640
-    fr = _frames(x, L).astype(np.float64)
-    fr -= fr.mean(axis=1, keepdims=True)
-    win = np.hanning(L)
+    """(log f0, voicing strength) per 10 ms frame: 40 ms normalised autocorrelation at 8 kHz."""
+    from scipy.signal import resample_poly
+    sr = SAMPLE_RATE // 2
+    n = len(x) // HOP + 1
+    y = resample_poly(x, 1, 2).astype(np.float32)            # f0 < 500 Hz: 8 kHz is plenty
+    L, hop, nfft = 320, HOP // 2, 512                         # 40 ms frames; lags up to 133 < nfft - L
+    yp = np.pad(y, (L // 2, L // 2 + hop))
+    idx = np.minimum(np.arange(n)[:, None] * hop + np.arange(L)[None, :], len(yp) - 1)
+    fr = yp[idx]
+    fr = fr - fr.mean(axis=1, keepdims=True)
+    win = np.hanning(L).astype(np.float32)
     fr *= win
-    spec = np.fft.rfft(fr, 2 * L)
-    ac = np.fft.irfft(np.abs(spec) ** 2)[:, :L]
-    wac = np.fft.irfft(np.abs(np.fft.rfft(win, 2 * L)) ** 2)[:L]
+    ac = np.fft.irfft(np.abs(np.fft.rfft(fr, nfft)) ** 2, nfft)[:, :L]
+    wac = np.fft.irfft(np.abs(np.fft.rfft(win, nfft)) ** 2, nfft)[:L]
     ac = ac / np.maximum(ac[:, :1], 1e-12) / np.maximum(wac / wac[0], 1e-3)   # unbias the window taper
-    lo, hi = int(SAMPLE_RATE / F0_MAX), int(SAMPLE_RATE / F0_MIN)
+    lo, hi = int(sr / F0_MAX), int(sr / F0_MIN)
     k = lo + np.argmax(ac[:, lo:hi], axis=1)
     strength = ac[np.arange(len(k)), k]
-    return np.log(SAMPLE_RATE / k), strength
+    return np.log(sr / k), strength
 
 
 @dataclass
@@ -114,14 +145,12 @@ class FrameFeatures:
     """Frame-level voice features of one audio segment (see module docstring)."""
 
     def __init__(self, audio: np.ndarray):
-        import torch
         x = np.ascontiguousarray(audio, dtype=np.float32)
         if x.ndim != 1:
             raise ValueError(f"voice features expect mono 1-D audio, got shape {x.shape}")
         if x.size < WIN:
             x = np.pad(x, (0, WIN - x.size))
-        with torch.inference_mode():
-            m = _mfcc()(torch.from_numpy(x)).numpy().T.astype(np.float64)   # (n, 20)
+        m = mfcc(x)                                                   # (n, 20)
         self.mfcc = m[:, 1:]
         n = len(self.mfcc)
         energy = 10.0 * np.log10(np.mean(_frames(x, WIN)[:n].astype(np.float64) ** 2, axis=1) + 1e-12)
