@@ -225,6 +225,7 @@ def faster_whisper_encoder_states(model, audio, lock: threading.Lock | None = No
     30 s is encoded window by window and concatenated.
     """
     from faster_whisper.audio import pad_or_trim
+    from faster_whisper.transcribe import get_ctranslate2_storage
 
     a = _as_float_audio(audio)
     n_frames = max(1, math.ceil(a.size / WHISPER_FRAME_SAMPLES))
@@ -232,13 +233,14 @@ def faster_whisper_encoder_states(model, audio, lock: threading.Lock | None = No
     hop = model.feature_extractor.nb_max_frames              # 3000 mel frames = 30 s
     out = []
     for start in range(0, max(1, feats.shape[-1]), hop):
-        chunk = pad_or_trim(feats[:, start:start + hop])[None].astype(np.float32)
+        chunk = get_ctranslate2_storage(pad_or_trim(feats[:, start:start + hop])[None].astype(np.float32))
+        # to_cpu: a StorageView left on the GPU cannot be read by numpy
         if lock is not None:
             with lock:
-                enc = model.encode(chunk)
+                enc = model.model.encode(chunk, to_cpu=True)
         else:
-            enc = model.encode(chunk)
-        out.append(np.asarray(enc, dtype=np.float32)[0])     # (1500, d_model)
+            enc = model.model.encode(chunk, to_cpu=True)
+        out.append(np.asarray(enc).astype(np.float32)[0])    # (1500, d_model)
     states = np.concatenate(out, axis=0)
     return np.ascontiguousarray(states[:n_frames], dtype=np.float32)
 
