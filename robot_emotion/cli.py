@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("record", help="run on live devices and record a session folder")
-    p.add_argument("out", help="session folder to write")
+    p.add_argument("folder", help="session folder to write")
     _add_config_args(p, _launch("robot.toml"))
     p.add_argument("--duration", type=float, default=None)
     p.add_argument("--quiet", action="store_true")

@@ -153,7 +153,7 @@ def cmd_record(args) -> int:
     from robot_emotion.cli import load_config
     from robot_emotion.runner import live
     cfg, prov = load_config(args)
-    out = Path(args.out)
+    out = Path(args.folder)
     if out.exists() and any(out.iterdir()):
         raise CommandError(f"refusing to overwrite non-empty folder {out}", 2)
     sinks, _ = _sinks(args)

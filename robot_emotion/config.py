@@ -75,8 +75,8 @@ class ASRConfig:
 @dataclass(frozen=True)
 class SpeakersConfig:
     enabled: bool = True
-    change_threshold: float = 0.35   # cosine distance between windows that marks a change
-    cluster_threshold: float = 0.30  # cosine distance under which a voice joins a cluster
+    change_threshold: float = 0.65   # scaled MFCC+pitch distance between windows that marks a change
+    cluster_threshold: float = 0.55  # distance under which a voice joins an existing speaker
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,8 @@ import numpy as np
 from robot_emotion import SAMPLE_RATE
 from robot_emotion.config import VADConfig
 
-PREROLL_S = 0.15  # audio kept before the detected start, for the recogniser's sake
+PREROLL_S = 0.15
+MIN_FLOOR_DB = 20.0  # ~rms 10 in int16: quieter than any real microphone's self-noise  # audio kept before the detected start, for the recogniser's sake
 
 
 @dataclass
@@ -68,7 +69,9 @@ class WebRtcFrames:
 
     def is_speech(self, frame: np.ndarray) -> bool:
         energy_db = 10.0 * np.log10(np.mean(frame.astype(np.float32) ** 2) + 1.0)
-        self.floor_db = energy_db if self.floor_db is None else min(energy_db, self.floor_db + self._rise)
+        # Digital silence (padding, muted input) must not drag the floor below any real mic's.
+        level = max(energy_db, MIN_FLOOR_DB)
+        self.floor_db = level if self.floor_db is None else min(level, self.floor_db + self._rise)
         if self.margin_db > 0 and energy_db < self.floor_db + self.margin_db:
             return False
         return self._vad.is_speech(frame.tobytes(), SAMPLE_RATE)

@@ -34,6 +34,8 @@ class MicrophoneSource:
         self._stream = None
         self._gain = float(10 ** (cfg.gain_db / 20))
         self.lost = threading.Event()
+        self._t0: float | None = None
+        self._n = 0
 
     def start(self) -> None:
         try:
@@ -44,23 +46,29 @@ class MicrophoneSource:
         try:
             self._stream = sd.InputStream(
                 samplerate=SAMPLE_RATE, channels=1, dtype="int16", blocksize=blocksize,
-                device=_device_arg(self.cfg.device), callback=self._callback,
+                device=_device_arg(self.cfg.device), callback=self._callback, latency="low",
                 finished_callback=self._finished)
             self._stream.start()
         except Exception as e:  # PortAudioError, ValueError for unknown device names
+            # "low": ALSA's pulse plugin otherwise buffers ~2 s before the first callback
             raise SourceError(f"cannot open microphone {self.cfg.device or '(default)'}: {e}") from None
         self.state = "running"
 
     def _callback(self, indata, frames, time_info, status) -> None:
         if status.input_overflow:
             self.portaudio_overflows += 1
-        t = self.clock.now() - frames / SAMPLE_RATE  # capture time of the first sample
+        # Time by sample count from the first callback: callback timing jitters by tens of
+        # ms, the sample clock does not, and the recorded wav is laid out the same way.
+        if self._t0 is None:
+            self._t0 = self.clock.now() - frames / SAMPLE_RATE
+        t = self._t0 + self._n / SAMPLE_RATE
+        self._n += frames
         samples = indata[:, 0].copy()
         if self._gain != 1.0:
             samples = np.clip(samples * self._gain, -32768, 32767).astype(np.int16)
         self.out.put_nowait(AudioBlock(t, samples))
         if self.recorder is not None:
-            self.recorder.write_audio(samples)
+            self.recorder.write_audio(samples, t)
 
     def _finished(self) -> None:
         if self.state == "running":  # not stopped by us: the device went away

@@ -64,10 +64,15 @@ class SessionWriter:
         tmp.write_text(json.dumps(self._meta, indent=1))
         tmp.replace(self.folder / "session.json")  # atomic: never a half-written json
 
-    def write_audio(self, samples: np.ndarray) -> None:
+    def write_audio(self, samples: np.ndarray, t: float | None = None) -> None:
+        """Append samples; the first call pads with silence so sample 0 is session time 0."""
         with self._lock:
             if self.closed:
                 return
+            if self._audio_bytes == 0 and t is not None and t > 0:
+                pad = np.zeros(int(round(t * SAMPLE_RATE)), np.int16)
+                self._wav.write(pad.tobytes())
+                self._audio_bytes += pad.size * 2
             self._wav.write(samples.astype("<i2").tobytes())
             self._audio_bytes += samples.size * 2
             self._maybe_flush()
@@ -91,7 +96,8 @@ class SessionWriter:
         import av
         from fractions import Fraction
         self._video = av.open(str(self.folder / "video.mp4"), "w",
-                              options={"movflags": "frag_keyframe+empty_moov+default_base_moof"})
+                              options={"movflags": "frag_keyframe+empty_moov+default_base_moof",
+                                       "flush_packets": "1"})  # no data parked in FFmpeg's buffer
         rate = Fraction(self._fps).limit_denominator(1000)
         self._vstream = self._video.add_stream("libx264", rate=rate)
         self._vstream.width, self._vstream.height = width - width % 2, height - height % 2
@@ -189,4 +195,11 @@ def open_session(folder: str | Path) -> Session:
     times_path = folder / "video_times.csv"
     has_video = video.is_file() and video.stat().st_size > 0 and times_path.is_file()
     times = read_frame_times(times_path) if has_video else []
+    if has_video:
+        from robot_emotion.media import probe_video
+        try:
+            probe_video(video)
+        except MediaError:  # killed before the first video fragment: replay the audio alone
+            has_video, times = False, []
+            meta["video_unreadable"] = True
     return Session(folder, meta, audio, video if has_video else None, times)
