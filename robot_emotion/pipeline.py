@@ -130,13 +130,13 @@ class Node:
         while not self._stop.is_set():
             block = self.audio_q.get(timeout=0.1)
             if block is None:
-                if not any(getattr(s, "state", "") == "running" for s in self.sources) and self.mode == "live":
-                    continue
                 continue
             if isinstance(block, _EndOfAudio):
                 for ev in self.segmenter.flush(last_t):
                     self._on_vad_event(ev, time.monotonic())
                 break
+            if self.perception is not None:
+                self.perception.on_audio(block.t, block.samples)
             t0 = time.perf_counter()
             events = self.segmenter.push(block.t, block.samples)
             self.stats.add("vad", (time.perf_counter() - t0) * 1000.0)
@@ -144,6 +144,8 @@ class Node:
             for ev in events:
                 self._on_vad_event(ev, block.wall)
         self.segments.put(_STOP)
+        if self.perception is not None:
+            self.perception.close_audio()
         self._audio_done.set()
 
     def _on_vad_event(self, ev, wall: float) -> None:

@@ -1,0 +1,62 @@
+"""`robot-emotion evaluate --meld-csv FILE [--model CKPT] [--json OUT]`: text-only evaluation.
+
+Runs the emotion model on a MELD-format CSV (no media needed) with past-only dialogue
+context and prints the paper's tables: per-class P/R/F1, accuracy, balanced accuracy,
+weighted P/R/F1 and the confusion matrix. With a fusion checkpoint only the text modality
+is available, so this measures exactly what the node does when no face is in view.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+class FusionTextModel:
+    """Adapter: a fusion checkpoint seen as a text model (text available, the rest not)."""
+
+    def __init__(self, scorer):
+        self.scorer = scorer
+        self.context_turns = scorer.text.model.context_turns
+        self.labels = scorer.text.model.labels
+
+    def predict_batch(self, items):
+        from robot_emotion.features.utterance import UtteranceFeatures
+        probs = []
+        for history, (speaker, text) in items:
+            p, _, _ = self.scorer.predict(UtteranceFeatures(text=self.scorer.text(history, (speaker, text))))
+            probs.append(p if p is not None else np.full(7, 1 / 7, np.float32))
+        return np.stack(probs), None
+
+
+def run_evaluate(args) -> int:
+    from robot_emotion.commands import CommandError
+    from robot_emotion.config import load
+    from robot_emotion.emotion import EmotionScorer
+    from robot_emotion.models.checkpoint import CheckpointError
+    from robot_emotion.train.metrics import evaluate_text_csv, format_tables
+    csv = Path(args.meld_csv)
+    if not csv.is_file():
+        raise CommandError(f"MELD CSV not found: {csv}", 3)
+    overrides = [f'emotion.model="{args.model}"'] if args.model else []
+    cfg, _ = load(None, overrides=overrides)
+    try:
+        scorer = EmotionScorer.from_config(cfg, device="cpu")
+    except (CheckpointError, FileNotFoundError, ValueError) as e:
+        raise CommandError(str(e), 3) from None
+    if scorer.text is None:
+        raise CommandError(f"model {scorer.model_id} has no text branch: nothing to evaluate on a CSV", 2)
+    try:
+        report = evaluate_text_csv(csv, FusionTextModel(scorer), limit=args.limit or None)
+    except (ValueError, KeyError) as e:
+        raise CommandError(f"{csv}: {e}", 3) from None
+    report["model"] = scorer.model_id
+    print(f"# {csv.name}: {report.get('n', len(report['predictions']))} utterances, model {scorer.model_id}, "
+          f"text only, past-only context ({scorer.text.model.context_turns} turns)")
+    print(format_tables(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps({k: v for k, v in report.items() if k != "predictions"}, indent=1))
+        print(f"# tables written to {args.json}", file=sys.stderr)
+    return 0

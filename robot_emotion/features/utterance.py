@@ -1,0 +1,130 @@
+"""Per-utterance features for the fusion models — ONE featurizer for the node and for training.
+
+    text   past-only dialogue context + current utterance -> MiniLM token states (T, 384),
+           pooled vector (384) and the text branch's class probabilities (7)
+    audio  Whisper tiny.en encoder states over the utterance's real length (T, 384) + mean
+    face   the speaking face track during the utterance: per-frame expression-CNN features,
+           at most 50 frames (down-sampled or zero-padded, as in the paper) with a mask,
+           their mean, and the mean FER2013 probabilities (7)
+
+A modality that cannot be computed (no transcript, no face in view, model not using it)
+is None and marked unavailable; the fusion models are built for exactly that.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MAX_FACE_FRAMES = 50
+MAX_AUDIO_FRAMES = 250   # 5 s of 20 ms Whisper frames; longer utterances are down-sampled
+
+
+@dataclass
+class ModalityFeatures:
+    seq: np.ndarray | None = None      # (T, D)
+    pooled: np.ndarray | None = None   # (D,)
+    probs: np.ndarray | None = None    # (7,) class probabilities from a unimodal branch
+
+
+@dataclass
+class UtteranceFeatures:
+    text: ModalityFeatures | None = None
+    audio: ModalityFeatures | None = None
+    face: ModalityFeatures | None = None
+
+    def available(self) -> dict[str, bool]:
+        return {m: getattr(self, m) is not None for m in ("text", "audio", "face")}
+
+
+def fit_length(seq: np.ndarray, n: int) -> np.ndarray:
+    """Evenly down-sample a (T, D) sequence to at most n steps (never pads)."""
+    if len(seq) <= n:
+        return seq
+    idx = np.linspace(0, len(seq) - 1, n).round().astype(int)
+    return seq[idx]
+
+
+def face_features(track: dict | None) -> ModalityFeatures | None:
+    """From tracker.tracks_between()[track_id]: feats (K, D), expression (K, 7) optional."""
+    if track is None or track.get("feats") is None or len(track["feats"]) == 0:
+        return None
+    feats = np.asarray(track["feats"], np.float32)
+    if feats.shape[1] == 0:
+        return None
+    seq = fit_length(feats, MAX_FACE_FRAMES)
+    probs = None
+    if track.get("expression") is not None and len(track["expression"]):
+        probs = np.asarray(track["expression"], np.float32).mean(0)
+        probs = probs / probs.sum()
+    return ModalityFeatures(seq, seq.mean(0), probs)
+
+
+class TextFeaturizer:
+    def __init__(self, model):
+        self.model = model  # features.text.TextEmotionModel
+
+    def __call__(self, history: list[tuple[str | None, str]], current: tuple[str | None, str]) -> ModalityFeatures | None:
+        import torch
+        if not current[1] or not current[1].strip():
+            return None
+        m = self.model
+        ctx = list(history)[-m.context_turns:] if m.context_turns else []
+        text = m.encoder.build_input(ctx, current)
+        with torch.no_grad():
+            states, mask, pooled = m.encoder.encode([text])
+            probs = torch.softmax(m.head(pooled).float(), -1)[0].cpu().numpy()
+        seq = states[0][mask[0].bool()].float().cpu().numpy()
+        return ModalityFeatures(seq, pooled[0].float().cpu().numpy(), probs.astype(np.float32))
+
+
+class AudioFeaturizer:
+    """Whisper encoder states (shares the ASR's CTranslate2 model when it is Whisper)."""
+
+    def __init__(self, asr):
+        self.asr = asr
+
+    def __call__(self, audio: np.ndarray) -> ModalityFeatures | None:
+        if self.asr is None or audio.size < 1600:  # < 0.1 s: nothing to encode
+            return None
+        states = self.asr.whisper_encoder_states(audio)
+        if states is None or len(states) == 0:
+            return None
+        seq = fit_length(np.asarray(states, np.float32), MAX_AUDIO_FRAMES)
+        return ModalityFeatures(seq, seq.mean(0), None)
+
+
+def to_fusion_input(batch: list[UtteranceFeatures], dims: dict[str, int], device="cpu"):
+    """Stack features into the models' FusionInput (zero-padded sequences + masks)."""
+    import torch
+    from robot_emotion.models import MODALITIES, FusionInput
+    B = len(batch)
+    seqs, masks, pooled, probs = {}, {}, {}, {}
+    avail = torch.zeros(B, len(MODALITIES), dtype=torch.bool)
+    for j, m in enumerate(MODALITIES):
+        if m not in dims:
+            continue
+        d = dims[m]
+        feats = [getattr(u, m) for u in batch]
+        for i, f in enumerate(feats):
+            # a probability-only modality (dim 0) is available when probs exist
+            avail[i, j] = f is not None and (f.pooled is not None if d else f.probs is not None)
+        if d:
+            T = max([len(f.seq) for f in feats if f is not None and f.seq is not None] + [1])
+            s = torch.zeros(B, T, d)
+            mk = torch.zeros(B, T, dtype=torch.bool)
+            p = torch.zeros(B, d)
+            for i, f in enumerate(feats):
+                if f is not None and f.seq is not None and avail[i, j]:
+                    s[i, :len(f.seq)] = torch.from_numpy(np.asarray(f.seq, np.float32))
+                    mk[i, :len(f.seq)] = True
+                    p[i] = torch.from_numpy(np.asarray(f.pooled, np.float32))
+            seqs[m], masks[m], pooled[m] = s, mk, p
+        if any(f is not None and f.probs is not None for f in feats):
+            pr = torch.full((B, 7), 1.0 / 7)
+            for i, f in enumerate(feats):
+                if f is not None and f.probs is not None:
+                    pr[i] = torch.from_numpy(np.asarray(f.probs, np.float32))
+            probs[m] = pr
+    return FusionInput(seqs=seqs, seq_mask=masks, pooled=pooled, available=avail,
+                       probs=probs or None).to(device)
