@@ -77,6 +77,7 @@ class SpeakersConfig:
     enabled: bool = True
     change_threshold: float = 0.65   # scaled MFCC+pitch distance between windows that marks a change
     cluster_threshold: float = 0.55  # distance under which a voice joins an existing speaker
+    min_turn_s: float = 0.8          # never split off a piece shorter than this
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,7 @@ _RANGES: dict[tuple[str, str], tuple[typing.Callable, str]] = {
     ("faces", "min_face_px"): (lambda v: 8 <= v <= 2000, "must be 8..2000"),
     ("asr", "backend"): (lambda v: v in ("faster-whisper", "pocketsphinx", "transformers", "none"),
                          "must be faster-whisper, pocketsphinx, transformers or none"),
+    ("speakers", "min_turn_s"): (lambda v: 0.2 <= v <= 10, "must be 0.2..10 s"),
     ("publish", "sndhwm"): (lambda v: 1 <= v <= 100000, "must be 1..100000"),
     ("publish", "status_hz"): (lambda v: 0 < v <= 100, "must be in (0, 100]"),
     ("emotion", "history_turns"): (lambda v: 0 <= v <= 64, "must be 0..64"),

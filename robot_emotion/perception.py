@@ -44,7 +44,7 @@ class Perception:
             asr = make_asr(cfg.asr, device=device)
         if cfg.speakers.enabled:
             from robot_emotion.audio.speakers import SpeakerTracker
-            speakers = SpeakerTracker(cfg.speakers)
+            speakers = SpeakerTracker(cfg.speakers, min_segment_s=cfg.speakers.min_turn_s)
         if has_video and cfg.faces.enabled:
             from robot_emotion.vision.faces import FacePipeline
             faces = FacePipeline(cfg.faces, device=device)
@@ -117,7 +117,12 @@ class Perception:
         node.stats.add("speakers", (time.perf_counter() - t0) * 1000.0)
         if not turns:
             return [(seg.start, seg.end, None, None)]
-        parts = [(max(tr.start, seg.start), min(tr.end, seg.end), tr.speaker, tr.confidence) for tr in turns]
+        parts = []
+        for tr in turns:  # a "change" back to the same voice is no change: merge it
+            if parts and parts[-1][2] == tr.speaker:
+                parts[-1] = (parts[-1][0], min(tr.end, seg.end), tr.speaker, max(parts[-1][3], tr.confidence))
+            else:
+                parts.append((max(tr.start, seg.start), min(tr.end, seg.end), tr.speaker, tr.confidence))
         # The first part starts at the VAD start and the last ends at the VAD end.
         parts[0] = (seg.start,) + parts[0][1:]
         parts[-1] = parts[-1][:1] + (seg.end,) + parts[-1][2:]
