@@ -36,6 +36,10 @@ class Perception:
 
     @classmethod
     def from_config(cls, cfg: Config, has_video: bool) -> "Perception | None":
+        wanted = (cfg.asr.enabled and cfg.asr.backend != "none", cfg.speakers.enabled,
+                  has_video and cfg.faces.enabled, cfg.emotion.enabled)
+        if not any(wanted):
+            return None  # the spine alone never imports torch (~300 MB)
         from robot_emotion.device import resolve_device
         device = resolve_device(cfg.node.device)
         asr = speakers = faces = emotion = None

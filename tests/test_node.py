@@ -1,0 +1,129 @@
+"""The whole node on the demo session: transcripts, speakers, faces, active speaker, emotion."""
+import numpy as np
+import pytest
+
+from conftest import MELD_CLIP, shared_file
+from robot_emotion import EMOTIONS, messages
+from robot_emotion.config import load
+from robot_emotion.runner import replay
+
+ENDPOINT = 'publish.endpoint="tcp://127.0.0.1:*"'
+
+
+def run(source, *overrides, speed="max"):
+    cfg, _ = load(None, overrides=[ENDPOINT, *overrides])
+    events = []
+    node = replay(cfg, str(source), speed=speed, sinks=[events.append])
+    assert not node.errors, node.errors
+    return events, node
+
+
+def topic(events, name):
+    return sorted((e for e in events if e["topic"] == name), key=lambda e: e["seq"])
+
+
+@pytest.fixture(scope="module")
+def full_run(dialogue_session):
+    folder, truth = dialogue_session
+    events, node = run(folder)
+    return events, node, truth
+
+
+def _truth_turn(truth, utt):
+    """The truth turn overlapping an utterance the most."""
+    def overlap(t):
+        return min(t["end"], utt["end"]) - max(t["start"], utt["start"])
+    return max(truth["turns"], key=overlap)
+
+
+def test_every_utterance_is_transcribed_and_attributed(full_run):
+    events, node, truth = full_run
+    utts = topic(events, "utterance")
+    assert len(utts) >= len(truth["turns"])
+    from robot_emotion.audio.asr import wer
+    errors = [wer(_truth_turn(truth, u)["text"], u["text"]) for u in utts if u["end"] - u["start"] > 1.0]
+    print(f"demo transcripts: median WER {np.median(errors):.2f}")
+    assert np.median(errors) <= 0.35  # espeak-ng voices through Whisper tiny.en
+    assert all(u["speaker"] is not None for u in utts)
+    # each voice keeps (mostly) one id
+    for spk in ("A", "B"):
+        ids = [u["speaker"] for u in utts if _truth_turn(truth, u)["speaker"] == spk]
+        top = max(set(ids), key=ids.count)
+        assert ids.count(top) / len(ids) >= 0.7, (spk, ids)
+
+
+def test_speaking_face_is_assigned(full_run):
+    events, node, truth = full_run
+    faces = topic(events, "face")
+    assert len(faces) >= 0.8 * 5 * truth["turns"][-1]["end"]        # ~5 Hz
+    assert np.median([len(f["tracks"]) for f in faces]) == 2
+    # map track ids to the left/right face by box centre
+    side = {}
+    for f in faces:
+        for tr in f["tracks"]:
+            cx = (tr["box"][0] + tr["box"][2]) / 2
+            side.setdefault(tr["id"], []).append("left" if cx < f["frame_size"][0] / 2 else "right")
+    side = {k: max(set(v), key=v.count) for k, v in side.items()}
+    assert sorted(side.values()) == ["left", "right"], side  # one id per face throughout
+    utts = topic(events, "utterance")
+    right = [u["face_track"] is not None and side.get(u["face_track"]) == _truth_turn(truth, u)["face"]
+             for u in utts]
+    print(f"active speaker correct for {sum(right)}/{len(right)} utterances")
+    assert sum(right) / len(right) >= 0.8
+
+
+def test_one_emotion_per_utterance(full_run):
+    events, node, truth = full_run
+    utts, emos = topic(events, "utterance"), topic(events, "emotion")
+    assert [e["utterance_id"] for e in emos] == [u["utterance_id"] for u in utts]
+    for e in emos:
+        messages.validate(e)
+        assert set(e["probs"]) == set(EMOTIONS)
+        assert abs(sum(e["probs"].values()) - 1.0) < 1e-4
+        assert e["label"] == max(e["probs"], key=e["probs"].get)
+        assert e["modalities"]["text"] is True and e["modalities"]["audio"] is False
+        assert e["modalities"]["face"] == (e["face_track"] is not None)
+        assert e["latency_ms"]["total"] > 0
+    # the history recorded every turn's emotion
+    turns = node.history.turns()
+    assert len(turns) == len(utts) and all(t.emotion in EMOTIONS for t in turns)
+
+
+def test_no_face_in_view_gives_audio_only_utterances(demo_tool, tmp_path):
+    folder = tmp_path / "noface"
+    demo_tool.make_session(folder, turns=3, seed=2, with_video=False)
+    events, _ = run(folder)
+    utts, emos = topic(events, "utterance"), topic(events, "emotion")
+    assert len(utts) == 3 and not topic(events, "face")
+    assert all(u["face_track"] is None and u["text"] for u in utts)
+    assert all(e["modalities"] == {"text": True, "audio": False, "face": False} for e in emos)
+
+
+def test_camera_off_profile(short_session):
+    folder, truth = short_session
+    events, _ = run(folder, "camera.enabled=false")
+    assert not topic(events, "face")
+    assert all(u["face_track"] is None for u in topic(events, "utterance"))
+    assert len(topic(events, "emotion")) == len(topic(events, "utterance")) >= len(truth["turns"])
+
+
+def test_replay_speeds_agree_with_all_stages(short_session):
+    folder, _ = short_session
+    fast, _ = run(folder)
+    paced, _ = run(folder, speed=1.0)
+    for name in ("utterance", "emotion", "face"):
+        a = [messages.reproducible(e) for e in topic(fast, name)]
+        b = [messages.reproducible(e) for e in topic(paced, name)]
+        assert a == b and a, name
+
+
+def test_meld_clip_transcript(record_property):
+    clip = shared_file(MELD_CLIP)
+    from robot_emotion.audio.asr import wer
+    events, _ = run(clip)
+    text = " ".join(u["text"] for u in topic(events, "utterance"))
+    ref = "But then who? The waitress I went out with last month?"
+    score = wer(ref, text)
+    record_property("meld_clip_wer", score)
+    print(f"MELD clip through the node: {text!r} WER {score:.3f}")
+    assert score <= 0.30
