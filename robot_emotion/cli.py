@@ -72,11 +72,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated subset of: spine, perception, full")
     _add_config_args(p, _launch("replay.toml"))
 
-    p = sub.add_parser("evaluate", help="evaluate an emotion model on a MELD-format CSV")
-    p.add_argument("--meld-csv", required=True)
+    p = sub.add_parser("evaluate", help="evaluate an emotion model on a MELD-format CSV or on MELD.Raw")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--meld-csv", help="text-only evaluation of a MELD-format CSV")
+    src.add_argument("--meld", help="extracted MELD.Raw folder: multimodal evaluation + report")
+    p.add_argument("--split", default="test", choices=("train", "dev", "test"), help="with --meld")
+    p.add_argument("--out", default=None, help="with --meld: report folder (md, json, png)")
+    p.add_argument("--cache", default=None, help="with --meld: feature cache (default: the model's)")
+    p.add_argument("--workers", type=int, default=1, help="with --meld: extraction processes")
+    p.add_argument("--text-source", default=None, choices=("gold", "asr"), help="with --meld")
     p.add_argument("--model", default=None)
     p.add_argument("--json", default=None, help="also write the tables as JSON")
     p.add_argument("--limit", type=int, default=0, help="only the first N rows (0 = all)")
+
+    p = sub.add_parser("train", help="retrain the fusion model on MELD.Raw (torchrun-aware)")
+    from robot_emotion.train.fit import add_train_args
+    add_train_args(p)
     return ap
 
 

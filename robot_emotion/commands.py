@@ -198,3 +198,8 @@ def cmd_bench(args) -> int:
 def cmd_evaluate(args) -> int:
     from robot_emotion.evaluate import run_evaluate
     return run_evaluate(args)
+
+
+def cmd_train(args) -> int:
+    from robot_emotion.train.fit import train_main
+    return train_main(args)

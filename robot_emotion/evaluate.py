@@ -37,6 +37,9 @@ def run_evaluate(args) -> int:
     from robot_emotion.emotion import EmotionScorer
     from robot_emotion.models.checkpoint import CheckpointError
     from robot_emotion.train.metrics import evaluate_text_csv, format_tables
+    if getattr(args, "meld", None):  # multimodal MELD.Raw evaluation + report (train/meld_eval.py)
+        from robot_emotion.train.meld_eval import run_meld_evaluate
+        return run_meld_evaluate(args)
     csv = Path(args.meld_csv)
     if not csv.is_file():
         raise CommandError(f"MELD CSV not found: {csv}", 3)
