@@ -153,4 +153,5 @@ def test_demo_session_speaking_face(demo_session):
                 total += 1
                 good += flags.get(turn["face"], False) and not flags.get(
                     "left" if turn["face"] == "right" else "right", False)
+    print(f"turns: {hits}/{len(truth['turns'])} {report}; speaking flag right in {good}/{total} frames")
     assert total and good / total >= 0.6, f"speaking flag right in {good}/{total} frames"

@@ -187,6 +187,32 @@ def test_detect_and_track_main_face(pipeline, path):
     series = tracks[main_ids[0]]
     assert len(series["t"]) == len(main_ids) and series["feats"].shape == (len(main_ids), 128)
     assert series["box"].shape == (len(main_ids), 4)
+    if path == MELD:  # Joey talks through the whole clip: his mouth must read as active
+        from robot_emotion.vision.active_speaker import ACTIVITY_FLOOR
+        act = series["mouth_activity"][series["t"] >= 0.5]
+        assert np.median(act) > 2 * ACTIVITY_FLOOR, act
+
+
+def test_whole_face_motion_is_not_mouth_activity(pipeline):
+    """A still face swaying (+-25 px, +-4 deg roll, +-8 % scale) must stay under the floor."""
+    import av
+    import cv2
+    from robot_emotion.vision.active_speaker import ACTIVITY_FLOOR
+    from robot_emotion.vision.tracker import FaceTracker
+
+    with av.open(str(_need(SINGLE))) as container:
+        img = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    h, w = img.shape[:2]
+    pipeline.tracker = FaceTracker()
+    acts = []
+    for k in range(16):
+        t = 0.2 * k
+        m = cv2.getRotationMatrix2D((w / 2, h / 2), 4 * np.sin(np.pi * t), 1 + 0.08 * np.sin(2 * np.pi * t / 3))
+        m[:, 2] += (25 * np.sin(2 * np.pi * t / 1.7), 10 * np.cos(2 * np.pi * t / 2.3))
+        faces = pipeline.process(cv2.warpAffine(img, m, (w, h), borderMode=cv2.BORDER_REFLECT), t)
+        assert len(faces) == 1 and faces[0]["id"] == 0
+        acts.append(faces[0]["mouth_activity"])
+    assert np.mean(acts[2:]) < ACTIVITY_FLOOR, np.round(acts, 3)
 
 
 def test_smiling_face_reads_as_joy(pipeline):

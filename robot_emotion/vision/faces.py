@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from robot_emotion.vision.expression import resolve_device
+from robot_emotion.vision.expression import resolve_device, torch_threads
 
 ALIGN_SIZE = 112          # side of the aligned crop in px
 ALIGN_MARGIN = 0.15       # margin added on each side, as a fraction of the box side
@@ -151,10 +151,12 @@ class FacePipeline:
         speech_active=None, speech is assumed present when the mean energy of the last 0.5 s is
         above 4 x the 10th percentile of the buffered energy (~12 dB over the noise floor);
       * no audio information at all -> visual only: the most active mouth above the floor.
+    torch_threads: CPU intra-op threads used inside process() (default 1: fast enough for 5 Hz
+    and never fights the other stages for the cores; None = leave torch's setting).
     """
 
     def __init__(self, cfg=None, device: str = "auto", expression: bool = True, weights=None,
-                 tracker=None):
+                 tracker=None, torch_threads: int | None = 1):
         from robot_emotion.config import FacesConfig
         from robot_emotion.vision.expression import ExpressionClassifier
         from robot_emotion.vision.tracker import FaceTracker
@@ -164,6 +166,7 @@ class FacePipeline:
                                      max_face_px=self.cfg.max_face_px)
         self.classifier = ExpressionClassifier(device=device, weights=weights) if expression else None
         self.tracker = tracker if tracker is not None else FaceTracker()
+        self.torch_threads = torch_threads
         self.timings_ms: dict[str, float] = {}
         self._audio: deque = deque()
         self._last_processed = -math.inf
@@ -191,14 +194,15 @@ class FacePipeline:
         frame_rgb = check_frame(frame_rgb)
         t = float(t)
         self._last_processed = t
-        t0 = time.perf_counter()
-        boxes, probs, lms = self.detector.detect(frame_rgb)
-        t1 = time.perf_counter()
-        aligned = [align_face(frame_rgb, b, l) for b, l in zip(boxes, lms)]
-        expr = feats = None
-        if self.classifier is not None:
-            expr, feats = self.classifier.predict([a.crop for a in aligned])
-        t2 = time.perf_counter()
+        with torch_threads(self.torch_threads):
+            t0 = time.perf_counter()
+            boxes, probs, lms = self.detector.detect(frame_rgb)
+            t1 = time.perf_counter()
+            aligned = [align_face(frame_rgb, b, l) for b, l in zip(boxes, lms)]
+            expr = feats = None
+            if self.classifier is not None:
+                expr, feats = self.classifier.predict([a.crop for a in aligned])
+            t2 = time.perf_counter()
         mouths = [measure_mouth(a) for a in aligned]
         tracks = self.tracker.update(t, boxes, probs, lms, expressions=expr, feats=feats, mouths=mouths)
         speaker = self._speaker(t, speech_active)
