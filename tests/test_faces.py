@@ -155,9 +155,7 @@ def pipeline():
 
 
 def _run(pipeline, path: Path):
-    from robot_emotion.vision.tracker import FaceTracker
-
-    pipeline.tracker = FaceTracker()
+    pipeline.reset()
     results = []
     for t, img in _frames_5hz(path):
         results.append((t, pipeline.process(img, t), dict(pipeline.timings_ms)))

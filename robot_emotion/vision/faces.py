@@ -171,6 +171,14 @@ class FacePipeline:
         self._audio: deque = deque()
         self._last_processed = -math.inf
 
+    def reset(self) -> None:
+        """Forget tracks, audio and the rate clock (e.g. between offline clips); ids restart at 0."""
+        from robot_emotion.vision.tracker import FaceTracker
+
+        self.tracker = FaceTracker()
+        self._audio.clear()
+        self._last_processed = -math.inf
+
     def due(self, t: float) -> bool:
         """True when a frame at time t should be processed to keep cfg.rate_hz."""
         return t - self._last_processed >= 0.999 / self.cfg.rate_hz
