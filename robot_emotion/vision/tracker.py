@@ -67,6 +67,7 @@ class HistoryEntry:
     mouth_open: float
     mouth_activity: float
     feats: np.ndarray | None
+    expression: np.ndarray | None = None   # this frame's FER probabilities (not smoothed)
 
 
 @dataclass
@@ -173,6 +174,7 @@ class FaceTracker:
                     tr.velocity = a * inst + (1 - a) * tr.velocity
                 tr.box, tr.landmarks, tr.score = boxes[i].copy(), lm, float(scores[i])
                 tr.last_t, tr.hits = t, tr.hits + 1
+            p = None
             if expressions is not None:
                 p = np.asarray(expressions[i], np.float64)
                 tr.expression = p if tr.expression is None else (
@@ -183,7 +185,7 @@ class FaceTracker:
             if mouths is not None and mouths[i] is not None:
                 tr.update_mouth(t, mouths[i])
             tr.history.append(HistoryEntry(t, tr.box.copy(), tr.mouth_open, tr.mouth_activity,
-                                           tr.feats))
+                                           tr.feats, p))
             while tr.history and tr.history[0].t < t - self.history_s:
                 tr.history.popleft()
         return assigned
@@ -202,7 +204,8 @@ class FaceTracker:
 
     def tracks_between(self, t0: float, t1: float) -> dict[int, dict[str, np.ndarray]]:
         """Per track with samples in [t0, t1]: arrays t (K,), box (K, 4), mouth_open (K,),
-        mouth_activity (K,), feats (K, D) (rows without features are zeros; K x 0 if none)."""
+        mouth_activity (K,), feats (K, D) (rows without features are zeros; K x 0 if none),
+        and "expression" (K', 7) per-frame probabilities when the classifier ran."""
         out = {}
         for tr in sorted(self.retired + self.tracks, key=lambda z: z.id):
             rows = [h for h in tr.history if t0 <= h.t <= t1]
@@ -219,6 +222,9 @@ class FaceTracker:
                           "mouth_open": np.array([h.mouth_open for h in rows], np.float32),
                           "mouth_activity": np.array([h.mouth_activity for h in rows], np.float32),
                           "feats": feats}
+            expr = [h.expression for h in rows if h.expression is not None]
+            if expr:
+                out[tr.id]["expression"] = np.stack(expr).astype(np.float32)
         return out
 
     def activity_series(self, t0: float, t1: float) -> dict[int, tuple[np.ndarray, np.ndarray]]:
