@@ -228,6 +228,27 @@ def _fixture_row() -> tuple[str, str]:
     return "oh my god", "Joey"
 
 
+def write_probe_text_model(out_dir, seed: int = 0) -> Path:
+    """A text emotion model with the embedded MiniLM and an untrained (seeded) head, in the
+    robot_emotion/assets format: lets the chain run where the shipped text branch is absent."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+    sys.path.insert(0, str(REPO))
+    from robot_emotion import EMOTIONS
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(seed)
+    save_file({"head.weight": torch.randn(len(EMOTIONS), 384, generator=g) * 0.05,
+               "head.bias": torch.zeros(len(EMOTIONS))}, str(out / "text_emotion.safetensors"))
+    (out / "text_emotion.json").write_text(json.dumps({
+        "kind": "text_emotion", "id": f"text_emotion@probe-{seed}",
+        "encoder": {"id": "all-MiniLM-L6-v2", "version": "1"}, "labels": list(EMOTIONS),
+        "context_turns": 2, "max_tokens": 128, "pooling": "current"}, indent=1))
+    return out
+
+
 def make_mini_meld(out_dir, train: int = 24, dev: int = 12, test: int = 12, seed: int = 0,
                    with_fixture: bool = True) -> dict:
     sys.path.insert(0, str(REPO))

@@ -1,0 +1,121 @@
+"""Offline mode on a generated mini-MELD: extraction resumes after an interruption, then
+train (2 epochs) -> evaluate (report md/json/png) -> replay of a demo session with the new
+checkpoint publishes one `emotion` per utterance. Budget: < 3 minutes on the 2-core CPU."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import MELD_CLIP, load_tool, run_cli
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory):
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    tool = load_tool("make_mini_meld")
+    root = tmp_path_factory.mktemp("mini_meld")
+    t0 = time.monotonic()
+    counts = tool.make_mini_meld(root / "MELD.Raw", train=12, dev=6, test=6, seed=0)
+    text_dir = tool.write_probe_text_model(root / "text_model")
+    return {"root": root, "meld": root / "MELD.Raw", "text": text_dir, "cache": root / "cache",
+            "counts": counts, "gen_s": time.monotonic() - t0}
+
+
+@pytest.fixture(scope="module")
+def extracted(mini):
+    """Interrupted extraction (limit=3, plus a half-written temp file), then the resumed run."""
+    from robot_emotion.data.meld import open_meld
+    from robot_emotion.train.extract import ExtractSpec, cache_identity, cache_key, extract
+    splits = open_meld(mini["meld"], ("train", "dev"))
+    spec = ExtractSpec(str(mini["text"]), "gold", "cpu")
+    usable = sum(len(s.clips) for s in splits.values())
+    t0 = time.monotonic()
+    first = extract(splits, spec, mini["cache"], limit=3, progress=False)
+    d = mini["cache"] / cache_key(cache_identity(spec)) / "train"
+    name = splits["train"].clips[5].name
+    (d / f"{name}.npz.tmp999.npz").write_bytes(b"half written")  # killed mid-write
+    second = extract(splits, spec, mini["cache"], progress=False)
+    third = extract(splits, spec, mini["cache"], progress=False)
+    return {"splits": splits, "usable": usable, "first": first, "second": second, "third": third,
+            "seconds": time.monotonic() - t0}
+
+
+def test_extraction_resumes(extracted):
+    first, second, third, usable = extracted["first"], extracted["second"], extracted["third"], extracted["usable"]
+    assert first["processed"] + len(first["failed"]) == 3 and first["cached"] == 0
+    assert second["cached"] == 3                       # the first 3 are not redone
+    assert second["processed"] + len(second["failed"]) == usable - 3
+    assert third["processed"] == 0 and third["cached"] == usable
+    found = first["face_found"] + second["face_found"]
+    assert found >= 0.7 * (first["processed"] + second["processed"])
+    print(f"\nextraction: {usable} clips, {second['clips_per_s']:.2f} clips/s (resumed run), "
+          f"speaker's face found in {found}/{first['processed'] + second['processed']}")
+
+
+def test_chain_train_evaluate_replay(mini, extracted, tmp_path, demo_tool):
+    t0 = time.monotonic()
+    ckpt = tmp_path / "model.pt"
+    r = run_cli("train", "--meld", mini["meld"], "--cache", mini["cache"], "--text-model", mini["text"],
+                "--epochs", "2", "--optimizer", "adamw", "--class-weights", "--out", ckpt, "--quiet",
+                "--device", "cpu", timeout=240)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "skipped dia125_utt3: known corrupt" in r.stdout and "skipped dia110_utt7" in r.stdout
+    assert "speaker's face found in" in r.stdout and ckpt.is_file()
+    import torch
+    ck = torch.load(ckpt, weights_only=True)
+    assert ck["family"] == "crossmodal-embracenet" and set(ck["dims"]) == {"text", "audio", "face"}
+    assert ck["training"]["text_model_dir"] and len(ck["training"]["history"]) >= 1
+    assert any(k.startswith("unimodal.text.") for k in ck["extra_state"])
+    assert ck["encoders"]["audio"]["id"] == "whisper-tiny.en-encoder"
+
+    report = tmp_path / "report"
+    r = run_cli("evaluate", "--meld", mini["meld"], "--split", "test", "--model", ckpt, "--out", report,
+                timeout=240)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for f in ("report.md", "report.json", "confusion.png", "tsne.png", "training_curves.png"):
+        assert (report / f).is_file() and (report / f).stat().st_size > 0, f
+    rep = json.loads((report / "report.json").read_text())
+    assert {"audio", "face", "text", "multimodal", "multimodal - text", "multimodal - audio",
+            "multimodal - face"} <= set(rep["rows"])
+    md = (report / "report.md").read_text()
+    assert "Table 1" in md and "Table 2" in md and "balanced acc." in md
+    assert any("final_videos_test" in s[0] for s in rep["meta"]["skips"])
+
+    session = tmp_path / "demo"
+    truth = demo_tool.make_session(session, turns=3, seed=2)
+    out = tmp_path / "replay.jsonl"
+    r = run_cli("replay", session, "--model", ckpt, "--out", out, "--quiet", timeout=240)
+    assert r.returncode == 0, r.stderr[-2000:]
+    bodies = [json.loads(line) for line in out.read_text().splitlines()]
+    emotions = [b for b in bodies if b["topic"] == "emotion"]
+    utts = [b for b in bodies if b["topic"] == "utterance"]
+    assert len(emotions) == len(utts) == len(truth["turns"])
+    for e in emotions:
+        assert e["label"] is not None and abs(sum(e["probs"].values()) - 1) < 1e-4
+        assert e["modalities"]["text"] and e["modalities"]["audio"]
+    total = extracted["seconds"] + mini["gen_s"] + time.monotonic() - t0
+    print(f"\nchain: generate {mini['gen_s']:.0f} s + extract {extracted['seconds']:.0f} s + "
+          f"train/evaluate/replay {time.monotonic() - t0:.0f} s = {total:.0f} s")
+    assert total < 180
+
+
+def test_fixture_clip_face(mini, extracted):
+    """The real MELD clip went through the same path: report whether the speaker's face was found."""
+    if not MELD_CLIP.is_file():
+        pytest.skip(f"{MELD_CLIP} is absent")
+    from robot_emotion.train.extract import load_split
+    cache = Path(extracted["second"]["cache"])
+    feats, y, metas, names = load_split(cache, extracted["splits"]["train"])
+    meta = metas[names.index("dia1_utt0")]
+    assert meta["frames"] > 5 and meta["tracks"] >= 1
+    print(f"\nreal MELD clip dia1_utt0: {meta['tracks']} track(s), speaker's face "
+          f"{'found' if meta['face_found'] else 'NOT found'} (confidence {meta['face_confidence']:.2f}), "
+          f"{meta['seconds']:.1f} s")
