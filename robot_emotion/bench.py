@@ -38,7 +38,8 @@ def _child(config: str, source: str, repeats: int, launch: str | None, extra: li
         rtfs.append((time.perf_counter() - t0) / duration)
         if node.errors:
             return {"error": node.errors[0]}
-        for name in ("vad", "faces", "speakers", "asr", "active_speaker", "text", "fusion", "emotion"):
+        for name in ("vad", "faces", "face_detect", "face_expression", "speakers", "asr",
+                     "active_speaker", "text", "audio", "fusion"):
             stages.setdefault(name, []).extend(node.stats.all(name))
     paced = replay(cfg, source, speed=1.0)
     lat = {}
