@@ -118,6 +118,9 @@ def live(cfg: Config, record_to: str | Path | None = None, duration: float | Non
             while not interrupted.is_set() and not node.errors:
                 if t_end is not None and clock.now() >= t_end:
                     break
+                for s in sources:
+                    if hasattr(s, "check_alive"):
+                        s.check_alive()
                 lost = [s.name for s in sources if s.lost.is_set()]
                 if lost:
                     node.errors.append(f"device lost: {', '.join(lost)} stopped delivering data")

@@ -71,7 +71,7 @@ def short_session(demo_tool, tmp_path_factory):
     return out, truth
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture()
 def pulse():
     """A real PulseAudio server with a null sink whose monitor is the default microphone.
 
@@ -96,8 +96,6 @@ def pulse():
     subprocess.run(["pactl", "set-default-sink", "robot_test"], check=True)
     subprocess.run(["pactl", "set-default-source", "robot_test.monitor"], check=True)
     yield "robot_test"
-    if started:
-        subprocess.run(["pulseaudio", "--kill"], capture_output=True)
 
 
 def espeak(text: str, voice: str = "en-us", pitch: int = 50, speed: int = 160) -> np.ndarray:

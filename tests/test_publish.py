@@ -134,3 +134,21 @@ def test_live_subscriber_sees_the_replay(short_session):
     events, _ = collect(cfg, folder, speed=2.0)
     th.join(timeout=10)
     assert [m["utterance_id"] for m in received] == [e["utterance_id"] for e in by_topic(events, "utterance")]
+
+
+def test_monitor_command_prints_the_stream(short_session):
+    import subprocess
+    import sys
+    from conftest import REPO
+    folder, _ = short_session
+    ep = free_endpoint()
+    mon = subprocess.Popen([sys.executable, "-m", "robot_emotion", "monitor", "--endpoint", ep,
+                            "--topics", "speech,utterance", "--count", "6", "--timeout", "20"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    time.sleep(2.0)  # the monitor's SUB connects before the node publishes
+    collect(spine_cfg(f'publish.endpoint="{ep}"'), folder, speed=2.0)
+    out, err = mon.communicate(timeout=60)
+    assert mon.returncode == 0, err
+    lines = out.strip().splitlines()
+    assert len(lines) == 6 and "speech.start" in lines[0]
+    assert any("utterance" in x for x in lines)

@@ -92,3 +92,18 @@ def test_sigterm_finalises_the_session(pulse, short_session, tmp_path):
     import soundfile as sf
     info = sf.info(str(out / "audio.wav"))  # a standard reader accepts the finalised header
     assert info.samplerate == 16000 and abs(info.frames / 16000 - meta["duration"]) < 0.05
+
+
+def test_microphone_that_disappears_ends_with_one_line_and_a_session(pulse, short_session, tmp_path):
+    """Last in this file: it kills the PulseAudio server under a running recorder."""
+    src, _ = short_session
+    out = tmp_path / "lost"
+    proc = _start_record(out, src / "video.mp4")
+    time.sleep(1.5)
+    subprocess.run(["pulseaudio", "--kill"], capture_output=True)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 3, stderr
+    err = stderr.strip().splitlines()[-1]
+    assert err.startswith("robot-emotion: error:") and "microphone" in err
+    meta = json.loads((out / "session.json").read_text())
+    assert meta["complete"] is True and meta["duration"] > 1.0  # what was captured is kept

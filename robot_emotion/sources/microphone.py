@@ -6,6 +6,7 @@ overflows of our queue and PortAudio input overflows are both counted.
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 
@@ -36,6 +37,7 @@ class MicrophoneSource:
         self.lost = threading.Event()
         self._t0: float | None = None
         self._n = 0
+        self.last_callback = 0.0  # time.monotonic() of the latest block (watchdog)
 
     def start(self) -> None:
         try:
@@ -49,12 +51,14 @@ class MicrophoneSource:
                 device=_device_arg(self.cfg.device), callback=self._callback, latency="low",
                 finished_callback=self._finished)
             self._stream.start()
+            self.last_callback = time.monotonic()
         except Exception as e:  # PortAudioError, ValueError for unknown device names
             # "low": ALSA's pulse plugin otherwise buffers ~2 s before the first callback
             raise SourceError(f"cannot open microphone {self.cfg.device or '(default)'}: {e}") from None
         self.state = "running"
 
     def _callback(self, indata, frames, time_info, status) -> None:
+        self.last_callback = time.monotonic()
         if status.input_overflow:
             self.portaudio_overflows += 1
         # Time by sample count from the first callback: callback timing jitters by tens of
@@ -69,6 +73,13 @@ class MicrophoneSource:
         self.out.put_nowait(AudioBlock(t, samples))
         if self.recorder is not None:
             self.recorder.write_audio(samples, t)
+
+    def check_alive(self, timeout_s: float = 2.0) -> bool:
+        """A stream can stall without an error when its device goes away: watch the callbacks."""
+        if self.state == "running" and self.last_callback and time.monotonic() - self.last_callback > timeout_s:
+            self.state = "lost"
+            self.lost.set()
+        return not self.lost.is_set()
 
     def _finished(self) -> None:
         if self.state == "running":  # not stopped by us: the device went away
