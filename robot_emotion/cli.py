@@ -13,6 +13,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 EXIT_CONFIG, EXIT_INPUT, EXIT_RUNTIME = 2, 3, 4
+# Raised by the model loaders (checked by name so the CLI imports no torch to parse args).
+MODEL_ERRORS = {"CheckpointError", "ASRModelNotFound", "ExpressionModelError"}
 
 
 def demo_session_path() -> Path:
@@ -110,14 +112,22 @@ def main(argv: list[str] | None = None) -> int:
     from robot_emotion.sources.microphone import SourceError
     try:
         return getattr(commands, "cmd_" + args.cmd)(args)
+    except commands.CommandError as e:
+        return _fail(str(e), e.code)
     except ConfigError as e:
         return _fail(str(e), EXIT_CONFIG)
     except (MediaError, SourceError, FileNotFoundError) as e:
         return _fail(str(e), EXIT_INPUT)
+    except RuntimeError as e:
+        if type(e).__name__ in MODEL_ERRORS:  # missing/mismatched weights: an input problem
+            return _fail(str(e), EXIT_INPUT)
+        raise
+    except ValueError as e:
+        if type(e).__name__ in MODEL_ERRORS:
+            return _fail(str(e), EXIT_INPUT)
+        raise
     except KeyboardInterrupt:
         return 130
-    except commands.CommandError as e:
-        return _fail(str(e), e.code)
 
 
 def _fail(msg: str, code: int) -> int:

@@ -25,8 +25,8 @@ class FusionTextModel:
     def predict_batch(self, items):
         from robot_emotion.features.utterance import UtteranceFeatures
         probs = []
-        for history, (speaker, text) in items:
-            p, _, _ = self.scorer.predict(UtteranceFeatures(text=self.scorer.text(history, (speaker, text))))
+        for feats in self.scorer.text.batch(items):
+            p, _, _ = self.scorer.predict(UtteranceFeatures(text=feats))
             probs.append(p if p is not None else np.full(7, 1 / 7, np.float32))
         return np.stack(probs), None
 

@@ -65,17 +65,25 @@ class TextFeaturizer:
         self.model = model  # features.text.TextEmotionModel
 
     def __call__(self, history: list[tuple[str | None, str]], current: tuple[str | None, str]) -> ModalityFeatures | None:
+        return self.batch([(history, current)])[0]
+
+    def batch(self, items: list) -> list[ModalityFeatures | None]:
+        """[(history, (speaker, text))] -> features; one encoder pass for the whole batch."""
         import torch
-        if not current[1] or not current[1].strip():
-            return None
         m = self.model
-        ctx = list(history)[-m.context_turns:] if m.context_turns else []
-        text = m.encoder.build_input(ctx, current)
+        keep = [i for i, (_, cur) in enumerate(items) if cur[1] and cur[1].strip()]
+        out: list[ModalityFeatures | None] = [None] * len(items)
+        if not keep:
+            return out
+        texts = [m.encoder.build_input(list(items[i][0])[-m.context_turns:] if m.context_turns else [],
+                                       items[i][1]) for i in keep]
         with torch.no_grad():
-            states, mask, pooled = m.encoder.encode([text])
-            probs = torch.softmax(m.head(pooled).float(), -1)[0].cpu().numpy()
-        seq = states[0][mask[0].bool()].float().cpu().numpy()
-        return ModalityFeatures(seq, pooled[0].float().cpu().numpy(), probs.astype(np.float32))
+            states, mask, pooled = m.encoder.encode(texts)
+            probs = torch.softmax(m.head(pooled).float(), -1).cpu().numpy()
+        for j, i in enumerate(keep):
+            seq = states[j][mask[j].bool()].float().cpu().numpy()
+            out[i] = ModalityFeatures(seq, pooled[j].float().cpu().numpy(), probs[j].astype(np.float32))
+        return out
 
 
 class AudioFeaturizer:

@@ -1,0 +1,52 @@
+"""The shipped emotion model through the CLI: dev figures, refused checkpoints."""
+import json
+
+import pytest
+
+from conftest import SHARED, run_cli
+from robot_emotion.emotion import DEFAULT_CHECKPOINT
+from robot_emotion.models import build_model, read_checkpoint, save_checkpoint
+
+
+def test_evaluate_on_meld_dev_reproduces_the_shipped_figures(tmp_path):
+    dev = SHARED / "meld" / "dev_sent_emo.csv"
+    if not dev.is_file():
+        pytest.skip(f"{dev} is absent")
+    out = tmp_path / "dev.json"
+    r = run_cli("evaluate", "--meld-csv", dev, "--json", out, timeout=600)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(out.read_text())
+    shipped = read_checkpoint(DEFAULT_CHECKPOINT)["metrics"]["dev_text"]
+    print(f"MELD dev, text only: acc {report['accuracy']:.3f} bacc {report['balanced_accuracy']:.3f} "
+          f"wF1 {report['weighted_f1']:.3f}")
+    assert report["n"] == 1109 if "n" in report else True
+    assert report["weighted_f1"] == pytest.approx(shipped["weighted_f1"], abs=2e-3)
+    assert report["accuracy"] == pytest.approx(shipped["accuracy"], abs=2e-3)
+    assert "| neutral |" in r.stdout and "weighted F1" in r.stdout
+
+
+def test_checkpoint_with_other_encoders_is_refused(tmp_path, short_session):
+    folder, _ = short_session
+    ck = tmp_path / "bert.pt"
+    dims = {"text": 0, "face": 0}
+    save_checkpoint(ck, build_model("late", dims, 7), family="late", dims=dims, hparams={},
+                    encoders={"text": {"id": "bert-base-uncased", "version": "1"},
+                              "face": {"id": "fer2013-mini-xception", "version": "1"}},
+                    training={}, metrics={})
+    r = run_cli("replay", folder, "--model", ck, "--set", 'publish.endpoint="tcp://127.0.0.1:*"')
+    assert r.returncode == 3, r.stderr
+    err = r.stderr.strip()
+    assert err.count("\n") == 0 and "text encoder 'bert-base-uncased@1'" in err
+
+
+def test_missing_or_junk_checkpoint(tmp_path, short_session):
+    r = run_cli("replay", short_session[0], "--model", tmp_path / "nope.pt")
+    assert r.returncode == 3 and "checkpoint not found" in r.stderr and r.stderr.strip().count("\n") == 0
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint at all")
+    csv = tmp_path / "x.csv"
+    csv.write_text("Sr No.,Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID\n1,Hi,Joey,joy,positive,0,0\n")
+    r = run_cli("evaluate", "--meld-csv", csv, "--model", junk)
+    assert r.returncode == 3 and r.stderr.strip().count("\n") == 0 and "junk.pt" in r.stderr
+    r = run_cli("evaluate", "--meld-csv", tmp_path / "missing.csv")
+    assert r.returncode == 3 and "not found" in r.stderr
