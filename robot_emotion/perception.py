@@ -132,6 +132,13 @@ class Perception:
         parts[-1] = parts[-1][:1] + (seg.end,) + parts[-1][2:]
         return [p for p in parts if p[1] > p[0]]
 
+    def transcribe_partial(self, part, node) -> dict | None:
+        t0 = time.perf_counter()
+        text = self.asr.transcribe(part.audio.astype(np.float32) / 32768.0).text.strip()
+        node.stats.add("asr_partial", (time.perf_counter() - t0) * 1000.0)
+        return {"topic": "utterance.partial", "utterance_id": part.utterance_id, "start": part.start,
+                "end": part.end, "text": text}
+
     def process_segment(self, seg, node) -> list[dict]:
         parts = self._parts(seg, node)
         bodies = []

@@ -18,6 +18,7 @@ import queue
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -143,6 +144,7 @@ class Node:
             last_t = block.t + block.samples.size / 16000
             for ev in events:
                 self._on_vad_event(ev, block.wall)
+            self._maybe_partial(last_t, block.wall)
         self.segments.put(_STOP)
         if self.perception is not None:
             self.perception.close_audio()
@@ -160,6 +162,20 @@ class Node:
             if not ev.dropped:
                 self.segments.put(ev)
 
+    def _maybe_partial(self, t: float, wall: float) -> None:
+        """Every asr.partial_after_s of one utterance, hand its audio so far to the recogniser."""
+        seg = self.segmenter.open_segment()
+        if seg is None or self.perception is None or self.perception.asr is None:
+            self._partial_at = None
+            return
+        uid, start = seg
+        if getattr(self, "_partial_at", None) is None or self._partial_at[0] != uid:
+            self._partial_at = (uid, start + self.cfg.asr.partial_after_s)
+        if t >= self._partial_at[1]:
+            self._partial_at = (uid, self._partial_at[1] + self.cfg.asr.partial_after_s)
+            audio_t0, audio = self.segmenter.open_audio()
+            self.segments.put(PartialAudio(uid, start, t, audio, audio_t0, wall))
+
     # ---- utterances: speakers, ASR, faces, dialogue, emotion ---------------------------
     def wait_for_faces(self, t: float) -> None:
         """Replay: block until the face thread has handled frames up to capture time t."""
@@ -175,6 +191,11 @@ class Node:
             seg = self.segments.get()
             if seg is _STOP:
                 break
+            if isinstance(seg, PartialAudio):
+                body = self.perception.transcribe_partial(seg, self)
+                if body is not None:
+                    self.publisher.publish(body)
+                continue
             if self.perception is None:
                 bodies = [self._plain_utterance(seg)]
             else:
@@ -252,6 +273,17 @@ class Node:
                 "dropped": dropped,
                 "sources": {s.name: s.state for s in self.sources},
                 "utterances": self.utterances, "in_speech": self.segmenter.in_speech}
+
+
+@dataclass
+class PartialAudio:
+    """The audio of an utterance still in progress (for `utterance.partial`)."""
+    utterance_id: str
+    start: float
+    end: float
+    audio: np.ndarray
+    audio_t0: float
+    wall: float
 
 
 class _EndOfAudio:

@@ -127,3 +127,20 @@ def test_meld_clip_transcript(record_property):
     record_property("meld_clip_wer", score)
     print(f"MELD clip through the node: {text!r} WER {score:.3f}")
     assert score <= 0.30
+
+
+def test_long_utterance_publishes_partial_transcripts(tmp_path):
+    """A 14 s monologue: partials at 6 s and 12 s, then the final utterance."""
+    import soundfile as sf
+    from conftest import espeak
+    words = espeak("the robot keeps listening while I keep talking about my long day at work", speed=150)
+    audio = np.concatenate([np.zeros(8000, np.int16)] + [words] * 4 + [np.zeros(16000, np.int16)])
+    wav = tmp_path / "mono.wav"
+    sf.write(wav, audio, 16000, subtype="PCM_16")
+    events, _ = run(wav, "vad.hangover_ms=1000", "emotion.enabled=false", "speakers.enabled=false")
+    partials, utts = topic(events, "utterance.partial"), topic(events, "utterance")
+    assert len(utts) >= 1 and len(partials) >= 1
+    p = partials[0]
+    assert p["utterance_id"] == utts[0]["utterance_id"] and p["end"] < utts[0]["end"]
+    assert "robot" in p["text"].lower()
+    assert len(p["text"]) < len(utts[0]["text"])

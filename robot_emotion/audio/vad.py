@@ -179,6 +179,14 @@ class Segmenter:
         return SpeechEnd(self._open_id, self._start, end, audio, self._audio_t0, forced, dropped,
                          decided_at)
 
+    def open_segment(self) -> tuple[str, float] | None:
+        """(id, start) of the utterance in progress, or None."""
+        return None if self._speech is None else (self._open_id, self._start)
+
+    def open_audio(self) -> tuple[float, np.ndarray]:
+        """(audio_t0, samples so far) of the utterance in progress, for partial transcripts."""
+        return self._audio_t0, (np.concatenate(self._speech) if self._speech else np.zeros(0, np.int16))
+
     def flush(self, t: float) -> list:
         """End of stream: close an open segment at the last voiced frame."""
         if self._speech is None:
