@@ -70,6 +70,7 @@ class ASRConfig:
     backend: str = "faster-whisper"  # faster-whisper | pocketsphinx | transformers | none
     model: str = ""                  # path; "" = the embedded default for the backend
     partial_after_s: float = 6.0
+    beam_size: int = 5               # faster-whisper beam; 1 is ~10% faster, slightly less accurate
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,8 @@ _RANGES: dict[tuple[str, str], tuple[typing.Callable, str]] = {
     ("asr", "backend"): (lambda v: v in ("faster-whisper", "pocketsphinx", "transformers", "none"),
                          "must be faster-whisper, pocketsphinx, transformers or none"),
     ("speakers", "min_turn_s"): (lambda v: 0.2 <= v <= 10, "must be 0.2..10 s"),
+    ("asr", "beam_size"): (lambda v: 1 <= v <= 10, "must be 1..10"),
+    ("asr", "partial_after_s"): (lambda v: 1 <= v <= 60, "must be 1..60 s"),
     ("publish", "sndhwm"): (lambda v: 1 <= v <= 100000, "must be 1..100000"),
     ("publish", "status_hz"): (lambda v: 0 < v <= 100, "must be in (0, 100]"),
     ("emotion", "history_turns"): (lambda v: 0 <= v <= 64, "must be 0..64"),

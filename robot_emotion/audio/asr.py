@@ -377,6 +377,7 @@ def make_asr(cfg, device: str = "auto", **kwargs) -> ASR | None:
     if not getattr(cfg, "enabled", True) or backend == "none":
         return None
     if backend == "faster-whisper":
+        kwargs.setdefault("beam_size", getattr(cfg, "beam_size", 5))
         return FasterWhisperASR(cfg.model, device=device, **kwargs)
     if backend == "pocketsphinx":
         return PocketSphinxASR(cfg.model)
