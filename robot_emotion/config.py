@@ -8,6 +8,7 @@ Unknown keys, wrong types and out-of-range values raise ConfigError naming the k
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -122,6 +123,8 @@ class Config:
 
 # (section, key) -> predicate, message. Checked after every merge.
 _RANGES: dict[tuple[str, str], tuple[typing.Callable, str]] = {
+    ("node", "device"): (lambda v: re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None,
+                         "must be auto, cpu, cuda or cuda:N"),
     ("camera", "width"): (lambda v: 16 <= v <= 8192, "must be 16..8192"),
     ("camera", "height"): (lambda v: 16 <= v <= 8192, "must be 16..8192"),
     ("camera", "fps"): (lambda v: 0 < v <= 240, "must be in (0, 240]"),

@@ -40,8 +40,12 @@ class Perception:
                   has_video and cfg.faces.enabled, cfg.emotion.enabled)
         if not any(wanted):
             return None  # the spine alone never imports torch (~300 MB)
+        from robot_emotion.config import ConfigError
         from robot_emotion.device import resolve_device
-        device = resolve_device(cfg.node.device)
+        try:
+            device = resolve_device(cfg.node.device)
+        except ValueError as e:  # e.g. cuda asked for on a machine without one
+            raise ConfigError(f"node.device: {e}") from None
         asr = speakers = faces = emotion = None
         if cfg.asr.enabled and cfg.asr.backend != "none":
             from robot_emotion.audio.asr import make_asr

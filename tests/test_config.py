@@ -57,3 +57,10 @@ def test_cli_refuses_bad_config_with_one_line(tmp_path):
     assert r.stderr.strip().count("\n") == 0 and "malformed TOML" in r.stderr
     r = run_cli("replay", "--demo", "--set", "vad.speed=2")
     assert r.returncode == 2 and "unknown config key 'vad.speed'" in r.stderr
+
+
+def test_device_is_validated():
+    cfg, _ = C.load(None, overrides=['node.device="cuda:1"'])
+    assert cfg.node.device == "cuda:1"
+    with pytest.raises(C.ConfigError, match="node.device"):
+        C.load(None, overrides=['node.device="tpu"'])

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from robot_emotion.data.meld_text import fix_mojibake
+from robot_emotion.device import torch_device
 
 ENCODER_ID = "all-MiniLM-L6-v2"
 ENCODER_VERSION = "1"
@@ -33,17 +34,7 @@ _SPECIAL_RE = re.compile(r"\[(?:CLS|SEP|PAD|MASK|UNK)\]", re.IGNORECASE)
 _QUOTES = str.maketrans({"’": "'", "‘": "'", "“": '"', "”": '"', "…": "...", "—": " - ", "–": "-"})
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" -> cuda when available else cpu; anything else must be a valid, usable torch device."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"unknown device {device!r}") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
-    return dev
+resolve_device = torch_device  # one rule for every model: robot_emotion.device
 
 
 def normalize_text(text: str | None) -> str:

@@ -37,6 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from robot_emotion import EMOTIONS
+from robot_emotion.device import torch_device
 
 FER_LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 _FER_TO_MELD_NAME = {"angry": "anger", "disgust": "disgust", "fear": "fear", "happy": "joy",
@@ -60,16 +61,7 @@ def default_weights_path() -> Path:
     return Path(sys.prefix) / "share" / "robot_emotion" / "emotion_model.hdf5"
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"unknown device '{device}' (use auto, cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device '{device}' requested but CUDA is not available")
-    return dev
+resolve_device = torch_device  # one rule for every model: robot_emotion.device
 
 
 @contextlib.contextmanager
