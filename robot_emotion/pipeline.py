@@ -53,6 +53,7 @@ class Node:
         self._frames_done = threading.Event()    # no more frames will arrive
         self._faces_finished = threading.Event()  # the face thread has handled all of them
         self.has_video = False
+        self._input_finished = False
         self._stop = threading.Event()
         self._audio_done = threading.Event()
         self._t_start = time.monotonic()
@@ -102,7 +103,9 @@ class Node:
         """Stop sources, let the stages drain what they hold, then close the publisher."""
         for s in self.sources:
             s.stop()
-        if not drain:
+        if drain:
+            self.finish_input()  # live sources just stopped: flush what the VAD holds
+        else:
             self._stop.set()
         self._audio_done.wait(timeout if drain else 2.0)
         self._frames_done.set()
@@ -115,7 +118,10 @@ class Node:
         self.publisher.stop()
 
     def finish_input(self) -> None:
-        """The recording is over: flush the segmenter, then let every stage drain."""
+        """No more input: flush the segmenter, then let every stage drain (idempotent)."""
+        if self._input_finished:
+            return
+        self._input_finished = True
         if self.wants_frames:
             while not self._stop.is_set():
                 try:
