@@ -10,7 +10,6 @@ from pathlib import Path
 from robot_emotion.clock import VirtualClock, WallClock
 from robot_emotion.config import Config
 from robot_emotion.pipeline import Node
-from robot_emotion.sources.base import AudioQueue
 from robot_emotion.sources.camera import CameraSource
 from robot_emotion.sources.microphone import MicrophoneSource, SourceError
 from robot_emotion.sources.replay import ReplaySource, open_recording
@@ -133,4 +132,4 @@ def live(cfg: Config, record_to: str | Path | None = None, duration: float | Non
     return node
 
 
-__all__ = ["replay", "live", "JsonlSink", "AudioQueue"]
+__all__ = ["replay", "live", "JsonlSink"]

@@ -80,11 +80,9 @@ def pulse():
     """
     if shutil.which("pulseaudio") is None or shutil.which("paplay") is None:
         pytest.skip("pulseaudio is not installed (scripts/setup.sh installs it)")
-    started = False
     if subprocess.run(["pactl", "info"], capture_output=True).returncode != 0:
         subprocess.run(["pulseaudio", "-D", "--exit-idle-time=-1", "-n",
                         "--load=module-native-protocol-unix"], capture_output=True)
-        started = True
         for _ in range(50):
             if subprocess.run(["pactl", "info"], capture_output=True).returncode == 0:
                 break

@@ -8,7 +8,7 @@ from conftest import free_endpoint
 from robot_emotion import messages
 from robot_emotion.client import Subscriber
 from robot_emotion.publish import Publisher
-from test_replay import NO_PERCEPTION, by_topic, collect, spine_cfg
+from test_replay import by_topic, collect, spine_cfg
 
 
 def _wait_connected(pub: Publisher, sub: Subscriber) -> None:

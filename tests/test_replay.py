@@ -1,9 +1,7 @@
 """Replay: sessions, media files, determinism across speeds, and one-line errors."""
 import json
-import shutil
 
 import numpy as np
-import pytest
 import soundfile as sf
 
 from conftest import FACE_CLIP, MELD_CLIP, run_cli, shared_file
@@ -123,8 +121,6 @@ def test_resample_flag_accepts_48k_stereo(tmp_path, dialogue_session):
     up = ss.resample_poly(audio, 3, 1)
     wav = tmp_path / "s48.wav"
     sf.write(wav, np.stack([up, up], 1), 48000)
-    events, _ = collect(spine_cfg(), folder)
-    from robot_emotion.runner import replay as rp
     out = []
-    node = rp(spine_cfg(), str(wav), sinks=[out.append], resample=True)
+    node = replay(spine_cfg(), str(wav), sinks=[out.append], resample=True)
     assert not node.errors and by_topic(out, "utterance")
