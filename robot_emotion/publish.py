@@ -58,13 +58,17 @@ class Publisher:
         sock = ctx.socket(zmq.PUB)
         sock.setsockopt(zmq.SNDHWM, self.sndhwm)
         sock.setsockopt(zmq.LINGER, 200)
-        try:
-            sock.bind(self.endpoint)
-        except zmq.ZMQError as e:
-            self.error = f"cannot bind publisher to {self.endpoint}: {e}"
-            sock.close()
-            self._ready.set()
-            return
+        for attempt in range(20):  # a just-closed publisher may still hold the port briefly
+            try:
+                sock.bind(self.endpoint)
+                break
+            except zmq.ZMQError as e:
+                if e.errno != zmq.EADDRINUSE or attempt == 19:
+                    self.error = f"cannot bind publisher to {self.endpoint}: {e}"
+                    sock.close()
+                    self._ready.set()
+                    return
+                time.sleep(0.1)
         self.bound = sock.getsockopt(zmq.LAST_ENDPOINT).decode()  # resolves "tcp://127.0.0.1:*"
         self._ready.set()
         next_status = time.monotonic() + self.status_period
