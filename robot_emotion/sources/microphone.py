@@ -38,6 +38,7 @@ class MicrophoneSource:
         self._t0: float | None = None
         self._n = 0
         self.last_callback = 0.0  # time.monotonic() of the latest block (watchdog)
+        self._started = 0.0
 
     def start(self) -> None:
         try:
@@ -50,8 +51,8 @@ class MicrophoneSource:
                 samplerate=SAMPLE_RATE, channels=1, dtype="int16", blocksize=blocksize,
                 device=_device_arg(self.cfg.device), callback=self._callback, latency="low",
                 finished_callback=self._finished)
+            self._started = time.monotonic()
             self._stream.start()
-            self.last_callback = time.monotonic()
         except Exception as e:  # PortAudioError, ValueError for unknown device names
             # "low": ALSA's pulse plugin otherwise buffers ~2 s before the first callback
             raise SourceError(f"cannot open microphone {self.cfg.device or '(default)'}: {e}") from None
@@ -74,11 +75,18 @@ class MicrophoneSource:
         if self.recorder is not None:
             self.recorder.write_audio(samples, t)
 
-    def check_alive(self, timeout_s: float = 2.0) -> bool:
-        """A stream can stall without an error when its device goes away: watch the callbacks."""
-        if self.state == "running" and self.last_callback and time.monotonic() - self.last_callback > timeout_s:
-            self.state = "lost"
-            self.lost.set()
+    def check_alive(self, timeout_s: float = 3.0, startup_s: float = 10.0) -> bool:
+        """A stream can stall without an error when its device goes away: watch the callbacks.
+
+        Some backends (ALSA's pulse plugin) take over a second to deliver the first block,
+        hence the longer grace period before the first callback.
+        """
+        now = time.monotonic()
+        if self.state == "running":
+            silent = now - (self.last_callback or self._started)
+            if silent > (timeout_s if self.last_callback else startup_s):
+                self.state = "lost"
+                self.lost.set()
         return not self.lost.is_set()
 
     def _finished(self) -> None:
