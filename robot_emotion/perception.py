@@ -33,6 +33,8 @@ class Perception:
         self._audio_time = 0.0
         self._audio_closed = False
         self._fed = 0                            # energy samples already pushed to faces
+        self._seen_speakers: set[str] = set()
+        self._face_votes: dict[int, dict[str, int]] = {}  # face track -> voice ids heard from it
 
     @classmethod
     def from_config(cls, cfg: Config, has_video: bool) -> "Perception | None":
@@ -143,6 +145,24 @@ class Perception:
         return {"topic": "utterance.partial", "utterance_id": part.utterance_id, "start": part.start,
                 "end": part.end, "text": text}
 
+    def _reconcile(self, speaker: str | None, face_track: int | None, face_conf: float | None) -> str | None:
+        """Voice ids checked against faces: a voice never heard before that comes from a face
+        which has consistently been one speaker is that speaker (emotion shifts pitch and
+        timbre; a new person would bring a new face track)."""
+        if speaker is None:
+            return None
+        new = speaker not in self._seen_speakers
+        if face_track is not None and (face_conf or 0.0) >= 0.3:
+            votes = self._face_votes.setdefault(face_track, {})
+            if new and votes:
+                usual = max(votes, key=votes.get)
+                if votes[usual] >= 2 and votes[usual] >= 0.75 * sum(votes.values()) \
+                        and self.speakers.clusterer.merge(speaker, usual):
+                    speaker, new = usual, False
+            votes[speaker] = votes.get(speaker, 0) + 1
+        self._seen_speakers.add(speaker)
+        return speaker
+
     def process_segment(self, seg, node) -> list[dict]:
         parts = self._parts(seg, node)
         bodies = []
@@ -167,6 +187,7 @@ class Perception:
                 t0 = time.perf_counter()
                 face_track, face_conf = self._active_speaker(start, end, tracks)
                 node.stats.add("active_speaker", (time.perf_counter() - t0) * 1000.0)
+            speaker = self._reconcile(speaker, face_track, face_conf)
             body = {"topic": "utterance", "utterance_id": uid, "start": start, "end": end,
                     "speaker": speaker, "speaker_confidence": spk_conf, "face_track": face_track,
                     "face_confidence": face_conf if face_track is not None else None,

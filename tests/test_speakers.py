@@ -197,3 +197,18 @@ def test_timing_five_second_segment(dialogue, record_property):
     record_property("features_ms_5s", round(m_feat, 1))
     record_property("change_detection_ms_5s", round(m_split, 1))
     assert m_feat + m_split < 1000
+
+
+def test_merge_folds_a_speaker_and_never_reuses_ids():
+    from robot_emotion.audio.embedding import VoiceStats
+    from robot_emotion.audio.speakers import SpeakerClusterer
+    c = SpeakerClusterer(threshold=0.5)
+    rng = np.random.default_rng(0)
+
+    def voice(center):
+        return VoiceStats(200, 150, center + rng.normal(0, 0.01, 19), float(center[0]))
+    a, b, d = np.zeros(19), np.full(19, 5.0), np.full(19, -5.0)
+    assert c.assign(voice(a))[0] == "S0" and c.assign(voice(b))[0] == "S1"
+    assert c.merge("S1", "S0") and c.speakers == ["S0"]
+    assert c.assign(voice(d))[0] == "S2"  # a fresh id, not the merged one
+    assert not c.merge("S1", "S0")         # already gone

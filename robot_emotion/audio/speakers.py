@@ -198,6 +198,7 @@ class SpeakerClusterer:
         self.scale = scale if scale is not None else SessionScale()
         self.min_frames = int(min_frames)
         self._speakers: list[_Speaker] = []
+        self._next = 0  # ids are never reused, even after a merge
 
     @property
     def speakers(self) -> list[str]:
@@ -205,6 +206,26 @@ class SpeakerClusterer:
 
     def reset(self) -> None:
         self._speakers.clear()
+        self._next = 0
+
+    def _new(self, stats: VoiceStats) -> _Speaker:
+        spk = _Speaker(f"S{self._next}", stats)
+        self._next += 1
+        self._speakers.append(spk)
+        return spk
+
+    def merge(self, src: str, dst: str) -> bool:
+        """Fold speaker `src` into `dst` (e.g. the face says they are one person)."""
+        a = next((s for s in self._speakers if s.id == src), None)
+        b = next((s for s in self._speakers if s.id == dst), None)
+        if a is None or b is None or a is b:
+            return False
+        b.w += a.w
+        b.mfcc_sum += a.mfcc_sum
+        b.wf += a.wf
+        b.f0_sum += a.f0_sum
+        self._speakers.remove(a)
+        return True
 
     def distances(self, stats: VoiceStats) -> dict[str, float]:
         std = self.scale.std
@@ -214,8 +235,7 @@ class SpeakerClusterer:
         if stats.mfcc_mean is None:                     # no speech frames at all
             return None, 0.0
         if not self._speakers:
-            self._speakers.append(_Speaker("S0", stats))
-            return "S0", 1.0
+            return self._new(stats).id, 1.0
         std = self.scale.std
         d = np.array([voice_distance(stats, s.stats, std) for s in self._speakers])
         i = int(np.argmin(d))
@@ -225,8 +245,7 @@ class SpeakerClusterer:
         if dmin < self.threshold:
             best.add(stats)
             return best.id, 1.0 - 0.5 * dmin / self.threshold
-        new = _Speaker(f"S{len(self._speakers)}", stats)
-        self._speakers.append(new)
+        new = self._new(stats)
         return new.id, min(1.0, 0.5 + 0.5 * (dmin - self.threshold) / self.threshold)
 
 
