@@ -20,6 +20,7 @@ from robot_emotion import SAMPLE_RATE
 from robot_emotion.config import Config
 
 ENERGY_HOP_S = 0.03
+ENERGY_KEEP_S = 60.0
 
 
 class Perception:
@@ -76,6 +77,11 @@ class Perception:
                 self._energy_t.append(t + (i + hop / 2) / SAMPLE_RATE)
                 self._energy.append(float(np.sqrt(np.mean(x[i:i + hop] ** 2))))
             self._audio_time = t + x.size / SAMPLE_RATE
+            # Keep a minute: enough for any utterance plus padding, bounded for a robot that runs for days.
+            drop = next((i for i, tt in enumerate(self._energy_t) if tt >= self._audio_time - ENERGY_KEEP_S), 0)
+            if drop > 2000 and drop <= self._fed:
+                del self._energy_t[:drop], self._energy[:drop]
+                self._fed -= drop
             self._energy_cond.notify_all()
 
     def close_audio(self) -> None:
