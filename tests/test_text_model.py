@@ -125,3 +125,46 @@ def test_evaluate_text_csv_first_rows(model):
     direct = np.mean([t == p for t, p in zip(truth, rep["predictions"])])
     assert rep["accuracy"] == pytest.approx(direct)
     assert rep["weighted_f1"] > 0.2  # far above chance on real dialogue
+
+
+@pytest.mark.parametrize("lora_rank", [0, 4])
+def test_trained_layers_round_trip_through_asset(encoder, tmp_path, lora_rank):
+    """What training ships (full top layers or LoRA factors) loads back into the same predictions."""
+    import torch
+    from safetensors.torch import save_file
+
+    from robot_emotion.features.text import TextEmotionModel
+    from robot_emotion.train.text_model import TopModel, cache_bottom, collate
+
+    torch.manual_seed(0)
+    top = TopModel(encoder, 4, len(EMOTIONS), "current", 0.0, lora_rank=lora_rank)
+    with torch.no_grad():  # a trained-looking model: every shipped tensor moved away from MiniLM
+        for p in top.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn_like(p))
+    top.eval()
+    state = top.shipped_state()
+    n_shipped = sum(v.numel() for v in state.values())
+    if lora_rank:  # low-rank deltas are a small fraction of two full layers
+        assert any(k.endswith(".lora_A") for k in state)
+        assert n_shipped < 0.15 * sum(p.numel() for p in encoder.model.encoder.layer[4:].parameters())
+    # round the reference through fp16 the way the asset stores it
+    with torch.no_grad():
+        for k, v in top.head.state_dict().items():
+            v.copy_(state[f"head.{k}"].float())
+    save_file(state, str(tmp_path / "text_emotion.safetensors"))
+    meta = {"kind": "text_emotion", "labels": list(EMOTIONS), "context_turns": 0, "pooling": "current",
+            "max_tokens": 40, "encoder": {"id": encoder.id, "version": encoder.version}}
+    (tmp_path / "text_emotion.json").write_text(__import__("json").dumps(meta))
+    loaded = TextEmotionModel.load(str(tmp_path), device="cpu")
+
+    texts = ["I can't believe you did that!", "Okay, fine."]
+    cache = cache_bottom(encoder, [encoder.build_input([], ("A", t)) for t in texts], 4)
+    with torch.no_grad():
+        ref = torch.softmax(top(*collate(cache, "cpu"))[0], -1).numpy()
+    got = np.stack([loaded.predict([], ("A", t))[0] for t in texts])
+    np.testing.assert_allclose(got, ref, atol=3e-3)
+    with torch.no_grad():  # the same head on plain MiniLM: the trained layers must matter
+        states, mask, pooled = encoder.encode([encoder.build_input([], ("A", t)) for t in texts])
+        plain = torch.softmax(top.head(pooled), -1).numpy()
+    assert np.abs(ref - plain).max() > 0.01

@@ -32,6 +32,8 @@ def main(argv=None) -> int:
     ap.add_argument("--n-frozen", type=int, default=d.n_frozen)
     ap.add_argument("--lr-layers", type=float, default=d.lr_layers)
     ap.add_argument("--lr-head", type=float, default=d.lr_head)
+    ap.add_argument("--lora-rank", type=int, default=d.lora_rank, help="0 = full weights of the trained layers")
+    ap.add_argument("--lora-alpha", type=float, default=d.lora_alpha)
     ap.add_argument("--batch-size", type=int, default=d.batch_size)
     ap.add_argument("--seed", type=int, default=d.seed)
     ap.add_argument("--threads", type=int, default=None)
@@ -44,7 +46,8 @@ def main(argv=None) -> int:
             print(f"error: missing MELD file {f}", file=sys.stderr)
             return 2
     base = Recipe(epochs=a.epochs, n_frozen=a.n_frozen, lr_layers=a.lr_layers, lr_head=a.lr_head,
-                  batch_size=a.batch_size, seed=a.seed)
+                  batch_size=a.batch_size, seed=a.seed,
+                  lora_rank=a.lora_rank, lora_alpha=a.lora_alpha)
     res = run(str(train_csv), str(dev_csv), a.out or None, contexts=a.contexts, alphas=a.alphas,
               poolings=a.poolings, base=base, threads=a.threads, log=lambda s: print(s, flush=True))
     if a.summary_json:

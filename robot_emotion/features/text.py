@@ -189,6 +189,27 @@ ASSET_DIR = Path(__file__).resolve().parents[1] / "assets"
 ASSET_NAME = "text_emotion"
 
 
+def merge_layer_state(base: dict, trained: dict) -> dict:
+    """A transformer layer's state with the trained tensors applied.
+
+    Full tensors replace the base ones; a low-rank pair "<linear>.lora_A" (r, in) and
+    "<linear>.lora_B" (out, r) adds B @ A to "<linear>.weight" (the scale is already folded into B).
+    """
+    out = {k: v.clone() for k, v in base.items()}
+    for k, v in trained.items():
+        if k.endswith(".lora_B"):
+            continue
+        if k.endswith(".lora_A"):
+            name = k[: -len(".lora_A")]
+            w = out[f"{name}.weight"]
+            out[f"{name}.weight"] = w + (trained[f"{name}.lora_B"].float() @ v.float()).to(w.dtype)
+        elif k not in out:
+            raise KeyError(f"unexpected tensor {k!r} in the text emotion weights")
+        else:
+            out[k] = v.to(out[k].dtype)
+    return out
+
+
 class TextEmotionModel:
     """Text encoder with fine-tuned top layers + linear head -> probabilities over 7 emotions.
 
@@ -230,8 +251,9 @@ class TextEmotionModel:
             if k.startswith("layers."):
                 _, i, rest = k.split(".", 2)
                 layers.setdefault(int(i), {})[rest] = v.float()
-        for i, sd in layers.items():
-            enc.model.encoder.layer[i].load_state_dict(sd, strict=True)
+        for i, trained in layers.items():
+            enc.model.encoder.layer[i].load_state_dict(merge_layer_state(
+                enc.model.encoder.layer[i].state_dict(), trained), strict=True)
         head = nn.Linear(enc.dim, len(meta["labels"]))
         head.load_state_dict({"weight": state["head.weight"].float(), "bias": state["head.bias"].float()})
         enc.model.to(enc.device).eval()

@@ -13,6 +13,7 @@ import copy
 import datetime as _dt
 import itertools
 import json
+import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -42,6 +43,8 @@ class Recipe:
     weight_decay: float = 0.01
     dropout: float = 0.1
     max_tokens: int = 160
+    lora_rank: int = 0            # 0 = fine-tune the top layers' weights; r > 0 = low-rank (LoRA) deltas
+    lora_alpha: float = 16.0
     seed: int = 13
     extra: dict = field(default_factory=dict)
 
@@ -73,14 +76,48 @@ def cache_bottom(enc: TextEncoder, texts: list[str], n_frozen: int, batch_size: 
     return out
 
 
-class TopModel(nn.Module):
-    """Fine-tuned top transformer layers + pooling + linear head."""
+class LoRALinear(nn.Module):
+    """base(x) + x A^T B^T * alpha/r with the base weight frozen (its bias stays trainable).
 
-    def __init__(self, enc: TextEncoder, n_frozen: int, n_classes: int, pooling: str, dropout: float):
+    B starts at zero, so training starts from MiniLM itself. Only A and B (r x (in + out) numbers)
+    are shipped; the loader folds B A into the weight, so inference costs nothing extra.
+    """
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float):
+        super().__init__()
+        self.base = base
+        base.weight.requires_grad_(False)
+        self.A = nn.Parameter(torch.randn(rank, base.in_features) / math.sqrt(base.in_features))
+        self.B = nn.Parameter(torch.zeros(base.out_features, rank))
+        self.scale = alpha / rank
+
+    def forward(self, x):
+        return self.base(x) + (x @ self.A.t() @ self.B.t()) * self.scale
+
+    def delta_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.A, self.B * self.scale
+
+
+def add_lora(module: nn.Module, rank: int, alpha: float) -> None:
+    """Replace every nn.Linear inside `module` by a LoRALinear wrapping it."""
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.Linear):
+            setattr(module, name, LoRALinear(child, rank, alpha))
+        else:
+            add_lora(child, rank, alpha)
+
+
+class TopModel(nn.Module):
+    """Fine-tuned top transformer layers (full weights or LoRA deltas) + pooling + linear head."""
+
+    def __init__(self, enc: TextEncoder, n_frozen: int, n_classes: int, pooling: str, dropout: float,
+                 lora_rank: int = 0, lora_alpha: float = 16.0):
         super().__init__()
         self.enc = [enc]  # not a submodule: its frozen weights are neither trained nor saved
         self.first = n_frozen
         self.layers = copy.deepcopy(enc.model.encoder.layer[n_frozen:])
+        if lora_rank:
+            add_lora(self.layers, lora_rank, lora_alpha)
         self.pooling = pooling
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(enc.dim, n_classes)
@@ -91,8 +128,17 @@ class TopModel(nn.Module):
         return self.head(self.drop(pooled)), pooled
 
     def shipped_state(self) -> dict[str, torch.Tensor]:
-        sd = {f"layers.{self.first + i}.{k}": v for i, layer in enumerate(self.layers)
-              for k, v in layer.state_dict().items()}
+        """Trained tensors only: full weights, or biases/LayerNorms + "<linear>.lora_A/B" factors."""
+        sd = {}
+        for i, layer in enumerate(self.layers):
+            prefix = f"layers.{self.first + i}."
+            for name, mod in layer.named_modules():
+                if isinstance(mod, LoRALinear):
+                    a, b = mod.delta_factors()
+                    sd[f"{prefix}{name}.lora_A"], sd[f"{prefix}{name}.lora_B"] = a, b
+            for k, v in layer.named_parameters():
+                if v.requires_grad and not k.endswith((".A", ".B")):
+                    sd[prefix + k.replace(".base.", ".")] = v
         sd.update({f"head.{k}": v for k, v in self.head.state_dict().items()})
         return {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in sd.items()}
 
@@ -144,8 +190,10 @@ def fit(enc: TextEncoder, recipe: Recipe, train_cache, y_train, dev_cache, y_dev
     """Fine-tune top layers + head; returns (model with the best-dev-epoch weights, history)."""
     seed_all(recipe.seed)
     device = enc.device
-    model = TopModel(enc, recipe.n_frozen, len(EMOTIONS), recipe.pooling, recipe.dropout).to(device)
-    groups = [{"params": model.layers.parameters(), "lr": recipe.lr_layers},
+    model = TopModel(enc, recipe.n_frozen, len(EMOTIONS), recipe.pooling, recipe.dropout,
+                     recipe.lora_rank, recipe.lora_alpha).to(device)
+    trainable = [p for p in model.layers.parameters() if p.requires_grad]
+    groups = [{"params": trainable, "lr": recipe.lr_layers},
               {"params": model.head.parameters(), "lr": recipe.lr_head}]
     opt = torch.optim.AdamW(groups, weight_decay=recipe.weight_decay)
     steps = recipe.epochs * ((len(train_cache) + recipe.batch_size - 1) // recipe.batch_size)
@@ -164,7 +212,7 @@ def fit(enc: TextEncoder, recipe: Recipe, train_cache, y_train, dev_cache, y_dev
             loss = loss_fn(logits, yt[b].to(device))
             opt.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
             opt.step()
             sched.step()
             tot += loss.item() * len(b)
