@@ -44,7 +44,7 @@ class EmotionScorer:
     @classmethod
     def from_config(cls, cfg, device: str = "cpu", asr=None) -> "EmotionScorer":
         import torch
-        from robot_emotion.features.text import TextEmotionModel
+        from robot_emotion.features.text_emotion import TextEmotionModel
         from robot_emotion.models import load_checkpoint
         torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
         path = Path(cfg.emotion.model) if cfg.emotion.model else DEFAULT_CHECKPOINT

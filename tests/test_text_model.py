@@ -27,7 +27,7 @@ def encoder():
 
 @pytest.fixture(scope="module")
 def model():
-    from robot_emotion.features.text import load_default_text_model
+    from robot_emotion.features.text_emotion import load_default_text_model
 
     return load_default_text_model(device="cpu")
 
@@ -127,44 +127,68 @@ def test_evaluate_text_csv_first_rows(model):
     assert rep["weighted_f1"] > 0.2  # far above chance on real dialogue
 
 
-@pytest.mark.parametrize("lora_rank", [0, 4])
-def test_trained_layers_round_trip_through_asset(encoder, tmp_path, lora_rank):
-    """What training ships (full top layers or LoRA factors) loads back into the same predictions."""
+def _trained_looking(encoder, n_frozen, lora_rank, seed):
+    """A TopModel whose every shipped tensor moved away from MiniLM (as training would move it)."""
     import torch
-    from safetensors.torch import save_file
 
-    from robot_emotion.features.text import TextEmotionModel
-    from robot_emotion.train.text_model import TopModel, cache_bottom, collate
+    from robot_emotion.train.text_model import TopModel
 
-    torch.manual_seed(0)
-    top = TopModel(encoder, 4, len(EMOTIONS), "current", 0.0, lora_rank=lora_rank)
-    with torch.no_grad():  # a trained-looking model: every shipped tensor moved away from MiniLM
+    torch.manual_seed(seed)
+    top = TopModel(encoder, n_frozen, len(EMOTIONS), "current", 0.0, lora_rank=lora_rank)
+    with torch.no_grad():
         for p in top.parameters():
             if p.requires_grad:
                 p.add_(0.05 * torch.randn_like(p))
-    top.eval()
-    state = top.shipped_state()
-    n_shipped = sum(v.numel() for v in state.values())
-    if lora_rank:  # low-rank deltas are a small fraction of two full layers
-        assert any(k.endswith(".lora_A") for k in state)
-        assert n_shipped < 0.15 * sum(p.numel() for p in encoder.model.encoder.layer[4:].parameters())
-    # round the reference through fp16 the way the asset stores it
-    with torch.no_grad():
-        for k, v in top.head.state_dict().items():
+        state = top.shipped_state()
+        for k, v in top.head.state_dict().items():  # the reference uses the fp16 head the asset stores
             v.copy_(state[f"head.{k}"].float())
-    save_file(state, str(tmp_path / "text_emotion.safetensors"))
-    meta = {"kind": "text_emotion", "labels": list(EMOTIONS), "context_turns": 0, "pooling": "current",
-            "max_tokens": 40, "encoder": {"id": encoder.id, "version": encoder.version}}
-    (tmp_path / "text_emotion.json").write_text(__import__("json").dumps(meta))
-    loaded = TextEmotionModel.load(str(tmp_path), device="cpu")
+    return top.eval(), state
 
-    texts = ["I can't believe you did that!", "Okay, fine."]
-    cache = cache_bottom(encoder, [encoder.build_input([], ("A", t)) for t in texts], 4)
+
+@pytest.mark.parametrize("lora_rank,n_members", [(0, 1), (4, 1), (4, 2)])
+def test_trained_layers_round_trip_through_asset(encoder, tmp_path, lora_rank, n_members):
+    """What training ships (full top layers or LoRA factors; one model or an averaged ensemble with
+    a class bias) loads back into the same probabilities."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    from robot_emotion.features.text_emotion import TextEmotionModel
+    from robot_emotion.train.text_model import cache_bottom, collate
+
+    tops = [_trained_looking(encoder, 4 - k, lora_rank, seed=k) for k in range(n_members)]
+    if lora_rank:  # low-rank deltas are a small fraction of the layers they adapt
+        state = tops[0][1]
+        assert any(k.endswith(".lora_A") for k in state)
+        assert sum(v.numel() for v in state.values()) < 0.15 * sum(
+            p.numel() for p in encoder.model.encoder.layer[4:].parameters())
+    meta = {"kind": "text_emotion", "labels": list(EMOTIONS), "pooling": "current", "max_tokens": 40,
+            "encoder": {"id": encoder.id, "version": encoder.version}}
+    bias = np.zeros(len(EMOTIONS))
+    if n_members == 1:
+        state = tops[0][1]
+        meta["context_turns"] = 0
+    else:
+        state = {f"members.{k}.{name}": v for k, (_, st) in enumerate(tops) for name, v in st.items()}
+        meta["members"] = [{"context_turns": 0} for _ in tops]
+        bias = np.linspace(-0.5, 0.5, len(EMOTIONS))
+        meta["prior_correction"] = {"log_bias": bias.tolist()}
+    save_file(state, str(tmp_path / "text_emotion.safetensors"))
+    (tmp_path / "text_emotion.json").write_text(json.dumps(meta))
+    loaded = TextEmotionModel.load(str(tmp_path), device="cpu")
+    assert len(loaded.members) == n_members
+
+    texts = [encoder.build_input([], ("A", t)) for t in ["I can't believe you did that!", "Okay, fine."]]
     with torch.no_grad():
-        ref = torch.softmax(top(*collate(cache, "cpu"))[0], -1).numpy()
-    got = np.stack([loaded.predict([], ("A", t))[0] for t in texts])
+        ref = np.mean([torch.softmax(top(*collate(cache_bottom(encoder, texts, top.first), "cpu"))[0], -1).numpy()
+                       for top, _ in tops], axis=0)
+        ref = ref * np.exp(bias)
+        ref /= ref.sum(1, keepdims=True)
+        _, _, pooled = encoder.encode(texts)  # the same heads on plain MiniLM: the layers must matter
+        plain = np.mean([torch.softmax(top.head(pooled), -1).numpy() for top, _ in tops], axis=0)
+    got, feats = loaded.predict_batch([([], ("A", t)) for t in ["I can't believe you did that!", "Okay, fine."]])
     np.testing.assert_allclose(got, ref, atol=3e-3)
-    with torch.no_grad():  # the same head on plain MiniLM: the trained layers must matter
-        states, mask, pooled = encoder.encode([encoder.build_input([], ("A", t)) for t in texts])
-        plain = torch.softmax(top.head(pooled), -1).numpy()
-    assert np.abs(ref - plain).max() > 0.01
+    np.testing.assert_allclose(got.sum(1), 1.0, atol=1e-5)
+    assert feats.shape == (2, encoder.dim)
+    assert np.abs(ref - plain * np.exp(bias) / (plain * np.exp(bias)).sum(1, keepdims=True)).max() > 0.01

@@ -17,6 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from robot_emotion.train.text_model import Recipe, run  # noqa: E402
 
+SHIPPED_SEEDS = [13, 14, 15]
+SHIPPED_BETAS = [round(0.05 * i, 2) for i in range(13)]  # 0 .. 0.6
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "robot_emotion" / "assets"
 
 
@@ -28,6 +30,8 @@ def main(argv=None) -> int:
     ap.add_argument("--contexts", type=int, nargs="+", default=[d.context_turns], help="past turns to try")
     ap.add_argument("--poolings", nargs="+", default=[d.pooling], choices=["current", "all"])
     ap.add_argument("--alphas", type=float, nargs="+", default=[d.alpha], help="class weight = freq^-alpha")
+    ap.add_argument("--prior-betas", type=float, nargs="+", default=SHIPPED_BETAS,
+                    help="decision rule argmax p(y|x)/prior(y)^beta: betas to choose from on dev (0 = none)")
     ap.add_argument("--epochs", type=int, default=d.epochs)
     ap.add_argument("--n-frozen", type=int, default=d.n_frozen)
     ap.add_argument("--lr-layers", type=float, default=d.lr_layers)
@@ -35,7 +39,9 @@ def main(argv=None) -> int:
     ap.add_argument("--lora-rank", type=int, default=d.lora_rank, help="0 = full weights of the trained layers")
     ap.add_argument("--lora-alpha", type=float, default=d.lora_alpha)
     ap.add_argument("--batch-size", type=int, default=d.batch_size)
-    ap.add_argument("--seed", type=int, default=d.seed)
+    ap.add_argument("--seeds", type=int, nargs="+", default=SHIPPED_SEEDS, help="training seeds to try")
+    ap.add_argument("--best-only", action="store_true",
+                    help="ship the best recipe of the grid, not all of them as one averaged ensemble")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--summary-json", default=None, help="write the grid results here")
     a = ap.parse_args(argv)
@@ -46,10 +52,11 @@ def main(argv=None) -> int:
             print(f"error: missing MELD file {f}", file=sys.stderr)
             return 2
     base = Recipe(epochs=a.epochs, n_frozen=a.n_frozen, lr_layers=a.lr_layers, lr_head=a.lr_head,
-                  batch_size=a.batch_size, seed=a.seed,
+                  batch_size=a.batch_size,
                   lora_rank=a.lora_rank, lora_alpha=a.lora_alpha)
     res = run(str(train_csv), str(dev_csv), a.out or None, contexts=a.contexts, alphas=a.alphas,
-              poolings=a.poolings, base=base, threads=a.threads, log=lambda s: print(s, flush=True))
+              poolings=a.poolings, seeds=a.seeds, base=base, threads=a.threads, prior_betas=a.prior_betas,
+              ensemble=not a.best_only, log=lambda s: print(s, flush=True))
     if a.summary_json:
         Path(a.summary_json).write_text(json.dumps(res, indent=1, default=str))
     return 0

@@ -75,11 +75,9 @@ class TextFeaturizer:
         out: list[ModalityFeatures | None] = [None] * len(items)
         if not keep:
             return out
-        texts = [m.encoder.build_input(list(items[i][0])[-m.context_turns:] if m.context_turns else [],
-                                       items[i][1]) for i in keep]
         with torch.no_grad():
-            states, mask, pooled = m.encoder.encode(texts)
-            probs = torch.softmax(m.head(pooled).float(), -1).cpu().numpy()
+            states, mask, pooled, probs = m.forward([items[i] for i in keep])
+        probs = probs.cpu().numpy()
         for j, i in enumerate(keep):
             seq = states[j][mask[j].bool()].float().cpu().numpy()
             out[i] = ModalityFeatures(seq, pooled[j].float().cpu().numpy(), probs[j].astype(np.float32))

@@ -92,7 +92,7 @@ class ClipFeaturizer:
         from robot_emotion.audio.asr import make_asr
         from robot_emotion.device import resolve_device
         from robot_emotion.emotion import configured_encoders
-        from robot_emotion.features.text import TextEmotionModel
+        from robot_emotion.features.text_emotion import TextEmotionModel
         from robot_emotion.features.utterance import AudioFeaturizer, TextFeaturizer
         from robot_emotion.vision.faces import FacePipeline
         self.spec, self.cfg = spec, spec.config()
