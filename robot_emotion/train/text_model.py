@@ -40,7 +40,7 @@ class Recipe:
     lora_rank: int = 16           # ... by low-rank deltas (0 = fine-tune the layers' full weights)
     lora_alpha: float = 16.0
     pooling: str = "current"
-    alpha: float = 0.25           # class weight = freq^-alpha
+    alpha: float = 0.5            # class weight = freq^-alpha
     epochs: int = 5
     batch_size: int = 32
     lr_layers: float = 5e-4
