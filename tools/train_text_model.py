@@ -32,6 +32,7 @@ def main(argv=None) -> int:
     ap.add_argument("--alphas", type=float, nargs="+", default=[d.alpha], help="class weight = freq^-alpha")
     ap.add_argument("--prior-betas", type=float, nargs="+", default=SHIPPED_BETAS,
                     help="decision rule argmax p(y|x)/prior(y)^beta: betas to choose from on dev (0 = none)")
+    ap.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
     ap.add_argument("--epochs", type=int, default=d.epochs)
     ap.add_argument("--n-frozen", type=int, default=d.n_frozen)
     ap.add_argument("--lr-layers", type=float, default=d.lr_layers)
@@ -52,7 +53,7 @@ def main(argv=None) -> int:
             print(f"error: missing MELD file {f}", file=sys.stderr)
             return 2
     base = Recipe(epochs=a.epochs, n_frozen=a.n_frozen, lr_layers=a.lr_layers, lr_head=a.lr_head,
-                  batch_size=a.batch_size,
+                  batch_size=a.batch_size, label_smoothing=a.label_smoothing,
                   lora_rank=a.lora_rank, lora_alpha=a.lora_alpha)
     res = run(str(train_csv), str(dev_csv), a.out or None, contexts=a.contexts, alphas=a.alphas,
               poolings=a.poolings, seeds=a.seeds, base=base, threads=a.threads, prior_betas=a.prior_betas,

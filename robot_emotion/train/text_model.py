@@ -41,6 +41,7 @@ class Recipe:
     lora_alpha: float = 16.0
     pooling: str = "current"
     alpha: float = 0.5            # class weight = freq^-alpha
+    label_smoothing: float = 0.0
     epochs: int = 5
     batch_size: int = 32
     lr_layers: float = 5e-4
@@ -203,7 +204,8 @@ def fit(enc: TextEncoder, recipe: Recipe, train_cache, y_train, dev_cache, y_dev
     warm = max(1, steps // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / (steps - warm))))
-    loss_fn = nn.CrossEntropyLoss(weight=class_weights(y_train, len(EMOTIONS), recipe.alpha).to(device))
+    loss_fn = nn.CrossEntropyLoss(weight=class_weights(y_train, len(EMOTIONS), recipe.alpha).to(device),
+                                  label_smoothing=recipe.label_smoothing)
     rng = random.Random(recipe.seed)
     yt = torch.as_tensor(y_train)
     best, history = None, []
