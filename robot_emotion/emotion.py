@@ -23,7 +23,7 @@ AUDIO_ENCODER = {"id": "whisper-tiny.en-encoder", "version": "1"}
 
 
 def configured_encoders(text_model, asr) -> dict:
-    enc = {"text": {"id": text_model.id, "version": str(text_model.encoder.version)},
+    enc = {"text": {"id": text_model.id, "version": text_model.version},
            "face": FACE_ENCODER}
     if asr is not None and "whisper" in getattr(asr, "id", ""):
         enc["audio"] = AUDIO_ENCODER

@@ -25,18 +25,23 @@ def test_evaluate_on_meld_dev_reproduces_the_shipped_figures(tmp_path):
     assert "| neutral |" in r.stdout and "weighted F1" in r.stdout
 
 
-def test_checkpoint_with_other_encoders_is_refused(tmp_path, short_session):
+@pytest.mark.parametrize("text_id,version", [
+    ("bert-base-uncased", "1"),
+    # same text model name, other weights (a checkpoint fitted on an earlier text model's features)
+    ("text_emotion@all-MiniLM-L6-v2", "1"),
+])
+def test_checkpoint_with_other_encoders_is_refused(tmp_path, short_session, text_id, version):
     folder, _ = short_session
-    ck = tmp_path / "bert.pt"
+    ck = tmp_path / "other.pt"
     dims = {"text": 0, "face": 0}
     save_checkpoint(ck, build_model("late", dims, 7), family="late", dims=dims, hparams={},
-                    encoders={"text": {"id": "bert-base-uncased", "version": "1"},
+                    encoders={"text": {"id": text_id, "version": version},
                               "face": {"id": "fer2013-mini-xception", "version": "1"}},
                     training={}, metrics={})
     r = run_cli("replay", folder, "--model", ck, "--set", 'publish.endpoint="tcp://127.0.0.1:*"')
     assert r.returncode == 3, r.stderr
     err = r.stderr.strip()
-    assert err.count("\n") == 0 and "text encoder 'bert-base-uncased@1'" in err
+    assert err.count("\n") == 0 and f"text encoder '{text_id}@{version}'" in err
 
 
 def test_missing_or_junk_checkpoint(tmp_path, short_session):

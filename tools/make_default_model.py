@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from robot_emotion.emotion import ASSETS, DEFAULT_CHECKPOINT, FACE_ENCODER  # noqa: E402
+from robot_emotion.features.text_emotion import asset_version  # noqa: E402
 from robot_emotion.models import build_model, save_checkpoint  # noqa: E402
 
 
@@ -37,7 +38,7 @@ def main() -> int:
     text_id = text_meta.get("id") or f"text_emotion@{text_meta['encoder']['id']}"
     out = save_checkpoint(
         args.out, model, family="late", dims=dims, hparams=hparams,
-        encoders={"text": {"id": text_id, "version": str(text_meta["encoder"]["version"])},
+        encoders={"text": {"id": text_id, "version": text_meta.get("version") or asset_version(ASSETS)},
                   "face": FACE_ENCODER},
         training={"text_model_dir": ".",
                   "text_branch": [m["recipe"] for m in text_meta["members"]] if "members" in text_meta

@@ -10,6 +10,7 @@ An optional log-space class bias (the dev-selected prior correction) is applied 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,13 @@ from robot_emotion.features.text import TextEncoder
 
 ASSET_DIR = Path(__file__).resolve().parents[1] / "assets"
 ASSET_NAME = "text_emotion"
+
+
+def asset_version(asset_dir: str | Path | None = None) -> str:
+    """The trained text model's version: a hash of its weights file. Fusion checkpoints record it,
+    so a checkpoint trained on another text model's features is refused, not silently misread."""
+    w_f = (Path(asset_dir) if asset_dir else ASSET_DIR) / f"{ASSET_NAME}.safetensors"
+    return hashlib.sha1(w_f.read_bytes()).hexdigest()[:12]
 
 
 def merge_layer_state(base: dict, trained: dict) -> dict:
@@ -84,6 +92,7 @@ class TextEmotionModel:
         self.labels = tuple(labels)
         self.meta = meta or {}
         self.id = self.meta.get("id", f"{ASSET_NAME}@{encoder.id}")
+        self.version = str(self.meta.get("version", encoder.version))
         self.class_bias = None if class_bias is None else torch.tensor(class_bias, dtype=torch.float32)
 
     @property
@@ -117,7 +126,7 @@ class TextEmotionModel:
         else:
             members = [_build_member(enc, state, "", meta["context_turns"], n)]
         bias = (meta.get("prior_correction") or {}).get("log_bias")
-        return cls(enc, members, meta["labels"], meta, class_bias=bias)
+        return cls(enc, members, meta["labels"], {"version": asset_version(d), **meta}, class_bias=bias)
 
     @torch.no_grad()
     def forward(self, items):
