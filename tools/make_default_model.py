@@ -20,8 +20,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from robot_emotion.emotion import ASSETS, DEFAULT_CHECKPOINT, FACE_ENCODER  # noqa: E402
-from robot_emotion.features.text_emotion import asset_version  # noqa: E402
+from robot_emotion.emotion import ASSETS, DEFAULT_CHECKPOINT, configured_encoders  # noqa: E402
+from robot_emotion.features.text_emotion import TextEmotionModel  # noqa: E402
 from robot_emotion.models import build_model, save_checkpoint  # noqa: E402
 
 
@@ -35,11 +35,11 @@ def main() -> int:
     dims = {"text": 0, "face": 0}  # 0 = the modality supplies probabilities only
     hparams = {"weights": {"text": args.text_weight, "face": args.face_weight}}
     model = build_model("late", dims, 7, **hparams)
-    text_id = text_meta.get("id") or f"text_emotion@{text_meta['encoder']['id']}"
+    # the encoder ids/versions exactly as the node computes them when it loads this text model
+    encoders = configured_encoders(TextEmotionModel.load(str(ASSETS), device="cpu"), asr=None)
     out = save_checkpoint(
         args.out, model, family="late", dims=dims, hparams=hparams,
-        encoders={"text": {"id": text_id, "version": text_meta.get("version") or asset_version(ASSETS)},
-                  "face": FACE_ENCODER},
+        encoders=encoders,
         training={"text_model_dir": ".",
                   "text_branch": [m["recipe"] for m in text_meta["members"]] if "members" in text_meta
                   else text_meta.get("recipe", {}),

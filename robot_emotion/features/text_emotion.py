@@ -133,11 +133,16 @@ class TextEmotionModel:
         """items: [(history, current)] -> (token states (B,T,D), mask (B,T), pooled (B,D), probs (B,C))."""
         enc = self.encoder
         probs, pooled, first = 0.0, 0.0, None
+        inputs: dict = {}  # members that read the same turns share tokenisation and frozen layers
         for m in self.members:
-            texts = [enc.build_input(list(h)[-m.context_turns:] if m.context_turns else [], c) for h, c in items]
-            batch = enc.tokenize(texts)
+            if m.context_turns not in inputs:
+                inputs[m.context_turns] = enc.tokenize(
+                    [enc.build_input(list(h)[-m.context_turns:] if m.context_turns else [], c) for h, c in items])
+            batch = inputs[m.context_turns]
+            if (m.context_turns, m.first) not in inputs:
+                inputs[(m.context_turns, m.first)] = enc.bottom_states(batch, m.first)
             mask = batch["attention_mask"].to(enc.device)
-            states = enc.run_layers(enc.bottom_states(batch, m.first), mask, 0, None, layers=m.layers)
+            states = enc.run_layers(inputs[(m.context_turns, m.first)], mask, 0, None, layers=m.layers)
             vec = enc.pool(states, mask, batch["current_mask"].to(enc.device))
             probs = probs + torch.softmax(m.head(vec).float(), -1)
             pooled = pooled + vec.float()
