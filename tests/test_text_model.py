@@ -192,3 +192,42 @@ def test_trained_layers_round_trip_through_asset(encoder, tmp_path, lora_rank, n
     np.testing.assert_allclose(got.sum(1), 1.0, atol=1e-5)
     assert feats.shape == (2, encoder.dim)
     assert np.abs(ref - plain * np.exp(bias) / (plain * np.exp(bias)).sum(1, keepdims=True)).max() > 0.01
+
+
+def _write_meld_csv(path: Path, rows) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["Sr No.", "Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID"])
+        for i, (dia, utt, spk, text, emo) in enumerate(rows):
+            w.writerow([i + 1, text, spk, emo, "neutral", dia, utt])
+
+
+def test_trainer_end_to_end_ships_and_resumes(tmp_path):
+    """tools/train_text_model.py's engine on a tiny MELD-format CSV: it writes assets the node loads,
+    and a larger grid with --work-dir trains only the new member, reusing the saved one bit for bit."""
+    from robot_emotion.features.text_emotion import TextEmotionModel
+    from robot_emotion.train.text_model import Recipe, run
+
+    lines = {"joy": "I love this, it's wonderful!", "anger": "Get out of my house right now!",
+             "neutral": "The meeting is at three.", "surprise": "What?! No way! Really?",
+             "sadness": "I miss her so much.", "fear": "Oh no, something is in the dark.",
+             "disgust": "Ew, that is gross."}
+    rows = [(d, u, "AB"[u % 2], lines[e], e) for d in range(4) for u, e in enumerate(lines)]
+    _write_meld_csv(tmp_path / "train.csv", rows)
+    _write_meld_csv(tmp_path / "dev.csv", rows[:14])
+    base = Recipe(epochs=1, batch_size=8, max_tokens=40)
+    args = dict(contexts=(0,), alphas=(0.5,), base=base, ensemble=True, prior_betas=(0.0, 0.3),
+                work_dir=str(tmp_path / "work"))
+    logs: list[str] = []
+    first = run(str(tmp_path / "train.csv"), str(tmp_path / "dev.csv"), str(tmp_path / "a"), seeds=(1,),
+                log=logs.append, **args)
+    assert len(list((tmp_path / "work").glob("member-*.pt"))) == 1 and not any("reused" in s for s in logs)
+    logs.clear()
+    second = run(str(tmp_path / "train.csv"), str(tmp_path / "dev.csv"), str(tmp_path / "b"), seeds=(1, 2),
+                 log=logs.append, **args)
+    assert sum("reused" in s for s in logs) == 1 and len(list((tmp_path / "work").glob("member-*.pt"))) == 2
+    assert second["results"][0]["dev_probs"] == first["results"][0]["dev_probs"]
+    model = TextEmotionModel.load(str(tmp_path / "b"), device="cpu")
+    assert len(model.members) == 2 and model.meta["dev_metrics"]["n"] == 14
+    probs, _ = model.predict_batch([([], ("A", t)) for t in lines.values()])
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)

@@ -43,6 +43,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=SHIPPED_SEEDS, help="training seeds to try")
     ap.add_argument("--best-only", action="store_true",
                     help="ship the best recipe of the grid, not all of them as one averaged ensemble")
+    ap.add_argument("--work-dir", default=None,
+                    help="save each trained member here and reuse it when a later run has the same recipe and data")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--summary-json", default=None, help="write the grid results here")
     a = ap.parse_args(argv)
@@ -57,7 +59,7 @@ def main(argv=None) -> int:
                   lora_rank=a.lora_rank, lora_alpha=a.lora_alpha)
     res = run(str(train_csv), str(dev_csv), a.out or None, contexts=a.contexts, alphas=a.alphas,
               poolings=a.poolings, seeds=a.seeds, base=base, threads=a.threads, prior_betas=a.prior_betas,
-              ensemble=not a.best_only, log=lambda s: print(s, flush=True))
+              ensemble=not a.best_only, work_dir=a.work_dir, log=lambda s: print(s, flush=True))
     if a.summary_json:
         Path(a.summary_json).write_text(json.dumps(res, indent=1, default=str))
     return 0

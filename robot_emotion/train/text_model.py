@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+import hashlib
 import itertools
 import json
 import math
@@ -241,11 +242,13 @@ def _grid(spec: dict) -> list[dict]:
 
 def run(train_csv: str, dev_csv: str, out_dir: str | None, contexts=(0, 1, 2, 4), alphas=(0.0, 0.5),
         poolings=("current",), seeds=None, base: Recipe | None = None, threads: int | None = None,
-        prior_betas=(0.0,), ensemble: bool = False, log=print) -> dict:
+        prior_betas=(0.0,), ensemble: bool = False, work_dir: str | None = None, log=print) -> dict:
     """Train every recipe of the grid (context size x pooling x class-weight exponent x seed).
 
     Ship the best recipe by dev weighted F1 or, with `ensemble`, every recipe as one averaged model;
     then choose the prior correction on dev (choose_prior_correction) and write the assets.
+    With `work_dir`, each trained member is saved there and reused by any later run with the same
+    recipe and data (an interrupted grid resumes; a larger grid trains only what is new).
     """
     if threads:
         torch.set_num_threads(threads)
@@ -255,6 +258,7 @@ def run(train_csv: str, dev_csv: str, out_dir: str | None, contexts=(0, 1, 2, 4)
         raise ValueError("an ensemble's members must share one pooling")
     enc = TextEncoder(device="auto", max_tokens=base.max_tokens)
     train_u, dev_u = read_meld_csv(train_csv), read_meld_csv(dev_csv)
+    data_key = [[Path(f).name, Path(f).stat().st_size] for f in (train_csv, dev_csv)]
     y_train = np.array([u.label for u in train_u])
     y_dev = np.array([u.label for u in dev_u])
     log(f"train {len(train_u)} / dev {len(dev_u)} utterances; device {enc.device}")
@@ -269,12 +273,19 @@ def run(train_csv: str, dev_csv: str, out_dir: str | None, contexts=(0, 1, 2, 4)
         for g in _grid({"pooling": poolings, "alpha": alphas, "seed": seeds}):
             recipe = Recipe(**{**asdict(base), "context_turns": ctx, **g})
             log(f"recipe ctx={ctx} {g}")
+            saved = _member_file(work_dir, recipe, enc, data_key) if work_dir else None
+            if saved and saved.is_file():
+                results.append(_load_member(saved))
+                log(f"  reused {saved} (dev wF1 {100 * results[-1]['dev_weighted_f1']:.2f})")
+                continue
             model, hist = fit(enc, recipe, tr, y_train, dv, y_dev, log=log)
             probs = predict_cached(model, dv, enc.device)
             rep = classification_report(y_dev, probs.argmax(1), EMOTIONS)
             results.append({"recipe": asdict(recipe), "dev_weighted_f1": rep["weighted_f1"],
                             "dev_accuracy": rep["accuracy"], "history": hist, "probs": probs,
                             "state": model.shipped_state()})
+            if saved:
+                _save_member(saved, results[-1])
             del model
         del tr, dv
     members = results if ensemble else [max(results, key=lambda r: r["dev_weighted_f1"])]
@@ -295,6 +306,26 @@ def run(train_csv: str, dev_csv: str, out_dir: str | None, contexts=(0, 1, 2, 4)
         r["dev_probs"] = r.pop("probs").round(5).tolist()
     return {"members": [r["recipe"] for r in members], "report": rep, "prior_correction": corr,
             "results": results}
+
+
+def _member_file(work_dir, recipe: Recipe, enc: TextEncoder, data_key) -> Path:
+    """One file per (recipe, encoder, training data): the name is a hash of all three."""
+    key = json.dumps({"recipe": asdict(recipe), "encoder": [enc.id, enc.version], "data": data_key},
+                     sort_keys=True)
+    return Path(work_dir) / f"member-{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
+
+
+def _save_member(f: Path, res: dict) -> None:
+    f.parent.mkdir(parents=True, exist_ok=True)
+    meta = {k: res[k] for k in ("recipe", "dev_weighted_f1", "dev_accuracy", "history")}
+    tmp = f.with_suffix(".tmp")
+    torch.save({"state": res["state"], "probs": torch.from_numpy(res["probs"]), "meta": json.dumps(meta)}, tmp)
+    tmp.replace(f)  # never leave a half-written member behind
+
+
+def _load_member(f: Path) -> dict:
+    d = torch.load(f, weights_only=True)
+    return {**json.loads(d["meta"]), "probs": d["probs"].numpy(), "state": d["state"]}
 
 
 def choose_prior_correction(probs: np.ndarray, y: np.ndarray, prior: np.ndarray, dialogues: np.ndarray,
