@@ -115,6 +115,21 @@ def test_default_model_clear_cases(model):
     np.testing.assert_allclose(single, batch[0], atol=1e-4)
 
 
+def test_default_model_reads_its_past_turns_only(model):
+    """The shipped model reads the current turn + its context_turns past turns: the recent past
+    changes the answer, turns further back do not (and nothing after the current turn exists)."""
+    k = model.context_turns
+    assert k == model.meta["members"][0]["context_turns"] >= 1
+    cur = ("A", "Yeah, right.")
+    recent = [("B", "I got the job! They called this morning!"), ("A", "No way!")][-k:]
+    old = [("B", "My dog died last week."), ("A", "I'm so sorry.")]
+    alone, _ = model.predict([], cur)
+    with_recent, _ = model.predict(recent, cur)
+    with_older_too, _ = model.predict(old + recent, cur)
+    assert np.abs(with_recent - alone).max() > 0.01
+    np.testing.assert_allclose(with_older_too, with_recent, atol=1e-5)
+
+
 @pytest.mark.skipif(not DEV_CSV.is_file(), reason=f"MELD dev CSV not available at {DEV_CSV}")
 def test_evaluate_text_csv_first_rows(model):
     from robot_emotion.train.metrics import evaluate_text_csv
