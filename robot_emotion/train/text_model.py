@@ -263,12 +263,7 @@ def run(train_csv: str, dev_csv: str, out_dir: str | None, contexts=(0, 1, 2, 4)
     log(f"train {len(train_u)} / dev {len(dev_u)} utterances; device {enc.device}")
     results = []
     for ctx in contexts:
-        t0 = time.time()
-        seed_all(base.seed)
-        tr = cache_bottom(enc, build_texts(enc, train_u, ctx), base.n_frozen)
-        dv = cache_bottom(enc, build_texts(enc, dev_u, ctx), base.n_frozen)
-        ntok = np.mean([s.shape[0] for s, _ in tr])
-        log(f"context {ctx}: cached {base.n_frozen} frozen layers, mean {ntok:.1f} tokens ({time.time() - t0:.0f}s)")
+        tr = dv = None  # the frozen-layer cache, built only if some recipe at this context must train
         for g in _grid({"pooling": poolings, "alpha": alphas, "seed": seeds}):
             recipe = Recipe(**{**asdict(base), "context_turns": ctx, **g})
             log(f"recipe ctx={ctx} {g}")
@@ -277,6 +272,14 @@ def run(train_csv: str, dev_csv: str, out_dir: str | None, contexts=(0, 1, 2, 4)
                 results.append(_load_member(saved))
                 log(f"  reused {saved} (dev wF1 {100 * results[-1]['dev_weighted_f1']:.2f})")
                 continue
+            if tr is None:
+                t0 = time.time()
+                seed_all(base.seed)
+                tr = cache_bottom(enc, build_texts(enc, train_u, ctx), base.n_frozen)
+                dv = cache_bottom(enc, build_texts(enc, dev_u, ctx), base.n_frozen)
+                ntok = np.mean([s.shape[0] for s, _ in tr])
+                log(f"context {ctx}: cached {base.n_frozen} frozen layers, mean {ntok:.1f} tokens "
+                    f"({time.time() - t0:.0f}s)")
             model, hist = fit(enc, recipe, tr, y_train, dv, y_dev, log=log)
             probs = predict_cached(model, dv, enc.device)
             rep = classification_report(y_dev, probs.argmax(1), EMOTIONS)
