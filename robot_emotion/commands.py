@@ -21,21 +21,24 @@ def format_event(body: dict) -> str | None:
     if topic == "speech.end":
         extra = " (dropped: too short)" if body.get("dropped") else " (forced cut)" if body.get("forced") else ""
         return f"[{body['end']:7.2f}s] speech.end    {uid}  {body['start']:.2f}-{body['end']:.2f}s{extra}"
-    if topic == "utterance":
-        who = body.get("speaker") or "?"
-        face = body.get("face_track")
-        text = body.get("text")
-        return (f"[{body['end']:7.2f}s] utterance     {uid}  speaker={who} face={face if face is not None else '-'}"
-                f"  {text!r}" if text is not None else
-                f"[{body['end']:7.2f}s] utterance     {uid}  speaker={who} face={face if face is not None else '-'}"
-                f"  {body['end'] - body['start']:.2f}s")
-    if topic == "emotion":
+    if topic in ("utterance", "emotion"):
+        # provisional results (turn still open) are marked '~'; the final one has no mark
+        mark = "~" if body.get("final") is False else " "
+        if topic == "utterance":
+            if body.get("speech") is False:
+                return f"[{body['end']:7.2f}s] utterance{mark}    {uid}  not speech ({body['end'] - body['start']:.2f}s)"
+            who = body.get("speaker") or "?"
+            face = body.get("face_track")
+            text = body.get("text")
+            what = repr(text) if text is not None else f"{body['end'] - body['start']:.2f}s"
+            return (f"[{body['end']:7.2f}s] utterance{mark}    {uid}  speaker={who} "
+                    f"face={face if face is not None else '-'}  {what}")
         if not body.get("label"):
-            return f"[{body['end']:7.2f}s] emotion       {uid}  no estimate"
+            return f"[{body['end']:7.2f}s] emotion{mark}      {uid}  no estimate"
         mods = "+".join(m for m, on in body["modalities"].items() if on)
         lat = body.get("latency_ms", {}).get("total")
         lat_s = f"  {lat:.0f} ms" if lat is not None else ""
-        return (f"[{body['end']:7.2f}s] emotion       {uid}  {body['label']:<8} "
+        return (f"[{body['end']:7.2f}s] emotion{mark}      {uid}  {body['label']:<8} "
                 f"p={body['probs'][body['label']]:.2f} ({mods}){lat_s}")
     if topic == "utterance.partial":
         return f"[{body['end']:7.2f}s] partial       {uid}  {body.get('text')!r}"

@@ -54,7 +54,8 @@ class VADConfig:
     offset_ratio: float = 0.85  # fraction of unvoiced frames in the end ring that ends speech
     energy_margin_db: float = 12.0  # webrtcvad frames must also be this far above the noise floor
     min_utterance_ms: int = 250
-    max_utterance_s: float = 15.0
+    max_utterance_s: float = 15.0   # a segment, and a turn, is cut at this length
+    turn_gap_ms: int = 500          # a pause this long closes the speaker's turn (README: trade-off)
 
 
 @dataclass(frozen=True)
@@ -72,14 +73,18 @@ class ASRConfig:
     model: str = ""                  # path; "" = the embedded default for the backend
     partial_after_s: float = 6.0
     beam_size: int = 5               # faster-whisper beam; 1 is ~10% faster, slightly less accurate
+    prompt_turns: int = 2            # past turns' text given to Whisper as its prompt (0 = none)
+    no_speech_prob: float = 0.3      # text is dropped when Whisper's no-speech probability is above
+    min_logprob: float = -1.0        # this AND the mean token log-probability is below this
 
 
 @dataclass(frozen=True)
 class SpeakersConfig:
     enabled: bool = True
-    change_threshold: float = 0.65   # scaled MFCC+pitch distance between windows that marks a change
-    cluster_threshold: float = 0.55  # distance under which a voice joins an existing speaker
+    change_threshold: float = 0.70   # cosine between adjacent voice windows under which the voice changed
+    cluster_threshold: float = 0.75  # cosine to a speaker's centroid at or above which a voice is that speaker
     min_turn_s: float = 0.8          # never split off a piece shorter than this
+    probe_s: float = 1.0             # after this much of a new segment, check whether the voice changed
 
 
 @dataclass(frozen=True)
@@ -142,11 +147,18 @@ _RANGES: dict[tuple[str, str], tuple[typing.Callable, str]] = {
     ("vad", "offset_ratio"): (lambda v: 0 < v <= 1, "must be in (0, 1]"),
     ("vad", "min_utterance_ms"): (lambda v: 0 <= v <= 10000, "must be 0..10000"),
     ("vad", "max_utterance_s"): (lambda v: 1 <= v <= 120, "must be 1..120"),
+    ("vad", "turn_gap_ms"): (lambda v: 100 <= v <= 5000, "must be 100..5000"),
     ("faces", "rate_hz"): (lambda v: 0 < v <= 60, "must be in (0, 60]"),
     ("faces", "min_face_px"): (lambda v: 8 <= v <= 2000, "must be 8..2000"),
     ("asr", "backend"): (lambda v: v in ("faster-whisper", "pocketsphinx", "transformers", "none"),
                          "must be faster-whisper, pocketsphinx, transformers or none"),
     ("speakers", "min_turn_s"): (lambda v: 0.2 <= v <= 10, "must be 0.2..10 s"),
+    ("speakers", "change_threshold"): (lambda v: -1 <= v <= 1, "must be a cosine in -1..1"),
+    ("speakers", "cluster_threshold"): (lambda v: -1 <= v <= 1, "must be a cosine in -1..1"),
+    ("speakers", "probe_s"): (lambda v: 0.3 <= v <= 10, "must be 0.3..10 s"),
+    ("asr", "prompt_turns"): (lambda v: 0 <= v <= 16, "must be 0..16"),
+    ("asr", "no_speech_prob"): (lambda v: 0 <= v <= 1, "must be 0..1"),
+    ("asr", "min_logprob"): (lambda v: -20 <= v <= 0, "must be -20..0"),
     ("asr", "beam_size"): (lambda v: 1 <= v <= 10, "must be 1..10"),
     ("asr", "partial_after_s"): (lambda v: 1 <= v <= 60, "must be 1..60 s"),
     ("publish", "sndhwm"): (lambda v: 1 <= v <= 100000, "must be 1..100000"),

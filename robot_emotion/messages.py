@@ -11,7 +11,10 @@ import math
 
 from robot_emotion import EMOTIONS
 
-SCHEMA_VERSION = 1
+# v2: an `utterance` is a speaker's TURN (several pauses), published provisionally at each pause
+# (`final: false`) and once more when the turn closes (`final: true`, same utterance_id);
+# `emotion` follows it. speech.start/end mark pauses (segments), not turns.
+SCHEMA_VERSION = 2
 
 TOPICS = ("speech.start", "speech.end", "utterance", "utterance.partial",
           "emotion", "face", "status")
@@ -20,9 +23,9 @@ TOPICS = ("speech.start", "speech.end", "utterance", "utterance.partial",
 REQUIRED = {
     "speech.start": ("utterance_id", "start"),
     "speech.end": ("utterance_id", "start", "end"),
-    "utterance": ("utterance_id", "start", "end", "speaker", "face_track", "text"),
+    "utterance": ("utterance_id", "start", "end", "speaker", "face_track", "text", "final"),
     "utterance.partial": ("utterance_id", "start", "end", "text"),
-    "emotion": ("utterance_id", "start", "end", "speaker", "face_track", "text",
+    "emotion": ("utterance_id", "start", "end", "speaker", "face_track", "text", "final",
                 "label", "probs", "modalities", "model", "latency_ms"),
     "face": ("t", "tracks"),
     "status": ("uptime", "stages", "queues", "dropped", "sources"),

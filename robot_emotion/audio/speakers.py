@@ -1,266 +1,208 @@
-"""Who is speaking, from the voice alone: split speech segments at speaker changes and
-give each piece a session speaker id ("S0", "S1", ... in order of appearance).
+"""Who is speaking, from the voice: split speech segments at speaker changes and give each
+piece a session speaker id ("S0", "S1", ... in order of appearance).
 
-Voice representation (audio/embedding.py): mean of 19 MFCCs over voiced frames + mean
-log-f0, compared with a Mahalanobis-type distance that uses the session's per-coefficient
-frame standard deviation. Why this and not the alternatives (measured on 36 espeak-ng
-two-voice dialogues from 9 voices, 7 turns of 1.5-3 s joined by 60 ms of silence, and the
-real MELD clip; change found = within 500 ms of a true boundary):
+Voices are GE2E d-vectors (audio/voice_encoder.py: Resemblyzer's pretrained speaker
+verification LSTM, 256-d, unit length) compared by cosine. Measured on oracle turns of
+real voices (README, "Speakers"): same speaker >= 0.87, different speakers <= 0.54 on
+whole turns; 1 s windows are noisier, so short pieces are trusted less (below).
 
-* Whisper tiny.en encoder states (mean over the window): flat curves, no peak at the
-  boundaries even between a 96 Hz male and a 240 Hz female voice; every one of the 36
-  dialogues fails at every threshold. The final encoder layer is normalised for speaker.
-  It also costs ~0.4 s per 15 s of audio on 2 CPU cores.
-* MFCC mean + std (+ deltas), cosine on session-z-scored vectors: cosine needs centred
-  vectors, and centred on the session mean a single speaker's windows point in random
-  directions until several speakers have been heard; adding std and delta statistics
-  lowered the pair separation (ROC AUC of window pairs 0.88 -> 0.84).
-* MFCC means only: 25/36 dialogues fail at the best threshold (content dominates 1 s
-  windows). Adding log-f0 (one extra dimension, ~2 semitones per unit) and taking MFCC
-  means over voiced frames only: 11/36 fail, all of them pairs of near-identical espeak
-  voices (same formant set, pitch a few semitones apart). A 1.5 s window beats 1.0 s
-  (11 vs 17 failing dialogues). Features cost ~35 ms per 5 s segment (numpy, 2 busy
-  cores), the distance curve ~1 ms.
-
-Thresholds (this module's defaults; robot_emotion.config's were cosine placeholders):
-change 0.65, cluster 0.55. With the final code, over the 36 dialogues:
-
-    change thr   failing dialogues   missed / 216 boundaries   spurious   MELD clip split?
-    0.50         11                  16                        25         yes (3 pieces)
-    0.55         12                  28                        17         yes (3 pieces)
-    0.60         15                  43                        11         yes (2 pieces)
-    0.65         16                  58                         4         no
-    0.70         16                  73                         1         no
-
-At 0.65 all 18 male/female pairs pass and 16 of the 18 same-sex pairs fail (misses):
-only clearly different voices are separated, and one real speaker's emotional line (pitch
-from 90 to 290 Hz) is not cut. Clustering whole true turns (cluster thr 0.50 / 0.55 / 0.60
-/ 0.70): 9 / 7 / 10 / 12 dialogues where a voice gets two ids or two voices share one.
-
-No pretrained speaker-verification model is available offline, so real speakers that
-sound alike (same sex, similar pitch) WILL be confused; see the notes on thresholds in
-``SpeakerChangeDetector`` and ``SpeakerClusterer``.
+* ``SpeakerChangeDetector``: inside one VAD segment (speakers can change with a 50 ms gap
+  or overlap, which no pause detector sees) the voice of the ``window_s`` before each
+  candidate point is compared with the ``window_s`` after it; a change is a local minimum
+  of that cosine below ``change_threshold``, at least ``min_turn_s`` from the segment's
+  ends and from the previous change.
+* ``SpeakerClusterer``: online clustering. A piece joins the speaker whose centroid
+  (duration-weighted mean d-vector) is most similar if the cosine reaches
+  ``cluster_threshold``; otherwise it founds a new speaker. A piece shorter than
+  ``RELIABLE_S`` is too short to found a speaker unless it is far from every known voice;
+  it goes to the preferred speaker (the open turn's) when it is close enough to it, else
+  to the nearest, and it does not move any centroid.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from robot_emotion import SAMPLE_RATE
-from robot_emotion.audio.embedding import (HOP, FrameFeatures, SessionScale, VoiceStats,
-                                           voice_distance)
 
-FRAMES_PER_S = SAMPLE_RATE // HOP
-
-# Measured on the espeak-ng dialogue set (module docstring); SpeakersConfig should carry these.
-DEFAULT_CHANGE_THRESHOLD = 0.65
-DEFAULT_CLUSTER_THRESHOLD = 0.55
+RELIABLE_S = 1.0          # pieces shorter than this give noisy d-vectors (README figures)
+SHORT_MARGIN = 0.15       # a short piece founds a speaker only this far under cluster_threshold
+WINDOW_S = 1.0            # change detection: voice before vs after a candidate point
+HOP_S = 0.1
 
 
-@dataclass(frozen=True)
-class SubSegment:
-    start: float            # session seconds
+@dataclass
+class VoicePiece:
+    start: float                  # session seconds
     end: float
-    stats: VoiceStats
+    embedding: np.ndarray | None  # (256,) unit vector, None when the piece has no audio
+    speaker: str | None = None
+    confidence: float | None = None
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
 
 
-@dataclass(frozen=True)
-class SpeakerTurn:
-    start: float
-    end: float
-    speaker: str
-    confidence: float
+def _unit(v: np.ndarray) -> np.ndarray:
+    n = float(np.linalg.norm(v))
+    return v / n if n > 0 else v
 
 
 class SpeakerChangeDetector:
-    """Split a speech segment where the voice changes.
+    def __init__(self, encoder, threshold: float = 0.70, min_turn_s: float = 0.8,
+                 window_s: float = WINDOW_S, hop_s: float = HOP_S):
+        self.encoder, self.threshold = encoder, float(threshold)
+        self.min_turn_s, self.window_s, self.hop_s = float(min_turn_s), float(window_s), float(hop_s)
+        self.last_curve: tuple[np.ndarray, np.ndarray] | None = None   # (times s, cosines)
 
-    For every candidate point (0.1 s hop, at least ``min_segment_s`` from both ends) the
-    voices of the ``window_s`` before and after are compared with ``voice_distance``; a
-    change is a local maximum of that curve (within +-``min_segment_s``) above
-    ``threshold``, at least ``min_segment_s`` from the previous change. Sides with fewer
-    than ``min_frames`` speech frames score 0 (no decision on near-silence); distances from
-    windows with fewer speech frames than ``window_s`` (near the segment's ends, around
-    pauses) are divided by sqrt(window/2 * (1/n_left + 1/n_right)), the growth of the noise
-    of a difference of means, so that edges do not produce spurious changes.
-    """
-
-    def __init__(self, cfg=None, scale: SessionScale | None = None, *, threshold: float | None = None,
-                 window_s: float = 1.5, hop_s: float = 0.1, min_segment_s: float = 0.5,
-                 min_frames: int = 25):
-        if threshold is None:
-            threshold = cfg.change_threshold if cfg is not None else DEFAULT_CHANGE_THRESHOLD
-        self.threshold = float(threshold)
-        self.scale = scale if scale is not None else SessionScale()
-        self.window = max(1, int(round(window_s * FRAMES_PER_S)))
-        self.hop = max(1, int(round(hop_s * FRAMES_PER_S)))
-        self.min_seg = max(1, int(round(min_segment_s * FRAMES_PER_S)))
-        self.min_frames = int(min_frames)
-        self.last_curve: tuple[np.ndarray, np.ndarray] | None = None   # (times s, distances)
-
-    def curve(self, feats: FrameFeatures) -> tuple[np.ndarray, np.ndarray]:
-        """(candidate frame indices, distances) for an analysed segment."""
-        std = self.scale.std
-        n = feats.n
-        cands = np.arange(self.min_seg, n - self.min_seg + 1, self.hop)
-        dist = np.zeros(len(cands))
-        for i, c in enumerate(cands):
-            left = feats.stats(c - self.window, c)
-            right = feats.stats(c, c + self.window)
-            nl, nr = left.n_speech, right.n_speech
-            if nl >= self.min_frames and nr >= self.min_frames:
-                # Shorter windows (segment edges, pauses) give noisier means: the spread of a
-                # difference of means grows like sqrt(1/nl + 1/nr); scale it back to full windows.
-                shrink = np.sqrt(0.5 * self.window * (1.0 / nl + 1.0 / nr))
-                dist[i] = voice_distance(left, right, std) / max(1.0, shrink)
-        return cands, dist
-
-    def _peaks(self, cands: np.ndarray, dist: np.ndarray) -> list[int]:
-        radius = max(1, self.min_seg // self.hop)
-        changes: list[int] = []
-        for i, d in enumerate(dist):
-            if d <= self.threshold:
-                continue
-            lo, hi = max(0, i - radius), min(len(dist), i + radius + 1)
-            if d < dist[lo:hi].max():
-                continue
-            if changes and cands[i] - changes[-1] < self.min_seg:
-                continue
-            changes.append(int(cands[i]))
-        return changes
-
-    def analyze(self, audio: np.ndarray, t0: float = 0.0,
-                feats: FrameFeatures | None = None) -> list[SubSegment]:
-        """Sub-segments (session seconds) with their voice statistics."""
-        audio = np.asarray(audio, dtype=np.float32)
+    def split(self, audio: np.ndarray, t0: float) -> list[VoicePiece]:
+        """Pieces of one voice each (session seconds), with their d-vectors."""
         dur = audio.size / SAMPLE_RATE
-        feats = feats if feats is not None else FrameFeatures(audio)
-        self.scale.update(feats)
-        cands, dist = self.curve(feats)
-        self.last_curve = (t0 + cands / FRAMES_PER_S, dist)
-        edges = [0] + self._peaks(cands, dist) + [feats.n]
-        out = []
-        for a, b in zip(edges[:-1], edges[1:]):
-            start = t0 + a / FRAMES_PER_S
-            end = t0 + min(dur, b / FRAMES_PER_S)
-            out.append(SubSegment(start, max(start, end), feats.stats(a, b)))
-        return out
+        if dur < 2 * max(self.min_turn_s, self.window_s):
+            return [VoicePiece(t0, t0 + dur, self.encoder.embed(audio))]
+        centres, emb = self.encoder.sliding(audio, window_s=self.window_s, hop_s=self.hop_s)
+        starts = centres - self.window_s / 2                      # window k covers [starts[k], +window]
+        k_per_window = int(round(self.window_s / self.hop_s))
+        # boundary between window k (ending at b) and window k + k_per_window (starting at b)
+        left = np.arange(len(emb) - k_per_window)
+        b = starts[left] + self.window_s
+        cos = np.einsum("ij,ij->i", emb[left], emb[left + k_per_window])
+        self.last_curve = (t0 + b, cos)
+        cuts: list[float] = []
+        radius = max(1, int(round(self.min_turn_s / self.hop_s)))
+        for i in np.argsort(cos):                                  # most different first
+            if cos[i] >= self.threshold:
+                break
+            if b[i] < self.min_turn_s or b[i] > dur - self.min_turn_s:
+                continue
+            lo, hi = max(0, i - radius), min(len(cos), i + radius + 1)
+            if cos[i] > cos[lo:hi].min() or any(abs(b[i] - c) < self.min_turn_s for c in cuts):
+                continue
+            cuts.append(float(b[i]))
+        edges = [0.0] + sorted(cuts) + [dur]
+        pieces = []
+        for a, z in zip(edges[:-1], edges[1:]):
+            inside = (starts >= a - 1e-6) & (starts + self.window_s <= z + 1e-6)
+            if inside.sum() >= 2:   # reuse the windows: no second encoder pass
+                vec = _unit(emb[inside].mean(axis=0))
+            else:
+                vec = self.encoder.embed(audio[int(a * SAMPLE_RATE):int(z * SAMPLE_RATE)])
+            pieces.append(VoicePiece(t0 + a, t0 + z, vec))
+        return pieces
 
-    def split(self, audio: np.ndarray, t0: float = 0.0) -> list[tuple[float, float]]:
-        """[(start, end)] in session seconds: the segment cut at the detected speaker changes."""
-        return [(s.start, s.end) for s in self.analyze(audio, t0)]
 
-
+@dataclass
 class _Speaker:
-    def __init__(self, sid: str, stats: VoiceStats):
-        self.id = sid
-        self.w = 0.0
-        self.mfcc_sum = np.zeros_like(stats.mfcc_mean)
-        self.wf = 0.0
-        self.f0_sum = 0.0
-        self.add(stats)
+    id: str
+    members: dict = field(default_factory=dict)   # piece key -> duration-weighted d-vector
+    centroid: np.ndarray | None = None
 
-    def add(self, stats: VoiceStats) -> None:
-        w = float(max(1, stats.n_speech))
-        self.w += w
-        self.mfcc_sum += w * stats.mfcc_mean
-        if stats.logf0 is not None:
-            wf = float(max(1, stats.n_voiced))
-            self.wf += wf
-            self.f0_sum += wf * stats.logf0
-
-    @property
-    def stats(self) -> VoiceStats:
-        return VoiceStats(int(self.w), int(self.wf), self.mfcc_sum / self.w,
-                          self.f0_sum / self.wf if self.wf > 0 else None)
+    def update(self) -> None:
+        self.centroid = _unit(np.sum(list(self.members.values()), axis=0)) if self.members else None
 
 
 class SpeakerClusterer:
-    """Online speaker ids for a session.
-
-    Each sub-segment joins the nearest speaker if ``voice_distance`` to that speaker's
-    centroid (running, frame-weighted mean of MFCC means and log-f0) is below
-    ``threshold``; otherwise it starts a new speaker. Sub-segments with fewer than
-    ``min_frames`` speech frames are too short to found a speaker: they get the nearest
-    id (confidence halved) and do not move its centroid.
-
-    Confidence: joining at distance d -> 1 - 0.5 d / threshold (1 at the centroid, 0.5 at the
-    threshold); a new speaker -> 0.5 + 0.5 (d - threshold) / threshold, capped at 1, where d
-    is the distance to the nearest existing speaker; the session's first speaker -> 1.
-    """
-
-    def __init__(self, cfg=None, scale: SessionScale | None = None, *, threshold: float | None = None,
-                 min_frames: int = 30):
-        if threshold is None:
-            threshold = cfg.cluster_threshold if cfg is not None else DEFAULT_CLUSTER_THRESHOLD
+    def __init__(self, threshold: float = 0.75):
         self.threshold = float(threshold)
-        self.scale = scale if scale is not None else SessionScale()
-        self.min_frames = int(min_frames)
         self._speakers: list[_Speaker] = []
-        self._next = 0  # ids are never reused, even after a merge
+        self._next = 0
 
     @property
     def speakers(self) -> list[str]:
         return [s.id for s in self._speakers]
 
+    def _get(self, sid: str | None) -> _Speaker | None:
+        return next((s for s in self._speakers if s.id == sid), None)
+
+    def similarity(self, emb: np.ndarray, sid: str | None) -> float | None:
+        s = self._get(sid)
+        return None if s is None or s.centroid is None else float(emb @ s.centroid)
+
+    def _new(self, key: str, emb: np.ndarray, dur: float) -> _Speaker:
+        spk = _Speaker(f"S{self._next}")
+        self._next += 1
+        self._speakers.append(spk)
+        spk.members[key] = emb * dur
+        spk.update()
+        return spk
+
+    def assign(self, key: str, emb: np.ndarray | None, dur: float,
+               prefer: str | None = None) -> tuple[str | None, float]:
+        """(speaker id, confidence 0..1) for a piece; ``prefer`` = the open turn's speaker."""
+        if emb is None:
+            return prefer, 0.0
+        if not self._speakers:
+            return self._new(key, emb, dur).id, 1.0
+        sims = np.array([float(emb @ s.centroid) for s in self._speakers])
+        i = int(np.argmax(sims))
+        best, smax = self._speakers[i], float(sims[i])
+        conf = float(np.clip(0.5 + (smax - self.threshold) / (2 * (1 - self.threshold)), 0, 1))
+        if dur < RELIABLE_S:
+            if smax < self.threshold - SHORT_MARGIN:
+                return self._new(key, emb, dur).id, 0.5
+            p = self.similarity(emb, prefer)
+            if p is not None and p >= self.threshold - SHORT_MARGIN:
+                return prefer, 0.5 * conf
+            return best.id, 0.5 * conf
+        if smax >= self.threshold:
+            best.members[key] = emb * dur
+            best.update()
+            return best.id, conf
+        return self._new(key, emb, dur).id, 1.0 - conf
+
+    def unassign(self, key: str) -> None:
+        """Forget a piece (it turned out not to be speech); a speaker left empty is removed."""
+        for s in list(self._speakers):
+            if s.members.pop(key, None) is not None:
+                s.update()
+                if not s.members:
+                    self._speakers.remove(s)
+                    if s.id == f"S{self._next - 1}":
+                        self._next -= 1          # ids stay dense: no phantom S2 between S1 and S3
+
+    def merge(self, src: str, dst: str) -> bool:
+        """Fold speaker `src` into `dst` (e.g. the face says they are one person)."""
+        a, b = self._get(src), self._get(dst)
+        if a is None or b is None or a is b:
+            return False
+        b.members.update(a.members)
+        b.update()
+        self._speakers.remove(a)
+        return True
+
     def reset(self) -> None:
         self._speakers.clear()
         self._next = 0
 
-    def _new(self, stats: VoiceStats) -> _Speaker:
-        spk = _Speaker(f"S{self._next}", stats)
-        self._next += 1
-        self._speakers.append(spk)
-        return spk
-
-    def merge(self, src: str, dst: str) -> bool:
-        """Fold speaker `src` into `dst` (e.g. the face says they are one person)."""
-        a = next((s for s in self._speakers if s.id == src), None)
-        b = next((s for s in self._speakers if s.id == dst), None)
-        if a is None or b is None or a is b:
-            return False
-        b.w += a.w
-        b.mfcc_sum += a.mfcc_sum
-        b.wf += a.wf
-        b.f0_sum += a.f0_sum
-        self._speakers.remove(a)
-        return True
-
-    def distances(self, stats: VoiceStats) -> dict[str, float]:
-        std = self.scale.std
-        return {s.id: voice_distance(stats, s.stats, std) for s in self._speakers}
-
-    def assign(self, stats: VoiceStats) -> tuple[str | None, float]:
-        if stats.mfcc_mean is None:                     # no speech frames at all
-            return None, 0.0
-        if not self._speakers:
-            return self._new(stats).id, 1.0
-        std = self.scale.std
-        d = np.array([voice_distance(stats, s.stats, std) for s in self._speakers])
-        i = int(np.argmin(d))
-        best, dmin = self._speakers[i], float(d[i])
-        if stats.n_speech < self.min_frames:
-            return best.id, 0.5 * max(0.0, 1.0 - 0.5 * dmin / self.threshold)
-        if dmin < self.threshold:
-            best.add(stats)
-            return best.id, 1.0 - 0.5 * dmin / self.threshold
-        new = self._new(stats)
-        return new.id, min(1.0, 0.5 + 0.5 * (dmin - self.threshold) / self.threshold)
-
 
 class SpeakerTracker:
-    """Change detection + clustering with one shared session scale: segment in, turns out."""
+    """Change detection + clustering: a segment's speech in, pieces with speaker ids out."""
 
-    def __init__(self, cfg=None, **detector_kwargs):
-        self.scale = SessionScale()
-        self.detector = SpeakerChangeDetector(cfg, self.scale, **detector_kwargs)
-        self.clusterer = SpeakerClusterer(cfg, self.scale)
+    def __init__(self, cfg=None, encoder=None):
+        from robot_emotion.audio.voice_encoder import VoiceEncoder
+        change = cfg.change_threshold if cfg is not None else 0.70
+        cluster = cfg.cluster_threshold if cfg is not None else 0.75
+        min_turn = cfg.min_turn_s if cfg is not None else 0.8
+        self.encoder = encoder if encoder is not None else VoiceEncoder()
+        self.detector = SpeakerChangeDetector(self.encoder, change, min_turn)
+        self.clusterer = SpeakerClusterer(cluster)
 
-    def process(self, audio: np.ndarray, t0: float = 0.0) -> list[SpeakerTurn]:
-        turns = []
-        for sub in self.detector.analyze(audio, t0):
-            sid, conf = self.clusterer.assign(sub.stats)
-            if sid is not None:
-                turns.append(SpeakerTurn(sub.start, sub.end, sid, conf))
-        return turns
+    def process(self, audio: np.ndarray, t0: float, key: str,
+                prefer: str | None = None) -> list[VoicePiece]:
+        """Split ``audio`` (float32, starting at session time t0) and label every piece.
+        Piece keys are ``key`` + ".index"; the first piece may continue ``prefer``."""
+        pieces = self.detector.split(audio, t0)
+        for i, p in enumerate(pieces):
+            # after a detected change the voice is by definition not the previous one
+            p.speaker, p.confidence = self.clusterer.assign(f"{key}.{i}", p.embedding, p.duration,
+                                                            prefer if i == 0 else None)
+        return pieces
+
+    def differs(self, audio: np.ndarray, speaker: str | None) -> bool:
+        """Probe: is the start of a new segment clearly not ``speaker``'s voice?"""
+        if speaker is None:
+            return False
+        sim = self.clusterer.similarity(self.encoder.embed(audio), speaker)
+        return sim is not None and sim < self.clusterer.threshold - SHORT_MARGIN

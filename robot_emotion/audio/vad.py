@@ -14,6 +14,15 @@ machine over a ring buffer of ``padding_ms``:
 * A segment reaching ``max_utterance_s`` is cut and a new one starts at once, so a
   monologue still yields results. Segments shorter than ``min_utterance_ms`` end with
   ``dropped=True`` (a SpeechStart was already sent for barge-in, so the end must follow).
+* ``turn_gap_ms`` after the last segment ended with no new speech, a ``TurnGap`` is emitted:
+  the pause is long enough to close the speaker's turn (audio/turns.py). Segments mark
+  pauses (fast, for barge-in); turns are built from them downstream.
+
+Audio handed on with a segment runs from ``audio_t0`` to ``decided_at`` (the hangover after
+the last voiced frame is kept: padding for the recogniser). ``audio_t0`` is the pre-roll
+before the start, or, when the previous segment closed less than ``GAP_AUDIO_S`` earlier,
+the moment it closed: consecutive segments then tile the timeline without holes, so a turn
+made of several segments has its real pauses, not silence pasted in.
 """
 from __future__ import annotations
 
@@ -25,8 +34,9 @@ import numpy as np
 from robot_emotion import SAMPLE_RATE
 from robot_emotion.config import VADConfig
 
-PREROLL_S = 0.15
-MIN_FLOOR_DB = 20.0  # ~rms 10 in int16: quieter than any real microphone's self-noise  # audio kept before the detected start, for the recogniser's sake
+PREROLL_S = 0.15     # audio kept before the detected start, for the recogniser's sake
+GAP_AUDIO_S = 1.0    # a pause shorter than this is handed on with the next segment
+MIN_FLOOR_DB = 20.0  # ~rms 10 in int16: quieter than any real microphone's self-noise
 
 
 @dataclass
@@ -42,11 +52,19 @@ class SpeechEnd:
     utterance_id: str
     start: float
     end: float
-    audio: np.ndarray = field(repr=False)   # int16, from start - PREROLL_S (clipped) to end
+    audio: np.ndarray = field(repr=False)   # int16, from audio_t0 to decided_at
     audio_t0: float = 0.0                   # capture time of audio[0]
     forced: bool = False                    # cut at max_utterance_s
     dropped: bool = False                   # shorter than min_utterance_ms
     decided_at: float = 0.0
+    wall: float = 0.0
+
+
+@dataclass
+class TurnGap:
+    """No speech for ``turn_gap_ms`` since the last segment ended at ``last_end``."""
+    t: float
+    last_end: float
     wall: float = 0.0
 
 
@@ -107,9 +125,12 @@ class Segmenter:
         self.tail = collections.deque(maxlen=max(1, int(cfg.hangover_ms / 1000 / self.fdur + 1e-6)))
         self._pending = np.zeros(0, np.int16)
         self._pending_t = 0.0
-        self._history = collections.deque(maxlen=int(PREROLL_S / self.fdur) + self.ring.maxlen + 1)
+        self._history = collections.deque(maxlen=int(GAP_AUDIO_S / self.fdur) + self.ring.maxlen + 1)
         self._speech: list[np.ndarray] | None = None  # frames of the open segment
         self._start = self._last_voiced_end = self._audio_t0 = 0.0
+        self._prev_close: float | None = None         # decided_at of the last segment
+        self._last_end: float | None = None           # end of the last segment, until its TurnGap
+        self.turn_gap_s = cfg.turn_gap_ms / 1000.0
         self._id_prefix, self._count = id_prefix, 0
         self._open_id = ""
 
@@ -136,6 +157,10 @@ class Segmenter:
         if self._speech is None:
             if sum(v for _, v in self.ring) > self.cfg.onset_ratio * self.ring.maxlen:
                 return [self._open(t + self.fdur)]
+            if self._last_end is not None and t + self.fdur - self._last_end >= self.turn_gap_s - 1e-9:
+                gap = TurnGap(t + self.fdur, self._last_end)
+                self._last_end = None
+                return [gap]
             return []
         self._speech.append(frame)
         self.tail.append(voiced)
@@ -157,6 +182,8 @@ class Segmenter:
         self._start = start
         self._last_voiced_end = decided_at
         self._audio_t0 = max(0.0, start - PREROLL_S) if start < decided_at else start
+        if self._prev_close is not None and start - self._prev_close < GAP_AUDIO_S:
+            self._audio_t0 = min(self._audio_t0, self._prev_close)   # tile the pause too
         # The pre-roll and the ring's frames are already in history: seed the segment with them.
         self._speech = [f for ft, f in self._history if ft >= self._audio_t0 - 1e-9]
         if self._speech and start < decided_at:
@@ -170,9 +197,9 @@ class Segmenter:
     def _close(self, decided_at: float, forced: bool) -> SpeechEnd:
         end = decided_at if forced else self._last_voiced_end
         audio = np.concatenate(self._speech) if self._speech else np.zeros(0, np.int16)
-        n_keep = int(round((end - self._audio_t0) * SAMPLE_RATE))
-        audio = audio[:max(0, n_keep)]
         dropped = (end - self._start) * 1000 < self.cfg.min_utterance_ms
+        self._prev_close = decided_at
+        self._last_end = end if not dropped else self._last_end
         self._speech = None
         self.ring.clear()
         self.tail.clear()
