@@ -20,8 +20,9 @@ fi
 
 PY="${PYTHON:-python3.11}"
 command -v "$PY" >/dev/null 2>&1 || PY=python3
-# Key on the lock and the dependency lists only, so editing other pyproject fields is free.
-HASH="$( (cat constraints.txt; sed -n '/^dependencies = \[/,/^\]/p;/^dev = /p' pyproject.toml) | sha256sum | cut -c1-12)"
+# Key on the lock, the no-deps list and the dependency lists only, so editing other pyproject
+# fields is free.
+HASH="$( (cat constraints.txt requirements-nodeps.txt; sed -n '/^dependencies = \[/,/^\]/p;/^dev = /p' pyproject.toml) | sha256sum | cut -c1-12)"
 VENV="${ROBOT_EMOTION_VENV:-$HOME/.cache/robot-emotion/venv-$HASH}"
 if [ ! -f "$VENV/.complete" ]; then
   echo "setup: building venv $VENV (about 2 minutes)" >&2
@@ -34,6 +35,8 @@ d = tomllib.load(open("pyproject.toml", "rb"))
 print("\n".join(d["project"]["dependencies"] + d["project"]["optional-dependencies"]["dev"]))
 PYEOF
 ) >&2
+  # Wheels whose declared dependencies must not be installed (why: requirements-nodeps.txt).
+  "$VENV/bin/pip" install -q --no-deps -r requirements-nodeps.txt >&2
   touch "$VENV/.complete"
 fi
 # The project itself: cheap, re-done every time so the venv points at this clone.

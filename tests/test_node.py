@@ -18,8 +18,11 @@ def run(source, *overrides, speed="max"):
     return events, node
 
 
-def topic(events, name):
-    return sorted((e for e in events if e["topic"] == name), key=lambda e: e["seq"])
+def topic(events, name, final_only=True):
+    """Messages of a topic in publish order; for utterance/emotion only the FINAL result of
+    each turn unless final_only=False (provisional ones carry final: false)."""
+    got = sorted((e for e in events if e["topic"] == name), key=lambda e: e["seq"])
+    return [e for e in got if e.get("final") is not False] if final_only else got
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +82,11 @@ def test_one_emotion_per_utterance(full_run):
     events, node, truth = full_run
     utts, emos = topic(events, "utterance"), topic(events, "emotion")
     assert [e["utterance_id"] for e in emos] == [u["utterance_id"] for u in utts]
-    for e in emos:
+    # every result, provisional or final, is an utterance followed by its emotion
+    every_u, every_e = topic(events, "utterance", False), topic(events, "emotion", False)
+    assert [(u["utterance_id"], u["final"]) for u in every_u] == [(e["utterance_id"], e["final"]) for e in every_e]
+    assert all(u["final"] for u in utts) and len({u["utterance_id"] for u in utts}) == len(utts)
+    for e in every_e:
         messages.validate(e)
         assert set(e["probs"]) == set(EMOTIONS)
         assert abs(sum(e["probs"].values()) - 1.0) < 1e-4

@@ -31,7 +31,8 @@ def test_subscriber_receives_topics_in_order_with_schema():
         for i in range(5):
             pub.publish({"topic": "speech.start", "utterance_id": str(i), "start": float(i)})
             pub.publish({"topic": "utterance", "utterance_id": str(i), "start": 0.0, "end": 1.0,
-                         "speaker": None, "face_track": None, "text": None})  # not subscribed
+                         "speaker": None, "face_track": None, "text": None,
+                         "final": True})  # not subscribed
         got = []
         deadline = time.monotonic() + 5
         while len(got) < 5 and time.monotonic() < deadline:

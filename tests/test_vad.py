@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import espeak
-from robot_emotion.audio.vad import Segmenter, SpeechEnd, SpeechStart
+from robot_emotion.audio.vad import GAP_AUDIO_S, Segmenter, SpeechEnd, SpeechStart, TurnGap
 from robot_emotion.config import VADConfig
 from robot_emotion.media import read_wav_tolerant
 
@@ -33,18 +33,25 @@ def test_every_turn_found_within_150ms(dialogue_session):
 def test_start_precedes_end_and_ids_pair_up(dialogue_session):
     folder, _ = dialogue_session
     events = segment(read_wav_tolerant(folder / "audio.wav"), block=333)  # odd block size
-    open_ids = []
+    open_ids, prev_end = [], None
     for ev in events:
         if isinstance(ev, SpeechStart):
             assert not open_ids, "two utterances open at once"
             open_ids.append(ev.utterance_id)
             assert ev.decided_at >= ev.start
-        else:
+        elif isinstance(ev, SpeechEnd):
             assert open_ids == [ev.utterance_id]
             open_ids.clear()
             assert ev.end > ev.start and ev.decided_at >= ev.end
-            # the audio handed on covers [start - pre-roll, end]
-            assert ev.audio.size / 16000 == pytest.approx(ev.end - ev.audio_t0, abs=0.021)
+            # the audio handed on covers [pre-roll (or the pause since the last segment), decided_at]
+            assert ev.audio.size / 16000 == pytest.approx(ev.decided_at - ev.audio_t0, abs=0.021)
+            assert ev.audio_t0 <= ev.start - 0.1 or ev.audio_t0 == 0.0
+            if prev_end is not None and ev.start - prev_end.decided_at < GAP_AUDIO_S:
+                assert ev.audio_t0 <= prev_end.decided_at + 0.011   # no hole
+            prev_end = ev
+        else:
+            assert isinstance(ev, TurnGap) and not open_ids
+            assert ev.t - ev.last_end == pytest.approx(VADConfig().turn_gap_ms / 1000, abs=0.011)
     assert not open_ids
 
 
