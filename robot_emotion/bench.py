@@ -38,20 +38,36 @@ def _child(config: str, source: str, repeats: int, launch: str | None, extra: li
         rtfs.append((time.perf_counter() - t0) / duration)
         if node.errors:
             return {"error": node.errors[0]}
-        for name in ("vad", "faces", "face_detect", "face_expression", "speakers", "asr",
+        for name in ("vad", "faces", "face_detect", "face_expression", "speakers", "speaker_probe", "asr",
                      "active_speaker", "text", "audio", "fusion"):
             stages.setdefault(name, []).extend(node.stats.all(name))
     paced = replay(cfg, source, speed=1.0)
     lat = {}
-    for topic in ("speech.end", "utterance", "emotion"):
-        ms = [m for t, m in paced.publisher.latencies if t == topic]
+    for key, ms in latency_groups(paced.publisher.latencies).items():
         if ms:
-            lat[topic] = (float(np.median(ms)), float(np.percentile(ms, 95)), len(ms))
+            lat[key] = (float(np.median(ms)), float(np.percentile(ms, 95)), len(ms))
     return {"config": config, "duration_s": duration, "rtf": rtfs, "latency": lat,
             "stages": {k: (float(np.median(v)), float(np.percentile(v, 95)), len(v))
                        for k, v in stages.items() if v},
             "utterances": paced.utterances,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def latency_groups(latencies) -> dict[str, list[float]]:
+    """speech.end; and per turn the FIRST utterance/emotion (provisional, after the first
+    pause) and the FINAL one (after the turn closed), each from the end of the speech it covers."""
+    out: dict[str, list[float]] = {"speech.end": []}
+    seen: set[tuple[str, str]] = set()
+    for topic, ms, uid, final in latencies:
+        if topic == "speech.end":
+            out["speech.end"].append(ms)
+        elif topic in ("utterance", "emotion"):
+            if (topic, uid) not in seen:
+                seen.add((topic, uid))
+                out.setdefault(f"{topic} first", []).append(ms)
+            if final:
+                out.setdefault(f"{topic} final", []).append(ms)
+    return out
 
 
 def run_bench(args) -> int:
@@ -77,18 +93,19 @@ def run_bench(args) -> int:
 def format_table(rows: list[dict], source: str) -> str:
     out = [f"# robot-emotion bench — {source}", f"# {os.cpu_count()} CPU cores; medians unless noted", ""]
     out.append("| config | replay RTF (median, --speed max) | speech.end latency ms (median / p95) "
-               "| utterance latency ms | emotion latency ms | peak RSS MB |")
-    out.append("|---|---|---|---|---|---|")
+               "| first emotion of a turn ms | final emotion of a turn ms | final utterance ms | peak RSS MB |")
+    out.append("|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
-            out.append(f"| {r['config']} | error: {r['error']} | | | | |")
+            out.append(f"| {r['config']} | error: {r['error']} | | | | | |")
             continue
         lat = r["latency"]
 
         def fmt(topic):
             return f"{lat[topic][0]:.1f} / {lat[topic][1]:.1f} (n={lat[topic][2]})" if topic in lat else "-"
         out.append(f"| {r['config']} | {np.median(r['rtf']):.4f} (runs: {', '.join(f'{x:.4f}' for x in r['rtf'])}) "
-                   f"| {fmt('speech.end')} | {fmt('utterance')} | {fmt('emotion')} | {r['peak_rss_mb']:.0f} |")
+                   f"| {fmt('speech.end')} | {fmt('emotion first')} | {fmt('emotion final')} "
+                   f"| {fmt('utterance final')} | {r['peak_rss_mb']:.0f} |")
     out += ["", "| config | stage | median ms | p95 ms | calls |", "|---|---|---|---|---|"]
     for r in rows:
         for name, (med, p95, n) in r.get("stages", {}).items():

@@ -35,7 +35,8 @@ class Publisher:
         # PUB drops silently per subscriber at its HWM (the subscriber sees seq gaps);
         # this counts only messages ZeroMQ refused outright.
         self.dropped = 0
-        self.latencies: list[tuple[str, float]] = []  # (topic, speech end -> publish ms)
+        # (topic, speech end -> publish ms, utterance_id, final) for the benchmark
+        self.latencies: list[tuple[str, float, str | None, bool | None]] = []
         self.error: str | None = None
         self.bound: str | None = None
 
@@ -98,7 +99,7 @@ class Publisher:
         if wall_end is not None:
             ms = (time.monotonic() - wall_end) * 1000.0
             body.setdefault("latency_ms", {})["total"] = ms
-            self.latencies.append((topic, ms))
+            self.latencies.append((topic, ms, body.get("utterance_id"), body.get("final")))
         messages.validate(body)
         frames = messages.encode(body)
         try:

@@ -51,7 +51,7 @@ def test_start_precedes_end_and_ids_pair_up(dialogue_session):
             prev_end = ev
         else:
             assert isinstance(ev, TurnGap) and not open_ids
-            assert ev.t - ev.last_end == pytest.approx(VADConfig().turn_gap_ms / 1000, abs=0.011)
+            assert ev.t - ev.last_end >= VADConfig().turn_gap_ms / 1000 - 1e-6
     assert not open_ids
 
 

@@ -171,17 +171,26 @@ class SpeakerClusterer:
         i = int(np.argmax(sims))
         best, smax = self._speakers[i], float(sims[i])
         conf = float(np.clip(0.5 + (smax - self.threshold) / (2 * (1 - self.threshold)), 0, 1))
-        if dur < RELIABLE_S:
+        p = self.similarity(emb, prefer)
+        # Within a turn's pause the voice most likely goes on: keep the open turn's speaker when
+        # the piece is near it, unless another known voice is clearly nearer.
+        keeps = p is not None and p >= self.threshold - SHORT_MARGIN and not (
+            best.id != prefer and smax >= self.threshold and smax - p >= SHORT_MARGIN)
+        if dur < RELIABLE_S:           # too short to found a speaker or move a centroid
+            if keeps:
+                return prefer, 0.5 * conf
             if smax < self.threshold - SHORT_MARGIN:
                 return self._new(key, emb, dur).id, 0.5
-            p = self.similarity(emb, prefer)
-            if p is not None and p >= self.threshold - SHORT_MARGIN:
-                return prefer, 0.5 * conf
             return best.id, 0.5 * conf
-        if smax >= self.threshold:
+        if smax >= self.threshold and not (keeps and best.id != prefer and smax - p < SHORT_MARGIN):
             best.members[key] = emb * dur
             best.update()
             return best.id, conf
+        if keeps:
+            spk = self._get(prefer)
+            spk.members[key] = emb * dur
+            spk.update()
+            return prefer, 0.5 + 0.5 * conf
         return self._new(key, emb, dur).id, 1.0 - conf
 
     def unassign(self, key: str) -> None:
@@ -233,8 +242,15 @@ class SpeakerTracker:
         return pieces
 
     def differs(self, audio: np.ndarray, speaker: str | None) -> bool:
-        """Probe: is the start of a new segment clearly not ``speaker``'s voice?"""
+        """Probe: is the start of a new segment clearly not ``speaker``'s voice? Clearly means
+        nearer to another known voice by SHORT_MARGIN, or far from every known voice; a 1 s
+        probe is too short for anything less (README, "Speakers")."""
         if speaker is None:
             return False
-        sim = self.clusterer.similarity(self.encoder.embed(audio), speaker)
-        return sim is not None and sim < self.clusterer.threshold - SHORT_MARGIN
+        emb = self.encoder.embed(audio)
+        own = self.clusterer.similarity(emb, speaker)
+        if own is None or own >= self.clusterer.threshold:
+            return False
+        others = [self.clusterer.similarity(emb, s) for s in self.clusterer.speakers if s != speaker]
+        nearest_other = max((o for o in others if o is not None), default=-1.0)
+        return nearest_other - own >= SHORT_MARGIN or max(own, nearest_other) < 0.5

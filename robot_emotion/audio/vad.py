@@ -15,7 +15,9 @@ machine over a ring buffer of ``padding_ms``:
   monologue still yields results. Segments shorter than ``min_utterance_ms`` end with
   ``dropped=True`` (a SpeechStart was already sent for barge-in, so the end must follow).
 * ``turn_gap_ms`` after the last segment ended with no new speech, a ``TurnGap`` is emitted:
-  the pause is long enough to close the speaker's turn (audio/turns.py). Segments mark
+  the pause is long enough to close the speaker's turn (audio/turns.py). Speech that is
+  starting but not yet confirmed (voiced frames in the onset ring) holds it back until the
+  segment's start is known, so a 450 ms pause never closes a turn at turn_gap_ms = 500. Segments mark
   pauses (fast, for barge-in); turns are built from them downstream.
 
 Audio handed on with a segment runs from ``audio_t0`` to ``decided_at`` (the hangover after
@@ -155,13 +157,17 @@ class Segmenter:
         self._history.append((t, frame))
         self.ring.append((t, voiced))
         if self._speech is None:
-            if sum(v for _, v in self.ring) > self.cfg.onset_ratio * self.ring.maxlen:
-                return [self._open(t + self.fdur)]
-            if self._last_end is not None and t + self.fdur - self._last_end >= self.turn_gap_s - 1e-9:
-                gap = TurnGap(t + self.fdur, self._last_end)
+            # A segment confirmed later starts at the ring's first voiced frame at the earliest:
+            # the pause is a turn gap once even that start would be turn_gap_s after the last end.
+            earliest = next((ft for ft, v in self.ring if v), t + self.fdur)
+            events = []
+            if self._last_end is not None and earliest - self._last_end >= self.turn_gap_s - 1e-9:
+                events.append(TurnGap(t + self.fdur, self._last_end))
                 self._last_end = None
-                return [gap]
-            return []
+            if sum(v for _, v in self.ring) > self.cfg.onset_ratio * self.ring.maxlen:
+                self._last_end = None
+                events.append(self._open(t + self.fdur))
+            return events
         self._speech.append(frame)
         self.tail.append(voiced)
         if voiced:

@@ -1,0 +1,125 @@
+"""Turns: pauses inside one voice do not end an utterance, a new voice does; provisional
+results at each pause, the final one when the turn closes (same utterance_id)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import SHARED, shared_file
+from robot_emotion import messages
+from robot_emotion.audio.turns import Piece, TurnBuilder
+from robot_emotion.config import load
+from robot_emotion.media import read_audio_file
+from robot_emotion.runner import replay
+
+SR = 16000
+
+
+@dataclass
+class _Seg:          # the fields of vad.SpeechEnd that turns.py reads
+    utterance_id: str
+    audio_t0: float
+    audio: np.ndarray
+    decided_at: float
+    forced: bool = False
+    wall: float = 0.0
+
+
+def piece(uid, start, end, speaker, index=0, last=True):
+    t0 = max(0.0, start - 0.15)
+    seg = _Seg(uid, t0, np.full(int((end + 0.15 - t0) * SR), 1000, np.int16), end + 0.15)
+    return Piece(seg, index, last, start, end, speaker, 1.0)
+
+
+def test_builder_pause_change_gap_and_length():
+    b = TurnBuilder(turn_gap_s=0.5, max_turn_s=15.0)
+    assert b.add(piece("0", 0.0, 2.0, "S0")) == []
+    assert b.add(piece("1", 2.3, 4.0, "S0")) == []            # a 300 ms pause: same turn
+    assert b.open.segments == ["0", "1"] and b.open.dirty
+    closed = b.add(piece("2", 4.05, 6.0, "S1"))                # 50 ms, another voice: new turn
+    assert [t.id for t in closed] == ["0"] and closed[0].end == 4.0
+    assert b.open.id == "2"
+    assert b.gap(last_end=5.0) is None                         # not the open turn's end
+    assert b.gap(last_end=6.0).id == "2" and b.open is None
+    assert b.add(piece("3", 7.0, 9.0, "S1")) == []
+    assert [t.id for t in b.add(piece("4", 9.7, 10.0, "S1"))] == ["3"]   # 700 ms pause > gap
+    assert b.add(piece("5", 10.2, 24.0, "S1")) == []
+    assert [t.id for t in b.add(piece("6", 24.2, 26.0, "S1"))] == ["4"]  # would pass 15 s
+
+
+def test_builder_split_segment_ids_and_audio_tiling():
+    b = TurnBuilder(turn_gap_s=0.5, max_turn_s=15.0)
+    b.add(piece("0", 1.0, 3.0, "S0"))
+    first = piece("1", 3.2, 5.0, "S0", index=0, last=False)
+    second = Piece(first.segment, 1, True, 5.0, 6.0, "S1", 0.8)
+    first.segment.audio = np.full(int((6.15 - first.segment.audio_t0) * SR), 2000, np.int16)
+    first.segment.decided_at = 6.15
+    assert b.add(first) == []
+    closed = b.add(second)
+    assert closed[0].id == "0" and b.open.id == "1.1"         # opened at the 2nd piece of "1"
+    t0, audio = closed[0].audio()
+    assert t0 == pytest.approx(0.85)                           # pre-roll of the first segment
+    assert audio.size / SR == pytest.approx(5.0 - 0.85, abs=1e-3)   # ends at the voice change
+    assert audio.min() > 0                                     # the pause is real audio, no hole
+
+
+def _libri(name):
+    return read_audio_file(shared_file(SHARED / "speech" / "librispeech" / f"{name}.wav"))
+
+
+@pytest.fixture(scope="module")
+def conversation(tmp_path_factory):
+    """spk1 says two sentences with a 350 ms pause, spk2 answers after 100 ms, spk1 again
+    after 700 ms. Real read speech, a low noise floor."""
+    sil = lambda s: np.zeros(int(s * SR), np.int16)               # noqa: E731
+    parts = [sil(0.5), _libri("spk1_snt1"), sil(0.35), _libri("spk1_snt2"), sil(0.1),
+             _libri("spk2_snt1"), sil(0.7), _libri("spk1_snt3"), sil(0.8)]
+    x = np.concatenate(parts).astype(np.float32)
+    x += np.random.default_rng(0).normal(0, 30, x.size)           # -60 dBFS floor
+    path = tmp_path_factory.mktemp("turns") / "conv.wav"
+    sf.write(path, np.clip(x, -32768, 32767).astype(np.int16), SR)
+    cfg, _ = load(None, overrides=['publish.endpoint="tcp://127.0.0.1:*"'])
+    runs = []
+    for _ in range(2):
+        events = []
+        node = replay(cfg, str(path), speed="max", sinks=[events.append])
+        assert not node.errors, node.errors
+        runs.append(sorted(events, key=lambda e: (e["topic"], e["seq"])))
+    return runs
+
+
+def _of(events, topic):
+    return sorted((e for e in events if e["topic"] == topic), key=lambda e: e["seq"])
+
+
+def test_three_turns_with_pauses_inside(conversation):
+    events = conversation[0]
+    utts = _of(events, "utterance")
+    finals = [u for u in utts if u["final"]]
+    assert [u["speaker"] for u in finals] == ["S0", "S1", "S0"], [(u["speaker"], u["text"]) for u in finals]
+    assert len(finals[0]["segments"]) == 2            # the 350 ms pause did not end the turn
+    assert len(_of(events, "speech.end")) >= 4         # but it was marked for barge-in
+    for u in utts:
+        messages.validate(u)
+
+
+def test_provisional_then_final_with_the_same_id(conversation):
+    events = conversation[0]
+    utts = _of(events, "utterance")
+    first = [u for u in utts if u["utterance_id"] == utts[0]["utterance_id"]]
+    # one provisional per pause (segment), then the final: it reuses the last provisional
+    n = len(first[-1]["segments"])
+    assert n >= 2 and [u["final"] for u in first] == [False] * n + [True]
+    assert first[0]["end"] < first[-2]["end"] == first[-1]["end"]
+    strip = lambda b: {k: v for k, v in messages.reproducible(b).items() if k not in ("final", "seq")}  # noqa: E731
+    assert strip(first[-2]) == strip(first[-1])
+    emos = _of(events, "emotion")
+    assert [(e["utterance_id"], e["final"]) for e in emos] == [(u["utterance_id"], u["final"]) for u in utts]
+
+
+def test_replays_are_identical(conversation):
+    a, b = ([messages.reproducible(e) for e in run if e["topic"] != "status"] for run in conversation)
+    assert a == b
