@@ -100,7 +100,7 @@ def test_three_turns_with_pauses_inside(conversation):
     utts = _of(events, "utterance")
     finals = [u for u in utts if u["final"]]
     assert [u["speaker"] for u in finals] == ["S0", "S1", "S0"], [(u["speaker"], u["text"]) for u in finals]
-    assert len(finals[0]["segments"]) == 2            # the 350 ms pause did not end the turn
+    assert len(finals[0]["segments"]) >= 2            # the 350 ms pause did not end the turn
     assert len(_of(events, "speech.end")) >= 4         # but it was marked for barge-in
     for u in utts:
         messages.validate(u)

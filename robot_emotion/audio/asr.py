@@ -205,6 +205,19 @@ class FasterWhisperASR(ASR):
         return not (seg.no_speech_prob > self.no_speech_prob and seg.avg_logprob < self.min_logprob)
 
     def _transcribe(self, audio: np.ndarray, prompt: str | None = None) -> Transcript:
+        tr = self._decode(audio, prompt)
+        if looping(tr.text, audio.size / SAMPLE_RATE):
+            # Whisper stuck in a loop ("I'm going to take a look at how I'm going to ..."), seen
+            # on noise bursts and at 10 dB SNR; the prompt can seed it: retry without, then cut.
+            tr = self._decode(audio, None) if prompt else tr
+            guard = "retried"
+            if looping(tr.text, audio.size / SAMPLE_RATE):
+                words = tr.text.split()[:word_budget(audio.size / SAMPLE_RATE)]
+                tr.text, guard = " ".join(words), "truncated"
+            tr.extra["guard"] = guard
+        return tr
+
+    def _decode(self, audio: np.ndarray, prompt: str | None) -> Transcript:
         with self._lock:
             # temperature 0 only: no sampled fallback, so a replay gives the same text;
             # no_speech_threshold=None: the no-speech rule is ours (_is_speech), applied below.
@@ -408,6 +421,21 @@ def make_asr(cfg, device: str = "auto", **kwargs) -> ASR | None:
     if backend == "transformers":
         return TransformersWhisperASR(cfg.model, device=device, **kwargs)
     raise ValueError(f"unknown ASR backend '{backend}' (faster-whisper, pocketsphinx, transformers, none)")
+
+
+def word_budget(seconds: float) -> int:
+    """More words than this cannot have been said: ~4 words/s is fast speech."""
+    return int(4.5 * seconds + 4)
+
+
+def looping(text: str, seconds: float) -> bool:
+    """A decoding loop: more words than the audio can hold, or text that compresses like a
+    repetition (zlib ratio > 2.4, Whisper's own threshold for its fallback)."""
+    import zlib
+    if not text:
+        return False
+    raw = text.encode("utf-8")
+    return len(text.split()) > word_budget(seconds) or (len(raw) > 60 and len(raw) / len(zlib.compress(raw)) > 2.4)
 
 
 _NUMBERS = {"0": "zero", "1": "one", "2": "two", "3": "three", "4": "four", "5": "five",

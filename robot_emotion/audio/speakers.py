@@ -28,7 +28,9 @@ from robot_emotion import SAMPLE_RATE
 
 RELIABLE_S = 1.0          # pieces shorter than this give noisy d-vectors (README figures)
 SHORT_MARGIN = 0.15       # a short piece founds a speaker only this far under cluster_threshold
-WINDOW_S = 1.0            # change detection: voice before vs after a candidate point
+LONG_MARGIN = 0.07        # a long piece stays with the open turn's voice this far under it
+WINDOW_S = 1.0            # change detection: window scored against the known voices
+STAND_IN_S = 1.6          # with fewer than 2 known voices: a segment's first/last 1.6 s stand in
 HOP_S = 0.1
 
 
@@ -64,7 +66,7 @@ class SpeakerChangeDetector:
     segment is one piece (a new voice inside a segment is found at the next pause).
     """
 
-    def __init__(self, encoder, threshold: float = 0.70, min_turn_s: float = 0.8,
+    def __init__(self, encoder, threshold: float = 0.55, min_turn_s: float = 0.8,
                  window_s: float = WINDOW_S, hop_s: float = 0.2, switch_penalty: float = 0.3,
                  margin: float = 0.05):
         self.encoder, self.threshold = encoder, float(threshold)
@@ -77,10 +79,24 @@ class SpeakerChangeDetector:
         (k, 256) are the known speakers' voices."""
         dur = audio.size / SAMPLE_RATE
         whole = [VoicePiece(t0, t0 + dur, self.encoder.embed(audio))]
-        if centroids is None or len(centroids) < 2 or dur < 2 * max(self.min_turn_s, self.window_s):
+        if dur < 2 * max(self.min_turn_s, self.window_s):
             return whole
+        # The segment's own first and last stretch stand in for voices not heard before (the
+        # first turns of a session, a newcomer answering within 100 ms); their pieces must then
+        # also differ from each other outright (cosine under ``threshold``), since a stand-in
+        # resembles the very audio it was cut from.
+        known = 0 if centroids is None else len(centroids)
+        stand_ins = []
+        if known < 2 and dur >= 2 * STAND_IN_S:
+            n = int(STAND_IN_S * SAMPLE_RATE)
+            stand_ins = [self.encoder.embed(audio[:n]), self.encoder.embed(audio[-n:])]
+            if known:
+                stand_ins = [v for v in stand_ins if float(np.max(centroids @ v)) < 0.85]
+        if known + len(stand_ins) < 2:
+            return whole
+        cands = np.vstack(([centroids] if known else []) + ([np.stack(stand_ins)] if stand_ins else []))
         centres, emb = self.encoder.sliding(audio, window_s=self.window_s, hop_s=self.hop_s)
-        path = _viterbi(emb @ centroids.T, self.switch_penalty)
+        path = _viterbi(emb @ cands.T, self.switch_penalty)
         self.last_path = (t0 + centres, path)
         cuts = [0.5 * (centres[i] + centres[i + 1]) for i in range(len(path) - 1) if path[i] != path[i + 1]]
         edges = [0.0]
@@ -93,9 +109,12 @@ class SpeakerChangeDetector:
         # keep a cut only where the whole pieces disagree clearly about who speaks
         out = [pieces[0]]
         for p in pieces[1:]:
-            a, b = out[-1].embedding @ centroids.T, p.embedding @ centroids.T
+            a, b = out[-1].embedding @ cands.T, p.embedding @ cands.T
             ia, ib = int(np.argmax(a)), int(np.argmax(b))
-            if ia != ib and a[ia] - a[ib] >= self.margin and b[ib] - b[ia] >= self.margin:
+            clear = ia != ib and a[ia] - a[ib] >= self.margin and b[ib] - b[ia] >= self.margin
+            if clear and max(ia, ib) >= known:       # a stand-in involved: demand more
+                clear = float(out[-1].embedding @ p.embedding) < self.threshold
+            if clear:
                 out.append(p)
             else:   # one voice after all: join (and re-embed the joined piece)
                 x = audio[int((out[-1].start - t0) * SAMPLE_RATE):int((p.end - t0) * SAMPLE_RATE)]
@@ -174,7 +193,8 @@ class SpeakerClusterer:
         p = self.similarity(emb, prefer)
         # Within a turn's pause the voice most likely goes on: keep the open turn's speaker when
         # the piece is near it, unless another known voice is clearly nearer.
-        keeps = p is not None and p >= self.threshold - SHORT_MARGIN and not (
+        near = self.threshold - (SHORT_MARGIN if dur < RELIABLE_S else LONG_MARGIN)
+        keeps = p is not None and p >= near and not (
             best.id != prefer and smax >= self.threshold and smax - p >= SHORT_MARGIN)
         if dur < RELIABLE_S:           # too short to found a speaker or move a centroid
             if keeps:
@@ -223,7 +243,7 @@ class SpeakerTracker:
 
     def __init__(self, cfg=None, encoder=None):
         from robot_emotion.audio.voice_encoder import VoiceEncoder
-        change = cfg.change_threshold if cfg is not None else 0.70
+        change = cfg.change_threshold if cfg is not None else 0.55
         cluster = cfg.cluster_threshold if cfg is not None else 0.75
         min_turn = cfg.min_turn_s if cfg is not None else 0.8
         self.encoder = encoder if encoder is not None else VoiceEncoder()
