@@ -81,17 +81,20 @@ class SpeakerChangeDetector:
         whole = [VoicePiece(t0, t0 + dur, self.encoder.embed(audio))]
         if dur < 2 * max(self.min_turn_s, self.window_s):
             return whole
-        # The segment's own first and last stretch stand in for voices not heard before (the
-        # first turns of a session, a newcomer answering within 100 ms); their pieces must then
-        # also differ from each other outright (cosine under ``threshold``), since a stand-in
-        # resembles the very audio it was cut from.
+        # With fewer than two known voices, windows of the segment itself stand in for voices not
+        # heard before (the first turns of a session, a newcomer answering within 100 ms): the
+        # first window and the one least like it (or like the one known voice). Pieces split on
+        # a stand-in must then also differ outright (cosine under ``threshold``), since a
+        # stand-in resembles the very audio it was cut from.
         known = 0 if centroids is None else len(centroids)
         stand_ins = []
         if known < 2 and dur >= 2 * STAND_IN_S:
-            n = int(STAND_IN_S * SAMPLE_RATE)
-            stand_ins = [self.encoder.embed(audio[:n]), self.encoder.embed(audio[-n:])]
-            if known:
-                stand_ins = [v for v in stand_ins if float(np.max(centroids @ v)) < 0.85]
+            # farthest-point seeds: the window least like the known voice (or like the first window)
+            _, wins = self.encoder.sliding(audio, window_s=STAND_IN_S, hop_s=0.4)
+            ref = centroids[0] if known else wins[0]
+            far = wins[int(np.argmin(wins @ ref))]
+            if float(far @ ref) < 0.85:
+                stand_ins = [far] if known else [wins[0], far]
         if known + len(stand_ins) < 2:
             return whole
         cands = np.vstack(([centroids] if known else []) + ([np.stack(stand_ins)] if stand_ins else []))
