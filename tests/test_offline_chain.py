@@ -95,8 +95,8 @@ def test_chain_train_evaluate_replay(mini, extracted, tmp_path, demo_tool):
     r = run_cli("replay", session, "--model", ckpt, "--out", out, "--quiet", timeout=240)
     assert r.returncode == 0, r.stderr[-2000:]
     bodies = [json.loads(line) for line in out.read_text().splitlines()]
-    emotions = [b for b in bodies if b["topic"] == "emotion"]
-    utts = [b for b in bodies if b["topic"] == "utterance"]
+    emotions = [b for b in bodies if b["topic"] == "emotion" and b["final"]]
+    utts = [b for b in bodies if b["topic"] == "utterance" and b["final"]]
     assert len(emotions) == len(utts) == len(truth["turns"])
     for e in emotions:
         assert e["label"] is not None and abs(sum(e["probs"].values()) - 1) < 1e-4

@@ -13,7 +13,17 @@ from robot_emotion.media import iter_video
 from robot_emotion.sources.session import open_session
 from test_replay import NO_PERCEPTION, by_topic, collect, spine_cfg
 
-SETS = sum([["--set", o] for o in NO_PERCEPTION[:-1]], [])
+# The spine with webrtcvad, which loads no model: silero's load (torch) would be counted into
+# the session clock (a record started before models load; left to the start-up work, issue 12).
+SETS = sum([["--set", o] for o in NO_PERCEPTION[:-1] + ['vad.backend="webrtcvad"']], [])
+
+
+def _wait_audio(out, seconds=1.5, timeout=90):
+    """Until the recorder has written `seconds` of audio (models load first on a busy machine)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not (
+            (out / "audio.wav").is_file() and (out / "audio.wav").stat().st_size > 2 * 16000 * seconds):
+        time.sleep(0.2)
 
 
 def _start_record(out, video, extra=()):
@@ -54,7 +64,7 @@ def test_record_then_replay(pulse, short_session, tmp_path):
     live_utts = [e for e in logged if e["topic"] == "utterance"]
     assert len(live_utts) == len(truth["turns"])
     # replaying the recording finds the same utterances at the same capture times
-    events, _ = collect(spine_cfg(), out)
+    events, _ = collect(spine_cfg(SETS[-1]), out)   # the VAD the recording ran with
     replayed = by_topic(events, "utterance")
     assert len(replayed) == len(live_utts)
     for a, b in zip(live_utts, replayed):
@@ -84,7 +94,7 @@ def test_sigterm_finalises_the_session(pulse, short_session, tmp_path):
     src, _ = short_session
     out = tmp_path / "term"
     proc = _start_record(out, src / "video.mp4")
-    time.sleep(1.5)
+    _wait_audio(out)
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=30)
     meta = json.loads((out / "session.json").read_text())
@@ -99,7 +109,7 @@ def test_microphone_that_disappears_ends_with_one_line_and_a_session(pulse, shor
     src, _ = short_session
     out = tmp_path / "lost"
     proc = _start_record(out, src / "video.mp4")
-    time.sleep(1.5)
+    _wait_audio(out)
     subprocess.run(["pulseaudio", "--kill"], capture_output=True)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 3, stderr
