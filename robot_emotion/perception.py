@@ -182,7 +182,8 @@ class Perception:
         if turn.dirty or turn.bodies is None:
             bodies = self._result(turn, node, final=True)
         else:
-            bodies = [dict(b, final=True, latency_ms=dict(b.get("latency_ms", {})))
+            # (the publisher popped `_wall_end` from the provisional bodies: set it again)
+            bodies = [dict(b, final=True, latency_ms=dict(b.get("latency_ms", {})), _wall_end=turn.wall_end)
                       for b in turn.bodies]
         utt = bodies[0]
         if self.speakers is not None and utt.get("speech") is False:
