@@ -1,9 +1,11 @@
 """Perception stages behind the Node: speakers, ASR, faces, active speaker, emotion.
 
-The Node calls three hooks, each from its own thread:
+The Node calls these hooks, each from its own thread:
   on_audio(block)            audio thread   speech energy for the active-speaker match
   process_frame(frame, node) face thread    faces -> `face` message
-  process_segment(seg, node) utterance thread -> `utterance` (+ `emotion`) messages
+  process_segment(seg, node) utterance thread: a VAD segment extends or closes turns
+                             (audio/turns.py) -> provisional / final `utterance` + `emotion`
+  on_turn_gap, on_probe, finish              the other ways a turn closes (pause, new voice, end)
 
 Face tracks are shared between the face and utterance threads under one lock. In replay
 the face thread waits for the audio energy up to each frame's time, so a replay at max

@@ -209,12 +209,12 @@ class Node:
                 if self.perception is not None:
                     self._publish_results(self.perception.finish(self))
                 break
-            if isinstance(item, PartialAudio):
+            if isinstance(item, SpeakerProbe):          # (a PartialAudio: test it first)
+                self._publish_results(self.perception.on_probe(item, self))
+            elif isinstance(item, PartialAudio):
                 body = self.perception.transcribe_partial(item, self)
                 if body is not None:
                     self.publisher.publish(body)
-            elif isinstance(item, SpeakerProbe):
-                self._publish_results(self.perception.on_probe(item, self))
             elif isinstance(item, TurnGap):
                 self._publish_results(self.perception.on_turn_gap(item, self))
             elif self.perception is None:
@@ -312,15 +312,8 @@ class PartialAudio:
     wall: float
 
 
-@dataclass
-class SpeakerProbe:
+class SpeakerProbe(PartialAudio):
     """The first speakers.probe_s of a segment still in progress (has the voice changed?)."""
-    utterance_id: str
-    start: float
-    end: float
-    audio: np.ndarray
-    audio_t0: float
-    wall: float
 
 
 class _EndOfAudio:

@@ -142,16 +142,6 @@ def diarization_error(turns: list[dict], hyps: list[dict], duration: float,
             "mapping": mapping}
 
 
-def edit_errors(ref_words: list[str], hyp_words: list[str]) -> int:
-    prev = list(range(len(hyp_words) + 1))
-    for i, rw in enumerate(ref_words, 1):
-        cur = [i] + [0] * len(hyp_words)
-        for j, hw in enumerate(hyp_words, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (rw != hw))
-        prev = cur
-    return prev[-1]
-
-
 def _normalize(text: str | None) -> list[str]:
     from robot_emotion.audio.asr import normalize_text
     return normalize_text(text or "")
@@ -165,6 +155,7 @@ def best_turn(u: dict, turns: list[dict]) -> int | None:
 
 def word_errors(turns: list[dict], hyps: list[dict]) -> dict:
     """Whole-conversation and per-turn word errors (counts, so totals can be pooled)."""
+    from robot_emotion.audio.asr import edit_distance
     owner = [best_turn(u, turns) for u in hyps]
     keep = [u for u, k in zip(hyps, owner) if k is None or turns[k].get("text") is not None]
     ref_w = [w for t in turns if t.get("text") is not None for w in _normalize(t["text"])]
@@ -175,9 +166,9 @@ def word_errors(turns: list[dict], hyps: list[dict]) -> dict:
             continue
         r = _normalize(t["text"])
         h = [w for u, o in zip(hyps, owner) if o == k for w in _normalize(u.get("text"))]
-        per_err += edit_errors(r, h)
+        per_err += edit_distance(r, h)
         per_ref += len(r)
-    return {"errors": edit_errors(ref_w, hyp_w), "ref_words": len(ref_w),
+    return {"errors": edit_distance(ref_w, hyp_w), "ref_words": len(ref_w),
             "turn_errors": per_err, "turn_ref_words": per_ref,
             "hyp": " ".join(hyp_w)}
 

@@ -456,10 +456,15 @@ def wer(ref: str, hyp: str) -> float:
     r, h = normalize_text(ref), normalize_text(hyp)
     if not r:
         return 0.0 if not h else 1.0
-    prev = list(range(len(h) + 1))
-    for i, rw in enumerate(r, 1):
-        cur = [i] + [0] * len(h)
-        for j, hw in enumerate(h, 1):
+    return edit_distance(r, h) / len(r)
+
+
+def edit_distance(ref_words: list[str], hyp_words: list[str]) -> int:
+    """Word-level Levenshtein distance (substitutions + deletions + insertions)."""
+    prev = list(range(len(hyp_words) + 1))
+    for i, rw in enumerate(ref_words, 1):
+        cur = [i] + [0] * len(hyp_words)
+        for j, hw in enumerate(hyp_words, 1):
             cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (rw != hw))
         prev = cur
-    return prev[-1] / len(r)
+    return prev[-1]

@@ -205,16 +205,12 @@ class SpeakerClusterer:
             if smax < self.threshold - SHORT_MARGIN:
                 return self._new(key, emb, dur).id, 0.5
             return best.id, 0.5 * conf
-        if smax >= self.threshold and not (keeps and best.id != prefer and smax - p < SHORT_MARGIN):
-            best.members[key] = emb * dur
-            best.update()
-            return best.id, conf
-        if keeps:
-            spk = self._get(prefer)
-            spk.members[key] = emb * dur
-            spk.update()
-            return prefer, 0.5 + 0.5 * conf
-        return self._new(key, emb, dur).id, 1.0 - conf
+        chosen = self._get(prefer) if keeps else best if smax >= self.threshold else None
+        if chosen is None:
+            return self._new(key, emb, dur).id, 1.0 - conf
+        chosen.members[key] = emb * dur
+        chosen.update()
+        return chosen.id, conf if chosen is best and smax >= self.threshold else 0.5 + 0.5 * conf
 
     def unassign(self, key: str) -> None:
         """Forget a piece (it turned out not to be speech); a speaker left empty is removed."""
