@@ -76,6 +76,7 @@ class ASRConfig:
     prompt_turns: int = 2            # past turns' text given to Whisper as its prompt (0 = none)
     no_speech_prob: float = 0.3      # text is dropped when Whisper's no-speech probability is above
     min_logprob: float = -1.0        # this AND the mean token log-probability is below this
+    window: str = "short"            # short: encode the turn's own length (+3 s); full: 30 s windows
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,7 @@ _RANGES: dict[tuple[str, str], tuple[typing.Callable, str]] = {
     ("speakers", "cluster_threshold"): (lambda v: -1 <= v <= 1, "must be a cosine in -1..1"),
     ("speakers", "probe_s"): (lambda v: 0.3 <= v <= 10, "must be 0.3..10 s"),
     ("asr", "prompt_turns"): (lambda v: 0 <= v <= 16, "must be 0..16"),
+    ("asr", "window"): (lambda v: v in ("short", "full"), "must be short or full"),
     ("asr", "no_speech_prob"): (lambda v: 0 <= v <= 1, "must be 0..1"),
     ("asr", "min_logprob"): (lambda v: -20 <= v <= 0, "must be -20..0"),
     ("asr", "beam_size"): (lambda v: 1 <= v <= 10, "must be 1..10"),

@@ -191,3 +191,36 @@ def test_transformers_backend_loads_a_local_checkpoint(tmp_path):
     tr = asr.transcribe(x)
     assert isinstance(tr.text, str) and asr.id == f"transformers:{tmp_path.name}"
     assert asr.whisper_encoder_states(x).shape == (50, 32)
+
+
+# ---- short-window decoding (audio/whisper_short.py) -------------------------------------
+
+def test_repeat_cut_keeps_one_period_of_a_loop():
+    from robot_emotion.audio.whisper_short import repeat_cut
+
+    def cut(text):
+        return " ".join(repeat_cut(text.split()))
+    assert cut("Drop the two when you add the figures. Drop the two when you add") == \
+        "Drop the two when you add the figures."
+    assert cut("Drop the two. At that high level the air is pure. At that high level the air is") == \
+        "Drop the two. At that high level the air is pure."
+    for natural in ("no, no, no, I said no", "I think I think so", "What joy there is in living."):
+        assert cut(natural) == natural
+
+
+@pytest.mark.parametrize("name,ref", [("spk1_snt1", "The child almost hurt the small dog"),
+                                      ("spk2_snt1", "We are sure that one war is enough")])
+def test_short_window_on_real_speech(whisper, name, ref):
+    """The turn's own length (+ padding) instead of 30 s: same words, several times faster,
+    identical on a second call (no sampling)."""
+    from conftest import SHARED
+    from robot_emotion.media import read_audio_file
+    x = read_audio_file(shared_file(SHARED / "speech" / "librispeech" / f"{name}.wav"))
+    full = make_asr(ASRConfig(window="full"))
+    short = whisper.transcribe(x)
+    assert whisper.window == "short" and short.extra.get("window") == "short"
+    assert wer(ref, short.text) == 0.0, short.text
+    assert whisper.transcribe(x).text == short.text
+    ms_full = min(full.transcribe(x).ms for _ in range(2))
+    ms_short = min(whisper.transcribe(x).ms for _ in range(2))
+    print(f"\n{name}: short window {ms_short:.0f} ms, full window {ms_full:.0f} ms")

@@ -189,9 +189,11 @@ class FasterWhisperASR(ASR):
 
     def __init__(self, path: str = "", device: str = "auto", beam_size: int = 5,
                  word_timestamps: bool = False, cpu_threads: int = 0,
-                 no_speech_prob: float = 0.3, min_logprob: float = -1.0):
+                 no_speech_prob: float = 0.3, min_logprob: float = -1.0, window: str = "short"):
         self.path = path or default_whisper_path()
         self.model = load_faster_whisper(self.path, device, cpu_threads)
+        self.window = window
+        self.fallbacks = 0           # short-window decodes that fell back to the 30 s window
         self.beam_size = int(beam_size)
         self.no_speech_prob, self.min_logprob = float(no_speech_prob), float(min_logprob)
         self.word_timestamps = bool(word_timestamps)
@@ -205,6 +207,11 @@ class FasterWhisperASR(ASR):
         return not (seg.no_speech_prob > self.no_speech_prob and seg.avg_logprob < self.min_logprob)
 
     def _transcribe(self, audio: np.ndarray, prompt: str | None = None) -> Transcript:
+        if self.window == "short" and not self.word_timestamps:
+            tr = self._decode_short(audio, prompt)
+            if tr is not None:
+                return tr
+            self.fallbacks += 1
         tr = self._decode(audio, prompt)
         if looping(tr.text, audio.size / SAMPLE_RATE):
             # Whisper stuck in a loop ("I'm going to take a look at how I'm going to ..."), seen
@@ -216,6 +223,24 @@ class FasterWhisperASR(ASR):
                 tr.text, guard = " ".join(words), "truncated"
             tr.extra["guard"] = guard
         return tr
+
+    def _decode_short(self, audio: np.ndarray, prompt: str | None) -> Transcript | None:
+        """audio/whisper_short.py; None when its guards say: use the full window."""
+        from robot_emotion.audio.whisper_short import ShortWindowDecoder
+        if getattr(self, "_short", None) is None:
+            self._short = ShortWindowDecoder(self.model, self.beam_size)
+        if not self._short.fits(audio):
+            return None
+        with self._lock:
+            text, lp, nsp, cut = self._short.decode(audio, prompt)
+        if looping(text, audio.size / SAMPLE_RATE):
+            return None
+        extra = {"window": "short", **({"repeat_cut": True} if cut else {})}
+        if nsp > self.no_speech_prob and lp < self.min_logprob:
+            extra["dropped"] = [(text, round(nsp, 3), round(lp, 3))]
+            text = ""
+        return Transcript(text=text, avg_logprob=lp, confidence=math.exp(lp) if text else None,
+                          no_speech_prob=nsp, extra=extra)
 
     def _decode(self, audio: np.ndarray, prompt: str | None) -> Transcript:
         with self._lock:
@@ -415,6 +440,7 @@ def make_asr(cfg, device: str = "auto", **kwargs) -> ASR | None:
         kwargs.setdefault("beam_size", getattr(cfg, "beam_size", 5))
         kwargs.setdefault("no_speech_prob", getattr(cfg, "no_speech_prob", 0.3))
         kwargs.setdefault("min_logprob", getattr(cfg, "min_logprob", -1.0))
+        kwargs.setdefault("window", getattr(cfg, "window", "short"))
         return FasterWhisperASR(cfg.model, device=device, **kwargs)
     if backend == "pocketsphinx":
         return PocketSphinxASR(cfg.model)
