@@ -26,7 +26,7 @@ import numpy as np
 
 from robot_emotion import SAMPLE_RATE
 
-RELIABLE_S = 1.0          # pieces shorter than this give noisy d-vectors (README figures)
+RELIABLE_S = 1.5          # pieces shorter than this give noisy d-vectors (README figures)
 SHORT_MARGIN = 0.15       # a short piece founds a speaker only this far under cluster_threshold
 LONG_MARGIN = 0.07        # a long piece stays with the open turn's voice this far under it
 WINDOW_S = 1.0            # change detection: window scored against the known voices
@@ -41,6 +41,7 @@ class VoicePiece:
     embedding: np.ndarray | None  # (256,) unit vector, None when the piece has no audio
     speaker: str | None = None
     confidence: float | None = None
+    voice: int | None = None      # which voice of the split (known or stand-in) it matched
 
     @property
     def duration(self) -> float:
@@ -122,7 +123,11 @@ class SpeakerChangeDetector:
             else:   # one voice after all: join (and re-embed the joined piece)
                 x = audio[int((out[-1].start - t0) * SAMPLE_RATE):int((p.end - t0) * SAMPLE_RATE)]
                 out[-1] = VoicePiece(out[-1].start, p.end, self.encoder.embed(x))
-        return out if len(out) > 1 else whole
+        if len(out) == 1:
+            return whole
+        for p in out:
+            p.voice = int(np.argmax(p.embedding @ cands.T))
+        return out
 
 
 def _viterbi(scores: np.ndarray, penalty: float) -> np.ndarray:
@@ -212,6 +217,15 @@ class SpeakerClusterer:
         chosen.update()
         return chosen.id, conf if chosen is best and smax >= self.threshold else 0.5 + 0.5 * conf
 
+    def join(self, key: str, emb: np.ndarray, dur: float, sid: str) -> tuple[str, float]:
+        """Give a piece to a known speaker (the split already decided whose voice it is)."""
+        spk = self._get(sid)
+        sim = float(emb @ spk.centroid)
+        if dur >= RELIABLE_S:
+            spk.members[key] = emb * dur
+            spk.update()
+        return sid, float(np.clip(0.5 + (sim - self.threshold) / (2 * (1 - self.threshold)), 0, 1))
+
     def unassign(self, key: str) -> None:
         """Forget a piece (it turned out not to be speech); a speaker left empty is removed."""
         for s in list(self._speakers):
@@ -253,11 +267,23 @@ class SpeakerTracker:
                 prefer: str | None = None) -> list[VoicePiece]:
         """Split ``audio`` (float32, starting at session time t0) and label every piece.
         Piece keys are ``key`` + ".index"; the first piece may continue ``prefer``."""
-        pieces = self.detector.split(audio, t0, self.clusterer.centroids())
+        centroids = self.clusterer.centroids()
+        known = 0 if centroids is None else len(centroids)
+        pieces = self.detector.split(audio, t0, centroids)
+        ids: dict[int, str] = {}           # voice of the split -> speaker id given to it
         for i, p in enumerate(pieces):
+            if p.voice in ids:             # A B A inside one segment: the second A is A
+                p.speaker, p.confidence = self.clusterer.join(f"{key}.{i}", p.embedding, p.duration,
+                                                              ids[p.voice])
+                continue
             # after a detected change the voice is by definition not the previous one
-            p.speaker, p.confidence = self.clusterer.assign(f"{key}.{i}", p.embedding, p.duration,
+            # a piece the split found to be a voice not heard before may found a speaker even
+            # when short: the split already checked it against its neighbour as a whole
+            dur = max(p.duration, RELIABLE_S) if p.voice is not None and p.voice >= known else p.duration
+            p.speaker, p.confidence = self.clusterer.assign(f"{key}.{i}", p.embedding, dur,
                                                             prefer if i == 0 else None)
+            if p.voice is not None and p.speaker is not None:
+                ids[p.voice] = p.speaker
         return pieces
 
     def differs(self, audio: np.ndarray, speaker: str | None) -> bool:
