@@ -298,7 +298,8 @@ class Node:
                            "segments": self.segments.qsize(), "publish": self.publisher.pending()},
                 "dropped": dropped,
                 "sources": {s.name: s.state for s in self.sources},
-                "utterances": self.utterances, "in_speech": self.segmenter.in_speech}
+                "utterances": self.utterances, "in_speech": self.segmenter.in_speech,
+                "asr_fallbacks": getattr(getattr(self.perception, "asr", None), "fallbacks", 0)}
 
 
 @dataclass
