@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from robot_emotion.audio.speakers import RELIABLE_S
 from robot_emotion.audio.vad import Segmenter, SpeechEnd, SpeechStart, TurnGap
 from robot_emotion.config import Config
 from robot_emotion.dialogue import DialogueHistory, Turn
@@ -172,17 +173,20 @@ class Node:
 
     def _maybe_partial(self, t: float, wall: float) -> None:
         """Every asr.partial_after_s of one utterance, hand its audio so far to the recogniser;
-        once, after speakers.probe_s, hand it to the speaker check (a new voice ends a turn)."""
+        after speakers.probe_s and again after 1.5 s, hand it to the speaker check (a new voice
+        ends the open turn then, not at the segment's end)."""
         seg = self.segmenter.open_segment()
         if seg is None or self.perception is None:
             self._partial_at = None
             return
         uid, start = seg
-        if self.perception.speakers is not None and getattr(self, "_probed", None) != uid \
-                and t - start >= self.cfg.speakers.probe_s:
-            self._probed = uid
-            audio_t0, audio = self.segmenter.open_audio()
-            self.segments.put(SpeakerProbe(uid, start, t, audio, audio_t0, wall))
+        if self.perception.speakers is not None:
+            sent = self._probes[1] if getattr(self, "_probes", (None,))[0] == uid else 0
+            due = [s for s in (self.cfg.speakers.probe_s, RELIABLE_S) if t - start >= s]
+            if len(due) > sent:        # a quick check, then one on enough voice to trust
+                self._probes = (uid, len(due))
+                audio_t0, audio = self.segmenter.open_audio()
+                self.segments.put(SpeakerProbe(uid, start, t, audio, audio_t0, wall))
         if self.perception.asr is None:
             return
         if getattr(self, "_partial_at", None) is None or self._partial_at[0] != uid:

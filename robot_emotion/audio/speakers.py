@@ -287,9 +287,10 @@ class SpeakerTracker:
         return pieces
 
     def differs(self, audio: np.ndarray, speaker: str | None) -> bool:
-        """Probe: is the start of a new segment clearly not ``speaker``'s voice? Clearly means
-        nearer to another known voice by SHORT_MARGIN, or far from every known voice; a 1 s
-        probe is too short for anything less (README, "Speakers")."""
+        """Probe: is the start of a new segment not ``speaker``'s voice? Under RELIABLE_S
+        of audio only when clearly so (nearer to another known voice by SHORT_MARGIN, or far
+        from every known voice); from RELIABLE_S on, exactly when the clusterer would not keep
+        the open turn's voice for a piece like it."""
         if speaker is None:
             return False
         emb = self.encoder.embed(audio)
@@ -298,4 +299,6 @@ class SpeakerTracker:
             return False
         others = [self.clusterer.similarity(emb, s) for s in self.clusterer.speakers if s != speaker]
         nearest_other = max((o for o in others if o is not None), default=-1.0)
+        if audio.size / SAMPLE_RATE >= RELIABLE_S:
+            return own < self.clusterer.threshold - LONG_MARGIN or nearest_other - own >= SHORT_MARGIN
         return nearest_other - own >= SHORT_MARGIN or max(own, nearest_other) < 0.5
