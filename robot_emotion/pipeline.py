@@ -31,6 +31,7 @@ from robot_emotion.sources.base import AudioQueue, Frame, LatestFrameSlot
 from robot_emotion.stats import StageStats
 
 _STOP = object()
+FACE_YIELD_S = 1.0      # longest a face frame waits for the utterance thread
 
 
 class Node:
@@ -51,6 +52,9 @@ class Node:
         self.segmenter = Segmenter(cfg.vad)
         self.face_time = -1.0          # capture time of the last frame the face thread handled
         self._face_cond = threading.Condition()
+        self._utterance_idle = threading.Event()  # clear while a segment's result is computed
+        self._utterance_idle.set()
+        self.realtime = True          # live or paced replay: latency matters more than throughput
         self._frames_done = threading.Event()    # no more frames will arrive
         self._faces_finished = threading.Event()  # the face thread has handled all of them
         self.has_video = False
@@ -225,7 +229,12 @@ class Node:
                 self._publish_results([self._plain_utterance(item)])
             else:
                 self.wait_for_faces(item.end)
-                self._publish_results(self.perception.process_segment(item, self))
+                self._utterance_idle.clear()        # faces yield the CPU meanwhile
+                try:
+                    bodies = self.perception.process_segment(item, self)
+                finally:
+                    self._utterance_idle.set()
+                self._publish_results(bodies)
 
     def _publish_results(self, bodies: list[dict]) -> None:
         """Only final turns enter the dialogue history (the text context of later turns)."""
@@ -280,6 +289,12 @@ class Node:
                 next_t = max(next_t + period, frame.t + period / 2) if self.mode == "live" else next_t + period
                 while next_t <= frame.t:
                     next_t += period
+                # Two cores: a face frame must not delay a turn's result. The face thread
+                # waits (at most FACE_YIELD_S) while the utterance thread computes one; live,
+                # the latest-frame slot drops the frames it misses (counted in status). Not in a
+                # replay at --speed max, where both run side by side for throughput.
+                if self.realtime:
+                    self._utterance_idle.wait(FACE_YIELD_S)
                 t0 = time.perf_counter()
                 body = self.perception.process_frame(frame, self)
                 self.stats.add("faces", (time.perf_counter() - t0) * 1000.0)

@@ -69,6 +69,7 @@ def replay(cfg: Config, source: str, speed: str | float = "max", sinks=(), resam
         perception = build_perception(cfg, has_video)
     node = Node(cfg, clock, mode="replay", session_id=cfg.node.session_id or rec.session_id,
                 perception=perception, sinks=sinks)
+    node.realtime = speed != "max"     # as fast as possible: faces and turns run side by side
     src = ReplaySource(rec, clock, node.audio_q, node.feed_frame if has_video else None, speed,
                        cfg.microphone.block_ms, cfg.av.offset_ms / 1000.0)
     with _Signals() as interrupted:
