@@ -149,8 +149,13 @@ def test_long_utterance_publishes_partial_transcripts(tmp_path):
     """A 14 s monologue: partials at 6 s and 12 s, then the final utterance."""
     import soundfile as sf
     from conftest import espeak
-    words = espeak("the robot keeps listening while I keep talking about my long day at work", speed=150)
-    audio = np.concatenate([np.zeros(8000, np.int16)] + [words] * 4 + [np.zeros(16000, np.int16)])
+    # four different lines (the same line four times reads like a decoding loop: asr.py)
+    lines = ["the robot keeps listening while I keep talking about my long day at work",
+             "first the train was late and then the office was locked for an hour",
+             "after lunch we fixed the printer and wrote the weekly report together",
+             "in the evening I walked home slowly and cooked pasta for my sister"]
+    audio = np.concatenate([np.zeros(8000, np.int16)] + [espeak(t, speed=150) for t in lines]
+                           + [np.zeros(16000, np.int16)])
     wav = tmp_path / "mono.wav"
     sf.write(wav, audio, 16000, subtype="PCM_16")
     events, _ = run(wav, "vad.hangover_ms=1000", "emotion.enabled=false", "speakers.enabled=false")

@@ -235,7 +235,7 @@ class FasterWhisperASR(ASR):
             text, lp, nsp, cut = self._short.decode(audio, prompt)
         if looping(text, audio.size / SAMPLE_RATE):
             return None
-        extra = {"window": "short", **({"repeat_cut": True} if cut else {})}
+        extra = {"window": "short", **({"loop_cut": True} if cut else {})}
         if nsp > self.no_speech_prob and lp < self.min_logprob:
             extra["dropped"] = [(text, round(nsp, 3), round(lp, 3))]
             text = ""

@@ -7,13 +7,16 @@ turn plus ``PAD_S`` of silence and decodes greedily or with a small beam from th
 a 3 s sentence in 60-180 ms instead of 540-730 ms (measured on the LibriSpeech sentences).
 
 Whisper was trained on 30 s windows, and on short ones it often does not stop: it
-repeats the whole sentence ("Drop the two when you add the figures. Drop the two when
-you add"). Guards, in order:
-* a token budget from the duration (no more than ~6 tokens per second of audio + 10);
-* a repeat cut: when the word sequence restarts from its first words (a period of the
-  sequence), keep one period;
-* anything still looping (audio/asr.py ``looping``) returns None: the caller falls back
-  to the full 30 s window and counts it.
+repeats the sentence into the padding ("Drop the two when you add the figures. Drop the
+two when you add"; with the dialogue prompt, about one turn in five of the conversation
+set). Guards: a token budget from the duration (6 tokens per second of audio + 10), and a
+tail that repeats a block of >= 3 words to the end is cut (``repeat_cut``). The price: a
+speaker who says the same phrase twice in a row at the end of a turn gets it once (the
+conversation set has none; cutting only when the decoder hit the budget or ran faster
+than 4 words/s let loops through: WER 9.3% vs 8.3%). Text still looping by audio/asr.py's
+``looping`` is decoded again on the full 30 s window (counted). Decoding with timestamps,
+to drop segments that start in the padding, was tried: on these windows the timestamps
+are too coarse, and 45% of the turns still looped.
 """
 from __future__ import annotations
 
@@ -52,7 +55,7 @@ class ShortWindowDecoder:
         return audio.size / SAMPLE_RATE + LEAD_S + PAD_S <= MAX_S
 
     def decode(self, audio: np.ndarray, prompt: str | None) -> tuple[str, float, float, bool]:
-        """(text, mean token log-prob, no-speech probability, repeat cut?)."""
+        """(text, mean token log-prob, no-speech probability, does the text repeat itself?)."""
         m, tok = self.model, self.tokenizer
         x = np.concatenate([np.zeros(int(LEAD_S * SAMPLE_RATE), np.float32), audio,
                             np.zeros(int(PAD_S * SAMPLE_RATE), np.float32)])
