@@ -50,7 +50,7 @@ class VADConfig:
     frame_ms: int = 10          # 10 | 20 | 30 (silero always uses 32 ms)
     padding_ms: int = 300       # onset ring: pre-roll that confirms speech has started
     onset_ratio: float = 0.6    # fraction of voiced frames in the onset ring that starts speech
-    hangover_ms: int = 150      # end ring: this much near-silence ends an utterance
+    hangover_ms: int = 100      # end ring: this much near-silence ends a segment (README "VAD")
     offset_ratio: float = 0.85  # fraction of unvoiced frames in the end ring that ends speech
     energy_margin_db: float = 12.0  # webrtcvad frames must also be this far above the noise floor
     min_utterance_ms: int = 250
