@@ -62,7 +62,7 @@ def test_record_then_replay(pulse, short_session, tmp_path):
     assert len(frames) >= 0.8 * len(s.frame_times) > 10
     logged = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
     live_utts = [e for e in logged if e["topic"] == "utterance"]
-    assert len(live_utts) == len(truth["turns"])
+    assert len(live_utts) >= len(truth["turns"])   # the spine: one per segment (pauses split turns)
     # replaying the recording finds the same utterances at the same capture times
     events, _ = collect(spine_cfg(SETS[-1]), out)   # the VAD the recording ran with
     replayed = by_topic(events, "utterance")
