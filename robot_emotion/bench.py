@@ -71,10 +71,10 @@ def latency_groups(latencies) -> dict[str, list[float]]:
 
 
 def run_bench(args) -> int:
-    from robot_emotion.cli import demo_session_path
+    from robot_emotion.paths import demo_session_path
     source = args.source or str(demo_session_path())
     if not os.path.exists(source):
-        from robot_emotion.commands import CommandError
+        from robot_emotion.errors import CommandError
         raise CommandError(f"bench source not found: {source} (run scripts/setup.sh)", 3)
     configs = getattr(args, "configs", None) or list(CONFIGS)
     rows = []

@@ -1,25 +1,17 @@
 """robot-emotion: run | replay | record | monitor | bench | evaluate | train.
 
-Every failure the user can cause (missing file, bad media, bad config, lost device)
-ends with ONE line on stderr and a non-zero exit code:
-  2 = usage/config error, 3 = input media/device error, 4 = runtime failure.
+This module only parses arguments and maps failures to exit codes (robot_emotion/errors.py):
+every failure the user can cause ends with ONE line on stderr and exit 2 (usage/config),
+3 (input media/device) or 4 (runtime); the commands themselves live in commands.py.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-EXIT_CONFIG, EXIT_INPUT, EXIT_RUNTIME = 2, 3, 4
-# Raised by the model loaders (checked by name so the CLI imports no torch to parse args).
-MODEL_ERRORS = {"CheckpointError", "ASRModelNotFound", "ExpressionModelError"}
-
-
-def demo_session_path() -> Path:
-    return Path(os.environ.get("ROBOT_EMOTION_DEMO",
-                               Path.home() / ".cache" / "robot-emotion" / "demo_session"))
+from robot_emotion.errors import EXIT_INTERRUPTED, RobotEmotionError
+from robot_emotion.paths import launch_path as _launch
 
 
 def _add_config_args(p: argparse.ArgumentParser, default_launch: str | None) -> None:
@@ -29,11 +21,6 @@ def _add_config_args(p: argparse.ArgumentParser, default_launch: str | None) -> 
                    help="override one config value (repeatable)")
     p.add_argument("--model", default=None, help="emotion model checkpoint (sets emotion.model)")
     p.add_argument("--endpoint", default=None, help="ZeroMQ PUB endpoint (sets publish.endpoint)")
-
-
-def _launch(name: str) -> str | None:
-    path = REPO / "launch" / name
-    return str(path) if path.is_file() else None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,41 +80,18 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def load_config(args):
-    from robot_emotion import config as C
-    overrides = list(args.overrides)
-    if getattr(args, "model", None):
-        overrides.append(f'emotion.model="{args.model}"')
-    if getattr(args, "endpoint", None):
-        overrides.append(f'publish.endpoint="{args.endpoint}"')
-    return C.load(args.launch, args.calibration, overrides)
-
-
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub at run time
     args = build_parser().parse_args(argv)
     from robot_emotion import commands
-    from robot_emotion.config import ConfigError
-    from robot_emotion.media import MediaError
-    from robot_emotion.sources.microphone import SourceError
     try:
         return getattr(commands, "cmd_" + args.cmd)(args)
-    except commands.CommandError as e:
+    except RobotEmotionError as e:
         return _fail(str(e), e.code)
-    except ConfigError as e:
-        return _fail(str(e), EXIT_CONFIG)
-    except (MediaError, SourceError, FileNotFoundError) as e:
-        return _fail(str(e), EXIT_INPUT)
-    except RuntimeError as e:
-        if type(e).__name__ in MODEL_ERRORS:  # missing/mismatched weights: an input problem
-            return _fail(str(e), EXIT_INPUT)
-        raise
-    except ValueError as e:
-        if type(e).__name__ in MODEL_ERRORS:
-            return _fail(str(e), EXIT_INPUT)
-        raise
+    except FileNotFoundError as e:
+        return _fail(str(e), 3)
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 def _fail(msg: str, code: int) -> int:

@@ -5,11 +5,19 @@ import sys
 import time
 from pathlib import Path
 
+from robot_emotion.errors import CommandError
+from robot_emotion.paths import demo_session_path
 
-class CommandError(RuntimeError):
-    def __init__(self, msg: str, code: int = 4):
-        super().__init__(msg)
-        self.code = code
+
+def load_config(args):
+    """The config from --launch / --calibration / --set (+ --model / --endpoint shortcuts)."""
+    from robot_emotion import config as C
+    overrides = list(args.overrides)
+    if getattr(args, "model", None):
+        overrides.append(f'emotion.model="{args.model}"')
+    if getattr(args, "endpoint", None):
+        overrides.append(f'publish.endpoint="{args.endpoint}"')
+    return C.load(args.launch, args.calibration, overrides)
 
 
 def format_event(body: dict) -> str | None:
@@ -79,7 +87,6 @@ def _finish(node) -> int:
 
 
 def cmd_replay(args) -> int:
-    from robot_emotion.cli import demo_session_path, load_config
     from robot_emotion.runner import replay
     cfg, _ = load_config(args)  # usage errors first: they are the cheapest to report
     speed = args.speed if args.speed == "max" else _speed(args.speed)
@@ -128,7 +135,6 @@ def devices_present(cfg) -> tuple[bool, bool]:
 
 
 def cmd_run(args) -> int:
-    from robot_emotion.cli import load_config
     from robot_emotion.runner import live
     cfg, prov = load_config(args)
     mic, cam = devices_present(cfg)
@@ -153,7 +159,6 @@ def cmd_run(args) -> int:
 
 
 def cmd_record(args) -> int:
-    from robot_emotion.cli import load_config
     from robot_emotion.runner import live
     cfg, prov = load_config(args)
     out = Path(args.folder)

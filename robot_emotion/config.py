@@ -13,9 +13,10 @@ import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from robot_emotion.errors import UsageError
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError, ValueError):
     """A configuration problem; the message is one line naming the key."""
 
 

@@ -32,7 +32,7 @@ class FusionTextModel:
 
 
 def run_evaluate(args) -> int:
-    from robot_emotion.commands import CommandError
+    from robot_emotion.errors import CommandError
     from robot_emotion.config import load
     from robot_emotion.emotion import EmotionScorer
     from robot_emotion.models.checkpoint import CheckpointError

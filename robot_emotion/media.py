@@ -12,12 +12,13 @@ from typing import Iterator
 import numpy as np
 
 from robot_emotion import SAMPLE_RATE
+from robot_emotion.errors import InputError
 
 VIDEO_EXTS = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v"}
 AUDIO_EXTS = {".wav", ".flac", ".ogg"}
 
 
-class MediaError(RuntimeError):
+class MediaError(InputError, RuntimeError):
     """Unreadable, missing or unsuitable media (one-line message)."""
 
 

@@ -40,13 +40,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from robot_emotion import SAMPLE_RATE
+from robot_emotion.errors import InputError
 
 WHISPER_FRAME_SAMPLES = 320          # encoder frame = 2 mel hops of 160 samples = 20 ms
 WHISPER_CHUNK_SAMPLES = 30 * SAMPLE_RATE
 WHISPER_CHUNK_FRAMES = 1500
 
 
-class ASRModelNotFound(RuntimeError):
+class ASRModelNotFound(InputError, RuntimeError):
     """The configured (or embedded default) ASR model is not there; one-line message."""
 
 

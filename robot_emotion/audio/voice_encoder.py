@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from robot_emotion import SAMPLE_RATE
+from robot_emotion.errors import InputError
 
 N_FFT = 400                 # 25 ms
 HOP = 160                   # 10 ms: 100 mel frames per second
@@ -38,7 +39,7 @@ EMBED_DIM = 256
 PIP_HINT = "pip install --no-deps resemblyzer==0.1.4 (scripts/setup.sh does this)"
 
 
-class VoiceEncoderUnavailable(RuntimeError):
+class VoiceEncoderUnavailable(InputError, RuntimeError):
     """The resemblyzer package or its pretrained.pt is not installed or cannot be read."""
 
 

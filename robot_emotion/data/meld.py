@@ -31,6 +31,7 @@ from pathlib import Path
 
 from robot_emotion import EMOTIONS
 from robot_emotion.data.meld_text import fix_mojibake
+from robot_emotion.errors import InputError
 
 SPLITS = {"train": ("train_sent_emo.csv", "train_splits"),
           "dev": ("dev_sent_emo.csv", "dev_splits_complete"),
@@ -44,7 +45,7 @@ CLIP_RE = re.compile(r"^dia(\d+)_utt(\d+)\.mp4$")
 _TIME_RE = re.compile(r"^\s*(\d{1,2}):(\d{2}):(\d{2})(?:[,.](\d{1,3}))?\s*$")
 
 
-class MeldError(FileNotFoundError):
+class MeldError(InputError, FileNotFoundError):
     """Missing or malformed MELD files (one-line message)."""
 
 

@@ -17,12 +17,13 @@ from torch import Tensor, nn
 
 from .. import EMOTIONS, __version__
 from .fusion import build_model
+from robot_emotion.errors import InputError
 
 FORMAT = "robot_emotion.fusion-checkpoint"
 FORMAT_VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError, ValueError):
     """A checkpoint is missing, unreadable, malformed or does not match the configuration."""
 
 

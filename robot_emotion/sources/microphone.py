@@ -13,9 +13,10 @@ import numpy as np
 from robot_emotion import SAMPLE_RATE
 from robot_emotion.config import MicrophoneConfig
 from robot_emotion.sources.base import AudioBlock, AudioQueue
+from robot_emotion.errors import InputError
 
 
-class SourceError(RuntimeError):
+class SourceError(InputError, RuntimeError):
     """A device that cannot be opened or that disappeared (one-line message)."""
 
 

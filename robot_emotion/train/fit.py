@@ -132,7 +132,7 @@ def fit_model(model, train, y, dev, ydev, dims, *, epochs, optimizer, lr, batch_
 
 def train_main(args) -> int:
     import torch
-    from robot_emotion.commands import CommandError
+    from robot_emotion.errors import CommandError
     from robot_emotion.data.meld import MeldError, open_meld
     from robot_emotion.emotion import ASSETS
     from robot_emotion.models import build_model, save_checkpoint

@@ -30,7 +30,7 @@ def unimodal_heads(meta: dict, device: str) -> dict:
 
 
 def run_meld_evaluate(args) -> int:
-    from robot_emotion.commands import CommandError
+    from robot_emotion.errors import CommandError
     from robot_emotion.data.meld import MeldError, open_meld
     from robot_emotion.emotion import ASSETS, DEFAULT_CHECKPOINT
     from robot_emotion.models import MODALITIES, load_checkpoint

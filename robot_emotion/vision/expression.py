@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from robot_emotion import EMOTIONS
 from robot_emotion.device import torch_device
+from robot_emotion.errors import InputError
 
 FER_LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 _FER_TO_MELD_NAME = {"angry": "anger", "disgust": "disgust", "fear": "fear", "happy": "joy",
@@ -50,7 +51,7 @@ FEATURE_DIM = 128
 ENV_VAR = "ROBOT_EMOTION_FER_H5"
 
 
-class ExpressionModelError(RuntimeError):
+class ExpressionModelError(InputError, RuntimeError):
     """The FER expression weights are missing or unusable; the message is one line."""
 
 

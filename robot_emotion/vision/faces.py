@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from robot_emotion.vision.expression import resolve_device, torch_threads
+from robot_emotion.vision.tracker import MouthSample
 
 ALIGN_SIZE = 112          # side of the aligned crop in px
 ALIGN_MARGIN = 0.15       # margin added on each side, as a fraction of the box side
@@ -98,14 +99,6 @@ def _patch(grey: np.ndarray, cx: float, cy: float, w: float, h: float) -> np.nda
     m = np.array([[w / pw, 0, cx - w / 2], [0, h / ph, cy - h / 2]], np.float32)
     return cv2.warpAffine(grey, m, (pw, ph), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                           borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
-
-
-@dataclass
-class MouthSample:
-    openness: float           # dark (lip gap / open mouth) fraction of the mouth box, 0..1
-    mouth: np.ndarray         # MOUTH_PATCH grey patch of the mouth, zero-mean
-    control: np.ndarray       # same size patch over the nose / upper cheeks, zero-mean
-    scale: float              # intensity std of the face, for normalising differences
 
 
 def measure_mouth(aligned: AlignedFace) -> MouthSample:

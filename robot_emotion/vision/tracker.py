@@ -8,7 +8,7 @@ algorithm (scipy.optimize.linear_sum_assignment). Unmatched detections open new 
 from 0, never reused); tracks unseen for more than `max_age_s` (1 s) are retired, but their
 history stays queryable until it is `history_s` old.
 
-Mouth activity (per track, from faces.MouthSample on eye-aligned crops):
+Mouth activity (per track, from MouthSample measured by faces.py on eye-aligned crops):
   motion_t   = max(0, D(mouth_t, mouth_prev) - 1.5 D(control_t, control_prev)) / face intensity std,
                D = mean absolute difference of zero-mean patches, minimised over +-1 px shifts
                (absorbs landmark jitter); the control patch (nose bridge / cheeks) cancels what
@@ -28,7 +28,14 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from robot_emotion.vision.faces import MouthSample
+
+@dataclass
+class MouthSample:
+    openness: float           # dark (lip gap / open mouth) fraction of the mouth box, 0..1
+    mouth: np.ndarray         # MOUTH_PATCH grey patch of the mouth, zero-mean
+    control: np.ndarray       # same size patch over the nose / upper cheeks, zero-mean
+    scale: float              # intensity std of the face, for normalising differences
+
 
 MOUTH_WINDOW_S = 0.8
 MAX_DIFF_GAP_S = 0.5
