@@ -54,6 +54,8 @@ def format_event(body: dict) -> str | None:
 
 
 class _Printer:
+    name = "stdout"
+
     def __init__(self, quiet: bool):
         self.quiet = quiet
 
@@ -83,7 +85,10 @@ def _report(node, wall: float, duration: float | None = None) -> None:
 def _finish(node) -> int:
     if node.errors:
         raise CommandError(node.errors[0], 4 if not node.errors[0].startswith("device lost") else 3)
-    return 130 if getattr(node, "interrupted", False) else 0
+    if getattr(node, "interrupted", False):
+        return 130
+    # a failed output (--out, the session recording) was reported once when it failed
+    return 4 if node.output_failures() else 0
 
 
 def cmd_replay(args) -> int:

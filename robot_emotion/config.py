@@ -8,12 +8,13 @@ Unknown keys, wrong types and out-of-range values raise ConfigError naming the k
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from robot_emotion.errors import UsageError
+from robot_emotion.errors import InputError, UsageError
 
 
 class ConfigError(UsageError, ValueError):
@@ -109,6 +110,7 @@ class NodeConfig:
     device: str = "auto"             # auto | cpu | cuda | cuda:N
     session_id: str = ""             # "" = generated
     history_max_turns: int = 200
+    private_sessions: bool = True    # recorded sessions 0700 / files 0600 (people's audio and video)
 
 
 @dataclass(frozen=True)
@@ -128,46 +130,111 @@ class Config:
         return dataclasses.asdict(self)
 
 
-# (section, key) -> predicate, message. Checked after every merge.
-_RANGES: dict[tuple[str, str], tuple[typing.Callable, str]] = {
-    ("node", "device"): (lambda v: re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None,
-                         "must be auto, cpu, cuda or cuda:N"),
-    ("camera", "width"): (lambda v: 16 <= v <= 8192, "must be 16..8192"),
-    ("camera", "height"): (lambda v: 16 <= v <= 8192, "must be 16..8192"),
-    ("camera", "fps"): (lambda v: 0 < v <= 240, "must be in (0, 240]"),
-    ("microphone", "gain_db"): (lambda v: -40 <= v <= 40, "must be -40..40 dB"),
-    ("microphone", "block_ms"): (lambda v: v in (10, 20, 30), "must be 10, 20 or 30"),
-    ("microphone", "queue_blocks"): (lambda v: v >= 1, "must be >= 1"),
-    ("av", "offset_ms"): (lambda v: -2000 <= v <= 2000, "must be -2000..2000 ms"),
-    ("vad", "backend"): (lambda v: v in ("webrtcvad", "silero"), "must be webrtcvad or silero"),
-    ("vad", "aggressiveness"): (lambda v: 0 <= v <= 3, "must be 0..3"),
-    ("vad", "frame_ms"): (lambda v: v in (10, 20, 30), "must be 10, 20 or 30"),
-    ("vad", "padding_ms"): (lambda v: 30 <= v <= 2000, "must be 30..2000"),
-    ("vad", "hangover_ms"): (lambda v: 20 <= v <= 3000, "must be 20..3000"),
-    ("vad", "energy_margin_db"): (lambda v: 0 <= v <= 60, "must be 0..60 dB"),
-    ("vad", "onset_ratio"): (lambda v: 0 < v <= 1, "must be in (0, 1]"),
-    ("vad", "offset_ratio"): (lambda v: 0 < v <= 1, "must be in (0, 1]"),
-    ("vad", "min_utterance_ms"): (lambda v: 0 <= v <= 10000, "must be 0..10000"),
-    ("vad", "max_utterance_s"): (lambda v: 1 <= v <= 120, "must be 1..120"),
-    ("vad", "turn_gap_ms"): (lambda v: 100 <= v <= 5000, "must be 100..5000"),
-    ("faces", "rate_hz"): (lambda v: 0 < v <= 60, "must be in (0, 60]"),
-    ("faces", "min_face_px"): (lambda v: 8 <= v <= 2000, "must be 8..2000"),
-    ("asr", "backend"): (lambda v: v in ("faster-whisper", "pocketsphinx", "transformers", "none"),
-                         "must be faster-whisper, pocketsphinx, transformers or none"),
-    ("speakers", "min_turn_s"): (lambda v: 0.2 <= v <= 10, "must be 0.2..10 s"),
-    ("speakers", "change_threshold"): (lambda v: -1 <= v <= 1, "must be a cosine in -1..1"),
-    ("speakers", "cluster_threshold"): (lambda v: -1 <= v <= 1, "must be a cosine in -1..1"),
-    ("speakers", "probe_s"): (lambda v: 0.3 <= v <= 10, "must be 0.3..10 s"),
-    ("asr", "prompt_turns"): (lambda v: 0 <= v <= 16, "must be 0..16"),
-    ("asr", "window"): (lambda v: v in ("short", "full"), "must be short or full"),
-    ("asr", "no_speech_prob"): (lambda v: 0 <= v <= 1, "must be 0..1"),
-    ("asr", "min_logprob"): (lambda v: -20 <= v <= 0, "must be -20..0"),
-    ("asr", "beam_size"): (lambda v: 1 <= v <= 10, "must be 1..10"),
-    ("asr", "partial_after_s"): (lambda v: 1 <= v <= 60, "must be 1..60 s"),
-    ("publish", "sndhwm"): (lambda v: 1 <= v <= 100000, "must be 1..100000"),
-    ("publish", "status_hz"): (lambda v: 0 < v <= 100, "must be in (0, 100]"),
-    ("emotion", "history_turns"): (lambda v: 0 <= v <= 64, "must be 0..64"),
+# ---- Validation: every field has a rule (checked at each merge, naming the key); groups of
+# fields that must agree are checked once the whole config is resolved (_CONSISTENT).
+
+class _Rule(typing.NamedTuple):
+    ok: typing.Callable[[typing.Any], bool]
+    text: str                    # completes "config key 'section.key' ..."
+
+
+def _between(lo, hi, unit: str = "", lo_open: bool = False) -> _Rule:
+    """lo..hi inclusive, or (lo, hi] with lo_open. NaN fails every comparison."""
+    if lo_open:
+        return _Rule(lambda v: lo < v <= hi, f"must be in ({lo}, {hi}]{unit}")
+    return _Rule(lambda v: lo <= v <= hi, f"must be {lo}..{hi}{unit}")
+
+
+def _one_of(*choices) -> _Rule:
+    return _Rule(lambda v: v in choices, f"must be {', '.join(map(str, choices[:-1]))} or {choices[-1]}")
+
+
+def _matches(pattern: str, text: str) -> _Rule:
+    return _Rule(lambda v: re.fullmatch(pattern, v) is not None, text)
+
+
+_FLAG = _Rule(lambda v: True, "must be true or false")  # the type check is the whole rule
+_ONE_LINE = _Rule(lambda v: "\n" not in v and "\0" not in v, "must be one line of text")
+_PATH = _ONE_LINE  # "" = the embedded default; a given path must exist (_check_paths, at load)
+_COSINE = _Rule(lambda v: -1 <= v <= 1, "must be a cosine in -1..1")
+
+_RULES: dict[str, dict[str, _Rule]] = {
+    "node": {"device": _matches(r"auto|cpu|cuda(:\d+)?", "must be auto, cpu, cuda or cuda:N"),
+             "session_id": _matches(r"[\w.:-]{0,64}", "must be at most 64 letters, digits, '.', ':', '_' or '-'"),
+             "history_max_turns": _between(1, 100000),
+             "private_sessions": _FLAG},
+    "camera": {"enabled": _FLAG,
+               "source": _matches(r"\S.*", "must be a device index, a file path or a URL"),
+               "width": _between(16, 8192, " px"), "height": _between(16, 8192, " px"),
+               "fps": _between(0, 240, " fps", lo_open=True)},
+    "microphone": {"enabled": _FLAG, "device": _ONE_LINE, "gain_db": _between(-40, 40, " dB"),
+                   "block_ms": _one_of(10, 20, 30), "queue_blocks": _between(1, 100000)},
+    "av": {"offset_ms": _between(-2000, 2000, " ms")},
+    "vad": {"backend": _one_of("silero", "webrtcvad"), "aggressiveness": _between(0, 3),
+            "frame_ms": _one_of(10, 20, 30), "padding_ms": _between(30, 2000, " ms"),
+            "onset_ratio": _between(0, 1, lo_open=True), "hangover_ms": _between(20, 3000, " ms"),
+            "offset_ratio": _between(0, 1, lo_open=True), "energy_margin_db": _between(0, 60, " dB"),
+            "min_utterance_ms": _between(0, 10000, " ms"), "max_utterance_s": _between(1, 120, " s"),
+            "turn_gap_ms": _between(100, 5000, " ms")},
+    "faces": {"enabled": _FLAG, "rate_hz": _between(0, 60, " Hz", lo_open=True),
+              # MTCNN's smallest window is 12 px; a smaller limit would silently mean 12
+              "min_face_px": _between(12, 2000, " px"), "max_face_px": _between(12, 10000, " px")},
+    "asr": {"enabled": _FLAG, "backend": _one_of("faster-whisper", "pocketsphinx", "transformers", "none"),
+            "model": _PATH, "partial_after_s": _between(1, 60, " s"), "beam_size": _between(1, 10),
+            "prompt_turns": _between(0, 16), "no_speech_prob": _between(0, 1),
+            "min_logprob": _between(-20, 0), "window": _one_of("short", "full")},
+    "speakers": {"enabled": _FLAG, "change_threshold": _COSINE, "cluster_threshold": _COSINE,
+                 "min_turn_s": _between(0.2, 10, " s"), "probe_s": _between(0.3, 10, " s")},
+    "emotion": {"enabled": _FLAG, "model": _PATH, "history_turns": _between(0, 64)},
+    "publish": {"endpoint": _matches(r"(tcp|ipc|inproc|pgm|epgm|ws|wss)://\S+",
+                                     "must be a ZeroMQ endpoint such as tcp://127.0.0.1:5556"),
+                "sndhwm": _between(1, 100000), "status_hz": _between(0, 100, " Hz", lo_open=True),
+                "face_topic": _FLAG},
 }
+
+# key, condition on the resolved Config, why it fails (what the user would otherwise get).
+_CONSISTENT: list[tuple[str, typing.Callable, typing.Callable]] = [
+    ("vad.min_utterance_ms", lambda c: c.vad.min_utterance_ms < c.vad.max_utterance_s * 1000,
+     lambda c: f"must be below vad.max_utterance_s ({c.vad.max_utterance_s} s): every utterance would be dropped"),
+    ("faces.min_face_px", lambda c: c.faces.min_face_px < c.faces.max_face_px,
+     lambda c: f"must be below faces.max_face_px ({c.faces.max_face_px})"),
+    ("faces.min_face_px", lambda c: c.faces.min_face_px <= min(c.camera.width, c.camera.height),
+     lambda c: f"must fit in the camera frame ({c.camera.width}x{c.camera.height})"),
+    ("node.history_max_turns",
+     lambda c: c.node.history_max_turns >= max(c.emotion.history_turns, c.asr.prompt_turns),
+     lambda c: f"must keep at least emotion.history_turns ({c.emotion.history_turns}) "
+               f"and asr.prompt_turns ({c.asr.prompt_turns}) turns"),
+    ("speakers.probe_s", lambda c: c.speakers.probe_s < c.vad.max_utterance_s,
+     lambda c: f"must be below vad.max_utterance_s ({c.vad.max_utterance_s} s)"),
+    ("speakers.min_turn_s", lambda c: 2 * c.speakers.min_turn_s <= c.vad.max_utterance_s,
+     lambda c: f"must be at most half of vad.max_utterance_s ({c.vad.max_utterance_s} s)"),
+    ("asr.partial_after_s", lambda c: c.asr.partial_after_s < c.vad.max_utterance_s,
+     lambda c: f"must be below vad.max_utterance_s ({c.vad.max_utterance_s} s): "
+               f"no partial transcript would ever be published"),
+]
+
+
+def check_consistent(cfg: Config, origin: str = "config") -> Config:
+    """Refuse (ConfigError naming the key) a resolved config whose fields disagree."""
+    for key, ok, why in _CONSISTENT:
+        if not ok(cfg):
+            section, name = key.split(".")
+            value = getattr(getattr(cfg, section), name)
+            raise ConfigError(f"{origin}: config key '{key}' ({value!r}) {why(cfg)}")
+    return cfg
+
+
+def _check_paths(cfg: Config) -> None:
+    """Files the config names must exist where that is known at load (exit 3, input)."""
+    wanted = [("emotion.model", cfg.emotion.model, cfg.emotion.enabled, "checkpoint not found"),
+              ("asr.model", cfg.asr.model, cfg.asr.enabled and cfg.asr.backend != "none",
+               "ASR model not found")]
+    src = cfg.camera.source
+    if not src.isdigit() and "://" not in src:   # a device index or a stream URL is probed later
+        wanted.append(("camera.source", src, cfg.camera.enabled, "camera file not found"))
+    for key, path, used, what in wanted:
+        if used and path and not Path(path).exists():
+            raise InputError(f"config key '{key}': {what}: {path}")
 
 
 def _coerce(key: str, value, typ):
@@ -178,6 +245,8 @@ def _coerce(key: str, value, typ):
         raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
     if typ in (int, float) and (isinstance(value, bool) or not isinstance(value, typ)):
         raise ConfigError(f"config key '{key}' must be {typ.__name__}, got {value!r}")
+    if typ is float and not math.isfinite(value):
+        raise ConfigError(f"config key '{key}' must be a finite number, got {value!r}")
     if typ is str and not isinstance(value, str):
         raise ConfigError(f"config key '{key}' must be a string, got {value!r}")
     return value
@@ -199,9 +268,9 @@ def merge(cfg: Config, data: dict, origin: str = "config") -> Config:
             if key not in field_types:
                 raise ConfigError(f"{origin}: unknown config key '{section}.{key}'")
             updates[key] = _coerce(f"{section}.{key}", value, field_types[key])
-            check = _RANGES.get((section, key))
-            if check and not check[0](updates[key]):
-                raise ConfigError(f"{origin}: config key '{section}.{key}' {check[1]}, got {value!r}")
+            rule = _RULES.get(section, {}).get(key)
+            if rule and not rule.ok(updates[key]):
+                raise ConfigError(f"{origin}: config key '{section}.{key}' {rule.text}, got {value!r}")
         sections[section] = dataclasses.replace(current, **updates)
     return dataclasses.replace(cfg, **sections)
 
@@ -239,6 +308,9 @@ def load(launch: str | Path | None = None, calibration: str | Path | None = None
     launch_data = read_toml(launch) if launch else {}
     cal_path = calibration
     if cal_path is None and "calibration" in launch_data:
+        if not isinstance(launch_data["calibration"], str) or not launch_data["calibration"]:
+            raise ConfigError(f"{launch}: 'calibration' must be the path of a calibration TOML, "
+                              f"got {launch_data['calibration']!r}")
         cal_path = Path(launch).parent / launch_data["calibration"]
     launch_data = {k: v for k, v in launch_data.items() if k != "calibration"}
     if cal_path:
@@ -246,6 +318,8 @@ def load(launch: str | Path | None = None, calibration: str | Path | None = None
     cfg = merge(cfg, launch_data, origin=str(launch))
     for item in overrides:
         cfg = merge(cfg, parse_override(item), origin="--set")
+    check_consistent(cfg)
+    _check_paths(cfg)
     provenance = {"launch": str(launch) if launch else None,
                   "calibration": str(cal_path) if cal_path else None,
                   "overrides": list(overrides)}
@@ -254,4 +328,4 @@ def load(launch: str | Path | None = None, calibration: str | Path | None = None
 
 def from_dict(data: dict) -> Config:
     """Rebuild a Config from Config.to_dict() output (e.g. a recorded session.json)."""
-    return merge(Config(), data, origin="session.json")
+    return check_consistent(merge(Config(), data, origin="session.json"), origin="session.json")

@@ -150,15 +150,15 @@ class Perception:
         pieces[0].start, pieces[-1].end = seg.start, seg.end     # exact VAD boundaries
         return pieces
 
-    def process_segment(self, seg, node) -> list[dict]:
+    def process_segment(self, seg, node, provisional: bool = True) -> list[dict]:
         """A VAD segment (speech up to a pause): extend or close turns, publish the open
-        turn so far as provisional (``final: false``)."""
+        turn so far as provisional (``final: false``) unless the node is behind (live)."""
         bodies = []
         for piece in self._pieces(seg, node):
             for closed in self.turns.add(piece):
                 bodies += self._finalize(closed, node)
         t = self.turns.open
-        if t is not None and t.dirty:
+        if t is not None and t.dirty and provisional:
             bodies += self._result(t, node, final=False)
         return bodies
 

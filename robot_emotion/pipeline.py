@@ -45,8 +45,11 @@ class Node:
         self.audio_q = AudioQueue(cfg.microphone.queue_blocks if mode == "live" else 64)
         self.slot = LatestFrameSlot()                     # live video
         self.frame_q: queue.Queue = queue.Queue(maxsize=8)  # replay video: no drops
-        self.segments: queue.Queue = queue.Queue()
+        self.segments: queue.Queue = queue.Queue()    # (time queued, item): never bounded, never dropped
+        self.skipped = {"provisional": 0, "partial": 0}  # live backlog policy (see _utterance_loop)
+        self.progress = 0             # items the stages have finished (the drain watches it)
         self.sources: list = []
+        self.recorders: list = []     # session writers (their failures end the run non-zero)
         self.publisher = Publisher(cfg.publish.endpoint, self.session_id, cfg.publish.sndhwm,
                                    cfg.publish.status_hz, self.status, list(sinks), zmq_context)
         self.segmenter = Segmenter(cfg.vad)
@@ -104,21 +107,36 @@ class Node:
                 continue
         return False
 
-    def stop(self, drain: bool = True, timeout: float = 30.0) -> None:
-        """Stop sources, let the stages drain what they hold, then close the publisher."""
+    def stop(self, drain: bool = True, stall_s: float = 120.0, progress=None) -> None:
+        """Stop sources, let the stages finish ALL they hold, then close the publisher.
+
+        Draining waits as long as the stages make progress (a long replay at --speed max can
+        queue minutes of work); it gives up only when nothing finished for ``stall_s``, and
+        says so in ``errors``. ``progress(n_queued)`` is called every few seconds meanwhile.
+        Without drain (interrupted) the item in hand is finished and the rest is skipped."""
         for s in self.sources:
             s.stop()
         if drain:
             self.finish_input()  # live sources just stopped: flush what the VAD holds
         else:
             self._stop.set()
-        self._audio_done.wait(timeout if drain else 2.0)
+        self._audio_done.wait(stall_s if drain else 5.0)
         self._frames_done.set()
         with self._face_cond:
             self._face_cond.notify_all()
-        deadline = time.monotonic() + timeout
+        last, last_change, last_report = self.progress, time.monotonic(), time.monotonic()
         for th in self._threads:
-            th.join(timeout=max(0.1, deadline - time.monotonic()))
+            while th.is_alive():
+                th.join(timeout=0.5)
+                now = time.monotonic()
+                if self.progress != last:
+                    last, last_change = self.progress, now
+                elif now - last_change > stall_s:
+                    self.errors.append(f"{th.name} made no progress for {stall_s:.0f} s while finishing")
+                    break
+                if progress is not None and now - last_report >= 5.0:
+                    last_report = now
+                    progress(self.segments.qsize())
         self._stop.set()
         self.publisher.stop()
 
@@ -156,7 +174,7 @@ class Node:
             for ev in events:
                 self._on_vad_event(ev, block.wall)
             self._maybe_partial(last_t, block.wall)
-        self.segments.put(_STOP)
+        self._enqueue(_STOP)
         if self.perception is not None:
             self.perception.close_audio()
         self._audio_done.set()
@@ -171,9 +189,9 @@ class Node:
                                     "start": ev.start, "end": ev.end, "forced": ev.forced,
                                     "dropped": ev.dropped, "t": ev.decided_at, "_wall_end": wall})
             if not ev.dropped:
-                self.segments.put(ev)
+                self._enqueue(ev)
         elif isinstance(ev, TurnGap) and self.perception is not None:
-            self.segments.put(ev)
+            self._enqueue(ev)
 
     def _maybe_partial(self, t: float, wall: float) -> None:
         """Every asr.partial_after_s of one utterance, hand its audio so far to the recogniser;
@@ -190,7 +208,7 @@ class Node:
             if len(due) > sent:        # a quick check, then one on enough voice to trust
                 self._probes = (uid, len(due))
                 audio_t0, audio = self.segmenter.open_audio()
-                self.segments.put(SpeakerProbe(uid, start, t, audio, audio_t0, wall))
+                self._enqueue(SpeakerProbe(uid, start, t, audio, audio_t0, wall))
         if self.perception.asr is None:
             return
         if getattr(self, "_partial_at", None) is None or self._partial_at[0] != uid:
@@ -198,7 +216,7 @@ class Node:
         if t >= self._partial_at[1]:
             self._partial_at = (uid, self._partial_at[1] + self.cfg.asr.partial_after_s)
             audio_t0, audio = self.segmenter.open_audio()
-            self.segments.put(PartialAudio(uid, start, t, audio, audio_t0, wall))
+            self._enqueue(PartialAudio(uid, start, t, audio, audio_t0, wall))
 
     # ---- utterances: speakers, ASR, faces, dialogue, emotion ---------------------------
     def wait_for_faces(self, t: float) -> None:
@@ -210,19 +228,37 @@ class Node:
             self._face_cond.wait_for(lambda: self.face_time >= t or self._faces_finished.is_set()
                                      or self._stop.is_set(), timeout=timeout)
 
+    def _enqueue(self, item) -> None:
+        self.segments.put((time.monotonic(), item))
+
+    def _backlogged(self) -> bool:
+        """Live only: more work is already queued behind the current item."""
+        return self.mode == "live" and self.segments.qsize() > 0
+
     def _utterance_loop(self) -> None:
+        """Every queued item is handled, in order; nothing is dropped. Live backlog policy:
+        when more work is already queued, a provisional result (the turn will be extended or
+        closed by that work) and a partial transcript are skipped and counted in status
+        ``skipped``; the final result of every turn is always computed. Replay never skips
+        (its events must not depend on the machine's speed)."""
         while True:
-            item = self.segments.get()
+            queued, item = self.segments.get()
+            self.stats.add("wait_utterances", (time.monotonic() - queued) * 1000.0)
             if item is _STOP:
                 if self.perception is not None:
                     self._publish_results(self.perception.finish(self))
                 break
+            if self._stop.is_set():          # interrupted: no new work, the session is finalised
+                continue
             if isinstance(item, SpeakerProbe):          # (a PartialAudio: test it first)
                 self._publish_results(self.perception.on_probe(item, self))
             elif isinstance(item, PartialAudio):
-                body = self.perception.transcribe_partial(item, self)
-                if body is not None:
-                    self.publisher.publish(body)
+                if self._backlogged():
+                    self.skipped["partial"] += 1
+                else:
+                    body = self.perception.transcribe_partial(item, self)
+                    if body is not None:
+                        self.publisher.publish(body)
             elif isinstance(item, TurnGap):
                 self._publish_results(self.perception.on_turn_gap(item, self))
             elif self.perception is None:
@@ -231,10 +267,11 @@ class Node:
                 self.wait_for_faces(item.end)
                 self._utterance_idle.clear()        # faces yield the CPU meanwhile
                 try:
-                    bodies = self.perception.process_segment(item, self)
+                    bodies = self.perception.process_segment(item, self, provisional=not self._backlogged())
                 finally:
                     self._utterance_idle.set()
                 self._publish_results(bodies)
+            self.progress += 1
 
     def _publish_results(self, bodies: list[dict]) -> None:
         """Only final turns enter the dialogue history (the text context of later turns)."""
@@ -303,8 +340,13 @@ class Node:
             with self._face_cond:
                 self.face_time = frame.t
                 self._face_cond.notify_all()
+            self.progress += 1
 
     # ---- status ------------------------------------------------------------------------
+    def output_failures(self) -> list[str]:
+        """Outputs that failed (reported once each, when they failed)."""
+        return list(self.publisher.sink_failures) + [r.failure for r in self.recorders if r.failure]
+
     def status(self) -> dict:
         dropped = {"frames": self.slot.dropped, "audio_overflows": self.audio_q.overflows,
                    "publish": self.publisher.dropped}
@@ -317,6 +359,9 @@ class Node:
                            "segments": self.segments.qsize(), "publish": self.publisher.pending()},
                 "dropped": dropped,
                 "sources": {s.name: s.state for s in self.sources},
+                "skipped": dict(self.skipped),
+                "outputs": {**self.publisher.outputs(),
+                            **{"session": "failed" if r.failure else "recording" for r in self.recorders}},
                 "utterances": self.utterances, "in_speech": self.segmenter.in_speech,
                 "asr_fallbacks": getattr(getattr(self.perception, "asr", None), "fallbacks", 0)}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import queue
+import sys
 import threading
 import time
 from typing import Callable
@@ -39,6 +40,8 @@ class Publisher:
         self.latencies: list[tuple[str, float, str | None, bool | None]] = []
         self.error: str | None = None
         self.bound: str | None = None
+        self._failed_sinks: set = set()
+        self.sink_failures: list[str] = []    # one line per failed output (--out, session file)
 
     def start(self) -> None:
         self._thread.start()
@@ -109,7 +112,23 @@ class Publisher:
             self.dropped += 1
         clean = json.loads(frames[1])
         for sink in self.sinks:
-            sink(clean)
+            if sink in self._failed_sinks:
+                continue
+            try:
+                sink(clean)
+            except Exception as e:  # a full disk or a closed pipe must not stop the bus
+                self._sink_failed(sink, e)
+
+    def _sink_failed(self, sink, e: Exception) -> None:
+        """Reported once, on stderr and in status ``outputs``; the sink is dropped, ZeroMQ goes on."""
+        name = getattr(sink, "name", None) or type(sink).__name__
+        self._failed_sinks.add(sink)
+        self.sink_failures.append(f"output {name} failed: {e}; the ZeroMQ stream continued")
+        print(f"robot-emotion: error: {self.sink_failures[-1]}", file=sys.stderr, flush=True)
+
+    def outputs(self) -> dict:
+        return {getattr(s, "name", None) or type(s).__name__: ("failed" if s in self._failed_sinks else "ok")
+                for s in self.sinks}
 
     def stop(self, timeout: float = 5.0) -> None:
         """Drain what is queued, send it, close the socket."""

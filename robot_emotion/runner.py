@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ class JsonlSink:
     """Writes every published body as one JSON line (``--out``); flushed per line."""
 
     def __init__(self, path: str | Path):
+        self.name = str(path)
         self.f = open(path, "w", encoding="utf-8")
         self._lock = threading.Lock()
 
@@ -29,7 +31,10 @@ class JsonlSink:
             self.f.flush()
 
     def close(self) -> None:
-        self.f.close()
+        try:
+            self.f.close()
+        except OSError:   # the failure was already reported when a write failed
+            pass
 
 
 def build_perception(cfg: Config, has_video: bool):
@@ -59,8 +64,12 @@ class _Signals:
             signal.signal(sig, old)
 
 
+def _drain_progress(n_queued: int) -> None:
+    print(f"# finishing: {n_queued} queued item(s) left", file=sys.stderr, flush=True)
+
+
 def replay(cfg: Config, source: str, speed: str | float = "max", sinks=(), resample: bool = False,
-           perception="auto") -> Node:
+           perception="auto", progress=_drain_progress) -> Node:
     """Replay a recording through the node; returns the stopped node (for its stats)."""
     rec = open_recording(source, resample=resample)
     clock = VirtualClock(rec.meta.get("unix_start", 0.0))
@@ -78,7 +87,7 @@ def replay(cfg: Config, source: str, speed: str | float = "max", sinks=(), resam
             src.done.wait(0.1)
         if src.done.is_set() and not interrupted.is_set():
             node.finish_input()
-        node.stop(drain=not interrupted.is_set())
+        node.stop(drain=not interrupted.is_set(), progress=progress)
     if src.error:
         node.errors.append(src.error)
     node.interrupted = interrupted.is_set()
@@ -98,12 +107,14 @@ def live(cfg: Config, record_to: str | Path | None = None, duration: float | Non
                    "camera": cfg.camera.source if use_cam else None}
         cfg_dict = cfg.to_dict()
         writer = SessionWriter(record_to, session_id, clock.unix_start, cfg_dict, devices,
-                               fps=cfg.camera.fps)
+                               fps=cfg.camera.fps, private=cfg.node.private_sessions)
         writer._meta["provenance"] = provenance
         node_sinks.append(writer.write_event)
     perception = build_perception(cfg, use_cam and cfg.faces.enabled)
     node = Node(cfg, clock, mode="live", session_id=session_id, perception=perception,
                 sinks=node_sinks)
+    if writer is not None:
+        node.recorders.append(writer)
     sources = []
     if cfg.microphone.enabled:
         sources.append(MicrophoneSource(cfg.microphone, clock, node.audio_q, writer))
@@ -126,7 +137,8 @@ def live(cfg: Config, record_to: str | Path | None = None, duration: float | Non
                     node.errors.append(f"device lost: {', '.join(lost)} stopped delivering data")
                     break
                 interrupted.wait(0.1)
-            node.stop(drain=True, timeout=10.0)
+            node.stop(drain=True, progress=_drain_progress)
+            node.interrupted = interrupted.is_set()
     finally:
         if writer is not None:
             writer.close()

@@ -97,6 +97,7 @@ def test_sigterm_finalises_the_session(pulse, short_session, tmp_path):
     _wait_audio(out)
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=30)
+    assert proc.returncode == 130            # interrupted, like replay (README: exit codes)
     meta = json.loads((out / "session.json").read_text())
     assert meta["complete"] is True and meta["duration"] > 1.0
     import soundfile as sf

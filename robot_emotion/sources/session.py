@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from robot_emotion import SAMPLE_RATE
 from robot_emotion.media import MediaError, read_wav_tolerant
 
 FORMAT = "robot_emotion.session"
+RESERVE, RESERVE_BYTES = ".reserve", 64 * 1024
 VERSION = 1
 
 
@@ -39,18 +42,27 @@ class SessionWriter:
     """Writes a session folder incrementally. Thread-safe; close() finalises headers."""
 
     def __init__(self, folder: str | Path, session_id: str, unix_start: float, config: dict | None,
-                 devices: dict, fps: float = 15.0, flush_s: float = 1.0):
+                 devices: dict, fps: float = 15.0, flush_s: float = 1.0, private: bool = True):
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        # Audio and video of people: only the owner may read them (0700 / 0600) unless the
+        # config says otherwise (node.private_sessions = false keeps the process umask).
+        self._private = private
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700 if private else 0o777)
+        if private:
+            self.folder.chmod(0o700)
         self._lock = threading.Lock()
+        self.failure: str | None = None   # set once when a write fails (full disk): recording stops
         self._meta = {"format": FORMAT, "version": VERSION, "session_id": session_id,
                       "unix_start": unix_start, "sample_rate": SAMPLE_RATE, "devices": devices,
                       "config": config, "complete": False, "duration": 0.0, "frames": 0}
         self._write_meta()
-        self._wav = open(self.folder / "audio.wav", "wb")
+        # Ballast: freed when the disk fills, so session.json can still say what happened.
+        with self._open(RESERVE, "wb") as f:
+            f.write(bytes(RESERVE_BYTES))
+        self._wav = self._open("audio.wav", "wb")
         self._wav.write(_wav_header(0xFFFFFFFF - 36))  # "unknown length" until close
         self._audio_bytes = 0
-        self._events = open(self.folder / "events.jsonl", "w", encoding="utf-8")
+        self._events = self._open("events.jsonl", "w", encoding="utf-8")
         self._times = None
         self._video = None
         self._fps = fps
@@ -59,42 +71,83 @@ class SessionWriter:
         self._last_flush = time.monotonic()
         self.closed = False
 
+    def _open(self, name: str, mode: str, **kw):
+        path = self.folder / name
+        if self._private:  # created 0600 (never briefly world-readable)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+            path.chmod(0o600)
+        return open(path, mode, **kw)
+
     def _write_meta(self) -> None:
-        tmp = self.folder / "session.json.tmp"
-        tmp.write_text(json.dumps(self._meta, indent=1))
-        tmp.replace(self.folder / "session.json")  # atomic: never a half-written json
+        with self._open("session.json.tmp", "w") as f:
+            f.write(json.dumps(self._meta, indent=1))
+        (self.folder / "session.json.tmp").replace(self.folder / "session.json")  # atomic
+
+    def note_device(self, name: str, state: str, t: float) -> None:
+        """A device lost or back (session seconds): kept in session.json's ``device_events``."""
+        with self._lock:
+            self._meta.setdefault("device_events", []).append({"device": name, "state": state, "t": round(t, 3)})
+            if not self.closed:
+                self._guarded(self._write_meta)
+
+    def _guarded(self, fn, *args) -> None:
+        """Run a write; on OSError (full disk, removed folder) stop recording, keep what is there."""
+        try:
+            fn(*args)
+        except Exception as e:   # OSError, or PyAV's errors for the video file
+            self._fail(e)
+
+    def _fail(self, e: Exception) -> None:
+        t = self._audio_bytes / 2 / SAMPLE_RATE
+        self.failure = f"recording stopped at {t:.1f} s: {e}; perception continued"
+        print(f"robot-emotion: error: {self.failure}", file=sys.stderr, flush=True)
+        self.closed = True
+        self._meta.update(complete=False, stopped=str(e), duration=t, frames=self._frames)
+        for step in (self._drop_reserve, lambda: self._wav.seek(0), lambda: self._wav.write(_wav_header(self._audio_bytes)),
+                     self._wav.close, self._events.close, self._write_meta,
+                     lambda: self._times and self._times.close(), lambda: self._video and self._video.close()):
+            try:        # finalise what can be: the wav header needs no new space
+                step()
+            except Exception:
+                pass
 
     def write_audio(self, samples: np.ndarray, t: float | None = None) -> None:
-        """Append samples; the first call pads with silence so sample 0 is session time 0."""
+        """Append samples; the first call pads with silence so sample 0 is session time 0.
+        Called from the audio callback: it never raises (a failure stops the recording)."""
         with self._lock:
-            if self.closed:
-                return
-            if self._audio_bytes == 0 and t is not None and t > 0:
-                pad = np.zeros(int(round(t * SAMPLE_RATE)), np.int16)
-                self._wav.write(pad.tobytes())
-                self._audio_bytes += pad.size * 2
-            self._wav.write(samples.astype("<i2").tobytes())
-            self._audio_bytes += samples.size * 2
-            self._maybe_flush()
+            if not self.closed:
+                self._guarded(self._write_audio, samples, t)
+
+    def _write_audio(self, samples: np.ndarray, t: float | None) -> None:
+        if self._audio_bytes == 0 and t is not None and t > 0:
+            pad = np.zeros(int(round(t * SAMPLE_RATE)), np.int16)
+            self._wav.write(pad.tobytes())
+            self._audio_bytes += pad.size * 2
+        self._wav.write(samples.astype("<i2").tobytes())
+        self._audio_bytes += samples.size * 2
+        self._maybe_flush()
 
     def write_frame(self, t: float, rgb: np.ndarray) -> None:
         with self._lock:
-            if self.closed:
-                return
-            if self._video is None:
-                self._open_video(rgb.shape[1], rgb.shape[0])
-            import av
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-            frame.pts = self._frames
-            for packet in self._vstream.encode(frame):
-                self._video.mux(packet)
-            self._times.write(f"{self._frames},{t:.6f}\n")
-            self._frames += 1
-            self._maybe_flush()
+            if not self.closed:
+                self._guarded(self._write_frame, t, rgb)
+
+    def _write_frame(self, t: float, rgb: np.ndarray) -> None:
+        if self._video is None:
+            self._open_video(rgb.shape[1], rgb.shape[0])
+        import av
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        frame.pts = self._frames
+        for packet in self._vstream.encode(frame):
+            self._video.mux(packet)
+        self._times.write(f"{self._frames},{t:.6f}\n")
+        self._frames += 1
+        self._maybe_flush()
 
     def _open_video(self, width: int, height: int) -> None:
         import av
         from fractions import Fraction
+        self._open("video.mp4", "wb").close()      # created 0600 before FFmpeg writes it
         self._video = av.open(str(self.folder / "video.mp4"), "w",
                               options={"movflags": "frag_keyframe+empty_moov+default_base_moof",
                                        "flush_packets": "1"})  # no data parked in FFmpeg's buffer
@@ -105,15 +158,17 @@ class SessionWriter:
         # One keyframe a second = one fragment a second = at most a second lost on a crash.
         self._vstream.options = {"preset": "veryfast", "crf": "23", "g": str(max(1, round(self._fps)))}
         self._vstream.codec_context.time_base = Fraction(1, 1) / rate
-        self._times = open(self.folder / "video_times.csv", "w")
+        self._times = self._open("video_times.csv", "w")
         self._times.write("frame,t\n")
 
     def write_event(self, body: dict) -> None:
         with self._lock:
-            if self.closed:
-                return
-            self._events.write(json.dumps(body, separators=(",", ":")) + "\n")
-            self._maybe_flush()
+            if not self.closed:
+                self._guarded(self._write_event, body)
+
+    def _write_event(self, body: dict) -> None:
+        self._events.write(json.dumps(body, separators=(",", ":")) + "\n")
+        self._maybe_flush()
 
     def _maybe_flush(self) -> None:
         now = time.monotonic()
@@ -129,21 +184,27 @@ class SessionWriter:
 
     def close(self) -> None:
         with self._lock:
-            if self.closed:
-                return
-            self.closed = True
-            self._wav.seek(0)
-            self._wav.write(_wav_header(self._audio_bytes))
-            self._wav.close()
-            self._events.close()
-            if self._video is not None:
-                for packet in self._vstream.encode(None):
-                    self._video.mux(packet)
-                self._video.close()
-                self._times.close()
-            self._meta.update(complete=True, duration=self._audio_bytes / 2 / SAMPLE_RATE,
-                              frames=self._frames)
-            self._write_meta()
+            if not self.closed:
+                self._guarded(self._close)
+
+    def _close(self) -> None:
+        self.closed = True
+        self._wav.seek(0)
+        self._wav.write(_wav_header(self._audio_bytes))
+        self._wav.close()
+        self._events.close()
+        if self._video is not None:
+            for packet in self._vstream.encode(None):
+                self._video.mux(packet)
+            self._video.close()
+            self._times.close()
+        self._meta.update(complete=True, duration=self._audio_bytes / 2 / SAMPLE_RATE,
+                          frames=self._frames)
+        self._drop_reserve()
+        self._write_meta()
+
+    def _drop_reserve(self) -> None:
+        (self.folder / RESERVE).unlink(missing_ok=True)
 
 
 @dataclass
