@@ -1,4 +1,4 @@
-"""robot-emotion: run | replay | record | monitor | bench | evaluate | train.
+"""robot-emotion: run | replay | record | monitor | bench | evaluate | train | plot | export.
 
 This module only parses arguments and maps failures to exit codes (robot_emotion/errors.py):
 every failure the user can cause ends with ONE line on stderr and exit 2 (usage/config),
@@ -73,6 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None)
     p.add_argument("--json", default=None, help="also write the tables as JSON")
     p.add_argument("--limit", type=int, default=0, help="only the first N rows (0 = all)")
+
+    p = sub.add_parser("plot", help="draw a session's timeline (speakers, emotions, faces, latency) as a PNG")
+    p.add_argument("source", help="session folder or events file (replay --out events.jsonl)")
+    p.add_argument("--out", default="timeline.png", help="PNG to write (default: timeline.png)")
+
+    p = sub.add_parser("export", help="a session's final turns as SRT/VTT subtitles, RTTM or CSV")
+    p.add_argument("source", help="session folder or events file (replay --out events.jsonl)")
+    p.add_argument("--format", required=True, choices=("srt", "vtt", "rttm", "csv"))
+    p.add_argument("--out", default=None, help="file to write (default: stdout)")
 
     p = sub.add_parser("train", help="retrain the fusion model on MELD.Raw (torchrun-aware)")
     from robot_emotion.train.fit import add_train_args

@@ -216,3 +216,13 @@ def cmd_evaluate(args) -> int:
 def cmd_train(args) -> int:
     from robot_emotion.train.fit import train_main
     return train_main(args)
+
+
+def cmd_plot(args) -> int:
+    from robot_emotion.timeline_plot import run_plot
+    return run_plot(args)
+
+
+def cmd_export(args) -> int:
+    from robot_emotion.export import run_export
+    return run_export(args)

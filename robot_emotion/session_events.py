@@ -1,0 +1,156 @@
+"""Read what a node published (a session's events.jsonl or `replay --out`) back into turns.
+
+The node publishes every turn several times: `utterance` + `emotion` with `final: false`
+after each of its segments and once more with `final: true` (same `utterance_id`). The
+LAST body per id is the turn's final version (a body without `final` is final: older
+files and truncated sessions). `Turn` joins a final utterance with its emotion.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from robot_emotion.errors import InputError
+
+
+@dataclass
+class Turn:
+    """One final utterance (a speaker's turn) with its emotion, as published."""
+    utterance_id: str
+    start: float
+    end: float
+    speech: bool                     # false: no words recognised (noise, applause, a door)
+    speaker: str | None
+    face_track: int | None
+    text: str | None
+    final: bool                      # false only where the session stopped before the turn closed
+    label: str | None = None         # emotion label; None = no estimate / no emotion message
+    probs: dict | None = None
+    asr_ms: float | None = None      # utterance latency_ms.asr
+    utterance_ms: float | None = None  # utterance latency_ms.total (final body)
+    emotion_ms: float | None = None  # emotion latency_ms.total (final body)
+    first_emotion_ms: float | None = None  # emotion latency_ms.total of the first (provisional) body
+
+    @property
+    def prob(self) -> float | None:
+        return None if not self.label or not self.probs else self.probs.get(self.label)
+
+    @property
+    def is_speech(self) -> bool:
+        """Speech from a known voice: what subtitles and RTTM are made of."""
+        return self.speech and self.speaker is not None
+
+
+@dataclass
+class SessionEvents:
+    source: str
+    session: str | None
+    turns: list[Turn]                 # final versions, by start time
+    segments: list[dict]              # speech.end bodies (start, end, forced, dropped)
+    onsets: list[dict]                # speech.start bodies (start, t)
+    faces: list[dict] = field(default_factory=list)  # face bodies (t, tracks)
+
+    @property
+    def duration(self) -> float:
+        ends = [t.end for t in self.turns] + [s["end"] for s in self.segments]
+        ends += [s["start"] for s in self.onsets] + [f["t"] for f in self.faces]
+        return max(ends, default=0.0)
+
+    @property
+    def speakers(self) -> list[str]:
+        return sorted({t.speaker for t in self.turns if t.speaker is not None}, key=natural_key)
+
+
+def natural_key(text: str):
+    """'S2' before 'S10'; '7' before '7.1' before '10'."""
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", str(text))]
+
+
+def events_path(source: str | Path) -> Path:
+    """The events file of a session folder, or the file itself."""
+    path = Path(source)
+    if path.is_dir():
+        path = path / "events.jsonl"
+        if not path.is_file():
+            raise InputError(f"{source}: no events.jsonl in this folder (not a recorded session)")
+    elif not path.is_file():
+        raise InputError(f"{source}: not found")
+    return path
+
+
+def read_bodies(source: str | Path) -> list[dict]:
+    """Every JSON body of the file. A truncated LAST line (a killed recording) is skipped;
+    anything else that is not a JSON object is refused with its line number."""
+    path = events_path(source)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: cannot read ({e})") from None
+    bodies = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            body = json.loads(line)
+        except json.JSONDecodeError:
+            if i == len(lines):
+                break  # the tail a crash leaves
+            raise InputError(f"{path}:{i}: not a JSON line (expected one published body per line)") from None
+        if not isinstance(body, dict) or "topic" not in body:
+            raise InputError(f"{path}:{i}: not a published body (no 'topic')")
+        bodies.append(body)
+    return bodies
+
+
+def last_per_id(bodies: list[dict], topic: str) -> dict[str, dict]:
+    """The last body of `topic` per utterance_id: the final version of each turn."""
+    out: dict[str, dict] = {}
+    for b in bodies:
+        if b["topic"] == topic and b.get("utterance_id") is not None:
+            out[str(b["utterance_id"])] = b
+    return out
+
+
+def _latency(body: dict | None, key: str) -> float | None:
+    lat = (body or {}).get("latency_ms")
+    return lat.get(key) if isinstance(lat, dict) else None
+
+
+def _turn(utt: dict, emo: dict | None, first_emo: dict | None) -> Turn:
+    return Turn(
+        utterance_id=str(utt["utterance_id"]), start=float(utt["start"]), end=float(utt["end"]),
+        speech=utt.get("speech", True) is not False, speaker=utt.get("speaker"),
+        face_track=utt.get("face_track"), text=utt.get("text"), final=utt.get("final", True) is not False,
+        label=(emo or {}).get("label"), probs=(emo or {}).get("probs"),
+        asr_ms=_latency(utt, "asr"), utterance_ms=_latency(utt, "total"),
+        emotion_ms=_latency(emo, "total"), first_emotion_ms=_latency(first_emo, "total"))
+
+
+def turns_from(bodies: list[dict]) -> list[Turn]:
+    utts = last_per_id(bodies, "utterance")
+    emos = last_per_id(bodies, "emotion")
+    first_emos: dict[str, dict] = {}
+    for b in bodies:
+        if b["topic"] == "emotion":
+            first_emos.setdefault(str(b.get("utterance_id")), b)
+    turns = [_turn(u, emos.get(uid), first_emos.get(uid)) for uid, u in utts.items()]
+    return sorted(turns, key=lambda t: (t.start, natural_key(t.utterance_id)))
+
+
+def load_session_events(source: str | Path) -> SessionEvents:
+    """Turns, segments and face tracks of a session folder or an events file."""
+    bodies = read_bodies(source)
+    if not bodies:
+        raise InputError(f"{source}: no events (a generated session holds none: "
+                         f"`robot-emotion replay SESSION --out events.jsonl` writes them)")
+    try:
+        turns = turns_from(bodies)
+        segments = sorted(last_per_id(bodies, "speech.end").values(), key=lambda b: b["start"])
+        onsets = sorted((b for b in bodies if b["topic"] == "speech.start"), key=lambda b: b["start"])
+        faces = sorted((b for b in bodies if b["topic"] == "face"), key=lambda b: b["t"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise InputError(f"{source}: a body lacks a field the schema requires ({e})") from None
+    session = next((b.get("session") for b in bodies if b.get("session")), None)
+    return SessionEvents(str(source), session, turns, segments, onsets, faces)

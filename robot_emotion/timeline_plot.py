@@ -1,0 +1,262 @@
+"""`robot-emotion plot`: one PNG that shows a session at a glance (matplotlib, Agg backend).
+
+Lanes, top to bottom: the VAD's segments with their speech.start / speech.end ticks; one lane
+per speaker with its turns as bars coloured by emotion and the transcript written inside;
+a lane for turns without a known voice (non-speech, speaker null); the active speaker (the
+face track each turn was matched to); one lane per face track (present / speaking). Below,
+the emotion latency of every turn (first provisional and final message). The figure grows
+with the session's length and lane count, so text stays at a fixed, readable size.
+"""
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+from robot_emotion import EMOTIONS
+from robot_emotion.errors import InputError
+from robot_emotion.session_events import SessionEvents, Turn, load_session_events
+
+EMOTION_COLORS = {"neutral": "#c7c7c7", "joy": "#ffd23f", "sadness": "#7fb3e6", "anger": "#f07f68",
+                  "surprise": "#f7a95c", "fear": "#b39ddb", "disgust": "#8cc084"}
+NO_ESTIMATE = "#ffffff"
+NON_SPEECH = "#e6e6e6"
+# dark, saturated: face tracks must not read as the pastel emotion colours
+TRACK_COLORS = ("#1f4e79", "#8b1e3f", "#1b7a4a", "#5b3c88", "#7a4b1e", "#0f7c8c", "#a0306e",
+                "#4d6b1f", "#3d3d3d", "#b3541e", "#2d6cb5", "#6e2c2c")
+HATCH = "#b0b0b0"           # light hatch: text written over it stays readable
+
+DPI = 100
+INCH_PER_S = 0.6            # a 2 s turn gets ~85 pt: two lines of ~20 characters
+MIN_W, MAX_W = 12.0, 100.0  # inches; past MAX_W (~2.7 min) text is cut shorter
+LEFT_IN, RIGHT_IN = 1.3, 0.3
+SPEAKER_LANE_IN, SMALL_LANE_IN = 0.62, 0.32
+LATENCY_IN, TOP_IN, BOTTOM_IN = 1.5, 0.8, 0.55
+FONT = 7.5
+
+
+def _segments(times: list[float], gap: float) -> list[tuple[float, float]]:
+    """Runs of samples no more than `gap` apart, each widened by half a sample period."""
+    runs: list[tuple[float, float]] = []
+    for t in sorted(times):
+        if runs and t - runs[-1][1] <= gap:
+            runs[-1] = (runs[-1][0], t)
+        else:
+            runs.append((t, t))
+    half = gap / 3
+    return [(a - half, b + half) for a, b in runs]
+
+
+def face_tracks(events: SessionEvents) -> dict[int, dict[str, list[tuple[float, float]]]]:
+    """{track id: {'present': [(t0, t1)], 'speaking': [(t0, t1)]}} from the face messages."""
+    ts = [f["t"] for f in events.faces]
+    steps = sorted(b - a for a, b in zip(ts, ts[1:]) if b > a)
+    period = steps[len(steps) // 2] if steps else 0.2
+    seen: dict[int, list[float]] = {}
+    speaking: dict[int, list[float]] = {}
+    for f in events.faces:
+        for tr in f.get("tracks") or []:
+            seen.setdefault(tr["id"], []).append(f["t"])
+            if tr.get("speaking"):
+                speaking.setdefault(tr["id"], []).append(f["t"])
+    return {tid: {"present": _segments(seen[tid], 1.6 * period),
+                  "speaking": _segments(speaking.get(tid, []), 1.6 * period)}
+            for tid in sorted(seen)}
+
+
+def _lanes(events: SessionEvents, tracks: dict) -> list[tuple[str, str, float]]:
+    """(kind, key, height in inches), top to bottom."""
+    lanes = [("speech", "segments", SMALL_LANE_IN)]
+    lanes += [("speaker", s, SPEAKER_LANE_IN) for s in events.speakers]
+    if any(not t.is_speech for t in events.turns):
+        lanes.append(("other", "no speaker", SPEAKER_LANE_IN))
+    if tracks or any(t.face_track is not None for t in events.turns):
+        lanes.append(("active", "active face", SMALL_LANE_IN))
+    lanes += [("track", str(tid), SMALL_LANE_IN) for tid in tracks]
+    return lanes
+
+
+def figure_size(events: SessionEvents) -> tuple[float, float]:
+    """(width, height) in inches: time and lanes at a fixed scale."""
+    tracks = face_tracks(events)
+    width = min(MAX_W, max(MIN_W, LEFT_IN + RIGHT_IN + INCH_PER_S * (events.duration + 1.0)))
+    lanes_h = sum(h for _, _, h in _lanes(events, tracks))
+    return width, TOP_IN + lanes_h + 0.35 + LATENCY_IN + BOTTOM_IN
+
+
+def _fit_text(text: str, width_pt: float, lines: int, size: float) -> str:
+    """The text wrapped to the bar's width, cut with '…' after `lines` lines."""
+    per_line = int(width_pt / (0.56 * size))
+    if per_line < 3 or lines < 1:
+        return ""
+    wrapped = textwrap.wrap(" ".join(text.split()), per_line) or [""]
+    if len(wrapped) > lines:
+        wrapped = wrapped[:lines]
+        wrapped[-1] = wrapped[-1][: max(1, per_line - 1)].rstrip() + "…"
+    return "\n".join(wrapped)
+
+
+def _track_color(tid) -> str:
+    return TRACK_COLORS[int(tid) % len(TRACK_COLORS)] if tid is not None else "#7f7f7f"
+
+
+def _turn_caption(turn: Turn) -> tuple[str, str]:
+    """(header, body): 'joy 0.61' / the transcript (non-speech and unknown voices say so)."""
+    if not turn.speech:
+        return "non-speech", ""
+    head = f"{turn.label} {turn.prob:.2f}" if turn.label and turn.prob is not None else "no estimate"
+    if turn.speaker is None:
+        head = "speaker ? · " + head
+    return head, turn.text or ""
+
+
+def plot_timeline(events: SessionEvents, out: str | Path) -> tuple[int, int]:
+    """Write the PNG; returns its (width, height) in pixels."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    tracks = face_tracks(events)
+    lanes = _lanes(events, tracks)
+    w_in, h_in = figure_size(events)
+    lanes_h = sum(h for _, _, h in lanes)
+    fig = plt.figure(figsize=(w_in, h_in), dpi=DPI)
+    left, right = LEFT_IN / w_in, 1 - RIGHT_IN / w_in
+    lat_bottom = BOTTOM_IN / h_in
+    main_bottom = (BOTTOM_IN + LATENCY_IN + 0.35) / h_in
+    ax = fig.add_axes((left, main_bottom, right - left, lanes_h / h_in))
+    lax = fig.add_axes((left, lat_bottom, right - left, LATENCY_IN / h_in), sharex=ax)
+
+    x1 = max(events.duration, 1.0) + 0.5
+    ax.set_xlim(0, x1)
+    pt_per_s = (right - left) * w_in * 72 / x1
+    # lane y: top lane at the top; y counts inches from the bottom of the lane area
+    tops, y = {}, lanes_h
+    for kind, key, h in lanes:
+        tops[(kind, key)] = (y - h, h)
+        y -= h
+    ax.set_ylim(0, lanes_h)
+    ax.set_yticks([tops[(k, key)][0] + tops[(k, key)][1] / 2 for k, key, _ in lanes])
+    ax.set_yticklabels([_lane_label(k, key) for k, key, _ in lanes], fontsize=8)
+    for (y0, h) in tops.values():
+        ax.axhline(y0, color="#dddddd", lw=0.6, zorder=0)
+
+    # VAD segments with their onset / end ticks
+    y0, h = tops[("speech", "segments")]
+    for seg in events.segments:
+        ax.broken_barh([(seg["start"], seg["end"] - seg["start"])], (y0 + 0.3 * h, 0.4 * h),
+                       facecolors="#eeeeee", edgecolors="#aaaaaa", lw=0.5,
+                       hatch="xx" if seg.get("dropped") else None, hatchcolor=HATCH)
+        ax.vlines(seg["end"], y0 + 0.1 * h, y0 + 0.9 * h, color="#c0392b" if seg.get("forced") else "#555555", lw=1.2)
+    for on in events.onsets:
+        ax.vlines(on["start"], y0 + 0.1 * h, y0 + 0.9 * h, color="#2e8b57", lw=1.2)
+
+    # turns: one lane per speaker, the rest in "no speaker"
+    for turn in events.turns:
+        key = ("speaker", turn.speaker) if turn.is_speech else ("other", "no speaker")
+        y0, h = tops[key]
+        dur = max(turn.end - turn.start, 0.02)
+        color = EMOTION_COLORS.get(turn.label, NO_ESTIMATE) if turn.speech else NON_SPEECH
+        ax.broken_barh([(turn.start, dur)], (y0 + 0.06 * h, 0.88 * h), facecolors=color,
+                       edgecolors="#333333" if turn.final else "#999999", lw=0.8,
+                       linestyle="-" if turn.final else "--",
+                       hatch="///" if not turn.speech or not turn.label else None, hatchcolor=HATCH)
+        head, body = _turn_caption(turn)
+        width_pt = dur * pt_per_s - 4
+        lines = int((0.88 * h * 72 - 3) / (FONT * 1.2)) - 1
+        ax.text(turn.start + 2 / pt_per_s, y0 + 0.92 * h, _fit_text(head, width_pt, 1, FONT - 1),
+                fontsize=FONT - 1, va="top", ha="left", color="#333333", style="italic", clip_on=True)
+        ax.text(turn.start + 2 / pt_per_s, y0 + 0.92 * h - (FONT + 1) / 72,
+                _fit_text(body, width_pt, lines, FONT), fontsize=FONT, va="top", ha="left",
+                linespacing=1.05, clip_on=True)
+        if turn.face_track is not None and ("active", "active face") in tops:
+            ay0, ah = tops[("active", "active face")]
+            ax.broken_barh([(turn.start, dur)], (ay0 + 0.15 * ah, 0.7 * ah),
+                           facecolors=_track_color(turn.face_track), alpha=0.8)
+            label = _fit_text(f"{turn.speaker or '?'} → face {turn.face_track}", dur * pt_per_s - 4, 1, FONT - 1)
+            ax.text(turn.start + 2 / pt_per_s, ay0 + ah / 2, label, fontsize=FONT - 1, va="center",
+                    color="white", clip_on=True)
+
+    # face tracks: present (thin) and speaking (thick)
+    for tid, runs in tracks.items():
+        y0, h = tops[("track", str(tid))]
+        col = _track_color(tid)
+        ax.broken_barh([(a, b - a) for a, b in runs["present"]], (y0 + 0.4 * h, 0.2 * h), facecolors=col, alpha=0.45)
+        ax.broken_barh([(a, b - a) for a, b in runs["speaking"]], (y0 + 0.15 * h, 0.7 * h), facecolors=col)
+
+    _latency_panel(lax, events)
+    _time_ticks(ax, pt_per_s)
+    ax.tick_params(axis="x", labelbottom=False, labeltop=True, top=True, labelsize=8)
+    ax.grid(axis="x", which="both", color="#ececec", lw=0.6)
+    ax.grid(axis="x", which="major", color="#d6d6d6", lw=0.8)
+    ax.set_axisbelow(True)
+    handles = [Patch(facecolor=EMOTION_COLORS[e], edgecolor="#333333", label=e) for e in EMOTIONS]
+    handles += [Patch(facecolor=NO_ESTIMATE, edgecolor="#333333", hatch="///", hatchcolor=HATCH, label="no estimate"),
+                Patch(facecolor=NON_SPEECH, edgecolor="#333333", hatch="///", hatchcolor=HATCH, label="non-speech"),
+                Patch(facecolor="white", edgecolor="#999999", linestyle="--", label="not final")]
+    ax.legend(handles=handles, ncol=len(handles), fontsize=8, loc="lower left",
+              bbox_to_anchor=(0, 1.0 + 0.22 / lanes_h), frameon=False, handlelength=1.6, columnspacing=1.2)
+    n_speech = sum(t.is_speech for t in events.turns)
+    fig.text(left, 1 - 0.12 / h_in,
+             f"{events.session or Path(events.source).name}: {len(events.turns)} turns ({n_speech} speech), "
+             f"{len(events.speakers)} speakers, {len(tracks)} face tracks, {events.duration:.1f} s   "
+             f"│ green tick: speech.start, dark tick: speech.end (red: forced cut)",
+             fontsize=9, va="top")
+    try:
+        fig.savefig(out, dpi=DPI)
+    except OSError as e:
+        raise InputError(f"cannot write {out}: {e.strerror or e}") from None
+    finally:
+        plt.close(fig)
+    return int(round(w_in * DPI)), int(round(h_in * DPI))
+
+
+def _time_ticks(ax, pt_per_s: float) -> None:
+    """Labelled ticks >= ~100 pt apart, unlabelled 1 s ticks when they are >= 8 pt apart."""
+    from matplotlib.ticker import MultipleLocator
+    major = next((s for s in (1, 2, 5, 10, 15, 30, 60, 120, 300) if s * pt_per_s >= 100), 600)
+    ax.xaxis.set_major_locator(MultipleLocator(major))
+    if major > 1 and pt_per_s >= 8:
+        ax.xaxis.set_minor_locator(MultipleLocator(1))
+
+
+def _lane_label(kind: str, key: str) -> str:
+    return {"speech": "speech (VAD)", "other": "non-speech /\nno speaker", "active": "active face",
+            "track": f"face {key}"}.get(kind, key)
+
+
+def _latency_panel(lax, events: SessionEvents) -> None:
+    """Emotion latency per turn: first (provisional) message and final message, at the turn's end."""
+    turns = [t for t in events.turns if t.emotion_ms is not None]
+    lax.set_ylabel("emotion\nlatency (ms)", fontsize=8)
+    lax.set_xlabel("session time (s)", fontsize=8)
+    lax.tick_params(labelsize=8)
+    lax.grid(color="#e8e8e8", lw=0.6)
+    if not turns:
+        lax.text(0.5, 0.5, "no emotion messages", transform=lax.transAxes, ha="center", va="center", fontsize=8)
+        lax.set_yticks([])
+        return
+    top = max(max(t.emotion_ms, t.first_emotion_ms or 0) for t in turns)
+    lax.set_ylim(0, top * 1.35)
+    for t in turns:
+        col = EMOTION_COLORS.get(t.label, "#999999")
+        lax.vlines(t.end, 0, t.emotion_ms, color="#999999", lw=0.8)
+        if t.first_emotion_ms is not None and abs(t.first_emotion_ms - t.emotion_ms) > 0.5:
+            lax.plot([t.end], [t.first_emotion_ms], "o", mfc="white", mec="#333333", ms=4)
+        lax.plot([t.end], [t.emotion_ms], "s", mfc=col, mec="#333333", ms=5)
+        lax.annotate(f"{t.emotion_ms:.0f}", (t.end, t.emotion_ms), xytext=(0, 3), textcoords="offset points",
+                     ha="center", va="bottom", fontsize=FONT - 1)
+    lax.plot([], [], "s", mfc="#c7c7c7", mec="#333333", label="final")
+    lax.plot([], [], "o", mfc="white", mec="#333333", label="first (provisional)")
+    lax.legend(fontsize=7, loc="upper left", frameon=False, ncol=2)
+
+
+def run_plot(args) -> int:
+    import sys
+    events = load_session_events(args.source)
+    w, h = plot_timeline(events, args.out)
+    print(f"# timeline written to {args.out} ({w}x{h} px, {len(events.turns)} turns)", file=sys.stderr)
+    return 0
+
+
+__all__ = ["plot_timeline", "figure_size", "face_tracks", "run_plot"]
