@@ -17,7 +17,7 @@ from robot_emotion import EMOTIONS
 SCHEMA_VERSION = 2
 
 TOPICS = ("speech.start", "speech.end", "utterance", "utterance.partial",
-          "emotion", "face", "status")
+          "emotion", "face", "status", "device")
 
 # Fields every body of a topic must carry (the contract controllers rely on).
 REQUIRED = {
@@ -29,6 +29,7 @@ REQUIRED = {
                 "label", "probs", "modalities", "model", "latency_ms"),
     "face": ("t", "tracks"),
     "status": ("uptime", "stages", "queues", "dropped", "sources"),
+    "device": ("device", "state", "t"),       # a camera / microphone lost or restored
 }
 COMMON = ("v", "topic", "seq", "session", "stamp")
 

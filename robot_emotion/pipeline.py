@@ -50,8 +50,10 @@ class Node:
         self.progress = 0             # items the stages have finished (the drain watches it)
         self.sources: list = []
         self.recorders: list = []     # session writers (their failures end the run non-zero)
+        self.device_events: list[dict] = []
         self.publisher = Publisher(cfg.publish.endpoint, self.session_id, cfg.publish.sndhwm,
-                                   cfg.publish.status_hz, self.status, list(sinks), zmq_context)
+                                   cfg.publish.status_hz, self.status, list(sinks), zmq_context,
+                                   options=cfg.publish)
         self.segmenter = Segmenter(cfg.vad)
         self.face_time = -1.0          # capture time of the last frame the face thread handled
         self._face_cond = threading.Condition()
@@ -221,8 +223,8 @@ class Node:
     # ---- utterances: speakers, ASR, faces, dialogue, emotion ---------------------------
     def wait_for_faces(self, t: float) -> None:
         """Replay: block until the face thread has handled frames up to capture time t."""
-        if not self.wants_frames:
-            return
+        if not self.wants_frames or (self.mode == "live" and self._camera_down()):
+            return                     # a lost camera: audio-only until it is back
         timeout = None if self.mode == "replay" else 0.3
         with self._face_cond:
             self._face_cond.wait_for(lambda: self.face_time >= t or self._faces_finished.is_set()
@@ -341,6 +343,17 @@ class Node:
                 self.face_time = frame.t
                 self._face_cond.notify_all()
             self.progress += 1
+
+    # ---- devices -----------------------------------------------------------------------
+    def device_event(self, device: str, state: str, t: float) -> None:
+        """A device lost or restored: published (``device`` topic) and kept in the session."""
+        self.device_events.append({"device": device, "state": state, "t": t})
+        self.publisher.publish({"topic": "device", "device": device, "state": state, "t": t})
+        for r in self.recorders:
+            r.note_device(device, state, t)
+
+    def _camera_down(self) -> bool:
+        return any(s.name == "camera" and s.state != "running" for s in self.sources)
 
     # ---- status ------------------------------------------------------------------------
     def output_failures(self) -> list[str]:

@@ -10,7 +10,9 @@ from pathlib import Path
 
 from robot_emotion.clock import VirtualClock, WallClock
 from robot_emotion.config import Config
+from robot_emotion.errors import UsageError
 from robot_emotion.pipeline import Node
+from robot_emotion.publish import check_endpoint
 from robot_emotion.sources.camera import CameraSource
 from robot_emotion.sources.microphone import MicrophoneSource, SourceError
 from robot_emotion.sources.replay import ReplaySource, open_recording
@@ -22,7 +24,13 @@ class JsonlSink:
 
     def __init__(self, path: str | Path):
         self.name = str(path)
-        self.f = open(path, "w", encoding="utf-8")
+        # refused here, before any model loads, with one line (exit 2: it is a bad argument)
+        if Path(path).is_dir():
+            raise UsageError(f"--out {path} is a folder; give the path of a file for the JSON lines")
+        try:
+            self.f = open(path, "w", encoding="utf-8")
+        except OSError as e:
+            raise UsageError(f"--out {path}: cannot write it ({e.strerror or e})") from None
         self._lock = threading.Lock()
 
     def __call__(self, body: dict) -> None:
@@ -71,6 +79,7 @@ def _drain_progress(n_queued: int) -> None:
 def replay(cfg: Config, source: str, speed: str | float = "max", sinks=(), resample: bool = False,
            perception="auto", progress=_drain_progress) -> Node:
     """Replay a recording through the node; returns the stopped node (for its stats)."""
+    check_endpoint(cfg.publish)  # a bad, busy or unauthenticated endpoint fails before models load
     rec = open_recording(source, resample=resample)
     clock = VirtualClock(rec.meta.get("unix_start", 0.0))
     has_video = rec.frames is not None and cfg.camera.enabled and cfg.faces.enabled
@@ -94,9 +103,39 @@ def replay(cfg: Config, source: str, speed: str | float = "max", sinks=(), resam
     return node
 
 
+class _MicrophoneWatch:
+    """A microphone that stops delivering is reopened once a second; the node keeps running
+    (and says so: ``device`` messages, session.json) until microphone.lost_grace_s has passed."""
+
+    def __init__(self, mic, node, grace_s: float):
+        self.mic, self.node, self.grace_s = mic, node, grace_s
+        self.lost_at: float | None = None
+        self._next_try = 0.0
+
+    def check(self, t: float) -> bool:
+        """False once the microphone has been gone longer than the grace period."""
+        if self.lost_at is None:
+            if self.mic.check_alive():
+                return True
+            self.lost_at, self._next_try = t, time.monotonic() + 1.0
+            self.node.device_event("microphone", "lost", t)
+        if time.monotonic() >= self._next_try:
+            self._next_try = time.monotonic() + 1.0
+            if self.mic.reopen():
+                self.lost_at = None
+                self.node.device_event("microphone", "restored", t)
+                return True
+        if t - self.lost_at > self.grace_s:
+            self.node.errors.append(f"device lost: microphone stopped delivering data "
+                                    f"(not back after {self.grace_s:g} s)")
+            return False
+        return True
+
+
 def live(cfg: Config, record_to: str | Path | None = None, duration: float | None = None,
          sinks=(), provenance: dict | None = None) -> Node:
     """Run on live devices until SIGINT/SIGTERM, `duration` seconds, or a device is lost."""
+    check_endpoint(cfg.publish)  # a bad, busy or unauthenticated endpoint fails before models load
     clock = WallClock()
     use_cam = cfg.camera.enabled
     node_sinks = list(sinks)
@@ -119,9 +158,12 @@ def live(cfg: Config, record_to: str | Path | None = None, duration: float | Non
     if cfg.microphone.enabled:
         sources.append(MicrophoneSource(cfg.microphone, clock, node.audio_q, writer))
     if use_cam:
-        sources.append(CameraSource(cfg.camera, clock, node.slot, cfg.av.offset_ms / 1000.0, writer))
+        sources.append(CameraSource(cfg.camera, clock, node.slot, cfg.av.offset_ms / 1000.0, writer,
+                                    on_state=node.device_event))
     if not sources:
         raise SourceError("no source enabled: enable the microphone and/or the camera")
+    mic = next((s for s in sources if s.name == "microphone"), None)
+    mic_watch = _MicrophoneWatch(mic, node, cfg.microphone.lost_grace_s) if mic is not None else None
     try:
         with _Signals() as interrupted:
             node.start(sources, has_video=use_cam and cfg.faces.enabled)
@@ -129,12 +171,7 @@ def live(cfg: Config, record_to: str | Path | None = None, duration: float | Non
             while not interrupted.is_set() and not node.errors:
                 if t_end is not None and clock.now() >= t_end:
                     break
-                for s in sources:
-                    if hasattr(s, "check_alive"):
-                        s.check_alive()
-                lost = [s.name for s in sources if s.lost.is_set()]
-                if lost:
-                    node.errors.append(f"device lost: {', '.join(lost)} stopped delivering data")
+                if mic_watch is not None and not mic_watch.check(clock.now()):
                     break
                 interrupted.wait(0.1)
             node.stop(drain=True, progress=_drain_progress)

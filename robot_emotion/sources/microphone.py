@@ -95,6 +95,20 @@ class MicrophoneSource:
             self.state = "lost"
             self.lost.set()
 
+    def reopen(self) -> bool:
+        """After a loss: open the device again (the runner retries for microphone.lost_grace_s).
+        Capture times restart from the session clock, so the gap stays a gap."""
+        if self._stream is not None:
+            self._stream.close(ignore_errors=True)
+            self._stream = None
+        self._t0, self._n, self.last_callback = None, 0, 0.0
+        try:
+            self.start()
+        except SourceError:
+            return False
+        self.lost.clear()
+        return True
+
     def stop(self) -> None:
         self.state = "stopped"
         if self._stream is not None:

@@ -11,8 +11,8 @@ loses at most the last second; readers tolerate a truncated tail.
 """
 from __future__ import annotations
 
-import csv
 import json
+import math
 import os
 import sys
 import threading
@@ -119,8 +119,11 @@ class SessionWriter:
                 self._guarded(self._write_audio, samples, t)
 
     def _write_audio(self, samples: np.ndarray, t: float | None) -> None:
-        if self._audio_bytes == 0 and t is not None and t > 0:
-            pad = np.zeros(int(round(t * SAMPLE_RATE)), np.int16)
+        # Silence where nothing was captured (before the first block, while a microphone was
+        # lost), so sample n is always session time n / 16000.
+        missing = int(round(t * SAMPLE_RATE)) - self._audio_bytes // 2 if t is not None else 0
+        if missing > SAMPLE_RATE // 20 or (self._audio_bytes == 0 and missing > 0):
+            pad = np.zeros(missing, np.int16)
             self._wav.write(pad.tobytes())
             self._audio_bytes += pad.size * 2
         self._wav.write(samples.astype("<i2").tobytes())
@@ -226,14 +229,72 @@ class Session:
 
 
 def read_frame_times(path: Path) -> list[float]:
-    times = []
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            try:
-                times.append(float(row["t"]))
-            except (TypeError, ValueError, KeyError):
-                break  # torn last line of a killed recording
+    """Capture times from video_times.csv ("frame,t"). A torn LAST line (unterminated: a
+    killed recording) is dropped; binary data or any other row that is not the next frame
+    number with a finite time in order is refused (MediaError), never silently cut."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise MediaError(f"corrupt {path}: not UTF-8 text (binary data?)") from None
+    except OSError as e:
+        raise MediaError(f"cannot read {path}: {e.strerror or e}") from None
+    if "\0" in text:
+        raise MediaError(f"corrupt {path}: binary data (NUL bytes)")
+    lines = text.splitlines()
+    if not lines:
+        return []   # killed between creating the file and writing its header
+    if lines[0].strip() != "frame,t":
+        raise MediaError(f"corrupt {path}: expected the header 'frame,t', got {lines[0][:40]!r}")
+    times: list[float] = []
+    for n, line in enumerate(lines[1:], start=2):
+        parts = line.split(",")
+        try:
+            frame, t = int(parts[0]), float(parts[1])
+            ok = len(parts) == 2 and frame == len(times) and math.isfinite(t) and (not times or t >= times[-1])
+        except (ValueError, IndexError):
+            ok = False
+        if not ok:
+            if n == len(lines) and not text.endswith("\n"):
+                break  # the torn last line of a killed recording
+            raise MediaError(f"corrupt {path}: line {n} {line[:40]!r} is not frame {len(times)} "
+                             f"with a time in order")
+        times.append(t)
     return times
+
+
+# session.json fields the replay relies on, and the JSON types they must have.
+_META_TYPES = {"session_id": (str,), "unix_start": (int, float), "sample_rate": (int,),
+               "devices": (dict, type(None)), "config": (dict, type(None)), "complete": (bool,)}
+
+
+def read_meta(meta_path: Path) -> dict:
+    """session.json as a dict, or MediaError (one line) when it is not a session this reads."""
+    try:
+        meta = json.loads(meta_path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise MediaError(f"corrupt {meta_path}: not UTF-8 text (binary data?)") from None
+    except json.JSONDecodeError as e:
+        raise MediaError(f"corrupt {meta_path}: {e}") from None
+    except OSError as e:
+        raise MediaError(f"cannot read {meta_path}: {e.strerror or e}") from None
+    if not isinstance(meta, dict):
+        raise MediaError(f"corrupt {meta_path}: expected a JSON object, got a JSON {type(meta).__name__}")
+    if meta.get("format") != FORMAT:
+        raise MediaError(f"{meta_path} is not a robot_emotion session (format={meta.get('format')!r})")
+    version = meta.get("version", VERSION)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise MediaError(f"corrupt {meta_path}: 'version' must be a positive integer, got {version!r}")
+    if version > VERSION:
+        raise MediaError(f"{meta_path} has session version {version}; this node reads <= {VERSION}")
+    for key, types in _META_TYPES.items():
+        value = meta.get(key)
+        if key in meta and (not isinstance(value, types) or (isinstance(value, bool) and bool not in types)):
+            raise MediaError(f"corrupt {meta_path}: '{key}' has the wrong type ({type(value).__name__})")
+    if not math.isfinite(meta.get("unix_start", 0.0)):
+        raise MediaError(f"corrupt {meta_path}: 'unix_start' must be a finite number")
+    if meta.get("sample_rate", SAMPLE_RATE) != SAMPLE_RATE:
+        raise MediaError(f"{meta_path}: sample_rate {meta['sample_rate']}; sessions are {SAMPLE_RATE} Hz")
+    return meta
 
 
 def open_session(folder: str | Path) -> Session:
@@ -241,14 +302,7 @@ def open_session(folder: str | Path) -> Session:
     meta_path = folder / "session.json"
     if not meta_path.is_file():
         raise MediaError(f"not a session folder (no session.json): {folder}")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
-        raise MediaError(f"corrupt {meta_path}: {e}") from None
-    if meta.get("format") != FORMAT:
-        raise MediaError(f"{meta_path} is not a robot_emotion session (format={meta.get('format')!r})")
-    if meta.get("version", 0) > VERSION:
-        raise MediaError(f"{meta_path} has session version {meta['version']}; this node reads <= {VERSION}")
+    meta = read_meta(meta_path)
     if not (folder / "audio.wav").is_file():
         raise MediaError(f"session {folder} has no audio.wav")
     audio = read_wav_tolerant(folder / "audio.wav")
