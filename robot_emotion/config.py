@@ -28,6 +28,7 @@ class CameraConfig:
     width: int = 640
     height: int = 480
     fps: float = 15.0
+    retry_max_s: float = 5.0   # a lost camera is retried with backoff up to this interval
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class MicrophoneConfig:
     gain_db: float = 0.0
     block_ms: int = 30
     queue_blocks: int = 200    # ~6 s of audio before overflows are counted
+    lost_grace_s: float = 10.0  # a lost microphone is retried this long, then the node exits 3
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,10 @@ class PublishConfig:
     sndhwm: int = 100
     status_hz: float = 1.0
     face_topic: bool = True
+    # Beyond loopback the endpoint needs CURVE keys (robot-emotion keys DIR) or allow_insecure.
+    server_secret_key: str = ""      # the node's key pair file (server.key_secret)
+    authorized_keys: str = ""        # folder of the client public keys (*.key) admitted
+    allow_insecure: bool = False     # publish on a non-loopback address without keys (warns)
 
 
 @dataclass(frozen=True)
@@ -166,9 +172,10 @@ _RULES: dict[str, dict[str, _Rule]] = {
     "camera": {"enabled": _FLAG,
                "source": _matches(r"\S.*", "must be a device index, a file path or a URL"),
                "width": _between(16, 8192, " px"), "height": _between(16, 8192, " px"),
-               "fps": _between(0, 240, " fps", lo_open=True)},
+               "fps": _between(0, 240, " fps", lo_open=True), "retry_max_s": _between(0.1, 600, " s")},
     "microphone": {"enabled": _FLAG, "device": _ONE_LINE, "gain_db": _between(-40, 40, " dB"),
-                   "block_ms": _one_of(10, 20, 30), "queue_blocks": _between(1, 100000)},
+                   "block_ms": _one_of(10, 20, 30), "queue_blocks": _between(1, 100000),
+                   "lost_grace_s": _between(0, 3600, " s")},
     "av": {"offset_ms": _between(-2000, 2000, " ms")},
     "vad": {"backend": _one_of("silero", "webrtcvad"), "aggressiveness": _between(0, 3),
             "frame_ms": _one_of(10, 20, 30), "padding_ms": _between(30, 2000, " ms"),
@@ -189,7 +196,8 @@ _RULES: dict[str, dict[str, _Rule]] = {
     "publish": {"endpoint": _matches(r"(tcp|ipc|inproc|pgm|epgm|ws|wss)://\S+",
                                      "must be a ZeroMQ endpoint such as tcp://127.0.0.1:5556"),
                 "sndhwm": _between(1, 100000), "status_hz": _between(0, 100, " Hz", lo_open=True),
-                "face_topic": _FLAG},
+                "face_topic": _FLAG, "server_secret_key": _PATH, "authorized_keys": _PATH,
+                "allow_insecure": _FLAG},
 }
 
 # key, condition on the resolved Config, why it fails (what the user would otherwise get).
@@ -205,22 +213,20 @@ _CONSISTENT: list[tuple[str, typing.Callable, typing.Callable]] = [
      lambda c: f"must keep at least emotion.history_turns ({c.emotion.history_turns}) "
                f"and asr.prompt_turns ({c.asr.prompt_turns}) turns"),
     ("speakers.probe_s", lambda c: c.speakers.probe_s < c.vad.max_utterance_s,
-     lambda c: f"must be below vad.max_utterance_s ({c.vad.max_utterance_s} s)"),
-    ("speakers.min_turn_s", lambda c: 2 * c.speakers.min_turn_s <= c.vad.max_utterance_s,
-     lambda c: f"must be at most half of vad.max_utterance_s ({c.vad.max_utterance_s} s)"),
-    ("asr.partial_after_s", lambda c: c.asr.partial_after_s < c.vad.max_utterance_s,
-     lambda c: f"must be below vad.max_utterance_s ({c.vad.max_utterance_s} s): "
-               f"no partial transcript would ever be published"),
+     lambda c: f"must be below vad.max_utterance_s ({c.vad.max_utterance_s} s): the probe would never run"),
+    ("publish.authorized_keys", lambda c: bool(c.publish.authorized_keys) == bool(c.publish.server_secret_key),
+     lambda c: "and publish.server_secret_key go together (create both with: robot-emotion keys DIR)"),
 ]
 
 
-def check_consistent(cfg: Config, origin: str = "config") -> Config:
+def check_consistent(cfg: Config, origin: str = "") -> Config:
     """Refuse (ConfigError naming the key) a resolved config whose fields disagree."""
     for key, ok, why in _CONSISTENT:
         if not ok(cfg):
             section, name = key.split(".")
             value = getattr(getattr(cfg, section), name)
-            raise ConfigError(f"{origin}: config key '{key}' ({value!r}) {why(cfg)}")
+            where = f"{origin}: " if origin else ""
+            raise ConfigError(f"{where}config key '{key}' ({value!r}) {why(cfg)}")
     return cfg
 
 
