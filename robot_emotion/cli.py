@@ -1,4 +1,4 @@
-"""robot-emotion: run | replay | record | monitor | bench | evaluate | train | plot | export.
+"""robot-emotion: run | replay | record | monitor | keys | bench | evaluate | train | plot | export.
 
 This module only parses arguments and maps failures to exit codes (robot_emotion/errors.py):
 every failure the user can cause ends with ONE line on stderr and exit 2 (usage/config),
@@ -27,8 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="robot-emotion", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
 
-    p = sub.add_parser("run", help="live camera + microphone (replays the demo if none is present)")
+    p = sub.add_parser("run", help="live camera + microphone of the launch profile (exit 3 if one is missing)")
     _add_config_args(p, _launch("robot.toml"))
+    p.add_argument("--demo", action="store_true",
+                   help="if the profile's devices are missing, replay the demo session instead")
     p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
     p.add_argument("--out", default=None, help="also write published messages as JSON lines")
     p.add_argument("--quiet", action="store_true")
@@ -53,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topics", default="", help="comma-separated topic prefixes (default: all)")
     p.add_argument("--count", type=int, default=0, help="exit after N messages (0 = forever)")
     p.add_argument("--timeout", type=float, default=0, help="exit after S seconds of silence (0 = never)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line instead of readable lines")
+    p.add_argument("--server-key", default=None, help="CURVE: the node's public key file (server.key)")
+    p.add_argument("--client-key", default=None, help="CURVE: this client's key pair file (NAME.key_secret)")
+
+    p = sub.add_parser("keys", help="create CURVE keys to publish beyond loopback (prints the config lines)")
+    p.add_argument("folder", help="key folder (created; existing keys are never overwritten)")
+    p.add_argument("--client", default="client", help="name of the client key pair to add (default: client)")
 
     p = sub.add_parser("bench", help="benchmark table: real-time factor, latency, RSS")
     p.add_argument("--source", default=None, help="recording to replay (default: the demo session)")
@@ -82,6 +91,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="session folder or events file (replay --out events.jsonl)")
     p.add_argument("--format", required=True, choices=("srt", "vtt", "rttm", "csv"))
     p.add_argument("--out", default=None, help="file to write (default: stdout)")
+
+    p = sub.add_parser("devices", help="list microphones and cameras; mark the configured ones")
+    _add_config_args(p, _launch("robot.toml"))
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
+
+    p = sub.add_parser("calibrate", help="measure noise, speech and the AV offset; write a calibration TOML")
+    _add_config_args(p, _launch("robot.toml"))
+    p.add_argument("--seconds-quiet", type=float, default=10.0, help="quiet phase: noise floor (s)")
+    p.add_argument("--seconds-speech", type=float, default=20.0, help="speech phase: speech level (s)")
+    p.add_argument("--seconds-clap", type=float, default=5.0, help="clap phase: audio-video offset (s)")
+    p.add_argument("--only", choices=("levels", "offset"), default=None, help="run only these phases")
+    p.add_argument("--out", default="calibration.toml", help="calibration TOML to write")
+    p.add_argument("--report", default=None, help="also write the measurements as JSON")
+    p.add_argument("--yes", action="store_true", help="no prompts: phases start at once, the file is written")
 
     p = sub.add_parser("train", help="retrain the fusion model on MELD.Raw (torchrun-aware)")
     from robot_emotion.train.fit import add_train_args

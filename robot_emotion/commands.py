@@ -1,11 +1,13 @@
 """The CLI's sub-commands (argument parsing lives in cli.py)."""
 from __future__ import annotations
 
+import math
 import sys
 import time
 from pathlib import Path
 
 from robot_emotion.errors import CommandError
+from robot_emotion.monitor import format_event
 from robot_emotion.paths import demo_session_path
 
 
@@ -18,39 +20,6 @@ def load_config(args):
     if getattr(args, "endpoint", None):
         overrides.append(f'publish.endpoint="{args.endpoint}"')
     return C.load(args.launch, args.calibration, overrides)
-
-
-def format_event(body: dict) -> str | None:
-    """One human line for the events a controller cares about (face/status are too chatty)."""
-    topic = body["topic"]
-    uid = body.get("utterance_id")
-    if topic == "speech.start":
-        return f"[{body['start']:7.2f}s] speech.start  {uid}"
-    if topic == "speech.end":
-        extra = " (dropped: too short)" if body.get("dropped") else " (forced cut)" if body.get("forced") else ""
-        return f"[{body['end']:7.2f}s] speech.end    {uid}  {body['start']:.2f}-{body['end']:.2f}s{extra}"
-    if topic in ("utterance", "emotion"):
-        # provisional results (turn still open) are marked '~'; the final one has no mark
-        mark = "~" if body.get("final") is False else " "
-        if topic == "utterance":
-            if body.get("speech") is False:
-                return f"[{body['end']:7.2f}s] utterance{mark}    {uid}  not speech ({body['end'] - body['start']:.2f}s)"
-            who = body.get("speaker") or "?"
-            face = body.get("face_track")
-            text = body.get("text")
-            what = repr(text) if text is not None else f"{body['end'] - body['start']:.2f}s"
-            return (f"[{body['end']:7.2f}s] utterance{mark}    {uid}  speaker={who} "
-                    f"face={face if face is not None else '-'}  {what}")
-        if not body.get("label"):
-            return f"[{body['end']:7.2f}s] emotion{mark}      {uid}  no estimate"
-        mods = "+".join(m for m, on in body["modalities"].items() if on)
-        lat = body.get("latency_ms", {}).get("total")
-        lat_s = f"  {lat:.0f} ms" if lat is not None else ""
-        return (f"[{body['end']:7.2f}s] emotion{mark}      {uid}  {body['label']:<8} "
-                f"p={body['probs'][body['label']]:.2f} ({mods}){lat_s}")
-    if topic == "utterance.partial":
-        return f"[{body['end']:7.2f}s] partial       {uid}  {body.get('text')!r}"
-    return None
 
 
 class _Printer:
@@ -95,6 +64,7 @@ def cmd_replay(args) -> int:
     from robot_emotion.runner import replay
     cfg, _ = load_config(args)  # usage errors first: they are the cheapest to report
     speed = args.speed if args.speed == "max" else _speed(args.speed)
+    _check_out(args)
     source = args.source
     if args.demo or source is None:
         source = demo_session_path()
@@ -112,46 +82,73 @@ def cmd_replay(args) -> int:
 
 
 def _speed(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1
-    if value <= 0:
-        raise CommandError(f"--speed must be 'max' or a positive number, got {text!r}", 2)
-    return value
+    from robot_emotion.sources.replay import check_speed  # NaN, inf and <= 0 are refused
+    return check_speed(text)
+
+
+def _check_out(args) -> None:
+    if getattr(args, "out", None):
+        from robot_emotion.runner import JsonlSink
+        JsonlSink.check_path(args.out)
+
+
+def _check_duration(args) -> None:
+    d = getattr(args, "duration", None)
+    if d is not None and not (math.isfinite(d) and d > 0):
+        raise CommandError(f"--duration must be a positive number of seconds, got {d}", 2)
 
 
 def devices_present(cfg) -> tuple[bool, bool]:
-    """(microphone, camera) actually available on this machine."""
-    mic = cam = False
+    """(microphone, camera) that really open on this machine (checked before models load)."""
+    return _microphone_opens(cfg), _camera_opens(cfg)
+
+
+def _microphone_opens(cfg) -> bool:
+    if not cfg.microphone.enabled:
+        return False
     try:
         import sounddevice as sd
-        mic = any(d["max_input_channels"] > 0 for d in sd.query_devices())
-    except Exception:
-        mic = False
-    if cfg.camera.enabled:
-        import cv2
-        src = cfg.camera.source
-        if not src.isdigit() or Path(f"/dev/video{src}").exists():
-            cap = cv2.VideoCapture(int(src) if src.isdigit() else src)
-            cam = cap.isOpened()
-            cap.release()
-    return mic, cam
+        from robot_emotion.sources.microphone import _device_arg
+        with sd.InputStream(samplerate=16000, channels=1, dtype="int16",
+                            device=_device_arg(cfg.microphone.device)):
+            return True
+    except Exception:     # no PortAudio, no device, or a default that leads nowhere (no server)
+        return False
+
+
+def _camera_opens(cfg) -> bool:
+    if not cfg.camera.enabled:
+        return False
+    import cv2
+    src = cfg.camera.source
+    if src.isdigit() and not Path(f"/dev/video{src}").exists():
+        return False
+    cap = cv2.VideoCapture(int(src) if src.isdigit() else src)
+    try:
+        return cap.isOpened()
+    finally:
+        cap.release()
 
 
 def cmd_run(args) -> int:
+    """Live on the launch profile's devices. A missing device is an error (exit 3), never a
+    silent switch to made-up input; ``--demo`` replays the demo session in that case."""
     from robot_emotion.runner import live
     cfg, prov = load_config(args)
+    _check_out(args)
     mic, cam = devices_present(cfg)
-    if not mic and not (cam and not cfg.microphone.enabled):
-        print("# no microphone found: replaying the demo session instead", file=sys.stderr)
-        args.source, args.demo, args.speed, args.resample = None, True, "max", False
+    missing = [name for name, wanted, there in (("microphone", cfg.microphone.enabled, mic),
+                                                ("camera", cfg.camera.enabled, cam)) if wanted and not there]
+    if missing and args.demo:
+        print(f"# no {' and no '.join(missing)} found: replaying the demo session (--demo)", file=sys.stderr)
+        args.source, args.speed, args.resample = None, "max", False
         args.launch = str(Path(__file__).resolve().parent.parent / "launch" / "replay.toml")
         return cmd_replay(args)
-    import dataclasses
-    if not cam and cfg.camera.enabled:
-        print("# no camera found: running audio-only", file=sys.stderr)
-        cfg = dataclasses.replace(cfg, camera=dataclasses.replace(cfg.camera, enabled=False))
+    if missing:
+        where = ((cfg.microphone.device or "the default input") if missing[0] == "microphone"
+                 else f"camera.source={cfg.camera.source!r}")
+        raise CommandError(f"no {missing[0]} found ({where}) for launch profile {args.launch}: "
+                           "`robot-emotion devices` lists what is present; --demo replays the demo instead", 3)
     sinks, closers = _sinks(args)
     t0 = time.monotonic()
     try:
@@ -166,7 +163,10 @@ def cmd_run(args) -> int:
 def cmd_record(args) -> int:
     from robot_emotion.runner import live
     cfg, prov = load_config(args)
+    _check_duration(args)
     out = Path(args.folder)
+    if out.exists() and not out.is_dir():
+        raise CommandError(f"refusing to record into {out}: it is a file, not a folder", 2)
     if out.exists() and any(out.iterdir()):
         raise CommandError(f"refusing to overwrite non-empty folder {out}", 2)
     sinks, _ = _sinks(args)
@@ -176,31 +176,13 @@ def cmd_record(args) -> int:
 
 
 def cmd_monitor(args) -> int:
-    from robot_emotion.client import Subscriber
-    topics = [t for t in args.topics.split(",") if t] or [""]
-    n, last = 0, time.monotonic()
-    with Subscriber(args.endpoint, topics) as sub:
-        print(f"# listening on {args.endpoint} for {topics}", file=sys.stderr)
-        while True:
-            body = sub.recv(timeout_ms=200)
-            if body is None:
-                if args.timeout and time.monotonic() - last > args.timeout:
-                    break
-                continue
-            last = time.monotonic()
-            line = format_event(body)
-            if line is None and body["topic"] == "status":
-                line = (f"[status] up {body['uptime']:.0f}s queues={body['queues']} "
-                        f"dropped={body['dropped']} sources={body['sources']}")
-            elif line is None and body["topic"] == "face":
-                line = f"[{body['t']:7.2f}s] face          {len(body['tracks'])} track(s)"
-            print(line, flush=True)
-            n += 1
-            if args.count and n >= args.count:
-                break
-        if sub.gaps:
-            print(f"# {sub.gaps} message(s) missed (sequence gaps)", file=sys.stderr)
-    return 0
+    from robot_emotion.monitor import run_monitor
+    return run_monitor(args)
+
+
+def cmd_keys(args) -> int:
+    from robot_emotion.keys import run_keys
+    return run_keys(args)
 
 
 def cmd_bench(args) -> int:
@@ -226,3 +208,15 @@ def cmd_plot(args) -> int:
 def cmd_export(args) -> int:
     from robot_emotion.export import run_export
     return run_export(args)
+
+
+def cmd_devices(args) -> int:
+    from robot_emotion.devices import run_devices
+    cfg, _ = load_config(args)
+    return run_devices(cfg, args.json)
+
+
+def cmd_calibrate(args) -> int:
+    from robot_emotion.calibrate import run_calibrate
+    cfg, provenance = load_config(args)
+    return run_calibrate(cfg, provenance, args)

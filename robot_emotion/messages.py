@@ -17,7 +17,7 @@ from robot_emotion import EMOTIONS
 SCHEMA_VERSION = 2
 
 TOPICS = ("speech.start", "speech.end", "utterance", "utterance.partial",
-          "emotion", "face", "status", "device")
+          "emotion", "face", "status", "device", "ready")
 
 # Fields every body of a topic must carry (the contract controllers rely on).
 REQUIRED = {
@@ -30,6 +30,7 @@ REQUIRED = {
     "face": ("t", "tracks"),
     "status": ("uptime", "stages", "queues", "dropped", "sources"),
     "device": ("device", "state", "t"),       # a camera / microphone lost or restored
+    "ready": ("t", "mode", "devices", "models", "load_s"),  # once: models loaded, devices open
 }
 COMMON = ("v", "topic", "seq", "session", "stamp")
 

@@ -42,7 +42,10 @@ class Perception:
         self.turns = TurnBuilder(cfg.vad.turn_gap_ms / 1000.0, cfg.vad.max_utterance_s)
 
     @classmethod
-    def from_config(cls, cfg: Config, has_video: bool) -> "Perception | None":
+    def from_config(cls, cfg: Config, has_video: bool, log=None) -> "Perception | None":
+        """The configured stages, models loaded; ``log(line)`` hears progress (loading takes
+        10-15 s on a small CPU: a robot's operator should see why nothing happens yet)."""
+        log = log or (lambda line: None)
         wanted = (cfg.asr.enabled and cfg.asr.backend != "none", cfg.speakers.enabled,
                   has_video and cfg.faces.enabled, cfg.emotion.enabled)
         if not any(wanted):
@@ -61,15 +64,19 @@ class Perception:
         asr = speakers = faces = emotion = None
         if cfg.asr.enabled and cfg.asr.backend != "none":
             from robot_emotion.audio.asr import make_asr
+            log(f"loading speech recognition ({cfg.asr.backend})")
             asr = make_asr(cfg.asr, device=device)
         if cfg.speakers.enabled:
             from robot_emotion.audio.speakers import SpeakerTracker
+            log("loading the speaker encoder")
             speakers = SpeakerTracker(cfg.speakers)
         if has_video and cfg.faces.enabled:
             from robot_emotion.vision.faces import FacePipeline
+            log("loading face detection and expressions")
             faces = FacePipeline(cfg.faces, device=device)
         if cfg.emotion.enabled:
             from robot_emotion.emotion import EmotionScorer
+            log("loading the emotion model")
             emotion = EmotionScorer.from_config(cfg, device=device, asr=asr)
         if not any((asr, speakers, faces, emotion)):
             return None

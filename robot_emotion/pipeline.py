@@ -76,7 +76,7 @@ class Node:
     def wants_frames(self) -> bool:
         return bool(self.has_video and self.perception is not None and self.perception.uses_faces)
 
-    def start(self, sources: list, has_video: bool = False) -> None:
+    def start(self, sources: list, has_video: bool = False, before_sources=None) -> None:
         self.has_video = has_video
         self.publisher.start()
         self.sources = sources
@@ -85,6 +85,8 @@ class Node:
             th = threading.Thread(target=self._guard(target), name=name, daemon=True)
             th.start()
             self._threads.append(th)
+        if before_sources is not None:
+            before_sources()
         for s in sources:
             s.start()
 

@@ -24,14 +24,21 @@ class JsonlSink:
 
     def __init__(self, path: str | Path):
         self.name = str(path)
-        # refused here, before any model loads, with one line (exit 2: it is a bad argument)
-        if Path(path).is_dir():
-            raise UsageError(f"--out {path} is a folder; give the path of a file for the JSON lines")
+        self.check_path(path)
         try:
             self.f = open(path, "w", encoding="utf-8")
         except OSError as e:
             raise UsageError(f"--out {path}: cannot write it ({e.strerror or e})") from None
         self._lock = threading.Lock()
+
+    @staticmethod
+    def check_path(path: str | Path) -> None:
+        """--out must name a file in an existing folder: refused before any model loads (exit 2)."""
+        p = Path(path)
+        if p.is_dir():
+            raise UsageError(f"--out {path} is a folder; give the path of a file for the JSON lines")
+        if not p.parent.is_dir():
+            raise UsageError(f"--out {path}: folder {p.parent} does not exist")
 
     def __call__(self, body: dict) -> None:
         with self._lock:
@@ -45,13 +52,34 @@ class JsonlSink:
             pass
 
 
-def build_perception(cfg: Config, has_video: bool):
+def _log(line: str) -> None:
+    print(f"# {line}", file=sys.stderr, flush=True)
+
+
+def build_perception(cfg: Config, has_video: bool, log=_log):
     """The perception stages (ASR, speakers, faces, emotion) configured in cfg, or None."""
     try:
         from robot_emotion.perception import Perception
     except ImportError:
         return None
-    return Perception.from_config(cfg, has_video=has_video)
+    t0 = time.monotonic()
+    perception = Perception.from_config(cfg, has_video=has_video, log=log)
+    if perception is not None and log is not None:
+        log(f"models loaded in {time.monotonic() - t0:.1f} s")
+    return perception
+
+
+def _ready(node: Node, load_s: float, devices: dict | None = None) -> None:
+    """Models loaded, devices open: the node is perceiving from now on (session time t)."""
+    models = {}
+    if node.perception is not None:
+        p = node.perception
+        models = {"asr": p.asr is not None, "speakers": p.speakers is not None,
+                  "faces": p.faces is not None, "emotion": p.emotion is not None}
+    node.publisher.publish({"topic": "ready", "t": node.clock.now(), "mode": node.mode,
+                            "devices": devices if devices is not None else {s.name: s.state for s in node.sources},
+                            "models": models, "load_s": round(load_s, 3)})
+    _log(f"ready: {node.mode} session {node.session_id}")
 
 
 class _Signals:
@@ -80,6 +108,7 @@ def replay(cfg: Config, source: str, speed: str | float = "max", sinks=(), resam
            perception="auto", progress=_drain_progress) -> Node:
     """Replay a recording through the node; returns the stopped node (for its stats)."""
     check_endpoint(cfg.publish)  # a bad, busy or unauthenticated endpoint fails before models load
+    t_load = time.monotonic()
     rec = open_recording(source, resample=resample)
     clock = VirtualClock(rec.meta.get("unix_start", 0.0))
     has_video = rec.frames is not None and cfg.camera.enabled and cfg.faces.enabled
@@ -91,7 +120,9 @@ def replay(cfg: Config, source: str, speed: str | float = "max", sinks=(), resam
     src = ReplaySource(rec, clock, node.audio_q, node.feed_frame if has_video else None, speed,
                        cfg.microphone.block_ms, cfg.av.offset_ms / 1000.0)
     with _Signals() as interrupted:
-        node.start([src], has_video=has_video)
+        # ready before the reader moves the clock: replay's session time starts at 0
+        node.start([src], has_video=has_video,
+                   before_sources=lambda: _ready(node, time.monotonic() - t_load, {"replay": source}))
         while not (src.done.is_set() or interrupted.is_set() or node.errors):
             src.done.wait(0.1)
         if src.done.is_set() and not interrupted.is_set():
@@ -136,8 +167,12 @@ def live(cfg: Config, record_to: str | Path | None = None, duration: float | Non
          sinks=(), provenance: dict | None = None) -> Node:
     """Run on live devices until SIGINT/SIGTERM, `duration` seconds, or a device is lost."""
     check_endpoint(cfg.publish)  # a bad, busy or unauthenticated endpoint fails before models load
-    clock = WallClock()
+    t_load = time.monotonic()
     use_cam = cfg.camera.enabled
+    # Models first: the session clock starts when the node can perceive (the `ready` message),
+    # not during the 10-15 s of loading (a recording would start with that much dead air).
+    perception = build_perception(cfg, use_cam and cfg.faces.enabled)
+    clock = WallClock()
     node_sinks = list(sinks)
     writer = None
     session_id = cfg.node.session_id or time.strftime("%Y%m%d-%H%M%S")
@@ -149,7 +184,6 @@ def live(cfg: Config, record_to: str | Path | None = None, duration: float | Non
                                fps=cfg.camera.fps, private=cfg.node.private_sessions)
         writer._meta["provenance"] = provenance
         node_sinks.append(writer.write_event)
-    perception = build_perception(cfg, use_cam and cfg.faces.enabled)
     node = Node(cfg, clock, mode="live", session_id=session_id, perception=perception,
                 sinks=node_sinks)
     if writer is not None:
@@ -167,6 +201,7 @@ def live(cfg: Config, record_to: str | Path | None = None, duration: float | Non
     try:
         with _Signals() as interrupted:
             node.start(sources, has_video=use_cam and cfg.faces.enabled)
+            _ready(node, time.monotonic() - t_load)
             t_end = None if duration is None else clock.now() + duration
             while not interrupted.is_set() and not node.errors:
                 if t_end is not None and clock.now() >= t_end:
