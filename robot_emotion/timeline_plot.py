@@ -3,12 +3,14 @@
 Lanes, top to bottom: the VAD's segments with their speech.start / speech.end ticks; one lane
 per speaker with its turns as bars coloured by emotion and the transcript written inside;
 a lane for turns without a known voice (non-speech, speaker null); the active speaker (the
-face track each turn was matched to); one lane per face track (present / speaking). Below,
-the emotion latency of every turn (first provisional and final message). The figure grows
-with the session's length and lane count, so text stays at a fixed, readable size.
+face track each turn was matched to); one lane per face track (present / speaking). Under
+the lanes, the emotion latency of every turn (first provisional and final message).
+Time and lanes have a fixed scale, so text keeps a readable size: sessions longer than a
+minute wrap into one row per minute, and minutes in which nothing happened are left out.
 """
 from __future__ import annotations
 
+import sys
 import textwrap
 from pathlib import Path
 
@@ -27,30 +29,30 @@ HATCH = "#b0b0b0"           # light hatch: text written over it stays readable
 
 DPI = 100
 INCH_PER_S = 0.6            # a 2 s turn gets ~85 pt: two lines of ~20 characters
-MIN_W, MAX_W = 12.0, 100.0  # inches; past MAX_W (~2.7 min) text is cut shorter
+ROW_S = 60.0                # longer sessions wrap: one row per minute (~38 in wide)
+MIN_W = 12.0
 LEFT_IN, RIGHT_IN = 1.3, 0.3
 SPEAKER_LANE_IN, SMALL_LANE_IN = 0.62, 0.32
-LATENCY_IN, TOP_IN, BOTTOM_IN = 1.5, 0.8, 0.55
+HEADER_IN, ROW_TOP_IN, LANES_GAP_IN, LATENCY_IN, ROW_BOTTOM_IN = 0.5, 0.3, 0.2, 1.3, 0.55
 FONT = 7.5
 
 
-def _segments(times: list[float], gap: float) -> list[tuple[float, float]]:
-    """Runs of samples no more than `gap` apart, each widened by half a sample period."""
+def _runs(times: list[float], gap: float) -> list[tuple[float, float]]:
+    """Runs of samples no more than `gap` apart, each widened a little so one sample shows."""
     runs: list[tuple[float, float]] = []
     for t in sorted(times):
         if runs and t - runs[-1][1] <= gap:
             runs[-1] = (runs[-1][0], t)
         else:
             runs.append((t, t))
-    half = gap / 3
-    return [(a - half, b + half) for a, b in runs]
+    return [(a - gap / 3, b + gap / 3) for a, b in runs]
 
 
 def face_tracks(events: SessionEvents) -> dict[int, dict[str, list[tuple[float, float]]]]:
     """{track id: {'present': [(t0, t1)], 'speaking': [(t0, t1)]}} from the face messages."""
     ts = [f["t"] for f in events.faces]
     steps = sorted(b - a for a, b in zip(ts, ts[1:]) if b > a)
-    period = steps[len(steps) // 2] if steps else 0.2
+    gap = 1.6 * (steps[len(steps) // 2] if steps else 0.2)   # a missed message is no gap
     seen: dict[int, list[float]] = {}
     speaking: dict[int, list[float]] = {}
     for f in events.faces:
@@ -58,8 +60,7 @@ def face_tracks(events: SessionEvents) -> dict[int, dict[str, list[tuple[float, 
             seen.setdefault(tr["id"], []).append(f["t"])
             if tr.get("speaking"):
                 speaking.setdefault(tr["id"], []).append(f["t"])
-    return {tid: {"present": _segments(seen[tid], 1.6 * period),
-                  "speaking": _segments(speaking.get(tid, []), 1.6 * period)}
+    return {tid: {"present": _runs(seen[tid], gap), "speaking": _runs(speaking.get(tid, []), gap)}
             for tid in sorted(seen)}
 
 
@@ -75,12 +76,32 @@ def _lanes(events: SessionEvents, tracks: dict) -> list[tuple[str, str, float]]:
     return lanes
 
 
+def rows(events: SessionEvents) -> list[tuple[float, float]]:
+    """The time windows drawn one under the other: ROW_S each, leaving out the windows in which
+    nothing happened (a session left running for an hour stays a few rows)."""
+    x1 = max(events.duration, 1.0) + 0.5
+    if x1 <= ROW_S:
+        return [(0.0, x1)]
+    busy = set()
+    for t in events.turns:
+        busy.update(range(int(t.start // ROW_S), int(t.end // ROW_S) + 1))
+    for s in events.segments:
+        busy.update(range(int(s["start"] // ROW_S), int(s["end"] // ROW_S) + 1))
+    busy.update(int(o["start"] // ROW_S) for o in events.onsets)
+    busy.update(int(f["t"] // ROW_S) for f in events.faces if f.get("tracks"))
+    return [(k * ROW_S, (k + 1) * ROW_S) for k in sorted(busy)] or [(0.0, ROW_S)]
+
+
+def _row_height(lanes_h: float) -> float:
+    return ROW_TOP_IN + lanes_h + LANES_GAP_IN + LATENCY_IN + ROW_BOTTOM_IN
+
+
 def figure_size(events: SessionEvents) -> tuple[float, float]:
-    """(width, height) in inches: time and lanes at a fixed scale."""
-    tracks = face_tracks(events)
-    width = min(MAX_W, max(MIN_W, LEFT_IN + RIGHT_IN + INCH_PER_S * (events.duration + 1.0)))
-    lanes_h = sum(h for _, _, h in _lanes(events, tracks))
-    return width, TOP_IN + lanes_h + 0.35 + LATENCY_IN + BOTTOM_IN
+    """(width, height) in inches."""
+    x0, x1 = rows(events)[0]
+    width = max(MIN_W, LEFT_IN + RIGHT_IN + INCH_PER_S * (x1 - x0))
+    lanes_h = sum(h for _, _, h in _lanes(events, face_tracks(events)))
+    return width, HEADER_IN + len(rows(events)) * _row_height(lanes_h)
 
 
 def _fit_text(text: str, width_pt: float, lines: int, size: float) -> str:
@@ -118,90 +139,29 @@ def plot_timeline(events: SessionEvents, out: str | Path) -> tuple[int, int]:
 
     tracks = face_tracks(events)
     lanes = _lanes(events, tracks)
-    w_in, h_in = figure_size(events)
     lanes_h = sum(h for _, _, h in lanes)
+    w_in, h_in = figure_size(events)
     fig = plt.figure(figsize=(w_in, h_in), dpi=DPI)
-    left, right = LEFT_IN / w_in, 1 - RIGHT_IN / w_in
-    lat_bottom = BOTTOM_IN / h_in
-    main_bottom = (BOTTOM_IN + LATENCY_IN + 0.35) / h_in
-    ax = fig.add_axes((left, main_bottom, right - left, lanes_h / h_in))
-    lax = fig.add_axes((left, lat_bottom, right - left, LATENCY_IN / h_in), sharex=ax)
+    left, width = LEFT_IN / w_in, (w_in - LEFT_IN - RIGHT_IN) / w_in
+    for i, (x0, x1) in enumerate(rows(events)):
+        lanes_top = h_in - HEADER_IN - i * _row_height(lanes_h) - ROW_TOP_IN
+        ax = fig.add_axes((left, (lanes_top - lanes_h) / h_in, width, lanes_h / h_in))
+        lat_top = lanes_top - lanes_h - LANES_GAP_IN
+        lax = fig.add_axes((left, (lat_top - LATENCY_IN) / h_in, width, LATENCY_IN / h_in), sharex=ax)
+        _draw_row(ax, events, tracks, lanes, x0, x1, width * w_in * 72 / (x1 - x0))
+        _latency_panel(lax, events, x0, x1, legend=i == 0)
 
-    x1 = max(events.duration, 1.0) + 0.5
-    ax.set_xlim(0, x1)
-    pt_per_s = (right - left) * w_in * 72 / x1
-    # lane y: top lane at the top; y counts inches from the bottom of the lane area
-    tops, y = {}, lanes_h
-    for kind, key, h in lanes:
-        tops[(kind, key)] = (y - h, h)
-        y -= h
-    ax.set_ylim(0, lanes_h)
-    ax.set_yticks([tops[(k, key)][0] + tops[(k, key)][1] / 2 for k, key, _ in lanes])
-    ax.set_yticklabels([_lane_label(k, key) for k, key, _ in lanes], fontsize=8)
-    for (y0, h) in tops.values():
-        ax.axhline(y0, color="#dddddd", lw=0.6, zorder=0)
-
-    # VAD segments with their onset / end ticks
-    y0, h = tops[("speech", "segments")]
-    for seg in events.segments:
-        ax.broken_barh([(seg["start"], seg["end"] - seg["start"])], (y0 + 0.3 * h, 0.4 * h),
-                       facecolors="#eeeeee", edgecolors="#aaaaaa", lw=0.5,
-                       hatch="xx" if seg.get("dropped") else None, hatchcolor=HATCH)
-        ax.vlines(seg["end"], y0 + 0.1 * h, y0 + 0.9 * h, color="#c0392b" if seg.get("forced") else "#555555", lw=1.2)
-    for on in events.onsets:
-        ax.vlines(on["start"], y0 + 0.1 * h, y0 + 0.9 * h, color="#2e8b57", lw=1.2)
-
-    # turns: one lane per speaker, the rest in "no speaker"
-    for turn in events.turns:
-        key = ("speaker", turn.speaker) if turn.is_speech else ("other", "no speaker")
-        y0, h = tops[key]
-        dur = max(turn.end - turn.start, 0.02)
-        color = EMOTION_COLORS.get(turn.label, NO_ESTIMATE) if turn.speech else NON_SPEECH
-        ax.broken_barh([(turn.start, dur)], (y0 + 0.06 * h, 0.88 * h), facecolors=color,
-                       edgecolors="#333333" if turn.final else "#999999", lw=0.8,
-                       linestyle="-" if turn.final else "--",
-                       hatch="///" if not turn.speech or not turn.label else None, hatchcolor=HATCH)
-        head, body = _turn_caption(turn)
-        width_pt = dur * pt_per_s - 4
-        lines = int((0.88 * h * 72 - 3) / (FONT * 1.2)) - 1
-        ax.text(turn.start + 2 / pt_per_s, y0 + 0.92 * h, _fit_text(head, width_pt, 1, FONT - 1),
-                fontsize=FONT - 1, va="top", ha="left", color="#333333", style="italic", clip_on=True)
-        ax.text(turn.start + 2 / pt_per_s, y0 + 0.92 * h - (FONT + 1) / 72,
-                _fit_text(body, width_pt, lines, FONT), fontsize=FONT, va="top", ha="left",
-                linespacing=1.05, clip_on=True)
-        if turn.face_track is not None and ("active", "active face") in tops:
-            ay0, ah = tops[("active", "active face")]
-            ax.broken_barh([(turn.start, dur)], (ay0 + 0.15 * ah, 0.7 * ah),
-                           facecolors=_track_color(turn.face_track), alpha=0.8)
-            label = _fit_text(f"{turn.speaker or '?'} → face {turn.face_track}", dur * pt_per_s - 4, 1, FONT - 1)
-            ax.text(turn.start + 2 / pt_per_s, ay0 + ah / 2, label, fontsize=FONT - 1, va="center",
-                    color="white", clip_on=True)
-
-    # face tracks: present (thin) and speaking (thick)
-    for tid, runs in tracks.items():
-        y0, h = tops[("track", str(tid))]
-        col = _track_color(tid)
-        ax.broken_barh([(a, b - a) for a, b in runs["present"]], (y0 + 0.4 * h, 0.2 * h), facecolors=col, alpha=0.45)
-        ax.broken_barh([(a, b - a) for a, b in runs["speaking"]], (y0 + 0.15 * h, 0.7 * h), facecolors=col)
-
-    _latency_panel(lax, events)
-    _time_ticks(ax, pt_per_s)
-    ax.tick_params(axis="x", labelbottom=False, labeltop=True, top=True, labelsize=8)
-    ax.grid(axis="x", which="both", color="#ececec", lw=0.6)
-    ax.grid(axis="x", which="major", color="#d6d6d6", lw=0.8)
-    ax.set_axisbelow(True)
     handles = [Patch(facecolor=EMOTION_COLORS[e], edgecolor="#333333", label=e) for e in EMOTIONS]
     handles += [Patch(facecolor=NO_ESTIMATE, edgecolor="#333333", hatch="///", hatchcolor=HATCH, label="no estimate"),
                 Patch(facecolor=NON_SPEECH, edgecolor="#333333", hatch="///", hatchcolor=HATCH, label="non-speech"),
                 Patch(facecolor="white", edgecolor="#999999", linestyle="--", label="not final")]
-    ax.legend(handles=handles, ncol=len(handles), fontsize=8, loc="lower left",
-              bbox_to_anchor=(0, 1.0 + 0.22 / lanes_h), frameon=False, handlelength=1.6, columnspacing=1.2)
+    fig.legend(handles=handles, ncol=len(handles), fontsize=8, loc="upper left", frameon=False,
+               bbox_to_anchor=(left - 0.1 / w_in, 1 - 0.22 / h_in), handlelength=1.6, columnspacing=1.2)
     n_speech = sum(t.is_speech for t in events.turns)
-    fig.text(left, 1 - 0.12 / h_in,
+    fig.text(left, 1 - 0.06 / h_in,
              f"{events.session or Path(events.source).name}: {len(events.turns)} turns ({n_speech} speech), "
              f"{len(events.speakers)} speakers, {len(tracks)} face tracks, {events.duration:.1f} s   "
-             f"│ green tick: speech.start, dark tick: speech.end (red: forced cut)",
-             fontsize=9, va="top")
+             f"│ green tick: speech.start, dark tick: speech.end (red: forced cut)", fontsize=9, va="top")
     try:
         fig.savefig(out, dpi=DPI)
     except OSError as e:
@@ -209,6 +169,76 @@ def plot_timeline(events: SessionEvents, out: str | Path) -> tuple[int, int]:
     finally:
         plt.close(fig)
     return int(round(w_in * DPI)), int(round(h_in * DPI))
+
+
+def _draw_row(ax, events: SessionEvents, tracks: dict, lanes: list, x0: float, x1: float,
+              pt_per_s: float) -> None:
+    """The lanes for session time [x0, x1]."""
+    def inside(a, b):
+        return b >= x0 and a <= x1
+
+    ax.set_xlim(x0, x1)
+    lanes_h = sum(h for _, _, h in lanes)
+    tops, y = {}, lanes_h   # lane -> (bottom, height), inches from the bottom of the lanes
+    for kind, key, h in lanes:
+        tops[(kind, key)] = (y - h, h)
+        y -= h
+    ax.set_ylim(0, lanes_h)
+    ax.set_yticks([tops[(k, key)][0] + tops[(k, key)][1] / 2 for k, key, _ in lanes])
+    ax.set_yticklabels([_lane_label(k, key) for k, key, _ in lanes], fontsize=8)
+    for y0, _ in tops.values():
+        ax.axhline(y0, color="#dddddd", lw=0.6, zorder=0)
+
+    # VAD segments with their onset / end ticks
+    y0, h = tops[("speech", "segments")]
+    for seg in (s for s in events.segments if inside(s["start"], s["end"])):
+        ax.broken_barh([(seg["start"], seg["end"] - seg["start"])], (y0 + 0.3 * h, 0.4 * h),
+                       facecolors="#eeeeee", edgecolors="#aaaaaa", lw=0.5,
+                       hatch="xx" if seg.get("dropped") else None, hatchcolor=HATCH)
+        ax.vlines(seg["end"], y0 + 0.1 * h, y0 + 0.9 * h, lw=1.2,
+                  color="#c0392b" if seg.get("forced") else "#555555")
+    for on in (o for o in events.onsets if inside(o["start"], o["start"])):
+        ax.vlines(on["start"], y0 + 0.1 * h, y0 + 0.9 * h, color="#2e8b57", lw=1.2)
+
+    # turns: one lane per speaker, the rest in "no speaker"; text starts where the row does
+    for turn in (t for t in events.turns if inside(t.start, t.end)):
+        y0, h = tops[("speaker", turn.speaker) if turn.is_speech else ("other", "no speaker")]
+        dur = max(turn.end - turn.start, 0.02)
+        color = EMOTION_COLORS.get(turn.label, NO_ESTIMATE) if turn.speech else NON_SPEECH
+        ax.broken_barh([(turn.start, dur)], (y0 + 0.06 * h, 0.88 * h), facecolors=color,
+                       edgecolors="#333333" if turn.final else "#999999", lw=0.8,
+                       linestyle="-" if turn.final else "--",
+                       hatch="///" if not turn.speech or not turn.label else None, hatchcolor=HATCH)
+        a = max(turn.start, x0)
+        width_pt = (min(turn.start + dur, x1) - a) * pt_per_s - 4
+        head, body = _turn_caption(turn)
+        lines = int((0.88 * h * 72 - 3) / (FONT * 1.2)) - 1
+        ax.text(a + 2 / pt_per_s, y0 + 0.92 * h, _fit_text(head, width_pt, 1, FONT - 1),
+                fontsize=FONT - 1, va="top", ha="left", color="#333333", style="italic", clip_on=True)
+        ax.text(a + 2 / pt_per_s, y0 + 0.92 * h - (FONT + 1) / 72, _fit_text(body, width_pt, lines, FONT),
+                fontsize=FONT, va="top", ha="left", linespacing=1.05, clip_on=True)
+        if turn.face_track is not None and ("active", "active face") in tops:
+            ay0, ah = tops[("active", "active face")]
+            ax.broken_barh([(turn.start, dur)], (ay0 + 0.15 * ah, 0.7 * ah),
+                           facecolors=_track_color(turn.face_track), alpha=0.8)
+            label = _fit_text(f"{turn.speaker or '?'} → face {turn.face_track}", width_pt, 1, FONT - 1)
+            ax.text(a + 2 / pt_per_s, ay0 + ah / 2, label, fontsize=FONT - 1, va="center",
+                    color="white", clip_on=True)
+
+    # face tracks: present (thin) and speaking (thick)
+    for tid, runs in tracks.items():
+        y0, h = tops[("track", str(tid))]
+        col = _track_color(tid)
+        ax.broken_barh([(a, b - a) for a, b in runs["present"] if inside(a, b)], (y0 + 0.4 * h, 0.2 * h),
+                       facecolors=col, alpha=0.45)
+        ax.broken_barh([(a, b - a) for a, b in runs["speaking"] if inside(a, b)], (y0 + 0.15 * h, 0.7 * h),
+                       facecolors=col)
+
+    _time_ticks(ax, pt_per_s)
+    ax.tick_params(axis="x", labelbottom=False, labeltop=True, top=True, labelsize=8)
+    ax.grid(axis="x", which="both", color="#ececec", lw=0.6)
+    ax.grid(axis="x", which="major", color="#d6d6d6", lw=0.8)
+    ax.set_axisbelow(True)
 
 
 def _time_ticks(ax, pt_per_s: float) -> None:
@@ -225,38 +255,35 @@ def _lane_label(kind: str, key: str) -> str:
             "track": f"face {key}"}.get(kind, key)
 
 
-def _latency_panel(lax, events: SessionEvents) -> None:
-    """Emotion latency per turn: first (provisional) message and final message, at the turn's end."""
-    turns = [t for t in events.turns if t.emotion_ms is not None]
+def _latency_panel(lax, events: SessionEvents, x0: float, x1: float, legend: bool) -> None:
+    """Emotion latency per turn at the turn's end: the first (provisional) and the final
+    message. One y scale for the session, so rows compare."""
+    every = [t for t in events.turns if t.emotion_ms is not None]
     lax.set_ylabel("emotion\nlatency (ms)", fontsize=8)
     lax.set_xlabel("session time (s)", fontsize=8)
     lax.tick_params(labelsize=8)
     lax.grid(color="#e8e8e8", lw=0.6)
-    if not turns:
+    if not every:
         lax.text(0.5, 0.5, "no emotion messages", transform=lax.transAxes, ha="center", va="center", fontsize=8)
         lax.set_yticks([])
         return
-    top = max(max(t.emotion_ms, t.first_emotion_ms or 0) for t in turns)
-    lax.set_ylim(0, top * 1.35)
-    for t in turns:
-        col = EMOTION_COLORS.get(t.label, "#999999")
+    lax.set_ylim(0, 1.35 * max(max(t.emotion_ms, t.first_emotion_ms or 0) for t in every))
+    for t in (t for t in every if x0 <= t.end <= x1):
         lax.vlines(t.end, 0, t.emotion_ms, color="#999999", lw=0.8)
         if t.first_emotion_ms is not None and abs(t.first_emotion_ms - t.emotion_ms) > 0.5:
             lax.plot([t.end], [t.first_emotion_ms], "o", mfc="white", mec="#333333", ms=4)
-        lax.plot([t.end], [t.emotion_ms], "s", mfc=col, mec="#333333", ms=5)
+        lax.plot([t.end], [t.emotion_ms], "s", mfc=EMOTION_COLORS.get(t.label, "#999999"), mec="#333333", ms=5)
         lax.annotate(f"{t.emotion_ms:.0f}", (t.end, t.emotion_ms), xytext=(0, 3), textcoords="offset points",
                      ha="center", va="bottom", fontsize=FONT - 1)
-    lax.plot([], [], "s", mfc="#c7c7c7", mec="#333333", label="final")
-    lax.plot([], [], "o", mfc="white", mec="#333333", label="first (provisional)")
-    lax.legend(fontsize=7, loc="upper left", frameon=False, ncol=2)
+    if legend:
+        lax.plot([], [], "s", mfc="#c7c7c7", mec="#333333", label="final")
+        lax.plot([], [], "o", mfc="white", mec="#333333", label="first (provisional)")
+        lax.legend(fontsize=7, loc="upper left", frameon=False, ncol=2)
 
 
 def run_plot(args) -> int:
-    import sys
     events = load_session_events(args.source)
     w, h = plot_timeline(events, args.out)
-    print(f"# timeline written to {args.out} ({w}x{h} px, {len(events.turns)} turns)", file=sys.stderr)
+    print(f"# timeline written to {args.out} ({w}x{h} px, {len(events.turns)} turns, "
+          f"{len(rows(events))} row(s))", file=sys.stderr)
     return 0
-
-
-__all__ = ["plot_timeline", "figure_size", "face_tracks", "run_plot"]
