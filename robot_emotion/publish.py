@@ -5,6 +5,9 @@ bodies through a queue; it stamps ``v``, ``seq`` (per topic), ``session`` and ``
 sends [topic, JSON] with NOBLOCK and a small send high-water mark (a slow or dead
 subscriber costs dropped messages, never a stalled pipeline), mirrors every body to
 the session's events.jsonl / ``--out`` file, and emits ``status`` at ``status_hz``.
+
+Who may subscribe, and how big a subscription may be, is security.py's policy: loopback
+by default, CURVE keys (or ``publish.allow_insecure``) for any other address.
 """
 from __future__ import annotations
 
@@ -15,14 +18,51 @@ import threading
 import time
 from typing import Callable
 
-from robot_emotion import messages
+from robot_emotion import messages, security
+from robot_emotion.errors import UsageError
+
+
+def _security_for(endpoint: str, options) -> security.ServerSecurity:
+    """The socket's security from a PublishConfig (None: loopback only, no keys)."""
+    return security.server_security(endpoint, getattr(options, "server_secret_key", ""),
+                                    getattr(options, "authorized_keys", ""),
+                                    getattr(options, "allow_insecure", False))
+
+
+def check_endpoint(options) -> security.ServerSecurity:
+    """Validate publish.endpoint, its keys and policy, and that it can be bound -- in ~10 ms,
+    so a bad or busy endpoint is one line (exit 2) before any model loads. Binds a throwaway
+    socket on a private context; terminating the context releases the port at once."""
+    import zmq
+    sec = _security_for(options.endpoint, options)
+    if sec.endpoint.transport == "inproc":
+        return sec                      # only reachable inside the node's own context
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.PUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        if sec.endpoint.ipv6:
+            sock.setsockopt(zmq.IPV6, 1)
+        sock.bind(options.endpoint)
+        bound = sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+    except zmq.ZMQError as e:
+        raise UsageError(f"cannot bind publisher to {options.endpoint}: {zmq.strerror(e.errno)}") from None
+    finally:
+        sock.close()
+        ctx.term()
+    if not (sec.curve or sec.insecure or security.bound_is_loopback(bound)):
+        raise UsageError(f"publish.endpoint {options.endpoint} bound {bound}, which is not loopback: "
+                         "set CURVE keys or publish.allow_insecure = true")
+    return sec
 
 
 class Publisher:
     def __init__(self, endpoint: str, session_id: str, sndhwm: int = 100, status_hz: float = 1.0,
                  status_fn: Callable[[], dict] | None = None, sinks: list[Callable[[dict], None]] = (),
-                 context=None):
+                 context=None, options=None):
         self.endpoint, self.session_id = endpoint, session_id
+        self.options = options      # PublishConfig: keys, allow_insecure (None = loopback, no keys)
+        self.security: security.ServerSecurity | None = None
         self.sndhwm, self.status_period = sndhwm, 1.0 / status_hz
         self.status_fn = status_fn
         self.sinks = list(sinks)
@@ -44,10 +84,11 @@ class Publisher:
         self.sink_failures: list[str] = []    # one line per failed output (--out, session file)
 
     def start(self) -> None:
+        self.security = _security_for(self.endpoint, self.options)  # UsageError/InputError
         self._thread.start()
         self._ready.wait(5.0)
         if self.error:
-            raise RuntimeError(self.error)
+            raise UsageError(self.error)
 
     def publish(self, body: dict) -> None:
         """Queue a body (must hold "topic"); never blocks the caller."""
@@ -56,25 +97,52 @@ class Publisher:
     def pending(self) -> int:
         return self._q.qsize()
 
-    def _run(self) -> None:
-        import zmq
-        ctx = self._ctx or zmq.Context.instance()
+    def _open(self, zmq):
+        """(context, socket, authenticator), or None with self.error set."""
+        sec = self.security
+        # a ZAP authenticator serves a whole context: CURVE gets a context of its own
+        self._own_ctx = sec.curve and self._ctx is None
+        ctx = zmq.Context() if self._own_ctx else self._ctx or zmq.Context.instance()
+        auth = security.start_authenticator(ctx, sec)
         sock = ctx.socket(zmq.PUB)
         sock.setsockopt(zmq.SNDHWM, self.sndhwm)
         sock.setsockopt(zmq.LINGER, 200)
+        security.configure_server_socket(sock, sec)
         for attempt in range(20):  # a just-closed publisher may still hold the port briefly
             try:
                 sock.bind(self.endpoint)
                 break
             except zmq.ZMQError as e:
                 if e.errno != zmq.EADDRINUSE or attempt == 19:
-                    self.error = f"cannot bind publisher to {self.endpoint}: {e}"
-                    sock.close()
-                    self._ready.set()
-                    return
+                    self.error = f"cannot bind publisher to {self.endpoint}: {zmq.strerror(e.errno)}"
+                    break
                 time.sleep(0.1)
-        self.bound = sock.getsockopt(zmq.LAST_ENDPOINT).decode()  # resolves "tcp://127.0.0.1:*"
+        if self.error is None:
+            self.bound = sock.getsockopt(zmq.LAST_ENDPOINT).decode()  # resolves "tcp://127.0.0.1:*"
+            if not (sec.curve or sec.insecure or security.bound_is_loopback(self.bound)):
+                self.error = (f"publish.endpoint {self.endpoint} bound {self.bound}, which is not "
+                              "loopback: set CURVE keys or publish.allow_insecure = true")
+        if self.error is None:
+            if sec.insecure:
+                print(security.insecure_warning(self.bound), file=sys.stderr, flush=True)
+            return ctx, sock, auth
+        self._close(ctx, sock, auth)
+        return None
+
+    def _close(self, ctx, sock, auth) -> None:
+        sock.close()
+        if auth is not None:
+            auth.stop()
+        if self._own_ctx:
+            ctx.term()
+
+    def _run(self) -> None:
+        import zmq
+        opened = self._open(zmq)
         self._ready.set()
+        if opened is None:
+            return
+        ctx, sock, auth = opened
         next_status = time.monotonic() + self.status_period
         try:
             while True:
@@ -91,7 +159,7 @@ class Publisher:
                     next_status += self.status_period
                     self._send(sock, zmq, {"topic": "status", **self.status_fn()})
         finally:
-            sock.close()
+            self._close(ctx, sock, auth)
 
     def _send(self, sock, zmq, body: dict) -> None:
         topic = body["topic"]

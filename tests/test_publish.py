@@ -117,22 +117,26 @@ def test_live_subscriber_sees_the_replay(short_session):
     ep = free_endpoint()
     cfg = spine_cfg(f'publish.endpoint="{ep}"')
     received = []
-    ready = threading.Event()
+    ready, replayed = threading.Event(), threading.Event()
 
     def listen():
         with Subscriber(ep, topics=["utterance"]) as sub:
             ready.set()
-            while True:
-                m = sub.recv(timeout_ms=3000)
-                if m is None:
+            while True:   # until the replay is over and the stream is quiet (loading may take seconds)
+                m = sub.recv(timeout_ms=1000)
+                if m is not None:
+                    received.append(m)
+                elif replayed.is_set():
                     break
-                received.append(m)
 
     th = threading.Thread(target=listen)
     th.start()
     ready.wait()
     time.sleep(0.3)  # let the SUB connect before the replay's first utterance
-    events, _ = collect(cfg, folder, speed=2.0)
+    try:
+        events, _ = collect(cfg, folder, speed=2.0)
+    finally:
+        replayed.set()
     th.join(timeout=10)
     assert [m["utterance_id"] for m in received] == [e["utterance_id"] for e in by_topic(events, "utterance")]
 
