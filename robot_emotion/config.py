@@ -120,8 +120,17 @@ class NodeConfig:
 
 
 @dataclass(frozen=True)
+class ControlConfig:
+    enabled: bool = True                     # live only: controllers tell the node what the robot does
+    endpoint: str = "tcp://127.0.0.1:5557"   # ZeroMQ REP socket (robot.speaking, mute, unmute, reset)
+    robot_voice: str = "drop"                # the robot's own speech: "drop" or "mark" (speaker "robot")
+    barge_in_db: float = 8.0                 # a person talking over the robot: this much louder
+
+
+@dataclass(frozen=True)
 class Config:
     node: NodeConfig = field(default_factory=NodeConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
     microphone: MicrophoneConfig = field(default_factory=MicrophoneConfig)
     av: AVConfig = field(default_factory=AVConfig)
@@ -193,6 +202,9 @@ _RULES: dict[str, dict[str, _Rule]] = {
     "speakers": {"enabled": _FLAG, "change_threshold": _COSINE, "cluster_threshold": _COSINE,
                  "min_turn_s": _between(0.2, 10, " s"), "probe_s": _between(0.3, 10, " s")},
     "emotion": {"enabled": _FLAG, "model": _PATH, "history_turns": _between(0, 64)},
+    "control": {"enabled": _FLAG, "robot_voice": _one_of("drop", "mark"),
+                "endpoint": _matches(r"(tcp|ipc|inproc)://\S+", "must be a ZeroMQ endpoint such as tcp://127.0.0.1:5557"),
+                "barge_in_db": _between(0, 40, " dB")},
     "publish": {"endpoint": _matches(r"(tcp|ipc|inproc|pgm|epgm|ws|wss)://\S+",
                                      "must be a ZeroMQ endpoint such as tcp://127.0.0.1:5556"),
                 "sndhwm": _between(1, 100000), "status_hz": _between(0, 100, " Hz", lo_open=True),

@@ -50,6 +50,11 @@ class DialogueHistory:
             past = [t for t in self._turns if t.start < before and t.text]
         return past[-max_turns:] if max_turns > 0 else []
 
+    def clear(self) -> None:
+        """Forget every turn (the controllers' ``reset``: a new conversation starts)."""
+        with self._lock:
+            self._turns.clear()
+
     def turns(self) -> list[Turn]:
         with self._lock:
             return list(self._turns)

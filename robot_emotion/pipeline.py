@@ -25,6 +25,7 @@ import numpy as np
 from robot_emotion.audio.speakers import RELIABLE_S
 from robot_emotion.audio.vad import Segmenter, SpeechEnd, SpeechStart, TurnGap
 from robot_emotion.config import Config
+from robot_emotion.control import RobotVoice
 from robot_emotion.dialogue import DialogueHistory, Turn
 from robot_emotion.publish import Publisher
 from robot_emotion.sources.base import AudioQueue, Frame, LatestFrameSlot
@@ -55,6 +56,8 @@ class Node:
                                    cfg.publish.status_hz, self.status, list(sinks), zmq_context,
                                    options=cfg.publish)
         self.segmenter = Segmenter(cfg.vad)
+        self.robot = RobotVoice(cfg.control.barge_in_db, cfg.microphone.block_ms / 1000.0)
+        self._robot_turns = 0
         self.face_time = -1.0          # capture time of the last frame the face thread handled
         self._face_cond = threading.Condition()
         self._utterance_idle = threading.Event()  # clear while a segment's result is computed
@@ -169,22 +172,81 @@ class Node:
                 for ev in self.segmenter.flush(last_t):
                     self._on_vad_event(ev, time.monotonic())
                 break
+            samples = block.samples
+            if self.robot.muted:               # the controllers muted us: perceive silence
+                samples = np.zeros_like(samples)
             if self.perception is not None:
-                self.perception.on_audio(block.t, block.samples)
+                self.perception.on_audio(block.t, samples)
             t0 = time.perf_counter()
-            events = self.segmenter.push(block.t, block.samples)
+            events = self.segmenter.push(block.t, samples)
             self.stats.add("vad", (time.perf_counter() - t0) * 1000.0)
             last_t = block.t + block.samples.size / 16000
             for ev in events:
                 self._on_vad_event(ev, block.wall)
+            if self.robot.intervals:
+                self._check_barge_in(block, samples)
             self._maybe_partial(last_t, block.wall)
         self._enqueue(_STOP)
         if self.perception is not None:
             self.perception.close_audio()
         self._audio_done.set()
 
+    def _check_barge_in(self, block, samples) -> None:
+        seg = self.segmenter.open_segment()
+        uid = self.robot.on_block(block.t, samples, seg[0] if seg else None)
+        if uid is not None:                    # a person talks over the robot: that is speech
+            self.publisher.publish({"topic": "speech.start", "utterance_id": uid, "start": seg[1],
+                                    "t": block.t + samples.size / 16000, "barge_in": True})
+
+    def _robot_segment(self, ev) -> bool:
+        """The robot's own voice (see control.py): dropped or marked, never perceived."""
+        if not self.robot.intervals or not self.robot.is_robot(ev.utterance_id, ev.start):
+            return False
+        if isinstance(ev, SpeechEnd):
+            self.robot.robot_segments += 1
+        if self.cfg.control.robot_voice == "mark":
+            body = {"topic": "speech.start" if isinstance(ev, SpeechStart) else "speech.end",
+                    "utterance_id": ev.utterance_id, "start": ev.start, "t": ev.decided_at,
+                    "speaker": "robot"}
+            if isinstance(ev, SpeechEnd):
+                body.update(end=ev.end, forced=ev.forced, dropped=ev.dropped)
+            self.publisher.publish(body)
+        return True
+
+    def on_control(self, req: dict) -> dict:
+        """A controller's request (control.py; control thread)."""
+        cmd, t = req["cmd"], self.clock.now()
+        if cmd == "robot.speaking":
+            state, text = req.get("state"), req.get("text")
+            if state not in ("start", "stop") or not (text is None or isinstance(text, str)):
+                raise ValueError("robot.speaking needs state 'start' or 'stop' and an optional text string")
+            if state == "start":
+                self.robot.start(t, text)
+            else:
+                turn = self.robot.stop(t, text)
+                if turn is not None and turn[2]:
+                    self._robot_turn(*turn)
+        elif cmd in ("mute", "unmute"):
+            self.robot.muted = cmd == "mute"
+        elif cmd == "reset":
+            self.history.clear()
+        elif cmd != "ping":                    # ping: is the node up (models loaded)?
+            raise ValueError(f"unknown cmd {cmd!r} (robot.speaking, mute, unmute, reset, ping)")
+        return {"t": t}
+
+    def _robot_turn(self, start: float, end: float, text: str) -> None:
+        """The robot's words: a turn in the dialogue history (context for the next human turn)."""
+        self._robot_turns += 1
+        uid = f"robot-{self._robot_turns}"
+        self.history.add(Turn(uid, "robot", text, start, end))
+        self.publisher.publish({"topic": "utterance", "utterance_id": uid, "final": True, "speech": True,
+                                "start": start, "end": end, "speaker": "robot", "face_track": None,
+                                "text": text, "duration": end - start, "segments": [], "forced": False})
+
     def _on_vad_event(self, ev, wall: float) -> None:
         ev.wall = wall
+        if isinstance(ev, (SpeechStart, SpeechEnd)) and self._robot_segment(ev):
+            return
         if isinstance(ev, SpeechStart):
             self.publisher.publish({"topic": "speech.start", "utterance_id": ev.utterance_id,
                                     "start": ev.start, "t": ev.decided_at})
@@ -206,6 +268,8 @@ class Node:
             self._partial_at = None
             return
         uid, start = seg
+        if self.robot.intervals and self.robot.is_robot(uid, start):
+            return                             # the robot's own voice: nothing to probe
         if self.perception.speakers is not None:
             sent = self._probes[1] if getattr(self, "_probes", (None,))[0] == uid else 0
             due = [s for s in (self.cfg.speakers.probe_s, RELIABLE_S) if t - start >= s]
@@ -375,6 +439,8 @@ class Node:
                 "dropped": dropped,
                 "sources": {s.name: s.state for s in self.sources},
                 "skipped": dict(self.skipped),
+                "robot": {"speaking": self.robot.speaking, "muted": self.robot.muted,
+                          "segments_dropped": self.robot.robot_segments},
                 "outputs": {**self.publisher.outputs(),
                             **{"session": "failed" if r.failure else "recording" for r in self.recorders}},
                 "utterances": self.utterances, "in_speech": self.segmenter.in_speech,

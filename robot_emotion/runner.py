@@ -171,7 +171,13 @@ def live(cfg: Config, record_to: str | Path | None = None, duration: float | Non
     use_cam = cfg.camera.enabled
     # Models first: the session clock starts when the node can perceive (the `ready` message),
     # not during the 10-15 s of loading (a recording would start with that much dead air).
-    perception = build_perception(cfg, use_cam and cfg.faces.enabled)
+    control = _start_control(cfg)      # before models load: a busy endpoint fails at once
+    try:
+        perception = build_perception(cfg, use_cam and cfg.faces.enabled)
+    except BaseException:
+        if control is not None:
+            control.stop()
+        raise
     clock = WallClock()
     node_sinks = list(sinks)
     writer = None
@@ -188,6 +194,8 @@ def live(cfg: Config, record_to: str | Path | None = None, duration: float | Non
                 sinks=node_sinks)
     if writer is not None:
         node.recorders.append(writer)
+    if control is not None:
+        control.node = node
     sources = []
     if cfg.microphone.enabled:
         sources.append(MicrophoneSource(cfg.microphone, clock, node.audio_q, writer))
@@ -212,9 +220,28 @@ def live(cfg: Config, record_to: str | Path | None = None, duration: float | Non
             node.stop(drain=True, progress=_drain_progress)
             node.interrupted = interrupted.is_set()
     finally:
+        if control is not None:
+            control.stop()
         if writer is not None:
             writer.close()
     return node
+
+
+def _start_control(cfg: Config):
+    """The controllers' socket (control.py); requests before the node is ready are refused."""
+    if not cfg.control.enabled:
+        return None
+    from robot_emotion.control import ControlServer
+
+    def handle(req):
+        node = getattr(server, "node", None)
+        if node is None:
+            raise ValueError("the node is still loading its models")
+        return node.on_control(req)
+
+    server = ControlServer(cfg.control.endpoint, handle)
+    server.start()
+    return server
 
 
 __all__ = ["replay", "live", "JsonlSink"]

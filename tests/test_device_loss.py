@@ -11,7 +11,7 @@ from conftest import FACE_CLIP, REPO, free_endpoint
 from test_record import _play, _wait_audio
 
 SPINE_AND_FACES = ["asr.enabled=false", "speakers.enabled=false", "emotion.enabled=false",
-                   'vad.backend="webrtcvad"', "faces.enabled=true"]
+                   'vad.backend="webrtcvad"', "faces.enabled=true", 'control.endpoint="tcp://127.0.0.1:*"']
 
 
 def _free_port() -> int:

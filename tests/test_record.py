@@ -15,7 +15,8 @@ from test_replay import NO_PERCEPTION, by_topic, collect, spine_cfg
 
 # The spine with webrtcvad, which loads no model: silero's load (torch) would be counted into
 # the session clock (a record started before models load; left to the start-up work, issue 12).
-SETS = sum([["--set", o] for o in NO_PERCEPTION[:-1] + ['vad.backend="webrtcvad"']], [])
+SETS = sum([["--set", o] for o in NO_PERCEPTION[:-1] + ['vad.backend="webrtcvad"',
+                                                       'control.endpoint="tcp://127.0.0.1:*"']], [])
 
 
 def _wait_audio(out, seconds=1.5, timeout=90):
@@ -109,7 +110,7 @@ def test_microphone_that_disappears_ends_with_one_line_and_a_session(pulse, shor
     """Last in this file: it kills the PulseAudio server under a running recorder."""
     src, _ = short_session
     out = tmp_path / "lost"
-    proc = _start_record(out, src / "video.mp4")
+    proc = _start_record(out, src / "video.mp4", ["--set", "microphone.lost_grace_s=2"])
     _wait_audio(out)
     subprocess.run(["pulseaudio", "--kill"], capture_output=True)
     _, stderr = proc.communicate(timeout=60)
@@ -118,3 +119,4 @@ def test_microphone_that_disappears_ends_with_one_line_and_a_session(pulse, shor
     assert err.startswith("robot-emotion: error:") and "microphone" in err
     meta = json.loads((out / "session.json").read_text())
     assert meta["complete"] is True and meta["duration"] > 1.0  # what was captured is kept
+    assert meta["device_events"][0]["device"] == "microphone" and meta["device_events"][0]["state"] == "lost"

@@ -51,7 +51,8 @@ def test_session_clock_starts_when_models_are_loaded(pulse, tmp_path):
     out = tmp_path / "rec"
     proc = subprocess.Popen(
         [sys.executable, "-m", "robot_emotion", "record", str(out), "--duration", "3",
-         "--launch", str(REPO / "launch" / "audio_only.toml"), "--endpoint", free_endpoint()],
+         "--launch", str(REPO / "launch" / "audio_only.toml"), "--endpoint", free_endpoint(),
+         "--set", 'control.endpoint="tcp://127.0.0.1:*"'],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     _, stderr = proc.communicate(timeout=240)
     assert proc.returncode == 0, stderr

@@ -1,0 +1,164 @@
+"""The robot talks back: a control socket for the behaviour controllers, and the robot's own voice.
+
+Controllers send JSON requests to a ZeroMQ REP socket (``control.endpoint``, loopback by
+default) and get one JSON reply each (``{"ok": true}`` or ``{"ok": false, "error": ...}``):
+
+  {"cmd": "robot.speaking", "state": "start", "text": "Hello!"}   the robot's TTS starts
+  {"cmd": "robot.speaking", "state": "stop"}                      ... and ends (text optional here too)
+  {"cmd": "mute"} / {"cmd": "unmute"}                             stop / resume perceiving audio
+  {"cmd": "reset"}                                                forget the dialogue history
+  {"cmd": "ping"}                                                 ok once the models are loaded
+
+``client.Controller`` wraps them. While the robot speaks, the microphone hears it: a VAD
+segment that starts inside a robot-speaking interval (padded for the audio path's latency
+and the room's echo) is the robot's, not a person's: it is dropped (``control.robot_voice =
+"drop"``, counted in status) or published as speech.start/end with ``speaker: "robot"``
+(``"mark"``), never handed to speakers, ASR or emotion. A person talking OVER the robot is
+still heard: when the level stays ``control.barge_in_db`` above the robot's own level (its
+80th percentile while it speaks) for 150 ms, ``speech.start`` fires with ``barge_in: true``
+and that segment is a human one. When the robot stops, its text enters the dialogue history
+as the robot's turn (text context for the next human turn) and is published as an
+``utterance`` with ``speaker: "robot"`` and ``final: true``.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from collections import deque
+
+import numpy as np
+
+LEAD_S = 0.2            # audio reaches the VAD a little after the controller says "start"
+ECHO_TAIL_S = 0.5       # ... and the room still rings after "stop"
+BARGE_IN_S = 0.15       # this long above the robot's level: a person is talking over it
+MIN_REFERENCE_S = 0.4   # robot audio needed before its level is trusted
+MAX_REQUEST_BYTES = 64 * 1024
+
+
+class RobotVoice:
+    """Robot-speaking intervals, the robot's level, barge-in and mute (audio-thread side)."""
+
+    def __init__(self, barge_in_db: float = 8.0, block_s: float = 0.03):
+        self.barge_in_db, self.block_s = barge_in_db, block_s
+        self._lock = threading.Lock()
+        self.intervals: list[list[float]] = []   # [start, end or inf] in session seconds
+        self.text: str | None = None
+        self.muted = False
+        self._levels: deque[float] = deque(maxlen=400)    # dBFS of blocks while the robot speaks
+        self._above = 0.0
+        self.barge_in_ids: set[str] = set()
+        self.robot_segments = 0
+
+    # ---- control side -------------------------------------------------------------------
+    def start(self, t: float, text: str | None) -> None:
+        with self._lock:
+            if not self.speaking:
+                self.intervals.append([t, float("inf")])
+                self._levels.clear()
+                self._above = 0.0
+            self.text = text or self.text
+
+    def stop(self, t: float, text: str | None) -> tuple[float, float, str | None] | None:
+        """(start, end, text) of the robot's turn that just ended, or None if it was not speaking."""
+        with self._lock:
+            if not self.speaking:
+                return None
+            self.intervals[-1][1] = t
+            del self.intervals[:-20]                      # a robot that talks for days
+            turn = (self.intervals[-1][0], t, text or self.text)
+            self.text = None
+            return turn
+
+    @property
+    def speaking(self) -> bool:
+        return bool(self.intervals) and self.intervals[-1][1] == float("inf")
+
+    # ---- audio side ---------------------------------------------------------------------
+    def covers(self, t: float) -> bool:
+        """Is capture time t inside a robot-speaking interval (padded)?"""
+        with self._lock:
+            return any(a - LEAD_S <= t <= b + ECHO_TAIL_S for a, b in self.intervals)
+
+    def on_block(self, t: float, samples: np.ndarray, open_id: str | None) -> str | None:
+        """Track the robot's level; returns the open segment's id when a barge-in starts now."""
+        if not self.covers(t):
+            self._above = 0.0
+            return None
+        x = samples.astype(np.float32) / 32768.0
+        db = 10.0 * np.log10(float(np.mean(x * x)) + 1e-10)
+        n_ref = len(self._levels)
+        ref = float(np.percentile(self._levels, 80)) if n_ref * self.block_s >= MIN_REFERENCE_S else None
+        if ref is not None and db > ref + self.barge_in_db:
+            self._above += x.size / 16000.0
+        else:
+            self._above = 0.0
+            self._levels.append(db)        # barge-in audio must not raise the robot's reference
+        if self._above >= BARGE_IN_S and open_id is not None and open_id not in self.barge_in_ids:
+            self.barge_in_ids.add(open_id)
+            return open_id
+        return None
+
+    def is_robot(self, utterance_id: str, start: float) -> bool:
+        """A segment that began while the robot spoke, and nobody talked over it."""
+        return utterance_id not in self.barge_in_ids and self.covers(start)
+
+
+class ControlServer:
+    """A REP socket in its own thread; requests are applied to the node through ``handle``."""
+
+    def __init__(self, endpoint: str, handle, context=None):
+        self.endpoint, self.handle = endpoint, handle
+        self._ctx = context
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self.error: str | None = None
+        self.bound: str | None = None
+        self.requests = self.rejected = 0
+        self._thread = threading.Thread(target=self._run, name="control", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait(5.0)
+        if self.error:
+            from robot_emotion.errors import UsageError
+            raise UsageError(self.error)
+
+    def _run(self) -> None:
+        import zmq
+        ctx = self._ctx or zmq.Context.instance()
+        sock = ctx.socket(zmq.REP)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)   # a hostile peer cannot grow us
+        sock.setsockopt(zmq.LINGER, 0)
+        try:
+            sock.bind(self.endpoint)
+            self.bound = sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+        except zmq.ZMQError as e:
+            self.error = f"cannot bind control socket to {self.endpoint}: {e}"
+            sock.close()
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            while not self._stop.is_set():
+                if not sock.poll(100):
+                    continue
+                frames = sock.recv_multipart()
+                sock.send_string(json.dumps(self._answer(frames)))
+        finally:
+            sock.close()
+
+    def _answer(self, frames: list[bytes]) -> dict:
+        self.requests += 1
+        try:
+            req = json.loads(frames[-1].decode("utf-8"))
+            if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
+                raise ValueError("a request is a JSON object with a string 'cmd'")
+            return {"ok": True, **(self.handle(req) or {})}
+        except (ValueError, UnicodeDecodeError, TypeError) as e:
+            self.rejected += 1
+            return {"ok": False, "error": str(e).splitlines()[0][:200]}
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2.0)
