@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_cli
+from conftest import free_endpoint, run_cli
 from robot_emotion.export import CSV_COLUMNS, timestamp
 from robot_emotion.session_events import load_session_events
 from robot_emotion.timeline_plot import DPI, EMOTION_COLORS, figure_size
@@ -169,7 +169,22 @@ def test_bad_inputs_give_one_line_errors(known, tmp_path):
     bad.write_text("\n".join(lines[:2] + ["{not json"] + lines[2:]) + "\n")
     _one_line_error(run_cli("export", bad, "--format", "csv"), 3, "bad.jsonl:3")
     _one_line_error(run_cli("export", tmp_path / "nope_dir", "--format", "csv"), 3, "nope_dir")
+    _one_line_error(run_cli("plot", known, "--out", tmp_path / "no_dir" / "x.png"), 3, "cannot write")
+    _one_line_error(run_cli("export", known, "--format", "srt", "--out", tmp_path / "no_dir" / "x.srt"), 3,
+                    "cannot write")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_a_session_without_turns_plots_and_exports_empty(tmp_path):
+    ev = Events()
+    for i in range(3):
+        ev.pub("status", uptime=float(i), t=float(i), stages={}, queues={}, dropped={}, sources={})
+    quiet = ev.write(tmp_path / "quiet.jsonl")
+    r = run_cli("plot", quiet, "--out", tmp_path / "q.png")
+    assert r.returncode == 0, r.stderr
+    assert Image.open(tmp_path / "q.png").size == (1200, round(figure_size(load_session_events(quiet))[1] * DPI))
+    assert run_cli("export", quiet, "--format", "srt").stdout == ""
+    assert run_cli("export", quiet, "--format", "csv").stdout == ",".join(CSV_COLUMNS) + "\n"
 
 
 def test_a_truncated_last_line_is_tolerated(known, tmp_path):
@@ -227,7 +242,7 @@ def node_events(short_session, tmp_path_factory):
     """The short two-speaker session (audio + video) replayed through the full node."""
     folder, truth = short_session
     out = tmp_path_factory.mktemp("node") / "events.jsonl"
-    r = run_cli("replay", folder, "--out", out, "--quiet", timeout=600)
+    r = run_cli("replay", folder, "--out", out, "--quiet", "--endpoint", free_endpoint(), timeout=600)
     assert r.returncode == 0, r.stderr
     return out, truth
 
