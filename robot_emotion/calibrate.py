@@ -264,6 +264,10 @@ def run_calibrate(cfg: Config, provenance: dict, args) -> int:
                              "check microphone.device with `robot-emotion devices` and the input volume")
         if lv["noise"]["floor_dbfs"] <= M.SILENT_DBFS + 1:
             notes.append("the quiet phase was digital silence: a muted or virtual input?")
+        if lv["noise"]["p99"] - lv["noise"]["p50"] > 15:
+            notes.append("the quiet phase had loud moments (p99 is {:.0f} dB over the median): the gate "
+                         "was kept above them; calibrate again in quiet for a lower one".format(
+                             lv["noise"]["p99"] - lv["noise"]["p50"]))
         sugg, more = M.suggest(lv, cfg.microphone.gain_db, cfg.vad.energy_margin_db)
         notes += more
         values.update({k: sugg[k] for k in ("microphone.gain_db", "vad.aggressiveness", "vad.energy_margin_db")})

@@ -3,10 +3,11 @@
 Levels are dBFS per VAD frame (`vad.frame_ms`), the unit the webrtcvad energy gate works in:
   * noise floor: percentiles of the frames of the quiet phase (headline: the median);
   * speech level: the power mean of the speech phase's *active* frames (those 6 dB above the
-    noise's p90), minus the noise power: ITU-T P.56's "active speech level" in spirit. Soft
+    noise's p90), minus the noise power (the median frame's: a door slam in the quiet phase
+    must not count): ITU-T P.56's "active speech level" in spirit. Soft
     frames buried in the noise cannot be counted, but a power mean hardly depends on them
     (dropping the frames 10 dB under the loud ones moves it by < 1 dB), while a median would.
-Suggestions (README "Calibration" gives the reasoning):
+Suggestions (README "Devices and calibration" gives the reasoning):
   * microphone.gain_db brings the speech level to TARGET_SPEECH_DBFS, never lifting the sample
     peak above PEAK_CEILING_DBFS; a current gain within GAIN_DEADBAND_DB of that is kept;
   * vad.aggressiveness from the SNR: >= 30 dB -> 1, >= 20 dB -> 2, else 3;
@@ -59,7 +60,7 @@ def measure_levels(quiet: np.ndarray, speech: np.ndarray, frame_ms: int) -> dict
     if len(qn) < 10 or len(sp) < 10:
         raise ValueError("too little audio to measure (a phase is under 10 frames)")
     noise = {"floor_dbfs": round(float(np.median(qn)), 2), **_pct(qn, (10, 50, 90, 99))}
-    noise_power = float(np.mean(10 ** (qn / 10)))
+    noise_power = 10 ** (noise["floor_dbfs"] / 10)   # the median: a door slam must not count
     active = sp[sp >= np.percentile(qn, 90) + ACTIVE_ABOVE_NOISE_DB]
     x = speech.astype(np.float64)
     peak = float(np.percentile(np.abs(x), 99.9)) / 32768.0  # a lone glitch is not the peak
@@ -67,9 +68,9 @@ def measure_levels(quiet: np.ndarray, speech: np.ndarray, frame_ms: int) -> dict
            "quiet_s": round(len(quiet) / SAMPLE_RATE, 2), "speech_s": round(len(speech) / SAMPLE_RATE, 2),
            "clipped_fraction": round(float(np.mean(np.abs(x) >= 32767)), 5),
            "speech": None, "snr_db": None}
-    if len(active) < MIN_ACTIVE_FRAMES * len(sp):
+    power = float(np.mean(10 ** (active / 10))) - noise_power if len(active) else 0.0
+    if len(active) < MIN_ACTIVE_FRAMES * len(sp) or power <= 0:
         return out
-    power = max(float(np.mean(10 ** (active / 10))) - noise_power, 10 ** (SILENT_DBFS / 10))
     level = 10 * math.log10(power)
     out["speech"] = {"level_dbfs": round(level, 2), **_pct(active, (10, 50, 90)),
                      "active_fraction": round(len(active) / len(sp), 3),

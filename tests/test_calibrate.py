@@ -7,6 +7,7 @@ noise when the command asks for speech. Tolerances: noise floor 1 dB, speech lev
 (frames buried in the noise cannot be counted; they move a power mean by under 1 dB).
 """
 import math
+import os
 import subprocess
 import sys
 import threading
@@ -55,10 +56,23 @@ def write_wav(path, x: np.ndarray):
     return path
 
 
+@pytest.fixture()
+def calib_sink(pulse):
+    """A null sink of these tests' own on the `pulse` server, recorded through PULSE_SOURCE: other
+    tests playing into the shared sink at the same time cannot add to the measured levels."""
+    name = "robot_calibrate"
+    module = subprocess.run(["pactl", "load-module", "module-null-sink", f"sink_name={name}"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    yield name
+    subprocess.run(["pactl", "unload-module", module], capture_output=True)
+
+
 def run_calibrate(tmp_path, sink, cues: dict, args) -> tuple[subprocess.CompletedProcess, list]:
-    """Run calibrate; when a stderr line contains a cue, paplay that cue's wav into the sink."""
+    """Run calibrate on the sink's monitor; when a stderr line contains a cue, paplay that cue's
+    wav into the sink."""
     proc = subprocess.Popen([sys.executable, "-m", "robot_emotion", "calibrate", "--yes", *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            env={**os.environ, "PULSE_SOURCE": f"{sink}.monitor"})
     players, err = [], []
 
     def watch():
@@ -104,10 +118,10 @@ def voiced(x: np.ndarray, aggressiveness: int, margin_db: float) -> np.ndarray:
     return np.array([v.is_speech(x[i:i + 160]) for i in range(0, len(x) - 159, 160)])
 
 
-def test_calibrate_measures_known_levels_and_suggests_from_them(pulse, tmp_path):
+def test_calibrate_measures_known_levels_and_suggests_from_them(calib_sink, tmp_path):
     runs = {}
     for name, noise_db, speech_db in (("quiet", -65.0, -32.0), ("noisy", -45.0, -22.0)):
-        res, rep, cal, path, noise, speech = calibrate_levels(tmp_path, pulse, name, noise_db, speech_db)
+        res, rep, cal, path, noise, speech = calibrate_levels(tmp_path, calib_sink, name, noise_db, speech_db)
         lv = rep["levels"]
         assert abs(lv["noise"]["floor_dbfs"] - noise_db) <= 1.0, lv
         assert abs(lv["speech"]["level_dbfs"] - speech_db) <= 1.5, lv
@@ -166,7 +180,7 @@ def clap_sound(path, at_s: float, seconds: float = 3.0) -> Path:
     return write_wav(path, x)
 
 
-def test_calibrate_measures_the_av_offset_of_a_clap(pulse, tmp_path):
+def test_calibrate_measures_the_av_offset_of_a_clap(calib_sink, tmp_path):
     """Two runs whose videos show the clap 600 ms apart; the sound is the same, played when the
     clap phase starts. Each run's offset also carries the prompt -> paplay -> PulseAudio latency
     (unknown, tens to a few hundred ms), so the runs are checked against each other to 80 ms
@@ -176,7 +190,7 @@ def test_calibrate_measures_the_av_offset_of_a_clap(pulse, tmp_path):
     for flash in (1.0, 1.6):
         video = clap_video(tmp_path / f"clap_{flash}.mp4", flash)
         out, rep = tmp_path / f"cal_{flash}.toml", tmp_path / f"rep_{flash}.json"
-        res, _ = run_calibrate(tmp_path, pulse, {"clap your hands": sound}, [
+        res, _ = run_calibrate(tmp_path, calib_sink, {"clap your hands": sound}, [
             "--launch", LAUNCH, "--only", "offset", "--seconds-clap", 3, "--out", out, "--report", rep,
             "--set", f'camera.source="{video}"'])
         assert res.returncode == 0, res.stderr
