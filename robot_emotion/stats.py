@@ -9,10 +9,14 @@ from contextlib import contextmanager
 import numpy as np
 
 
+KEEP_ALL = 20000
+
+
 class StageStats:
     def __init__(self, window: int = 500):
         self._samples: dict[str, deque] = defaultdict(lambda: deque(maxlen=window))
-        self._all: dict[str, list] = defaultdict(list)  # unbounded, for benchmarks
+        # every sample of a benchmark run; bounded, so a node running for days stays flat
+        self._all: dict[str, deque] = defaultdict(lambda: deque(maxlen=KEEP_ALL))
         self._lock = threading.Lock()
 
     def add(self, stage: str, ms: float) -> None:
