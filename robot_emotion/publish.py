@@ -16,6 +16,7 @@ import queue
 import sys
 import threading
 import time
+from collections import deque
 from typing import Callable
 
 from robot_emotion import messages, security
@@ -77,7 +78,7 @@ class Publisher:
         # this counts only messages ZeroMQ refused outright.
         self.dropped = 0
         # (topic, speech end -> publish ms, utterance_id, final) for the benchmark
-        self.latencies: list[tuple[str, float, str | None, bool | None]] = []
+        self.latencies: deque[tuple[str, float, str | None, bool | None]] = deque(maxlen=20000)
         self.error: str | None = None
         self.bound: str | None = None
         self._failed_sinks: set = set()
