@@ -78,7 +78,8 @@ def run_bench(args) -> int:
         raise CommandError(f"bench source not found: {source} (run scripts/setup.sh)", 3)
     configs = getattr(args, "configs", None) or list(CONFIGS)
     rows = []
-    for config in configs:
+    from tqdm import tqdm
+    for config in tqdm(configs, desc="bench", unit="config", file=sys.stderr, dynamic_ncols=True):
         cmd = [sys.executable, "-m", "robot_emotion.bench", config, source, str(args.repeats),
                args.launch or "", json.dumps(args.overrides)]
         r = subprocess.run(cmd, capture_output=True, text=True)

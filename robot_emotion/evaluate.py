@@ -8,6 +8,7 @@ is available, so this measures exactly what the node does when no face is in vie
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -31,18 +32,46 @@ class FusionTextModel:
         return np.stack(probs), None
 
 
+def check_output_paths(args) -> None:
+    """Refuse an unwritable --json file or --out folder before any work (exit 2), not after it."""
+    from robot_emotion.errors import UsageError
+    if getattr(args, "json", None):
+        f = Path(args.json)
+        if f.is_dir():
+            raise UsageError(f"--json {f}: is a folder; give a file name (e.g. {f / 'evaluation.json'})")
+        parent = f.parent
+        if not parent.is_dir():
+            raise UsageError(f"--json {f}: folder {parent} does not exist")
+        if not os.access(parent, os.W_OK) or (f.exists() and not os.access(f, os.W_OK)):
+            raise UsageError(f"--json {f}: not writable")
+    if getattr(args, "out", None):
+        d = Path(args.out)
+        if d.exists() and not d.is_dir():
+            raise UsageError(f"--out {d}: exists and is not a folder")
+        first = d
+        while not first.exists() and first != first.parent:  # the folder the report tree will start in
+            first = first.parent
+        if not first.is_dir():
+            raise UsageError(f"--out {d}: {first} is a file, not a folder")
+        if not os.access(first, os.W_OK):
+            raise UsageError(f"--out {d}: {first} is not writable")
+
+
 def run_evaluate(args) -> int:
     from robot_emotion.errors import CommandError
     from robot_emotion.config import load
+    from robot_emotion.data.meld import read_meld_csv
     from robot_emotion.emotion import EmotionScorer
     from robot_emotion.models.checkpoint import CheckpointError
     from robot_emotion.train.metrics import evaluate_text_csv, format_tables
+    check_output_paths(args)
     if getattr(args, "meld", None):  # multimodal MELD.Raw evaluation + report (train/meld_eval.py)
         from robot_emotion.train.meld_eval import run_meld_evaluate
         return run_meld_evaluate(args)
     csv = Path(args.meld_csv)
     if not csv.is_file():
         raise CommandError(f"MELD CSV not found: {csv}", 3)
+    rows = read_meld_csv(csv, limit=args.limit or None)  # a malformed CSV fails before the model loads
     overrides = [f'emotion.model="{args.model}"'] if args.model else []
     cfg, _ = load(None, overrides=overrides)
     try:
@@ -52,7 +81,7 @@ def run_evaluate(args) -> int:
     if scorer.text is None:
         raise CommandError(f"model {scorer.model_id} has no text branch: nothing to evaluate on a CSV", 2)
     try:
-        report = evaluate_text_csv(csv, FusionTextModel(scorer), limit=args.limit or None)
+        report = evaluate_text_csv(csv, FusionTextModel(scorer), rows=rows, progress=True)
     except (ValueError, KeyError) as e:
         raise CommandError(f"{csv}: {e}", 3) from None
     report["model"] = scorer.model_id

@@ -36,7 +36,7 @@ def _meld(root: Path, n_train=24, n_dev=8):
 def test_two_process_gloo_training(tmp_path):
     from robot_emotion.data.meld import open_meld
     from robot_emotion.emotion import AUDIO_ENCODER, FACE_ENCODER
-    from robot_emotion.train.extract import ExtractSpec, cache_identity, cache_key, save_features
+    from robot_emotion.train.extract import ExtractSpec, cache_identity, cache_key, save_features, split_dir
     tool = load_tool("make_mini_meld")
     text_dir = tool.write_probe_text_model(tmp_path / "text")
     meld = tmp_path / "meld"
@@ -45,14 +45,14 @@ def test_two_process_gloo_training(tmp_path):
     ident = cache_identity(spec)
     cache = tmp_path / "cache" / cache_key(ident)
     rng = np.random.default_rng(0)
-    for name, split in open_meld(meld, ("train", "dev")).items():
-        (cache / name).mkdir(parents=True)
+    for split in open_meld(meld, ("train", "dev")).values():
+        split_dir(cache, split).mkdir(parents=True)
         for c in split.clips:
             arr = {}
             for m, d, T in (("text", 384, 6), ("audio", 384, 10), ("face", 128, 5)):
                 seq = rng.normal(0, 1, (T, d)) + 0.5 * c.label
                 arr[f"{m}_seq"], arr[f"{m}_pooled"] = seq.astype(np.float16), seq.mean(0).astype(np.float16)
-            save_features(cache / name / f"{c.name}.npz", arr, {"face_found": True, "label": c.label})
+            save_features(split_dir(cache, split) / f"{c.name}.npz", arr, {"face_found": True, "label": c.label})
     enc = {"text": {"id": "text_emotion@probe-0", "version": "1"}, "audio": AUDIO_ENCODER, "face": FACE_ENCODER}
     (cache / "manifest.json").write_text(json.dumps({"identity": ident, "encoders": enc,
                                                       "text_model_dir": str(text_dir.resolve())}))

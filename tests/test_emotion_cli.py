@@ -55,3 +55,34 @@ def test_missing_or_junk_checkpoint(tmp_path, short_session):
     assert r.returncode == 3 and r.stderr.strip().count("\n") == 0 and "junk.pt" in r.stderr
     r = run_cli("evaluate", "--meld-csv", tmp_path / "missing.csv")
     assert r.returncode == 3 and "not found" in r.stderr
+
+
+def test_evaluate_refuses_unwritable_outputs_before_any_work(tmp_path):
+    """--json naming a folder (or a file in a missing folder) and --out naming a file fail with one
+    line and exit 2 BEFORE the evaluation: a junk checkpoint would otherwise fail first with 3."""
+    csv = tmp_path / "x.csv"
+    csv.write_text("Sr No.,Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID\n1,Hi,Joey,joy,positive,0,0\n")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    (tmp_path / "afile").write_text("x")
+    for extra, why in ((["--json", tmp_path], "is a folder"),
+                       (["--json", tmp_path / "missing" / "x.json"], "does not exist"),
+                       (["--out", tmp_path / "afile"], "not a folder"),
+                       (["--out", tmp_path / "afile" / "report"], "is a file")):
+        r = run_cli("evaluate", "--meld-csv", csv, "--model", junk, *extra)
+        err = r.stderr.strip()
+        assert r.returncode == 2 and err.count("\n") == 0 and err.startswith("robot-emotion: error: --"), err
+        assert why in err, err
+    r = run_cli("evaluate", "--meld", tmp_path / "no_meld", "--json", tmp_path)
+    assert r.returncode == 2 and "is a folder" in r.stderr
+
+
+def test_evaluate_on_a_cut_csv_is_one_line(tmp_path):
+    header = "Sr No.,Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID\n1,Hi,Joey,joy,positive,0,0\n"
+    for body, line in ((header + '2,"Hello the', 3), (header + "2,Hello,Ross\n3,Bye,Ross,sadness,negative,0,2\n", 3)):
+        csv = tmp_path / "cut.csv"
+        csv.write_text(body)
+        r = run_cli("evaluate", "--meld-csv", csv)
+        err = r.stderr.strip()
+        assert r.returncode == 3 and err.count("\n") == 0, err
+        assert err.startswith(f"robot-emotion: error: {csv} line {line}:"), err

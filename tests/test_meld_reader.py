@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from robot_emotion.data.meld import (MeldError, MeldLayout, open_meld, parse_time, read_rows)
+from robot_emotion.data.meld import (MeldError, MeldLayout, open_meld, parse_time, read_meld_csv, read_rows)
 
 SHARED_MELD = Path(os.environ.get("MELD_DIR", Path(__file__).resolve().parents[2] / "shared" / "meld"))
 COLS = ["Sr No.", "Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID",
@@ -114,3 +114,47 @@ def test_real_dev_csv():
     assert len(rows) == 1109 and not bad
     assert all(r.start is not None and r.end is not None for r in rows)
     assert len({r.dialogue_id for r in rows}) == 114
+
+
+def test_cut_or_short_rows_name_their_line(tmp_path, raw):
+    """A CSV cut mid-row (inside a quoted field or between fields) or with a short row is an
+    InputError naming the file and the row's line, in both the split reader and the text reader."""
+    from robot_emotion.errors import EXIT_INPUT, InputError
+    good = (raw / "train_sent_emo.csv").read_bytes()
+    lines = good.split(b"\r\n")
+    cases = {
+        "cut_in_quotes.csv": b"\r\n".join(lines[:3]) + b'\r\n4,"Later tu',        # line 4
+        "cut_between_fields.csv": b"\r\n".join(lines[:3]) + b"\r\n4,Later turn.,Ross",
+        "short_row.csv": b"\r\n".join([lines[0], lines[1], b"2,Hi,Joey,joy", *lines[3:]]),  # line 3
+    }
+    for name, body in cases.items():
+        f = tmp_path / name
+        f.write_bytes(body)
+        for read in (lambda: read_rows("train", f), lambda: read_meld_csv(f)):
+            with pytest.raises(MeldError) as e:
+                read()
+            msg = str(e.value)
+            assert isinstance(e.value, InputError) and e.value.code == EXIT_INPUT
+            assert msg.startswith(f"{f} line {3 if name == 'short_row.csv' else 4}:") and "\n" not in msg, msg
+    # blank lines (a trailing newline or two) are not rows
+    (tmp_path / "blank.csv").write_bytes(good + b"\r\n\r\n")
+    assert len(read_rows("train", tmp_path / "blank.csv")[0]) == 4
+    # the split reader leaves a row with an unknown emotion out and reports it; the text reader refuses it
+    bad = tmp_path / "bad_emotion.csv"
+    bad.write_bytes(good.replace(b",anger,", b",rage,"))
+    rows, skipped = read_rows("train", bad)
+    assert len(rows) == 3 and skipped == [("dia0_utt3", "unknown emotion 'rage' in the CSV")]
+    with pytest.raises(MeldError, match=r"line 4: unknown emotion 'rage'"):
+        read_meld_csv(bad)
+
+
+def test_text_reader_is_the_split_reader(raw):
+    """read_meld_csv returns the same parsed rows as the split reader (one parser), in file order."""
+    f = raw / "train_sent_emo.csv"
+    text_rows = read_meld_csv(f)
+    split_rows, _ = read_rows("train", f)
+    assert [(r.name, r.speaker, r.text, r.emotion) for r in text_rows] == \
+        [(r.name, r.speaker, r.text, r.emotion) for r in split_rows]
+    assert text_rows[1].text == "He’s here!" and read_meld_csv(f, limit=2)[-1].name == "dia0_utt1"
+    with pytest.raises(MeldError, match="not found"):
+        read_meld_csv(raw / "nope.csv")

@@ -9,6 +9,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import MELD_CLIP, load_tool, run_cli
@@ -33,13 +34,13 @@ def mini(tmp_path_factory):
 def extracted(mini):
     """Interrupted extraction (limit=3, plus a half-written temp file), then the resumed run."""
     from robot_emotion.data.meld import open_meld
-    from robot_emotion.train.extract import ExtractSpec, cache_identity, cache_key, extract
+    from robot_emotion.train.extract import ExtractSpec, cache_identity, cache_key, extract, split_dir
     splits = open_meld(mini["meld"], ("train", "dev"))
     spec = ExtractSpec(str(mini["text"]), "gold", "cpu")
     usable = sum(len(s.clips) for s in splits.values())
     t0 = time.monotonic()
     first = extract(splits, spec, mini["cache"], limit=3, progress=False)
-    d = mini["cache"] / cache_key(cache_identity(spec)) / "train"
+    d = split_dir(mini["cache"] / cache_key(cache_identity(spec)), splits["train"])
     name = splits["train"].clips[5].name
     (d / f"{name}.npz.tmp999.npz").write_bytes(b"half written")  # killed mid-write
     second = extract(splits, spec, mini["cache"], progress=False)
@@ -87,6 +88,8 @@ def test_chain_train_evaluate_replay(mini, extracted, tmp_path, demo_tool):
             "multimodal - face"} <= set(rep["rows"])
     md = (report / "report.md").read_text()
     assert "Table 1" in md and "Table 2" in md and "balanced acc." in md
+    assert rep["meta"]["data"] == "test split of " + "/".join(Path(rep["meta"]["csv"]).parts[-3:])
+    assert rep["meta"]["data"] in md.splitlines()[0] and "MELD.Raw/test_sent_emo.csv" in rep["meta"]["data"]
     assert any("final_videos_test" in s[0] for s in rep["meta"]["skips"])
 
     session = tmp_path / "demo"
@@ -119,3 +122,83 @@ def test_fixture_clip_face(mini, extracted):
     print(f"\nreal MELD clip dia1_utt0: {meta['tracks']} track(s), speaker's face "
           f"{'found' if meta['face_found'] else 'NOT found'} (confidence {meta['face_confidence']:.2f}), "
           f"{meta['seconds']:.1f} s")
+
+
+def _tiny_meld(root: Path, clip_bytes: bytes, n: int = 4) -> Path:
+    """A MELD-format test split (CSV + clip files named like MELD's); the clips' content is `clip_bytes`."""
+    import csv
+    from robot_emotion import EMOTIONS
+    (root / "output_repeated_splits_test").mkdir(parents=True)
+    with open(root / "test_sent_emo.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["Sr No.", "Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID"])
+        for i in range(n):
+            w.writerow([i + 1, f"line {i}", "Ross", EMOTIONS[i % 7], "neutral", 0, i])
+            (root / "output_repeated_splits_test" / f"dia0_utt{i}.mp4").write_bytes(clip_bytes)
+    return root
+
+
+def test_feature_cache_is_per_dataset(tmp_path):
+    """Two MELD-format folders with the same clip names never share cached features: the second
+    finds nothing cached (before the fix it reused all of the first one's); the first still does."""
+    from robot_emotion.data.meld import open_meld
+    from robot_emotion.train.extract import (ExtractSpec, cache_identity, cache_key, dataset_identity, extract,
+                                             save_features, split_dir)
+    text_dir = load_tool("make_mini_meld").write_probe_text_model(tmp_path / "text")
+    spec = ExtractSpec(str(text_dir), "gold", "cpu")
+    a = open_meld(_tiny_meld(tmp_path / "a", b"A" * 32), ("test",))
+    b = open_meld(_tiny_meld(tmp_path / "b", b"B" * 32), ("test",))
+    cache = tmp_path / "cache" / cache_key(cache_identity(spec))
+    for clip in a["test"].clips:  # pretend dataset a was extracted
+        split_dir(cache, a["test"]).mkdir(parents=True, exist_ok=True)
+        save_features(split_dir(cache, a["test"]) / f"{clip.name}.npz", {}, {"label": clip.label})
+    assert split_dir(cache, a["test"]) != split_dir(cache, b["test"])
+    assert extract(a, spec, tmp_path / "cache", limit=0, progress=False, log=lambda *_: None)["cached"] == 4
+    assert extract(b, spec, tmp_path / "cache", limit=0, progress=False, log=lambda *_: None)["cached"] == 0
+    # same folder read again: same place; a clip rewritten with other content (size): another place
+    before = split_dir(cache, a["test"])
+    assert split_dir(cache, open_meld(tmp_path / "a", ("test",))["test"]) == before
+    (tmp_path / "a" / "output_repeated_splits_test" / "dia0_utt2.mp4").write_bytes(b"A" * 33)
+    again = open_meld(tmp_path / "a", ("test",))["test"]
+    assert split_dir(cache, again) != before
+    ident = dataset_identity(again)
+    assert ident["csv"][0] == str((tmp_path / "a" / "test_sent_emo.csv").resolve()) and len(ident["clips"]) == 4
+
+
+def _history(f1s):
+    return [{"epoch": i + 1, "train_loss": 2.0 - 0.1 * i, "dev_loss": 1.9 - 0.05 * i, "dev_accuracy": f,
+             "dev_weighted_f1": f} for i, f in enumerate(f1s)]
+
+
+def test_report_figures():
+    """Confusion matrix: a colour bar and a title naming the data evaluated; curves: one colour
+    per model in both panels and a star on the kept (best dev) epoch of each model."""
+    import matplotlib.pyplot as plt
+    from robot_emotion.train.fit import chosen_epoch
+    from robot_emotion.train.report import confusion_figure, confusion_title, curves_figure
+    meta = {"model": "early:m.pt", "data": "dev split of x/MINI/dev_sent_emo.csv", "split": "dev", "n": 9}
+    title = confusion_title(meta)
+    assert "dev split of x/MINI/dev_sent_emo.csv" in title and "n=9" in title and "MELD test" not in title
+    fig = confusion_figure(np.eye(7, dtype=int) * 3, title)
+    assert len(fig.axes) == 2 and "true class" in fig.axes[1].get_ylabel()  # the colour bar
+    assert fig.axes[0].get_title() == title
+    plt.close(fig)
+
+    training = {"history": _history([0.2, 0.5, 0.4, 0.45]),
+                "unimodal": {"text": {"history": _history([0.3, 0.3, 0.6])}}}
+    assert chosen_epoch(training["history"]) == 2 and chosen_epoch(training["unimodal"]["text"]["history"]) == 3
+    assert chosen_epoch(_history([0.3, 0.3])) == 1  # ties: the first (fit_model keeps the first best)
+    fig = curves_figure(training)
+    loss, f1 = fig.axes
+    colours = {}
+    for ax in (loss, f1):
+        for line in ax.lines:
+            name = line.get_label().removeprefix("_chosen ").removesuffix(" train").removesuffix(" dev")
+            colours.setdefault(name, set()).add(line.get_color())
+    assert set(colours) == {"fusion", "unimodal text"} and all(len(c) == 1 for c in colours.values())
+    assert colours["fusion"] != colours["unimodal text"]
+    stars = {ln.get_label(): (list(ln.get_xdata()), list(ln.get_ydata())) for ln in f1.lines if ln.get_marker() == "*"}
+    assert stars == {"_chosen fusion": ([2], [50.0]), "_chosen unimodal text": ([3], [60.0])}
+    assert sum(ln.get_marker() == "*" for ln in loss.lines) == 2
+    assert "kept epoch (best dev wF1)" in [t.get_text() for t in f1.get_legend().get_texts()]
+    plt.close(fig)

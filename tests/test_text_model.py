@@ -12,7 +12,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from robot_emotion import EMOTIONS  # noqa: E402
-from robot_emotion.data.meld_text import Utterance, fix_mojibake, read_meld_csv, with_past_context  # noqa: E402
+from robot_emotion.data.meld import MeldClip, read_meld_csv  # noqa: E402
+from robot_emotion.data.meld_text import fix_mojibake, with_past_context  # noqa: E402
 from robot_emotion.train.metrics import classification_report, format_tables  # noqa: E402
 
 DEV_CSV = Path(os.environ.get("MELD_DIR", Path(__file__).resolve().parents[2] / "shared" / "meld")) / "dev_sent_emo.csv"
@@ -57,7 +58,7 @@ def test_csv_reader_repairs_and_groups(tmp_path):
 
 
 def test_build_input_never_sees_future_turns(encoder):
-    utts = [Utterance(7, i, spk, f"turn number {w} here", "neutral")
+    utts = [MeldClip("dev", 7, i, spk, f"turn number {w} here", "neutral")
             for i, (spk, w) in enumerate([("Joey", "zero"), ("Ross", "one"), ("Joey", "two"), ("Ross", "three")])]
     for u, hist in with_past_context(utts, max_turns=4):
         text = encoder.build_input(hist, (u.speaker, u.text))
@@ -95,6 +96,20 @@ def test_classification_report_and_tables():
     sk = pytest.importorskip("sklearn.metrics")
     assert rep["weighted_f1"] == pytest.approx(sk.f1_score(y_true, y_pred, average="weighted"))
     assert "| joy |" in format_tables(rep) and "weighted F1" in format_tables(rep)
+
+
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
+def test_macro_f1_counts_a_class_predicted_but_never_true():
+    """A class predicted but absent from the truth has F1 = 0 and counts in macro F1 (scikit-learn:
+    0.667); averaging over the true classes only gave 0.889."""
+    sk = pytest.importorskip("sklearn.metrics")
+    y_true, y_pred = [0, 1, 2, 2], [0, 1, 2, 3]
+    rep = classification_report(y_true, y_pred, EMOTIONS)
+    assert rep["macro_f1"] == pytest.approx(2 / 3) == pytest.approx(sk.f1_score(y_true, y_pred, average="macro"))
+    assert rep["per_class"][EMOTIONS[3]] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    assert rep["balanced_accuracy"] == pytest.approx(sk.balanced_accuracy_score(y_true, y_pred))
+    assert rep["weighted_f1"] == pytest.approx(sk.f1_score(y_true, y_pred, average="weighted"))
+    assert rep["confusion_matrix"] == sk.confusion_matrix(y_true, y_pred, labels=range(len(EMOTIONS))).tolist()
 
 
 def test_default_model_clear_cases(model):

@@ -20,6 +20,8 @@ Quirks (all from the real release):
   * clips without a CSV row (dev dia49_utt4/5, dia66_utt9/10, test dia108_utt2) and files that are
     not utterance clips (test final_videos_test*.mp4) -> skipped, reported.
 `MeldSplit.summary()` lists every skip with its reason; nothing is dropped silently.
+A CSV cut mid-row or with a short row is not a quirk: MeldError "FILE line N: ..." (exit 3).
+This is the one MELD CSV parser: `read_meld_csv` (strict, no media) serves the text branch.
 """
 from __future__ import annotations
 
@@ -66,10 +68,10 @@ class MeldClip:
     speaker: str | None
     text: str
     emotion: str
-    sentiment: str | None
-    start: float | None
-    end: float | None
-    path: Path | None            # None: the row has no clip (text-only context)
+    sentiment: str | None = None
+    start: float | None = None
+    end: float | None = None
+    path: Path | None = None     # None: the row has no clip (text-only context)
 
     @property
     def name(self) -> str:
@@ -163,29 +165,69 @@ def _read_text(path: Path) -> str:
         return raw.decode("cp1252", errors="replace")
 
 
-def read_rows(name: str, csv_path: Path) -> tuple[list[MeldClip], list[tuple[str, str]]]:
-    reader = csv.DictReader(io.StringIO(_read_text(csv_path), newline=""))
-    cols = [c.strip() for c in reader.fieldnames or []]
-    reader.fieldnames = cols
-    missing = [c for c in REQUIRED if c not in cols]
-    if missing:
-        raise MeldError(f"{csv_path}: not a MELD CSV (missing columns {', '.join(missing)})")
+def _records(csv_path: Path, limit: int | None = None):
+    """Yield (line, {column: value}) per data row; a cut or short row raises MeldError with its line.
+
+    `line` is the row's first physical line (1 = the header). The csv module runs in strict mode,
+    so a file cut inside a quoted field fails here instead of swallowing the rest of the file."""
+    reader = csv.reader(io.StringIO(_read_text(csv_path), newline=""), strict=True)
+    line = 1
+    try:
+        cols = [c.strip() for c in next(reader, [])]
+        missing = [c for c in REQUIRED if c not in cols]
+        if missing:
+            raise MeldError(f"{csv_path}: not a MELD CSV (missing columns {', '.join(missing)})")
+        n = 0
+        line = reader.line_num + 1
+        for fields in reader:
+            if any(f.strip() for f in fields):  # blank lines are not rows
+                if len(fields) != len(cols):
+                    raise MeldError(f"{csv_path} line {line}: {len(fields)} fields where the header has "
+                                    f"{len(cols)} (a short or cut row)")
+                if limit is not None and n >= limit:
+                    return
+                n += 1
+                yield line, dict(zip(cols, fields))
+            line = reader.line_num + 1
+    except csv.Error as e:
+        raise MeldError(f"{csv_path} line {line}: malformed CSV row ({e}; is the file cut?)") from None
+
+
+def read_rows(name: str, csv_path: Path, limit: int | None = None,
+              strict: bool = False) -> tuple[list[MeldClip], list[tuple[str, str]]]:
+    """Parse a MELD CSV -> (rows in file order, [(item, reason)] rows left out).
+
+    A row with a bad Dialogue_ID/Utterance_ID or an unknown emotion is left out and reported; with
+    strict=True it raises MeldError ("FILE line N: ...") instead. Cut or short rows always raise."""
+    csv_path = Path(csv_path)
     rows, bad = [], []
-    for i, r in enumerate(reader):
-        emo = (r.get("Emotion") or "").strip().lower()
+    for line, r in _records(csv_path, limit):
+        emo = r["Emotion"].strip().lower()
         try:
             dia, utt = int(r["Dialogue_ID"]), int(r["Utterance_ID"])
-        except (TypeError, ValueError):
-            bad.append((f"{csv_path.name} line {i + 2}", "bad Dialogue_ID/Utterance_ID"))
+        except ValueError:
+            item, why = f"{csv_path.name} line {line}", "bad Dialogue_ID/Utterance_ID"
+        else:
+            item, why = f"dia{dia}_utt{utt}", None if emo in EMOTIONS else f"unknown emotion {emo!r} in the CSV"
+        if why is not None:
+            if strict:
+                raise MeldError(f"{csv_path} line {line}: {why}")
+            bad.append((item, why))
             continue
-        if emo not in EMOTIONS:
-            bad.append((f"dia{dia}_utt{utt}", f"unknown emotion {emo!r} in the CSV"))
-            continue
-        rows.append(MeldClip(name, dia, utt, fix_mojibake((r.get("Speaker") or "").strip()) or None,
-                             fix_mojibake(r.get("Utterance") or "").strip(), emo,
+        rows.append(MeldClip(name, dia, utt, fix_mojibake(r["Speaker"].strip()) or None,
+                             fix_mojibake(r["Utterance"]).strip(), emo,
                              (r.get("Sentiment") or "").strip() or None,
                              parse_time(r.get("StartTime")), parse_time(r.get("EndTime")), None))
     return rows, bad
+
+
+def read_meld_csv(path: str | Path, limit: int | None = None) -> list[MeldClip]:
+    """Every row of a labelled MELD-format CSV, in file order (no media needed; the text branch).
+    Strict: a malformed or unlabelled row raises MeldError naming its line."""
+    path = Path(path)
+    if not path.is_file():
+        raise MeldError(f"MELD CSV not found: {path}")
+    return read_rows(path.stem, path, limit, strict=True)[0]
 
 
 def read_split(name: str, csv_path: Path, clip_dir: Path) -> MeldSplit:

@@ -34,9 +34,6 @@ _SPECIAL_RE = re.compile(r"\[(?:CLS|SEP|PAD|MASK|UNK)\]", re.IGNORECASE)
 _QUOTES = str.maketrans({"’": "'", "‘": "'", "“": '"', "”": '"', "…": "...", "—": " - ", "–": "-"})
 
 
-resolve_device = torch_device  # one rule for every model: robot_emotion.device
-
-
 def normalize_text(text: str | None) -> str:
     """Repair mojibake, map typographic quotes to ASCII (as ASR emits them), collapse whitespace."""
     if not text:
@@ -77,7 +74,7 @@ class TextEncoder:
         if pooling not in ("current", "all"):
             raise ValueError(f"pooling must be 'current' or 'all', not {pooling!r}")
         self.model_path = model_path or default_model_path()
-        self.device = resolve_device(device)
+        self.device = torch_device(device)
         self.max_tokens = int(max_tokens)
         self.pooling = pooling
         if model_path is not None:  # a configured checkpoint is identified by its path

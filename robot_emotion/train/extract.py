@@ -8,9 +8,11 @@ Per clip (train/serve parity: the SAME objects the live node uses):
   CSV dialogue, PAST turns only, (speaker, text)) with gold text or ASR (`text_source="asr"`;
   its context stays the gold past turns); audio = AudioFeaturizer (Whisper tiny.en encoder).
 
-Cache: <cache>/<key>/<split>/dia{D}_utt{U}.npz (float16 features + JSON meta), written atomically;
-<key> hashes the encoder ids/versions, the text model's weights, the face settings, the text
-source and EXTRACT_VERSION, so a changed encoder never reuses stale features. A clip that cannot
+Cache: <cache>/<key>/<split>-<data>/dia{D}_utt{U}.npz (float16 features + JSON meta), written
+atomically; <key> hashes the encoder ids/versions, the text model's weights, the face settings, the
+text source and EXTRACT_VERSION, so a changed encoder never reuses stale features; <data> hashes the
+split's files (resolved paths, sizes and mtimes of its CSV and clips, `dataset_identity`), so
+another dataset with the same clip names never reuses this one's features. A clip that cannot
 be decoded leaves <name>.err with the reason. An interrupted run resumes: files present are
 skipped. Workers: N spawned processes, each with its own models (1 torch thread each).
 Distributed: rank r of world w extracts clips[r::w] into the same cache.
@@ -69,6 +71,23 @@ def cache_identity(spec: ExtractSpec) -> dict:
 
 def cache_key(identity: dict) -> str:
     return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def dataset_identity(split) -> dict:
+    """What a split's features depend on besides the encoders: its CSV (every row is dialogue
+    context) and its usable clips, by resolved path, size and mtime (stat only: no media is read)."""
+    def stat(p: Path) -> list:
+        st = p.stat()
+        return [st.st_size, st.st_mtime_ns]
+    return {"split": split.name, "csv": [str(Path(split.csv).resolve()), *stat(Path(split.csv))],
+            "clip_dir": str(Path(split.clip_dir).resolve()),
+            "clips": [[c.name, *stat(c.path)] for c in split.clips]}
+
+
+def split_dir(cache, split, identity: dict | None = None) -> Path:
+    """<cache>/<split>-<hash of dataset_identity>: one folder per split of one dataset."""
+    identity = identity or dataset_identity(split)
+    return Path(cache) / f"{split.name}-{cache_key(identity)}"
 
 
 # ------------------------------------------------------------------------------ the worker
@@ -220,8 +239,14 @@ def extract(splits: dict, spec: ExtractSpec, cache_root, workers: int = 1, limit
     cache = Path(cache_root) / cache_key(identity)
     todo, cached = [], 0
     for name, split in splits.items():
-        d = cache / name
+        source = dataset_identity(split)
+        d = split_dir(cache, split, source)
         d.mkdir(parents=True, exist_ok=True)
+        if not (d / "source.json").is_file():  # which files these features came from (for people)
+            tmp = d / f"source.json.tmp{os.getpid()}"
+            tmp.write_text(json.dumps({k: v for k, v in source.items() if k != "clips"}
+                                      | {"clips": len(source["clips"])}, indent=1))
+            os.replace(tmp, d / "source.json")
         for job in _jobs(split, d, rank, world):
             if Path(job["out"]).is_file() or Path(job["out"]).with_suffix(".err").is_file():
                 cached += 1
@@ -236,7 +261,8 @@ def extract(splits: dict, spec: ExtractSpec, cache_root, workers: int = 1, limit
         log(f"# extracting {len(todo)} clip(s) with {workers} worker(s) into {cache} "
             f"({cached} already cached)")
         t0 = time.perf_counter()
-        bar = tqdm(total=len(todo), unit="clip", disable=not progress, dynamic_ncols=True)
+        bar = tqdm(total=len(todo), unit="clip", desc="extract " + "+".join(splits),
+                   disable=not progress, dynamic_ncols=True)
         if workers <= 1:
             global _WORKER
             if _WORKER is None or _WORKER.spec != spec:
@@ -290,12 +316,14 @@ def read_manifest(cache: Path) -> dict:
     return json.loads(f.read_text())
 
 
-def load_split(cache: Path, split) -> tuple[list, np.ndarray, list[dict], list[str]]:
+def load_split(cache: Path, split, progress: bool = False) -> tuple[list, np.ndarray, list[dict], list[str]]:
     """Cached features of a split's usable clips -> (features, labels, metas, names);
     clips without a feature file (undecodable) are left out and named in the log by extract()."""
+    from tqdm import tqdm
     feats, labels, metas, names = [], [], [], []
-    d = Path(cache) / split.name
-    for clip in split.clips:
+    d = split_dir(cache, split)
+    for clip in tqdm(split.clips, unit="clip", desc=f"load {split.name} features", disable=not progress,
+                     dynamic_ncols=True):
         f = d / f"{clip.name}.npz"
         if not f.is_file():
             continue

@@ -53,6 +53,18 @@ def infer_dims(feats, fallback: dict | None = None) -> dict[str, int]:
     return dims or dict(fallback or {})
 
 
+def selection_score(h: dict) -> float:
+    """What early stopping maximises for one epoch: dev weighted F1 (-train loss without a dev set)."""
+    return h["dev_weighted_f1"] if h.get("dev_weighted_f1") is not None else -h["train_loss"]
+
+
+def chosen_epoch(history: list[dict]) -> int | None:
+    """The epoch whose weights fit_model keeps: the first one with the best selection_score."""
+    if not history:
+        return None
+    return history[int(np.argmax([selection_score(h) for h in history]))]["epoch"]
+
+
 def predict(model, feats, dims, device, batch_size=64, available=None):
     """-> (probs (N, C), embeddings (N, E), has_estimate (N,)); available: optional (3,) bool mask."""
     import torch
@@ -89,7 +101,8 @@ def fit_model(model, train, y, dev, ydev, dims, *, epochs, optimizer, lr, batch_
     opt = (torch.optim.SGD(params, lr=lr, momentum=0.9) if optimizer == "sgd"
            else torch.optim.AdamW(params, lr=lr, weight_decay=0.01))
     yt = torch.as_tensor(y)
-    best, best_f1, bad, history = copy.deepcopy(model.state_dict()), -1.0, 0, []
+    # -inf: without a dev set the score is -train loss, which may well be below -1
+    best, best_f1, bad, history = copy.deepcopy(model.state_dict()), float("-inf"), 0, []
     for epoch in range(epochs):
         t0 = time.perf_counter()
         g = torch.Generator().manual_seed(seed + epoch)
@@ -114,7 +127,7 @@ def fit_model(model, train, y, dev, ydev, dims, *, epochs, optimizer, lr, batch_
              "dev_loss": dev_loss, "dev_accuracy": rep and rep["accuracy"],
              "dev_weighted_f1": rep and rep["weighted_f1"], "seconds": time.perf_counter() - t0}
         history.append(h)
-        f1 = h["dev_weighted_f1"] if h["dev_weighted_f1"] is not None else -h["train_loss"]
+        f1 = selection_score(h)
         if dist.main:
             log(f"# {name} epoch {epoch + 1}/{epochs}: train loss {h['train_loss']:.4f}, dev wF1 "
                 f"{100 * (h['dev_weighted_f1'] or 0):.1f}, acc {100 * (h['dev_accuracy'] or 0):.1f} "
@@ -163,8 +176,9 @@ def train_main(args) -> int:
             return 0
         cache = Path(stats["cache"])
         manifest = read_manifest(cache)
-        tr, ytr, mtr, _ = load_split(cache, splits["train"])
-        dv, ydv, mdv, _ = load_split(cache, splits["dev"])
+        bars = dist.main and not args.quiet
+        tr, ytr, mtr, _ = load_split(cache, splits["train"], progress=bars)
+        dv, ydv, mdv, _ = load_split(cache, splits["dev"], progress=bars)
         if len(tr) == 0:
             raise CommandError("no training clips with features (all skipped or undecodable)", 4)
         dims = infer_dims(tr + dv)

@@ -1,4 +1,4 @@
-"""`robot-emotion evaluate --meld DIR --split test|dev [--model CKPT] [--out REPORT_DIR]`.
+"""`robot-emotion evaluate --meld DIR --split test|dev [--model CKPT] [--out REPORT_DIR] [--json FILE]`.
 
 Features come from the same cache/extractor as training (extracted on demand with the
 checkpoint's text model and settings). Rows: the stage-1 unimodal heads stored in the checkpoint
@@ -6,6 +6,7 @@ checkpoint's text model and settings). Rows: the stage-1 unimodal heads stored i
 """
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -30,6 +31,8 @@ def unimodal_heads(meta: dict, device: str) -> dict:
 
 
 def run_meld_evaluate(args) -> int:
+    from tqdm import tqdm
+
     from robot_emotion.errors import CommandError
     from robot_emotion.data.meld import MeldError, open_meld
     from robot_emotion.emotion import ASSETS, DEFAULT_CHECKPOINT
@@ -58,35 +61,45 @@ def run_meld_evaluate(args) -> int:
     spec = ExtractSpec(text_dir, text_source, "auto", tuple(training.get("extract_overrides") or ()))
     cache_root = args.cache or (str(Path(training["cache"]).parent) if training.get("cache")
                                 else str(Path.home() / ".cache" / "robot-emotion" / "meld-features"))
-    stats = extract({args.split: split}, spec, cache_root, workers=args.workers)
+    try:
+        stats = extract({args.split: split}, spec, cache_root, workers=args.workers)
+    except FileNotFoundError as e:  # the checkpoint's text model is gone
+        raise CommandError(str(e), 3) from None
     cache = Path(stats["cache"])
     try:
         check_encoders(meta["encoders"], read_manifest(cache)["encoders"], meta["dims"])
     except CheckpointError as e:
         raise CommandError(f"{path}: {e}", 3) from None
-    feats, y, metas, names = load_split(cache, split)
+    feats, y, metas, names = load_split(cache, split, progress=True)
+    data = f"{args.split} split of {short_path(split.csv)}"
     if len(y) == 0:
-        raise CommandError(f"MELD {args.split}: no clips with features to evaluate", 3)
+        raise CommandError(f"{data}: no clips with features to evaluate", 3)
     dims = dict(meta["dims"])
     rows, preds = {}, {}
-    for m, (head, hd) in unimodal_heads(meta, device).items():
-        p, _, has = predict(head, feats, hd, device)
-        rows[m] = classification_report(y, p.argmax(1))
-        rows[m]["n_with_modality"] = int(has.sum())
-    probs, emb, has = predict(model, feats, dims, device)
-    rows["multimodal"] = classification_report(y, probs.argmax(1))
-    preds["multimodal"] = probs.argmax(1).tolist()
-    for m in dims:
-        keep = np.array([mm != m for mm in MODALITIES])
-        p, _, _ = predict(model, feats, dims, device, available=keep)
-        rows[f"multimodal - {m}"] = classification_report(y, p.argmax(1))
+    heads = unimodal_heads(meta, device)
+    with tqdm(total=len(heads) + 1 + len(dims), unit="model", desc="evaluate", dynamic_ncols=True) as bar:
+        for m, (head, hd) in heads.items():
+            p, _, has = predict(head, feats, hd, device)
+            rows[m] = classification_report(y, p.argmax(1))
+            rows[m]["n_with_modality"] = int(has.sum())
+            bar.update()
+        probs, emb, has = predict(model, feats, dims, device)
+        rows["multimodal"] = classification_report(y, probs.argmax(1))
+        preds["multimodal"] = probs.argmax(1).tolist()
+        bar.update()
+        for m in dims:
+            keep = np.array([mm != m for mm in MODALITIES])
+            p, _, _ = predict(model, feats, dims, device, available=keep)
+            rows[f"multimodal - {m}"] = classification_report(y, p.argmax(1))
+            bar.update()
     found = sum(bool(mt.get("face_found")) for mt in metas)
-    info = {"split": args.split, "model": f"{meta['family']}:{path.name}", "checkpoint": str(path),
+    info = {"split": args.split, "data": data, "csv": str(Path(split.csv).resolve()),
+            "model": f"{meta['family']}:{path.name}", "checkpoint": str(path),
             "n": int(len(y)), "skipped": len(split.skipped) + len(stats["failed"]),
             "skips": [list(s) for s in split.skipped] + [[k, f"undecodable: {v}"] for k, v in stats["failed"].items()],
             "face_found": found, "text_source": text_source, "dims": dims,
             "clips": names, "predictions": preds["multimodal"]}
-    print(f"# MELD {args.split}: {len(y)} clips, model {info['model']}; speaker's face found in {found}/{len(y)}")
+    print(f"# {data}: {len(y)} clips, model {info['model']}; speaker's face found in {found}/{len(y)}")
     for name, r in rows.items():
         print(f"## {name}: acc {100 * r['accuracy']:.1f}, balanced acc {100 * r['balanced_accuracy']:.1f}, "
               f"weighted F1 {100 * r['weighted_f1']:.1f}")
@@ -95,4 +108,13 @@ def run_meld_evaluate(args) -> int:
         files = write_report(args.out, {"rows": rows}, info, emb[has] if has.any() else emb, y[has] if has.any() else y,
                              training)
         print(f"# report written to {args.out}: {', '.join(f.name for f in files.values())}", file=sys.stderr)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"meta": info, "rows": rows}, indent=1))
+        print(f"# tables written to {args.json}", file=sys.stderr)
     return 0
+
+
+def short_path(p, parts: int = 3) -> str:
+    """The last `parts` components of a path: enough to tell datasets apart in a figure title."""
+    p = Path(p).resolve()
+    return str(Path(*p.parts[-parts:])) if len(p.parts) > parts else str(p)

@@ -1,4 +1,4 @@
-"""Classification metrics in the paper's style + evaluation of a text model on a MELD CSV."""
+"""Classification metrics (scikit-learn, in the paper's table layout) + evaluation of a text model on a MELD CSV."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,59 +9,62 @@ import numpy as np
 from robot_emotion import EMOTIONS
 
 
-def classification_report(y_true: Sequence, y_pred: Sequence, labels: Sequence[str] = EMOTIONS) -> dict:
-    """Accuracy, balanced accuracy, weighted P/R/F1, per-class P/R/F1/support, confusion matrix.
-
-    y_true / y_pred hold label names or integer indices into `labels`. Balanced accuracy is the
-    mean recall over the classes present in y_true (sklearn's definition).
-    """
-    labels = list(labels)
+def _indices(y: Sequence, labels: list[str]) -> np.ndarray:
     idx = {name: i for i, name in enumerate(labels)}
+    out = []
+    for v in y:
+        if isinstance(v, (int, np.integer)):
+            if not 0 <= int(v) < len(labels):
+                raise ValueError(f"label index {v} out of range")
+            out.append(int(v))
+        elif v in idx:
+            out.append(idx[v])
+        else:
+            raise ValueError(f"unknown label {v!r}")
+    return np.asarray(out, dtype=np.int64)
 
-    def to_idx(y):
-        out = []
-        for v in y:
-            if isinstance(v, (int, np.integer)):
-                if not 0 <= int(v) < len(labels):
-                    raise ValueError(f"label index {v} out of range")
-                out.append(int(v))
-            elif v in idx:
-                out.append(idx[v])
-            else:
-                raise ValueError(f"unknown label {v!r}")
-        return np.asarray(out, dtype=np.int64)
 
-    t, p = to_idx(y_true), to_idx(y_pred)
+def classification_report(y_true: Sequence, y_pred: Sequence, labels: Sequence[str] = EMOTIONS) -> dict:
+    """Accuracy, balanced accuracy, weighted P/R/F1, macro F1, per-class P/R/F1/support and the
+    confusion matrix, all computed by scikit-learn (zero_division=0).
+
+    y_true / y_pred hold label names or integer indices into `labels`. Macro F1 and balanced
+    accuracy follow scikit-learn's defaults: macro F1 averages over every class present in y_true
+    OR y_pred (a class predicted but never true counts with F1 = 0); balanced accuracy is the
+    mean recall over the classes present in y_true.
+    """
+    import warnings
+
+    from sklearn import metrics as skm
+
+    labels = list(labels)
+    t, p = _indices(y_true, labels), _indices(y_pred, labels)
     if len(t) != len(p):
         raise ValueError(f"y_true has {len(t)} items, y_pred {len(p)}")
     if len(t) == 0:
         raise ValueError("no samples to evaluate")
-    k = len(labels)
-    cm = np.zeros((k, k), dtype=np.int64)
-    np.add.at(cm, (t, p), 1)
-    tp = np.diag(cm).astype(float)
-    support = cm.sum(1).astype(float)
-    predicted = cm.sum(0).astype(float)
-    prec = np.divide(tp, predicted, out=np.zeros(k), where=predicted > 0)
-    rec = np.divide(tp, support, out=np.zeros(k), where=support > 0)
-    f1 = np.divide(2 * prec * rec, prec + rec, out=np.zeros(k), where=(prec + rec) > 0)
-    w = support / support.sum()
-    present = support > 0
+    every = list(range(len(labels)))
+    with warnings.catch_warnings():  # "y_pred contains classes not in y_true" is expected here
+        warnings.simplefilter("ignore", UserWarning)
+        per = skm.classification_report(t, p, labels=every, target_names=labels, output_dict=True,
+                                        zero_division=0)
+        bacc = skm.balanced_accuracy_score(t, p)
+    weighted = per["weighted avg"]
     return {
         "n": int(len(t)),
         "labels": labels,
-        "accuracy": float(tp.sum() / len(t)),
-        "balanced_accuracy": float(rec[present].mean()),
-        "weighted_precision": float((w * prec).sum()),
-        "weighted_recall": float((w * rec).sum()),
-        "weighted_f1": float((w * f1).sum()),
-        "macro_f1": float(f1[present].mean()),
+        "accuracy": float(skm.accuracy_score(t, p)),
+        "balanced_accuracy": float(bacc),
+        "weighted_precision": float(weighted["precision"]),
+        "weighted_recall": float(weighted["recall"]),
+        "weighted_f1": float(skm.f1_score(t, p, average="weighted", zero_division=0)),
+        "macro_f1": float(skm.f1_score(t, p, average="macro", zero_division=0)),
         "per_class": {
-            name: {"precision": float(prec[i]), "recall": float(rec[i]), "f1": float(f1[i]),
-                   "support": int(support[i])}
-            for i, name in enumerate(labels)
+            name: {"precision": float(per[name]["precision"]), "recall": float(per[name]["recall"]),
+                   "f1": float(per[name]["f1-score"]), "support": int(per[name]["support"])}
+            for name in labels
         },
-        "confusion_matrix": cm.tolist(),
+        "confusion_matrix": skm.confusion_matrix(t, p, labels=every).tolist(),
     }
 
 
@@ -84,28 +87,33 @@ def format_tables(report: dict) -> str:
     return "\n".join(lines)
 
 
-def evaluate_text_csv(csv_path: str | Path, model, limit: int | None = None, batch_size: int = 32) -> dict:
+def evaluate_text_csv(csv_path: str | Path, model, limit: int | None = None, batch_size: int = 32,
+                      rows: list | None = None, progress: bool = False) -> dict:
     """Evaluate a text emotion model on a MELD-format CSV with past-only dialogue context.
 
     `model` is a TextEmotionModel (anything with `context_turns`, `labels` and
     `predict_batch(items) -> (probs, features)`). Context per utterance = the previous
     `model.context_turns` utterances of its dialogue, ordered by Utterance_ID. Only rows present in
-    the CSV (or its first `limit` rows) are used, both as targets and as context.
+    the CSV (or its first `limit` rows) are used, both as targets and as context. `rows`: the CSV
+    already read with data.meld.read_meld_csv; `progress`: a tqdm bar on stderr.
     """
-    from robot_emotion.data.meld_text import read_meld_csv, with_past_context
+    from tqdm import tqdm
 
-    utts = read_meld_csv(csv_path, limit=limit)
+    from robot_emotion.data.meld import read_meld_csv
+    from robot_emotion.data.meld_text import with_past_context
+
+    utts = rows if rows is not None else read_meld_csv(csv_path, limit=limit)
     if not utts:
         raise ValueError(f"{csv_path}: no utterances")
-    if any(u.emotion is None for u in utts):
-        raise ValueError(f"{csv_path}: rows without an Emotion label cannot be evaluated")
     items, y_true = [], []
     for u, hist in with_past_context(utts, max_turns=model.context_turns):
         items.append((hist, (u.speaker, u.text)))
         y_true.append(u.emotion)
     probs = []
-    for i in range(0, len(items), batch_size):
-        probs.append(model.predict_batch(items[i:i + batch_size])[0])
+    with tqdm(total=len(items), unit="utt", desc="evaluate", disable=not progress, dynamic_ncols=True) as bar:
+        for i in range(0, len(items), batch_size):
+            probs.append(model.predict_batch(items[i:i + batch_size])[0])
+            bar.update(len(items[i:i + batch_size]))
     pred = np.concatenate(probs).argmax(1)
     labels = list(model.labels)
     report = classification_report(y_true, [labels[j] for j in pred], labels)

@@ -28,7 +28,8 @@ import torch
 from torch import nn
 
 from robot_emotion import EMOTIONS
-from robot_emotion.data.meld_text import read_meld_csv, with_past_context
+from robot_emotion.data.meld import read_meld_csv
+from robot_emotion.data.meld_text import with_past_context
 from robot_emotion.features.text import TextEncoder, masked_mean
 from robot_emotion.train.metrics import classification_report, format_tables
 

@@ -62,9 +62,6 @@ def default_weights_path() -> Path:
     return Path(sys.prefix) / "share" / "robot_emotion" / "emotion_model.hdf5"
 
 
-resolve_device = torch_device  # one rule for every model: robot_emotion.device
-
-
 @contextlib.contextmanager
 def torch_threads(n: int | None):
     """Run a block with n intra-op CPU threads, then restore. With torch's OpenMP backend the
@@ -249,7 +246,7 @@ class ExpressionClassifier:
     """predict(list of RGB face crops) -> (probs (N, 7) in MELD order, feats (N, 128))."""
 
     def __init__(self, device: str = "auto", weights: str | Path | None = None):
-        self.device = resolve_device(device)
+        self.device = torch_device(device)
         self.net = ExpressionNet.from_keras_h5(weights).to(self.device)
         self.meld_index = torch.tensor(MELD_FROM_FER, device=self.device)
         self.feature_dim = FEATURE_DIM

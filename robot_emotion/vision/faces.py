@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from robot_emotion.vision.expression import resolve_device, torch_threads
+from robot_emotion.device import torch_device
+from robot_emotion.vision.expression import torch_threads
 from robot_emotion.vision.tracker import MouthSample
 
 ALIGN_SIZE = 112          # side of the aligned crop in px
@@ -46,7 +47,7 @@ class FaceDetector:
                  min_prob: float = 0.9):
         from facenet_pytorch import MTCNN
 
-        self.device = resolve_device(device)
+        self.device = torch_device(device)
         self.min_face_px, self.max_face_px, self.min_prob = min_face_px, max_face_px, min_prob
         # The pyramid starts at min_face_px, which is what keeps MTCNN fast on CPU.
         self.mtcnn = MTCNN(keep_all=True, min_face_size=max(12, int(min_face_px)),
