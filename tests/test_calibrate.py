@@ -268,3 +268,17 @@ def test_render_keeps_the_layout_and_replaces_only_the_values():
     assert changed                                                     # and something did change
     fresh = tomllib.loads(render_toml("", {"vad.aggressiveness": 1, "av.offset_ms": -40.0}, [HEADER]))
     assert fresh == {"vad": {"aggressiveness": 1}, "av": {"offset_ms": -40.0}}
+
+
+def test_usage_errors_are_one_line_before_any_capture(tmp_path):
+    cases = ((["--yes", "--seconds-quiet", "0.5"], "--seconds-quiet must be 1..600 s"),
+             ([], "pass --yes"),                                   # prompts need a terminal
+             (["--yes", "--out", str(tmp_path)], "is a folder"),
+             (["--yes", "--set", "microphone.enabled=false"], "microphone.enabled is false"))
+    for args, why in cases:
+        res = subprocess.run([sys.executable, "-m", "robot_emotion", "calibrate", "--launch", str(LAUNCH), *args],
+                             capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=tmp_path, timeout=60)
+        assert res.returncode == 2, res.stderr
+        assert res.stderr.startswith("robot-emotion: error:") and why in res.stderr, res.stderr
+        assert len(res.stderr.splitlines()) == 1 and res.stdout == ""
+    assert not (tmp_path / "calibration.toml").exists()
