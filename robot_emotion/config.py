@@ -247,9 +247,7 @@ def _check_paths(cfg: Config) -> None:
     wanted = [("emotion.model", cfg.emotion.model, cfg.emotion.enabled, "checkpoint not found"),
               ("asr.model", cfg.asr.model, cfg.asr.enabled and cfg.asr.backend != "none",
                "ASR model not found")]
-    src = cfg.camera.source
-    if not src.isdigit() and "://" not in src:   # a device index or a stream URL is probed later
-        wanted.append(("camera.source", src, cfg.camera.enabled, "camera file not found"))
+    # not camera.source: a camera may be plugged in later (the node retries it)
     for key, path, used, what in wanted:
         if used and path and not Path(path).exists():
             raise InputError(f"config key '{key}': {what}: {path}")

@@ -22,6 +22,30 @@ FACE_ENCODER = {"id": "fer2013-mini-xception", "version": "1"}
 AUDIO_ENCODER = {"id": "whisper-tiny.en-encoder", "version": "1"}
 
 
+AUDIO_DIM = 384  # width of the Whisper tiny.en encoder states (AUDIO_ENCODER)
+
+
+def node_feature_dims(asr=None, text_model=None) -> dict[str, int]:
+    """The feature size each of the node's encoders gives; a checkpoint's dims must match."""
+    from robot_emotion.vision.expression import FEATURE_DIM
+    dims = {"face": FEATURE_DIM}
+    if asr is not None and "whisper" in getattr(asr, "id", ""):
+        dims["audio"] = AUDIO_DIM
+    if text_model is not None:
+        dims["text"] = int(text_model.encoder.dim)
+    return dims
+
+
+def precheck_checkpoint(cfg, asr=None) -> dict:
+    """Read and validate the configured checkpoint (CheckpointError, exit 3) before the models
+    load: a checkpoint that cannot work is refused in a second, not after the ASR loaded."""
+    from robot_emotion.models.checkpoint import read_checkpoint, validate_checkpoint
+    path = Path(cfg.emotion.model) if cfg.emotion.model else DEFAULT_CHECKPOINT
+    raw = read_checkpoint(path)
+    validate_checkpoint(raw, path, node_feature_dims(asr))
+    return raw
+
+
 def configured_encoders(text_model, asr) -> dict:
     enc = {"text": {"id": text_model.id, "version": text_model.version},
            "face": FACE_ENCODER}
@@ -48,13 +72,12 @@ class EmotionScorer:
         from robot_emotion.models import load_checkpoint
         torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
         path = Path(cfg.emotion.model) if cfg.emotion.model else DEFAULT_CHECKPOINT
-        from robot_emotion.models.checkpoint import read_checkpoint
-        raw = read_checkpoint(path)  # the checkpoint names the text branch it was built with
+        raw = precheck_checkpoint(cfg, asr)  # it names the text branch it was built with
         text_dir = raw.get("training", {}).get("text_model_dir") or str(ASSETS)
         text_dir = text_dir if Path(text_dir).is_absolute() else str(path.parent / text_dir)
         text_model = TextEmotionModel.load(text_dir, device=device)
         model, meta = load_checkpoint(path, expected_encoders=configured_encoders(text_model, asr),
-                                      map_location=device)
+                                      map_location=device, node_dims=node_feature_dims(asr, text_model))
         meta["path"] = str(path)
         return cls(model, meta, text_model, asr, device, cfg.emotion.history_turns)
 

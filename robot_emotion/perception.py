@@ -62,6 +62,9 @@ class Perception:
         # conversation set 466-515 ms with 2 threads, 400 ms with 1; bench 352 ms).
         torch.set_num_threads(1)
         asr = speakers = faces = emotion = None
+        if cfg.emotion.enabled:  # a checkpoint that cannot work is refused before any model loads
+            from robot_emotion.emotion import precheck_checkpoint
+            precheck_checkpoint(cfg)
         if cfg.asr.enabled and cfg.asr.backend != "none":
             from robot_emotion.audio.asr import make_asr
             log(f"loading speech recognition ({cfg.asr.backend})")

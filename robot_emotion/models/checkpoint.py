@@ -16,7 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from .. import EMOTIONS, __version__
-from .fusion import build_model
+from .base import MODALITIES
+from .fusion import FAMILIES, build_model
 from robot_emotion.errors import InputError
 
 FORMAT = "robot_emotion.fusion-checkpoint"
@@ -146,12 +147,94 @@ def check_encoders(ck_encoders: dict, expected: dict | None, dims=None) -> None:
         raise CheckpointError("; ".join(problems))
 
 
-def load_checkpoint(path, expected_encoders: dict | None = None, map_location="cpu"):
+# Modalities whose node encoder also gives class probabilities: only they may be dim 0 in `late`.
+PROBABILITY_MODALITIES = ("text", "face")
+
+
+def _first(names: list[str], n: int = 3) -> str:
+    more = f" and {len(names) - n} more" if len(names) > n else ""
+    return ", ".join(names[:n]) + more
+
+
+def validate_checkpoint(ck: dict, path, node_dims: dict[str, int] | None = None) -> None:
+    """Refuse at load, with one line, what would otherwise fail (or be silently wrong) at the
+    first utterance: an unknown family, labels other than robot_emotion.EMOTIONS in that order,
+    dims the node's encoders do not produce (node_dims: modality -> feature size), a modality
+    without a recorded encoder, and weights that are not finite tensors."""
+    def bad(msg: str):
+        raise CheckpointError(f"{path}: {msg}")
+    family = ck["family"]
+    if family not in FAMILIES:
+        bad(f"unknown model family {family!r}; this node builds {', '.join(FAMILIES)}")
+    labels = ck["labels"]
+    names = [str(x) for x in labels] if isinstance(labels, (list, tuple)) else None
+    if names != list(EMOTIONS):
+        if names is not None and sorted(names) == sorted(EMOTIONS):
+            bad(f"labels are in another order ({', '.join(names)}); the node publishes {', '.join(EMOTIONS)}")
+        bad(f"labels {names if names is not None else labels!r} are not the node's "
+            f"{len(EMOTIONS)} emotions ({', '.join(EMOTIONS)})")
+    n_classes = ck.get("n_classes", len(EMOTIONS))
+    if isinstance(n_classes, bool) or n_classes != len(EMOTIONS):
+        bad(f"n_classes is {n_classes!r}; the node publishes {len(EMOTIONS)} emotions")
+    dims = ck["dims"]
+    if not isinstance(dims, dict) or not dims:
+        bad(f"dims must map some of {', '.join(MODALITIES)} to feature sizes, got {dims!r}")
+    for m, d in dims.items():
+        if m not in MODALITIES:
+            bad(f"unknown modality {m!r} in dims; the node has {', '.join(MODALITIES)}")
+        if isinstance(d, bool) or not isinstance(d, int) or d < 0:
+            bad(f"dims[{m!r}] must be a feature size >= 0, got {d!r}")
+        if d == 0 and family != "late":
+            bad(f"{m} has dim 0 (probabilities only), which only the 'late' family reads")
+        if d == 0 and m not in PROBABILITY_MODALITIES:
+            bad(f"{m} has dim 0 (probabilities only) but the node's {m} encoder gives no probabilities")
+        if d and node_dims and m in node_dims and d != node_dims[m]:
+            bad(f"its {m} features are {d}-dimensional but the node's {m} encoder gives {node_dims[m]}")
+    encoders = ck["encoders"]
+    for m in dims:
+        e = encoders.get(m) if isinstance(encoders, dict) else None
+        if not isinstance(e, dict) or "id" not in e or "version" not in e:
+            bad(f"no encoder id/version recorded for its {m} modality")
+    if not isinstance(ck["hparams"], dict):
+        bad("hparams must be a table of the family's hyper-parameters")
+    for name in ("training", "metrics"):
+        if not isinstance(ck.get(name, {}), dict):
+            bad(f"{name} must be a table")
+    text_dir = ck.get("training", {}).get("text_model_dir")
+    if text_dir is not None and not isinstance(text_dir, str):
+        bad(f"training.text_model_dir must be a path, got {text_dir!r}")
+    for name in ("state_dict", "extra_state"):
+        tensors = ck.get(name) or {}
+        if not isinstance(tensors, dict) or not all(isinstance(v, Tensor) for v in tensors.values()):
+            bad(f"{name} must map names to tensors")
+        broken = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if broken:
+            bad(f"tensor(s) {_first(broken)} hold NaN or infinite values")
+
+
+def _check_tensors(model: nn.Module, state: dict, path, family: str) -> None:
+    """Every tensor the rebuilt model needs is present with its shape (one line naming them)."""
+    want = model.state_dict()
+    missing = [k for k in want if k not in state]
+    unexpected = [k for k in state if k not in want]
+    shapes = [f"{k} {tuple(state[k].shape)} (needs {tuple(v.shape)})"
+              for k, v in want.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    problems = ([f"missing {_first(missing)}"] if missing else []) + \
+               ([f"unexpected {_first(unexpected)}"] if unexpected else []) + \
+               ([f"wrong shape {_first(shapes, 2)}"] if shapes else [])
+    if problems:
+        raise CheckpointError(f"{path}: weights do not fit its {family!r} model: {'; '.join(problems)}")
+
+
+def load_checkpoint(path, expected_encoders: dict | None = None, map_location="cpu",
+                    node_dims: dict[str, int] | None = None):
     """-> (model in eval mode on map_location, meta dict without the weights).
 
     expected_encoders: modality -> {"id", "version"} as configured in the node; a mismatch with
-    the checkpoint raises CheckpointError naming the modality."""
+    the checkpoint raises CheckpointError naming the modality. node_dims: modality -> the
+    feature size the node's encoder gives (validate_checkpoint)."""
     ck = read_checkpoint(path, map_location=map_location)
+    validate_checkpoint(ck, path, node_dims)
     check_encoders(ck["encoders"], expected_encoders, ck["dims"])
     hp = dict(ck["hparams"])
     n_classes = int(ck.get("n_classes", len(ck["labels"])))
@@ -159,7 +242,10 @@ def load_checkpoint(path, expected_encoders: dict | None = None, map_location="c
         raise CheckpointError(f"{path}: {n_classes} classes but {len(ck['labels'])} labels")
     try:
         model = build_model(ck["family"], ck["dims"], n_classes, **hp)
+        _check_tensors(model, ck["state_dict"], path, ck["family"])
         model.load_state_dict(ck["state_dict"], strict=True)
+    except CheckpointError:
+        raise
     except (ValueError, RuntimeError, KeyError, TypeError) as e:
         first = " ".join(str(e).split())[:300]
         raise CheckpointError(f"{path}: cannot rebuild the {ck['family']!r} model ({first})") from None

@@ -7,6 +7,7 @@ capture times, so both speeds publish the same events.
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from robot_emotion import SAMPLE_RATE
+from robot_emotion.errors import UsageError
 from robot_emotion.media import (AUDIO_EXTS, VIDEO_EXTS, MediaError, decode_audio, iter_video,
                                  probe_video, read_audio_file)
 from robot_emotion.sources.base import AudioBlock, AudioQueue, Frame
@@ -64,6 +66,19 @@ def open_recording(source: str | Path, resample: bool = False) -> Recording:
                      f"{'/'.join(sorted(VIDEO_EXTS))} or {'/'.join(sorted(AUDIO_EXTS))}")
 
 
+def check_speed(speed: str | float) -> str | float:
+    """'max' or a finite factor > 0 (NaN would pace nothing, inf/negative never end), else UsageError."""
+    if speed == "max":
+        return speed
+    try:
+        value = float(speed)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise UsageError(f"--speed must be 'max' or a positive number, got {speed!r}")
+    return value
+
+
 class ReplaySource:
     """Feeds a Recording into the node's audio queue and frame sink, in time order."""
     name = "replay"
@@ -72,7 +87,7 @@ class ReplaySource:
                  frame_out: Callable[[Frame], bool] | None, speed: str | float = "max",
                  block_ms: int = 30, offset_s: float = 0.0):
         self.rec, self.clock, self.audio_out, self.frame_out = rec, clock, audio_out, frame_out
-        self.speed = speed
+        self.speed = check_speed(speed)
         self.block = SAMPLE_RATE * block_ms // 1000
         self.offset_s = offset_s
         self.state = "stopped"
