@@ -135,6 +135,7 @@ def cmd_run(args) -> int:
     silent switch to made-up input; ``--demo`` replays the demo session in that case."""
     from robot_emotion.runner import live
     cfg, prov = load_config(args)
+    _check_duration(args)
     _check_out(args)
     mic, cam = devices_present(cfg)
     missing = [name for name, wanted, there in (("microphone", cfg.microphone.enabled, mic),

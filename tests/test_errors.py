@@ -119,6 +119,7 @@ ROWS = [
     ("record-onto-a-file", ["record", "{tmp}/taken.txt", "--duration", "1"], {"taken.txt": _text("x")}, 2,
      "it is a file", True),
     ("record-duration-negative", ["record", "{tmp}/new", "--duration", "-1"], {}, 2, "--duration", True),
+    ("run-duration-nan", ["run", "--duration", "nan"], {}, 2, "--duration", True),
     # checkpoints that would fail at the first utterance: refused while the emotion stage loads
     ("checkpoint-with-5-labels", ["replay", "{wav}", "--model", "{tmp}/five.pt"],
      {"five.pt": _checkpoint(n_classes=5)}, 3, "are not the node's 7 emotions", True),
