@@ -40,8 +40,9 @@ def test_checkpoint_with_other_encoders_is_refused(tmp_path, short_session, text
                     training={}, metrics={})
     r = run_cli("replay", folder, "--model", ck, "--set", 'publish.endpoint="tcp://127.0.0.1:*"')
     assert r.returncode == 3, r.stderr
-    err = r.stderr.strip()
-    assert err.count("\n") == 0 and f"text encoder '{text_id}@{version}'" in err
+    errors = [l for l in r.stderr.splitlines() if not l.startswith("#")]   # (# progress lines)
+    assert len(errors) == 1 and errors[0].startswith("robot-emotion: error:")
+    assert f"text encoder '{text_id}@{version}'" in errors[0]
 
 
 def test_missing_or_junk_checkpoint(tmp_path, short_session):

@@ -55,7 +55,12 @@ class FaceDetector:
 
     def detect(self, frame_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         frame_rgb = check_frame(frame_rgb)
-        boxes, probs, points = self.mtcnn.detect(frame_rgb, landmarks=True)
+        # A frame smaller than the smallest face cannot hold one (and MTCNN's pyramid would be
+        # empty: it crashes on torch.cat of nothing), e.g. a small replayed video.
+        if min(frame_rgb.shape[:2]) < max(12, self.min_face_px):
+            boxes = None
+        else:
+            boxes, probs, points = self.mtcnn.detect(frame_rgb, landmarks=True)
         if boxes is None or len(boxes) == 0:
             return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32)
         # facenet-pytorch 2.5.3 returns object arrays under recent numpy.
