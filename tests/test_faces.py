@@ -228,3 +228,7 @@ def test_detector_rejects_bad_frames():
         det.detect(np.zeros((10, 10), np.float32))
     boxes, probs, lms = det.detect(np.full((120, 160, 3), 127, np.uint8))
     assert boxes.shape == (0, 4) and probs.shape == (0,) and lms.shape == (0, 5, 2)
+    # a frame smaller than the smallest face (a small replayed video): no face, no crash
+    big = FaceDetector(min_face_px=500, device="cpu")
+    boxes, probs, lms = big.detect(np.full((360, 640, 3), 127, np.uint8))
+    assert boxes.shape == (0, 4) and lms.shape == (0, 5, 2)
