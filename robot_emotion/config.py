@@ -81,6 +81,7 @@ class ASRConfig:
     no_speech_prob: float = 0.3      # text is dropped when Whisper's no-speech probability is above
     min_logprob: float = -1.0        # this AND the mean token log-probability is below this
     window: str = "short"            # short: encode the turn's own length (+3 s); full: 30 s windows
+    incremental_s: float = 1.0       # decode the open turn every this much speech (0 = only at its end)
 
 
 @dataclass(frozen=True)
@@ -197,7 +198,7 @@ _RULES: dict[str, dict[str, _Rule]] = {
               "min_face_px": _between(12, 2000, " px"), "max_face_px": _between(12, 10000, " px")},
     "asr": {"enabled": _FLAG, "backend": _one_of("faster-whisper", "pocketsphinx", "transformers", "none"),
             "model": _PATH, "partial_after_s": _between(1, 60, " s"), "beam_size": _between(1, 10),
-            "prompt_turns": _between(0, 16), "no_speech_prob": _between(0, 1),
+            "prompt_turns": _between(0, 16), "incremental_s": _between(0, 30, " s"), "no_speech_prob": _between(0, 1),
             "min_logprob": _between(-20, 0), "window": _one_of("short", "full")},
     "speakers": {"enabled": _FLAG, "change_threshold": _COSINE, "cluster_threshold": _COSINE,
                  "min_turn_s": _between(0.2, 10, " s"), "probe_s": _between(0.3, 10, " s")},

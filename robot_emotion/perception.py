@@ -20,6 +20,7 @@ import numpy as np
 
 from robot_emotion import SAMPLE_RATE
 from robot_emotion.audio.turns import Piece, Turn, TurnBuilder
+from robot_emotion.audio.vad import PREROLL_S
 from robot_emotion.config import Config
 
 ENERGY_HOP_S = 0.03
@@ -40,6 +41,7 @@ class Perception:
         self._seen_speakers: set[str] = set()
         self._face_votes: dict[int, dict[str, int]] = {}  # face track -> voice ids heard from it
         self.turns = TurnBuilder(cfg.vad.turn_gap_ms / 1000.0, cfg.vad.max_utterance_s)
+        self._hyp = None                         # partial decodes of the open turn (incremental.py)
 
     @classmethod
     def from_config(cls, cfg: Config, has_video: bool, log=None) -> "Perception | None":
@@ -213,8 +215,11 @@ class Perception:
         return bodies
 
     def _prompt(self, turn: Turn, node) -> str | None:
+        return self._prompt_before(turn.start, node)
+
+    def _prompt_before(self, start: float, node) -> str | None:
         n = self.cfg.asr.prompt_turns
-        texts = [t.text for t in node.history.context(turn.start, n)] if n > 0 else []
+        texts = [t.text for t in node.history.context(start, n)] if n > 0 else []
         return " ".join(texts)[-400:] or None
 
     def _result(self, turn: Turn, node, final: bool) -> list[dict]:
@@ -224,7 +229,8 @@ class Perception:
         text, asr_conf, speech = None, None, True
         if self.asr is not None:
             t0 = time.perf_counter()
-            tr = self.asr.transcribe(audio, prompt=self._prompt(turn, node))
+            hyp = self._hyp if self._hyp is not None and self._hyp.matches(audio_t0) else None
+            tr = self.asr.transcribe(audio, prompt=self._prompt(turn, node), hypotheses=hyp)
             lat["asr"] = (time.perf_counter() - t0) * 1000.0
             node.stats.add("asr", lat["asr"])
             text, asr_conf = tr.text.strip(), tr.confidence
@@ -255,6 +261,38 @@ class Perception:
             b["_wall_end"] = turn.wall_end
         turn.bodies, turn.dirty = bodies, False
         return bodies
+
+    # ---- incremental transcription (audio/incremental.py) --------------------------------
+    def on_turn_so_far(self, item, node) -> None:
+        """Decode the turn this open segment is likely to continue (or start), so far."""
+        t0, audio, start = self._turn_so_far(item)
+        if self._hyp is None or not self._hyp.matches(t0):
+            from robot_emotion.audio.incremental import Hypotheses
+            self._hyp = Hypotheses(t0)
+        began = time.perf_counter()
+        self.asr.transcribe(audio, prompt=self._prompt_before(start, node), hypotheses=self._hyp, update=True)
+        node.stats.add("asr_incremental", (time.perf_counter() - began) * 1000.0)
+
+    def _turn_so_far(self, item) -> tuple[float, np.ndarray, float]:
+        """(origin, float32 audio, turn start): the open turn plus this segment when the pause
+        before it is shorter than the turn gap (as TurnBuilder will decide, barring a new
+        voice), else this segment alone, with the padding Turn.audio() would give it."""
+        t = self.turns.open
+        if t is not None and item.start - t.end < self.turns.turn_gap_s:
+            t0, turn_audio = t.audio()
+            start = t.start
+        else:
+            t0, turn_audio = max(item.audio_t0, item.start - PREROLL_S), np.zeros(0, np.float32)
+            start = item.start
+        out = np.zeros(max(0, int(round((item.end - t0) * SAMPLE_RATE))), np.float32)
+        n = min(turn_audio.size, out.size)
+        out[:n] = turn_audio[:n]
+        src0 = max(0, int(round((t0 - item.audio_t0) * SAMPLE_RATE)))
+        dst0 = max(0, int(round((item.audio_t0 - t0) * SAMPLE_RATE)))
+        m = min(item.audio.size - src0, out.size - dst0)
+        if m > 0:
+            out[dst0:dst0 + m] = item.audio[src0:src0 + m].astype(np.float32) / 32768.0
+        return t0, out, start
 
     def transcribe_partial(self, part, node) -> dict | None:
         t0 = time.perf_counter()

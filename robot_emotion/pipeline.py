@@ -47,7 +47,7 @@ class Node:
         self.slot = LatestFrameSlot()                     # live video
         self.frame_q: queue.Queue = queue.Queue(maxsize=8)  # replay video: no drops
         self.segments: queue.Queue = queue.Queue()    # (time queued, item): never bounded, never dropped
-        self.skipped = {"provisional": 0, "partial": 0}  # live backlog policy (see _utterance_loop)
+        self.skipped = {"provisional": 0, "partial": 0, "incremental": 0}  # live backlog policy (see _utterance_loop)
         self.progress = 0             # items the stages have finished (the drain watches it)
         self.sources: list = []
         self.recorders: list = []     # session writers (their failures end the run non-zero)
@@ -279,6 +279,13 @@ class Node:
                 self._enqueue(SpeakerProbe(uid, start, t, audio, audio_t0, wall))
         if self.perception.asr is None:
             return
+        step = self.cfg.asr.incremental_s
+        if step > 0 and self.perception.asr.incremental:
+            done = self._increments[1] if getattr(self, "_increments", (None,))[0] == uid else 0
+            if int((t - start) / step) > done:     # another step of speech: decode the turn so far
+                self._increments = (uid, int((t - start) / step))
+                audio_t0, audio = self.segmenter.open_audio()
+                self._enqueue(TurnSoFar(uid, start, t, audio, audio_t0, wall))
         if getattr(self, "_partial_at", None) is None or self._partial_at[0] != uid:
             self._partial_at = (uid, start + self.cfg.asr.partial_after_s)
         if t >= self._partial_at[1]:
@@ -320,6 +327,11 @@ class Node:
                 continue
             if isinstance(item, SpeakerProbe):          # (a PartialAudio: test it first)
                 self._publish_results(self.perception.on_probe(item, self))
+            elif isinstance(item, TurnSoFar):
+                if self._backlogged():
+                    self.skipped["incremental"] += 1
+                else:
+                    self.perception.on_turn_so_far(item, self)
             elif isinstance(item, PartialAudio):
                 if self._backlogged():
                     self.skipped["partial"] += 1
@@ -460,6 +472,10 @@ class PartialAudio:
 
 class SpeakerProbe(PartialAudio):
     """The first speakers.probe_s of a segment still in progress (has the voice changed?)."""
+
+
+class TurnSoFar(PartialAudio):
+    """The open segment every asr.incremental_s: decode the turn so far (audio/incremental.py)."""
 
 
 class _EndOfAudio:

@@ -224,3 +224,24 @@ def test_short_window_on_real_speech(whisper, name, ref):
     ms_full = min(full.transcribe(x).ms for _ in range(2))
     ms_short = min(whisper.transcribe(x).ms for _ in range(2))
     print(f"\n{name}: short window {ms_short:.0f} ms, full window {ms_full:.0f} ms")
+
+
+@pytest.mark.parametrize("names", [("spk1_snt1", "spk1_snt3"), ("spk2_snt1", "spk2_snt4")])
+def test_incremental_decoding_reuses_agreed_tokens(whisper, names):
+    """A turn of two real read sentences (a 0.3 s pause between), decoded every second while
+    it is spoken (audio/incremental.py): the end-of-speech decode forces the tokens two
+    partial decodes agreed on, decodes only the rest, and gives the whole decode's words."""
+    from conftest import SHARED
+    from robot_emotion.audio.incremental import Hypotheses, common_prefix
+    from robot_emotion.media import read_audio_file
+    parts = [read_audio_file(shared_file(SHARED / "speech" / "librispeech" / f"{n}.wav")) for n in names]
+    x = np.concatenate([parts[0], np.zeros(int(0.3 * SR), parts[0].dtype), parts[1]])
+    whole = whisper.transcribe(x)
+    hyp = Hypotheses(0.0)
+    for end in np.arange(1.0, x.size / SR, 1.0):
+        whisper.transcribe(x[:int(end * SR)], hypotheses=hyp, update=True)
+    assert hyp.decodes >= 4 and len(hyp.stable()) >= 4          # the first sentence was agreed on
+    final = whisper.transcribe(x, hypotheses=hyp)
+    assert final.extra["prefix_tokens"] == len(hyp.stable())
+    assert normalize_text(final.text) == normalize_text(whole.text), (final.text, whole.text)
+    assert common_prefix([1, 2, 3], [1, 2, 4]) == [1, 2] and Hypotheses(0.0).stable() == []

@@ -103,13 +103,18 @@ class ASR:
 
     id: str = "asr"
     is_whisper: bool = False
+    incremental: bool = False     # reuses earlier decodes of a growing audio (audio/incremental.py)
 
-    def transcribe(self, audio, prompt: str | None = None) -> Transcript:
-        """Text of the audio; ``prompt`` is preceding dialogue (used by Whisper backends)."""
+    def transcribe(self, audio, prompt: str | None = None, hypotheses=None, update: bool = False) -> Transcript:
+        """Text of the audio; ``prompt`` is preceding dialogue (used by Whisper backends).
+        ``hypotheses`` (audio/incremental.py): earlier decodes of the same growing audio, whose
+        agreed tokens are reused; ``update`` records this decode as the newest of them."""
         a = _as_float_audio(audio)
         t = time.perf_counter()
         if a.size < SAMPLE_RATE // 100:          # < 10 ms: nothing to recognise
             tr = Transcript(text="", words=[] if self._wants_words() else None)
+        elif hypotheses is not None and self.incremental:
+            tr = self._transcribe(a, prompt=prompt, hypotheses=hypotheses, update=update)
         elif prompt and self.is_whisper:
             tr = self._transcribe(a, prompt=prompt)
         else:
@@ -194,6 +199,7 @@ class FasterWhisperASR(ASR):
         self.path = path or default_whisper_path()
         self.model = load_faster_whisper(self.path, device, cpu_threads)
         self.window = window
+        self.incremental = window == "short" and not word_timestamps
         self.fallbacks = 0           # short-window decodes that fell back to the 30 s window
         self.beam_size = int(beam_size)
         self.no_speech_prob, self.min_logprob = float(no_speech_prob), float(min_logprob)
@@ -207,9 +213,10 @@ class FasterWhisperASR(ASR):
     def _is_speech(self, seg) -> bool:
         return not (seg.no_speech_prob > self.no_speech_prob and seg.avg_logprob < self.min_logprob)
 
-    def _transcribe(self, audio: np.ndarray, prompt: str | None = None) -> Transcript:
+    def _transcribe(self, audio: np.ndarray, prompt: str | None = None, hypotheses=None,
+                    update: bool = False) -> Transcript:
         if self.window == "short" and not self.word_timestamps:
-            tr = self._decode_short(audio, prompt)
+            tr = self._decode_short(audio, prompt, hypotheses, update)
             if tr is not None:
                 return tr
             self.fallbacks += 1
@@ -225,18 +232,26 @@ class FasterWhisperASR(ASR):
             tr.extra["guard"] = guard
         return tr
 
-    def _decode_short(self, audio: np.ndarray, prompt: str | None) -> Transcript | None:
+    def _decode_short(self, audio: np.ndarray, prompt: str | None, hypotheses=None,
+                      update: bool = False) -> Transcript | None:
         """audio/whisper_short.py; None when its guards say: use the full window."""
         from robot_emotion.audio.whisper_short import ShortWindowDecoder
         if getattr(self, "_short", None) is None:
             self._short = ShortWindowDecoder(self.model, self.beam_size)
         if not self._short.fits(audio):
             return None
+        prefix = hypotheses.stable() if hypotheses is not None else []
         with self._lock:
-            text, lp, nsp, cut = self._short.decode(audio, prompt)
+            text, lp, nsp, cut, tokens = self._short.decode(audio, prompt, prefix)
+        if prefix and hypotheses.logprob is not None:   # the prefix was scored when it was decoded
+            n_new = max(1, len(tokens) - len(prefix))
+            lp = (hypotheses.logprob * len(prefix) + lp * n_new) / (len(prefix) + n_new)
+        if update and hypotheses is not None:
+            hypotheses.push(tokens, lp)
         if looping(text, audio.size / SAMPLE_RATE):
             return None
-        extra = {"window": "short", **({"loop_cut": True} if cut else {})}
+        extra = {"window": "short", **({"loop_cut": True} if cut else {}),
+                 **({"prefix_tokens": len(prefix)} if prefix else {})}
         if nsp > self.no_speech_prob and lp < self.min_logprob:
             extra["dropped"] = [(text, round(nsp, 3), round(lp, 3))]
             text = ""

@@ -54,8 +54,11 @@ class ShortWindowDecoder:
     def fits(self, audio: np.ndarray) -> bool:
         return audio.size / SAMPLE_RATE + LEAD_S + PAD_S <= MAX_S
 
-    def decode(self, audio: np.ndarray, prompt: str | None) -> tuple[str, float, float, bool]:
-        """(text, mean token log-prob, no-speech probability, does the text repeat itself?)."""
+    def decode(self, audio: np.ndarray, prompt: str | None,
+               prefix: list[int] | None = None) -> tuple[str, float, float, bool, list[int]]:
+        """(text, mean token log-prob, no-speech probability, does the text repeat itself?,
+        the text's tokens). ``prefix``: tokens already agreed on for the start of this audio
+        (audio/incremental.py): forced, so only what follows them is decoded."""
         m, tok = self.model, self.tokenizer
         x = np.concatenate([np.zeros(int(LEAD_S * SAMPLE_RATE), np.float32), audio,
                             np.zeros(int(PAD_S * SAMPLE_RATE), np.float32)])
@@ -63,12 +66,14 @@ class ShortWindowDecoder:
         enc = m.encode(feats[:, :feats.shape[1] - feats.shape[1] % 2])   # the encoder halves it
         previous = tok.encode(" " + prompt.strip()) if prompt else []
         start = m.get_prompt(tok, previous, without_timestamps=True)
-        budget = int(6 * audio.size / SAMPLE_RATE + 10)
-        r = m.model.generate(enc, [start], beam_size=self.beam_size, max_length=len(start) + budget,
+        prefix = list(prefix or [])
+        budget = max(int(6 * audio.size / SAMPLE_RATE + 10), len(prefix) + 4)
+        r = m.model.generate(enc, [start + prefix], beam_size=self.beam_size, max_length=len(start) + budget,
                              return_scores=True, return_no_speech_prob=True, suppress_blank=True,
                              suppress_tokens=self.suppress)[0]
-        tokens = [t for t in r.sequences_ids[0] if t < tok.eot]
-        avg_logprob = r.scores[0] * len(tokens) / (len(tokens) + 1)   # length penalty 1 undone
+        tokens = [t for t in r.sequences_ids[0] if t < tok.eot]   # (the forced prefix included)
+        # the score is the decoded part's: log-prob sum / (tokens + eot), length penalty 1
+        avg_logprob = r.scores[0] if prefix else r.scores[0] * len(tokens) / (len(tokens) + 1)
         words = tok.decode(tokens).strip().split()
         kept = repeat_cut(words)
-        return " ".join(kept), float(avg_logprob), float(r.no_speech_prob), len(kept) < len(words)
+        return " ".join(kept), float(avg_logprob), float(r.no_speech_prob), len(kept) < len(words), tokens
