@@ -137,6 +137,9 @@ def cmd_run(args) -> int:
     cfg, prov = load_config(args)
     _check_duration(args)
     _check_out(args)
+    if cfg.control.enabled:
+        from robot_emotion.control import check_endpoint
+        check_endpoint(cfg.control.endpoint)
     mic, cam = devices_present(cfg)
     missing = [name for name, wanted, there in (("microphone", cfg.microphone.enabled, mic),
                                                 ("camera", cfg.camera.enabled, cam)) if wanted and not there]

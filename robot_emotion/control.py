@@ -1,7 +1,7 @@
 """The robot talks back: a control socket for the behaviour controllers, and the robot's own voice.
 
-Controllers send JSON requests to a ZeroMQ REP socket (``control.endpoint``, loopback by
-default) and get one JSON reply each (``{"ok": true}`` or ``{"ok": false, "error": ...}``):
+Controllers send JSON requests to a ZeroMQ REP socket (``control.endpoint``: loopback or
+ipc:// only, since it has no authentication; requests are capped at 64 KiB) and get one JSON reply each (``{"ok": true}`` or ``{"ok": false, "error": ...}``):
 
   {"cmd": "robot.speaking", "state": "start", "text": "Hello!"}   the robot's TTS starts
   {"cmd": "robot.speaking", "state": "stop"}                      ... and ends (text optional here too)
@@ -103,6 +103,19 @@ class RobotVoice:
         return utterance_id not in self.barge_in_ids and self.covers(start)
 
 
+def check_endpoint(endpoint: str) -> None:
+    """Loopback or ipc:// only: anyone who can reach the socket could mute the node."""
+    from robot_emotion.errors import UsageError
+    from robot_emotion.security import parse_endpoint
+    try:
+        local = parse_endpoint(endpoint).loopback
+    except UsageError as e:
+        raise UsageError(str(e).replace("publish.endpoint", "control.endpoint")) from None
+    if not local:
+        raise UsageError(f"control.endpoint {endpoint!r} must be a loopback address or ipc:// "
+                         "(the control socket has no authentication)")
+
+
 class ControlServer:
     """A REP socket in its own thread; requests are applied to the node through ``handle``."""
 
@@ -117,10 +130,11 @@ class ControlServer:
         self._thread = threading.Thread(target=self._run, name="control", daemon=True)
 
     def start(self) -> None:
+        from robot_emotion.errors import UsageError
+        check_endpoint(self.endpoint)
         self._thread.start()
         self._ready.wait(5.0)
         if self.error:
-            from robot_emotion.errors import UsageError
             raise UsageError(self.error)
 
     def _run(self) -> None:

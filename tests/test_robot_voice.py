@@ -133,3 +133,10 @@ def test_robot_turn_enters_the_dialogue_history():
             assert str(e)
         else:
             raise AssertionError(f"accepted {bad}")
+
+
+def test_control_socket_is_local_only():
+    from conftest import run_cli
+    r = run_cli("run", "--set", 'control.endpoint="tcp://0.0.0.0:5557"', "--demo", timeout=120)
+    lines = [l for l in r.stderr.splitlines() if not l.startswith("#")]
+    assert r.returncode == 2 and len(lines) == 1 and "control.endpoint" in lines[0], r.stderr

@@ -240,7 +240,7 @@ class FasterWhisperASR(ASR):
             self._short = ShortWindowDecoder(self.model, self.beam_size)
         if not self._short.fits(audio):
             return None
-        prefix = hypotheses.stable() if hypotheses is not None else []
+        prefix = hypotheses.stable(self._short.starts_word) if hypotheses is not None else []
         with self._lock:
             text, lp, nsp, cut, tokens = self._short.decode(audio, prompt, prefix)
         if prefix and hypotheses.logprob is not None:   # the prefix was scored when it was decoded

