@@ -145,6 +145,9 @@ class Node:
                     last_report = now
                     progress(self.segments.qsize())
         self._stop.set()
+        close = getattr(self.perception, "close", None)
+        if close is not None:         # the stages' own worker threads: a node embedded in a
+            close()                   # program (api.py) must leave none behind when it stops
         self.publisher.stop()
 
     def finish_input(self) -> None:

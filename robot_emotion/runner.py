@@ -83,10 +83,11 @@ def _ready(node: Node, load_s: float, devices: dict | None = None) -> None:
 
 
 class _Signals:
-    """SIGINT/SIGTERM set an event instead of raising, so the session is finalised."""
+    """SIGINT/SIGTERM set an event instead of raising, so the session is finalised. An
+    embedding program (api.py) passes its own event and sets it to stop the same way."""
 
-    def __init__(self):
-        self.event = threading.Event()
+    def __init__(self, event: threading.Event | None = None):
+        self.event = event if event is not None else threading.Event()
         self._old = {}
 
     def __enter__(self):
@@ -105,8 +106,10 @@ def _drain_progress(n_queued: int) -> None:
 
 
 def replay(cfg: Config, source: str, speed: str | float = "max", sinks=(), resample: bool = False,
-           perception="auto", progress=_drain_progress) -> Node:
-    """Replay a recording through the node; returns the stopped node (for its stats)."""
+           perception="auto", progress=_drain_progress, stop_event: threading.Event | None = None,
+           on_node=None) -> Node:
+    """Replay a recording through the node; returns the stopped node (for its stats).
+    ``stop_event`` set = SIGINT; ``on_node(node)`` is called once the node exists (api.py)."""
     check_endpoint(cfg.publish)  # a bad, busy or unauthenticated endpoint fails before models load
     t_load = time.monotonic()
     rec = open_recording(source, resample=resample)
@@ -117,9 +120,11 @@ def replay(cfg: Config, source: str, speed: str | float = "max", sinks=(), resam
     node = Node(cfg, clock, mode="replay", session_id=cfg.node.session_id or rec.session_id,
                 perception=perception, sinks=sinks)
     node.realtime = speed != "max"     # as fast as possible: faces and turns run side by side
+    if on_node is not None:
+        on_node(node)
     src = ReplaySource(rec, clock, node.audio_q, node.feed_frame if has_video else None, speed,
                        cfg.microphone.block_ms, cfg.av.offset_ms / 1000.0)
-    with _Signals() as interrupted:
+    with _Signals(stop_event) as interrupted:
         # ready before the reader moves the clock: replay's session time starts at 0
         node.start([src], has_video=has_video,
                    before_sources=lambda: _ready(node, time.monotonic() - t_load, {"replay": source}))
@@ -164,8 +169,10 @@ class _MicrophoneWatch:
 
 
 def live(cfg: Config, record_to: str | Path | None = None, duration: float | None = None,
-         sinks=(), provenance: dict | None = None) -> Node:
-    """Run on live devices until SIGINT/SIGTERM, `duration` seconds, or a device is lost."""
+         sinks=(), provenance: dict | None = None, stop_event: threading.Event | None = None,
+         on_node=None) -> Node:
+    """Run on live devices until SIGINT/SIGTERM (or ``stop_event``), `duration` seconds, or a
+    device is lost. ``on_node(node)`` is called once the node exists (api.py)."""
     check_endpoint(cfg.publish)  # a bad, busy or unauthenticated endpoint fails before models load
     t_load = time.monotonic()
     use_cam = cfg.camera.enabled
@@ -196,6 +203,8 @@ def live(cfg: Config, record_to: str | Path | None = None, duration: float | Non
         node.recorders.append(writer)
     if control is not None:
         control.node = node
+    if on_node is not None:
+        on_node(node)
     sources = []
     if cfg.microphone.enabled:
         sources.append(MicrophoneSource(cfg.microphone, clock, node.audio_q, writer))
@@ -203,11 +212,15 @@ def live(cfg: Config, record_to: str | Path | None = None, duration: float | Non
         sources.append(CameraSource(cfg.camera, clock, node.slot, cfg.av.offset_ms / 1000.0, writer,
                                     on_state=node.device_event))
     if not sources:
+        if control is not None:       # (its thread would hold the endpoint in an embedding program)
+            control.stop()
+        if writer is not None:
+            writer.close()
         raise SourceError("no source enabled: enable the microphone and/or the camera")
     mic = next((s for s in sources if s.name == "microphone"), None)
     mic_watch = _MicrophoneWatch(mic, node, cfg.microphone.lost_grace_s) if mic is not None else None
     try:
-        with _Signals() as interrupted:
+        with _Signals(stop_event) as interrupted:
             node.start(sources, has_video=use_cam and cfg.faces.enabled)
             _ready(node, time.monotonic() - t_load)
             t_end = None if duration is None else clock.now() + duration
