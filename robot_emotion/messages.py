@@ -35,7 +35,7 @@ REQUIRED = {
 COMMON = ("v", "topic", "seq", "session", "stamp")
 
 # Fields that depend on wall-clock time; everything else is reproducible in replay.
-WALL_FIELDS = ("stamp", "latency_ms", "wall")
+WALL_FIELDS = ("stamp", "latency_ms", "wall", "load_s")
 
 
 class SchemaError(ValueError):

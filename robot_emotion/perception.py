@@ -42,6 +42,7 @@ class Perception:
         self._face_votes: dict[int, dict[str, int]] = {}  # face track -> voice ids heard from it
         self.turns = TurnBuilder(cfg.vad.turn_gap_ms / 1000.0, cfg.vad.max_utterance_s)
         self._hyp = None                         # partial decodes of the open turn (incremental.py)
+        self._pool = None                        # the second core's recogniser thread (_speculate)
 
     @classmethod
     def from_config(cls, cfg: Config, has_video: bool, log=None) -> "Perception | None":
@@ -165,14 +166,40 @@ class Perception:
     def process_segment(self, seg, node, provisional: bool = True) -> list[dict]:
         """A VAD segment (speech up to a pause): extend or close turns, publish the open
         turn so far as provisional (``final: false``) unless the node is behind (live)."""
+        guess = self._speculate(seg, node) if provisional else None
         bodies = []
         for piece in self._pieces(seg, node):
             for closed in self.turns.add(piece):
                 bodies += self._finalize(closed, node)
         t = self.turns.open
         if t is not None and t.dirty and provisional:
-            bodies += self._result(t, node, final=False)
+            bodies += self._result(t, node, final=False, guess=guess)
+        elif guess is not None:
+            guess.result()          # (never leave the recogniser busy behind our back)
         return bodies
+
+    def _speculate(self, seg, node):
+        """Two cores: while the speaker encoder splits and labels the segment, transcribe
+        the turn it most likely makes (the open turn continued when the pause is shorter
+        than the turn gap, else a new one) in a second thread. _result uses it only if the
+        turn came out exactly so (same audio, same prompt), which is the same transcript it
+        would compute itself; otherwise it was wasted work."""
+        if self.asr is None or self.speakers is None:
+            return None
+        open_turn = self.turns.open
+        first = Piece(seg, 0, True, seg.start, seg.end)
+        if open_turn is not None and seg.start - open_turn.end < self.turns.turn_gap_s:
+            turn = Turn(open_turn.id, open_turn.pieces + [first])
+        else:
+            turn = Turn(seg.utterance_id, [first])
+        t0, audio = turn.audio()
+        prompt = self._prompt(turn, node)
+        hyp = self._hyp if self._hyp is not None and self._hyp.matches(t0) else None
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr")
+        key = (t0, audio.size, prompt)
+        return self._pool.submit(lambda: (key, self.asr.transcribe(audio, prompt=prompt, hypotheses=hyp)))
 
     def on_turn_gap(self, gap, node) -> list[dict]:
         t = self.turns.gap(gap.last_end)
@@ -222,17 +249,25 @@ class Perception:
         texts = [t.text for t in node.history.context(start, n)] if n > 0 else []
         return " ".join(texts)[-400:] or None
 
-    def _result(self, turn: Turn, node, final: bool) -> list[dict]:
+    def _result(self, turn: Turn, node, final: bool, guess=None) -> list[dict]:
         """Transcribe the whole turn so far, find its face, score its emotion."""
         audio_t0, audio = turn.audio()
         lat: dict[str, float] = {}
         text, asr_conf, speech = None, None, True
         if self.asr is not None:
             t0 = time.perf_counter()
-            hyp = self._hyp if self._hyp is not None and self._hyp.matches(audio_t0) else None
-            tr = self.asr.transcribe(audio, prompt=self._prompt(turn, node), hypotheses=hyp)
-            lat["asr"] = (time.perf_counter() - t0) * 1000.0
-            node.stats.add("asr", lat["asr"])
+            prompt = self._prompt(turn, node)
+            tr = None
+            if guess is not None:
+                key, tr = guess.result()
+                if key != (audio_t0, audio.size, prompt):
+                    tr = None                    # the turn came out otherwise: decode it now
+                    node.stats.add("asr_guess_missed", 1.0)
+            if tr is None:
+                hyp = self._hyp if self._hyp is not None and self._hyp.matches(audio_t0) else None
+                tr = self.asr.transcribe(audio, prompt=prompt, hypotheses=hyp)
+            lat["asr"] = (time.perf_counter() - t0) * 1000.0   # what this result waited for it
+            node.stats.add("asr", tr.ms)                          # what the recognition cost
             text, asr_conf = tr.text.strip(), tr.confidence
             speech = bool(text)      # Whisper heard no words: noise, applause, a door
         start, end = turn.start, turn.end
