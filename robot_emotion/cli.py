@@ -14,17 +14,38 @@ from robot_emotion.errors import EXIT_INTERRUPTED, RobotEmotionError
 from robot_emotion.paths import launch_path as _launch
 
 
-def _add_config_args(p: argparse.ArgumentParser, default_launch: str | None) -> None:
+def _add_config_args(p: argparse.ArgumentParser, default_launch: str | None,
+                     endpoint_default: str = "the launch profile's publish.endpoint") -> None:
     p.add_argument("--launch", default=default_launch, help="launch profile TOML (launch/*.toml)")
-    p.add_argument("--calibration", default=None, help="per-robot calibration TOML")
+    p.add_argument("--calibration", default=None,
+                   help="per-robot calibration TOML (default: the one the launch profile names)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one config value (repeatable)")
-    p.add_argument("--model", default=None, help="emotion model checkpoint (sets emotion.model)")
-    p.add_argument("--endpoint", default=None, help="ZeroMQ PUB endpoint (sets publish.endpoint)")
+                   help="override one config value (repeatable; default: none)")
+    p.add_argument("--model", default=None, help="emotion model checkpoint (sets emotion.model; "
+                   "default: the launch profile's, else the shipped one)")
+    p.add_argument("--endpoint", default=None,
+                   help=f"ZeroMQ PUB endpoint (sets publish.endpoint; default: {endpoint_default})")
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows every option's default, unless it is required or its help already says it."""
+
+    def _get_help_string(self, action):
+        if action.required or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every (sub-)parser shows defaults in --help (sub-parsers are made with the parser's class)."""
+
+    def __init__(self, *a, **kw):
+        kw.setdefault("formatter_class", _Formatter)
+        super().__init__(*a, **kw)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="robot-emotion", description=__doc__.splitlines()[0])
+    ap = _Parser(prog="robot-emotion", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     p = sub.add_parser("run", help="live camera + microphone of the launch profile (exit 3 if one is missing)")
@@ -33,13 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="if the profile's devices are missing, replay the demo session instead")
     p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
     p.add_argument("--out", default=None, help="also write published messages as JSON lines")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="do not print the published messages")
 
     p = sub.add_parser("record", help="run on live devices and record a session folder")
     p.add_argument("folder", help="session folder to write")
     _add_config_args(p, _launch("robot.toml"))
-    p.add_argument("--duration", type=float, default=None)
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--duration", type=float, default=None, help="stop after S seconds (default: until Ctrl-C)")
+    p.add_argument("--quiet", action="store_true", help="do not print the published messages")
 
     p = sub.add_parser("replay", help="replay a session folder, a video file or an audio file")
     p.add_argument("source", nargs="?", help="session folder | mp4/mkv/mov/avi | wav/flac")
@@ -48,10 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", default="max", help="'max' (virtual clock) or a factor, 1 = recorded pace")
     p.add_argument("--out", default=None, help="write every published message as one JSON line")
     p.add_argument("--resample", action="store_true", help="accept audio files that are not 16 kHz mono")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="do not print the published messages")
 
     p = sub.add_parser("monitor", help="print the live message stream of a running node")
-    p.add_argument("--endpoint", default="tcp://127.0.0.1:5556")
+    p.add_argument("--endpoint", default="tcp://127.0.0.1:5556", help="the node's ZeroMQ PUB endpoint")
     p.add_argument("--topics", default="", help="comma-separated topic prefixes (default: all)")
     p.add_argument("--count", type=int, default=0, help="exit after N messages (0 = forever)")
     p.add_argument("--timeout", type=float, default=0, help="exit after S seconds of silence (0 = never)")
@@ -65,10 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmark table: real-time factor, latency, RSS")
     p.add_argument("--source", default=None, help="recording to replay (default: the demo session)")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3, help="replays at --speed max per configuration (RTF median)")
     p.add_argument("--configs", type=lambda s: s.split(","), default=None,
-                   help="comma-separated subset of: spine, perception, full")
-    _add_config_args(p, _launch("replay.toml"))
+                   help="comma-separated subset of: spine, perception, full (default: all three)")
+    p.add_argument("--json", default=None, help="also write every figure as JSON to this file")
+    _add_config_args(p, _launch("replay.toml"), endpoint_default="a free loopback port per configuration")
 
     p = sub.add_parser("evaluate", help="evaluate an emotion model on a MELD-format CSV or on MELD.Raw")
     src = p.add_mutually_exclusive_group(required=True)
@@ -79,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", default=None, help="with --meld: feature cache (default: the model's)")
     p.add_argument("--workers", type=int, default=1, help="with --meld: extraction processes")
     p.add_argument("--text-source", default=None, choices=("gold", "asr"), help="with --meld")
-    p.add_argument("--model", default=None)
+    p.add_argument("--model", default=None, help="emotion model checkpoint (default: the shipped one)")
     p.add_argument("--json", default=None, help="also write the tables as JSON")
     p.add_argument("--limit", type=int, default=0, help="only the first N rows (0 = all)")
 
@@ -89,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="a session's final turns as SRT/VTT subtitles, RTTM or CSV")
     p.add_argument("source", help="session folder or events file (replay --out events.jsonl)")
-    p.add_argument("--format", required=True, choices=("srt", "vtt", "rttm", "csv"))
+    p.add_argument("--format", required=True, choices=("srt", "vtt", "rttm", "csv"), help="output format")
     p.add_argument("--out", default=None, help="file to write (default: stdout)")
 
     p = sub.add_parser("devices", help="list microphones and cameras; mark the configured ones")

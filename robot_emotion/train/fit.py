@@ -242,23 +242,26 @@ def _summary(rep: dict) -> dict:
 
 def add_train_args(p) -> None:
     p.add_argument("--meld", required=True, help="extracted MELD.Raw folder (CSVs + clip folders)")
-    p.add_argument("--family", default="crossmodal-embracenet", choices=FAMILIES)  # kept in sync with models.FAMILIES (tests)
+    p.add_argument("--family", default="crossmodal-embracenet", choices=FAMILIES,
+                   help="fusion family to train")  # kept in sync with models.FAMILIES (tests)
     p.add_argument("--out", default="meld_model.pt", help="checkpoint to write")
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=30, help="most epochs to train")
     p.add_argument("--optimizer", default="sgd", choices=("sgd", "adamw"),
                    help="sgd = the paper's recipe (lr 1e-3); adamw (lr 3e-4)")
-    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the optimizer's)")
     p.add_argument("--class-weights", action="store_true", help="inverse-sqrt-frequency class weights")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="utterances per batch")
     p.add_argument("--patience", type=int, default=5, help="early stopping on dev weighted F1")
-    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--seed", type=int, default=13, help="random seed (initialisation, shuffling)")
     p.add_argument("--workers", type=int, default=1, help="feature extraction processes")
-    p.add_argument("--cache", default=str(Path.home() / ".cache" / "robot-emotion" / "meld-features"))
-    p.add_argument("--text-source", default="gold", choices=("gold", "asr"))
+    p.add_argument("--cache", default=str(Path.home() / ".cache" / "robot-emotion" / "meld-features"),
+                   help="feature cache folder")
+    p.add_argument("--text-source", default="gold", choices=("gold", "asr"),
+                   help="text of each clip: MELD's transcript (gold) or the node's ASR")
     p.add_argument("--text-model", default=None, help="text emotion model dir (default: the shipped one)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--limit", type=int, default=None, help="extract at most N new clips (then stop)")
-    p.add_argument("--extract-only", action="store_true")
+    p.add_argument("--extract-only", action="store_true", help="extract features, do not train")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="config override for the featurizers (e.g. faces.rate_hz=5)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -1,0 +1,96 @@
+"""Process memory as the kernel counts it, for `robot-emotion bench`.
+
+Three views of one process, read at the same instants from procfs (Linux):
+
+* RSS (``VmRSS`` in /proc/self/status): every resident page, including the file-backed,
+  shared pages of mapped libraries (``import torch`` alone maps ~430 MB of CUDA libraries);
+* anonymous RSS (``RssAnon``): pages only this process has -- heap, allocator arenas, model
+  weights, and library pages the loader wrote to (relocations). What another node on the
+  same machine cannot share, and what swap would have to hold;
+* PSS (``Pss`` in /proc/self/smaps_rollup): RSS with every shared page divided by the number
+  of processes that map it -- what the process adds to the machine's total.
+
+``MemorySampler`` reads all three every ``period_s`` from one thread and keeps the peak of each;
+the kernel's own high-water mark (``VmHWM``, = getrusage ru_maxrss) is exact for RSS, so the gap
+between it and the sampled RSS peak says how much a short spike the sampling missed.
+"""
+from __future__ import annotations
+
+import collections
+import threading
+
+STATUS_KEYS = {"VmRSS": "rss_mb", "VmHWM": "hwm_mb", "RssAnon": "anon_mb", "RssFile": "file_mb",
+               "RssShmem": "shmem_mb"}
+ROLLUP_KEYS = {"Pss": "pss_mb", "Pss_Anon": "pss_anon_mb", "Pss_File": "pss_file_mb"}
+
+
+def _read_kb(path: str, keys: dict[str, str]) -> dict[str, float]:
+    out = {}
+    try:
+        with open(path, encoding="ascii") as f:
+            for line in f:
+                name, _, rest = line.partition(":")
+                if name in keys:
+                    out[keys[name]] = int(rest.split()[0]) / 1024.0
+    except OSError:           # not Linux, or a kernel without smaps_rollup (< 4.14): no figure
+        pass
+    return out
+
+
+def snapshot() -> dict[str, float]:
+    """Current memory of this process in MB (keys of STATUS_KEYS and ROLLUP_KEYS that exist)."""
+    return {**_read_kb("/proc/self/status", STATUS_KEYS), **_read_kb("/proc/self/smaps_rollup", ROLLUP_KEYS)}
+
+
+class MemorySampler:
+    """Peaks of RSS, anonymous RSS and PSS, sampled together every ``period_s`` in a daemon thread.
+
+    Reading smaps_rollup walks the page tables (~7 ms for a 700 MB process): 0.5 s keeps the
+    sampler near 1-2 % of one core, so it does not move the latencies it runs beside."""
+
+    def __init__(self, period_s: float = 0.5):
+        self.period_s = period_s
+        self.peak: dict[str, float] = {}
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="memory-sampler", daemon=True)
+
+    def __enter__(self) -> "MemorySampler":
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+    def sample(self) -> dict[str, float]:
+        now = snapshot()
+        for k, v in now.items():
+            self.peak[k] = max(v, self.peak.get(k, 0.0))
+        self.samples += 1
+        return now
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period_s):
+            self.sample()
+
+
+def anonymous_by_mapping(top: int = 8) -> list[tuple[str, float]]:
+    """Where this process's anonymous pages are (MB per mapping name from /proc/self/smaps):
+    "[heap]" is the main malloc arena, "[anon]" unnamed mappings (thread arenas, large mallocs,
+    torch tensors, thread stacks), a library path the pages its loader wrote to."""
+    agg: collections.Counter = collections.Counter()
+    name = "[anon]"
+    try:
+        with open("/proc/self/smaps", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                head = line.split(None, 5)
+                if head and "-" in head[0] and not head[0].endswith(":"):
+                    name = head[5].strip() if len(head) > 5 else "[anon]"
+                elif head and head[0] == "Anonymous:":
+                    agg[name] += int(head[1]) / 1024.0
+    except OSError:
+        return []
+    return [(n, round(mb, 1)) for n, mb in agg.most_common(top) if mb >= 0.5]
