@@ -79,8 +79,9 @@ def test_chain_train_evaluate_replay(mini, extracted, tmp_path, demo_tool):
 
     report = tmp_path / "report"
     r = run_cli("evaluate", "--meld", mini["meld"], "--split", "test", "--model", ckpt, "--out", report,
-                timeout=240)
+                "--json", tmp_path / "eval.json", timeout=240)
     assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((tmp_path / "eval.json").read_text())["rows"]["multimodal"]["n"] > 0
     for f in ("report.md", "report.json", "confusion.png", "tsne.png", "training_curves.png"):
         assert (report / f).is_file() and (report / f).stat().st_size > 0, f
     rep = json.loads((report / "report.json").read_text())

@@ -113,6 +113,7 @@ def curves_figure(training: dict):
     """Loss (train solid, dev dashed) and dev weighted F1 per epoch; one colour per model in both
     panels; a star marks the epoch whose weights were kept (best dev weighted F1, fit.chosen_epoch)."""
     from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
 
     from robot_emotion.train.fit import chosen_epoch
     plt = _pyplot()
@@ -140,6 +141,7 @@ def curves_figure(training: dict):
     a1.set_xlabel("epoch"); a1.set_ylabel("cross-entropy"); a1.set_title("loss")  # noqa: E702
     a2.set_xlabel("epoch"); a2.set_ylabel("dev weighted F1 (%)"); a2.set_title("early stopping metric")  # noqa: E702
     for a in (a1, a2):
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         if a.lines:
             handles, labels = a.get_legend_handles_labels()
             if marked:
