@@ -75,10 +75,13 @@ class EmotionScorer:
         raw = precheck_checkpoint(cfg, asr)  # it names the text branch it was built with
         text_dir = raw.get("training", {}).get("text_model_dir") or str(ASSETS)
         text_dir = text_dir if Path(text_dir).is_absolute() else str(path.parent / text_dir)
-        text_model = TextEmotionModel.load(text_dir, device=device)
-        model, meta = load_checkpoint(path, expected_encoders=configured_encoders(text_model, asr),
-                                      map_location=device, node_dims=node_feature_dims(asr, text_model))
-        meta["path"] = str(path)
+        from robot_emotion.shared_models import file_key, shared
+        text_model = shared(("text_model", str(Path(text_dir).resolve()), device, cfg.emotion.text_int8),
+                            lambda: TextEmotionModel.load(text_dir, device=device, int8=cfg.emotion.text_int8))
+        model, meta = shared(("fusion", file_key(path), device, getattr(asr, "id", None), id(text_model)),
+                             lambda: load_checkpoint(path, expected_encoders=configured_encoders(text_model, asr),
+                                                     map_location=device, node_dims=node_feature_dims(asr, text_model)))
+        meta = dict(meta, path=str(path))
         return cls(model, meta, text_model, asr, device, cfg.emotion.history_turns)
 
     def features(self, text: str | None, speaker: str | None, history: list, audio: np.ndarray,

@@ -259,7 +259,10 @@ class SpeakerTracker:
         change = cfg.change_threshold if cfg is not None else 0.55
         cluster = cfg.cluster_threshold if cfg is not None else 0.75
         min_turn = cfg.min_turn_s if cfg is not None else 0.8
-        self.encoder = encoder if encoder is not None else VoiceEncoder()
+        if encoder is None:
+            from robot_emotion.shared_models import shared
+            encoder = shared(("voice_encoder", "cpu"), VoiceEncoder)
+        self.encoder = encoder
         self.detector = SpeakerChangeDetector(self.encoder, change, min_turn)
         self.clusterer = SpeakerClusterer(cluster)
 

@@ -17,6 +17,7 @@ and the active-speaker rule into `process(frame_rgb, t) -> list[dict]`.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -161,9 +162,15 @@ class FacePipeline:
         from robot_emotion.vision.tracker import FaceTracker
 
         self.cfg = cfg if cfg is not None else FacesConfig()
-        self.detector = FaceDetector(self.cfg.min_face_px, device=device,
-                                     max_face_px=self.cfg.max_face_px)
-        self.classifier = ExpressionClassifier(device=device, weights=weights) if expression else None
+        from robot_emotion.shared_models import shared
+        self.detector = shared(("mtcnn", self.cfg.min_face_px, self.cfg.max_face_px, device),
+                               lambda: FaceDetector(self.cfg.min_face_px, device=device,
+                                                    max_face_px=self.cfg.max_face_px))
+        self.classifier = None
+        if expression:   # (weights given as an object are this caller's own: not shared)
+            self.classifier = (shared(("fer", device, str(weights)), lambda: ExpressionClassifier(device=device, weights=weights))
+                               if weights is None or isinstance(weights, (str, os.PathLike))
+                               else ExpressionClassifier(device=device, weights=weights))
         self.tracker = tracker if tracker is not None else FaceTracker()
         self.torch_threads = torch_threads
         self.timings_ms: dict[str, float] = {}
