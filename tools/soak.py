@@ -73,8 +73,10 @@ def soak_live(minutes: float, audio: str) -> dict:
     """The node on the default microphone (a PulseAudio null sink's monitor), speech looping into it."""
     from robot_emotion.config import load
     from robot_emotion.runner import live
-    subprocess.run(["pactl", "load-module", "module-null-sink", "sink_name=robot_soak"], capture_output=True)
-    subprocess.run(["pactl", "set-default-source", "robot_soak.monitor"], check=True)
+    if "robot_soak" not in subprocess.run(["pactl", "list", "short", "sinks"], capture_output=True, text=True).stdout:
+        subprocess.run(["pactl", "load-module", "module-null-sink", "sink_name=robot_soak"], check=True,
+                       capture_output=True)
+    os.environ["PULSE_SOURCE"] = "robot_soak.monitor"   # our own virtual microphone (libpulse reads it)
     stop = threading.Event()
 
     def player():
