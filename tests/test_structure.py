@@ -71,3 +71,14 @@ def test_no_import_circles():
 
 def test_cycle_finder_sees_a_circle():
     assert find_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_readme_layout_is_the_tree():
+    """README's Layout block is generated from the modules (tools/readme_layout.py --write)."""
+    from conftest import load_tool
+    tool = load_tool("readme_layout")
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert tool.block() in readme, "README layout is stale: run python tools/readme_layout.py --write"
+    for path in PKG.rglob("*.py"):
+        if path.name != "__init__.py":
+            assert str(path.relative_to(REPO)) in tool.layout()
