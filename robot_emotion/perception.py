@@ -217,6 +217,12 @@ class Perception:
         node.stats.add("speaker_probe", (time.perf_counter() - t0) * 1000.0)
         return self._finalize(self.turns.close(), node) if differs else []
 
+    def close(self) -> None:
+        """The node stopped: let the recogniser thread go (a process may run many sessions)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
     def finish(self, node) -> list[dict]:
         """End of stream: the open turn is final."""
         t = self.turns.close()
