@@ -15,6 +15,8 @@ kept whole (it is only cut, at its end, if it alone exceeds the budget).
 from __future__ import annotations
 
 import re
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
 
@@ -85,13 +87,53 @@ class TextEncoder:
         self.dim = int(self.model.config.hidden_size)
         self.n_layers = int(self.model.config.num_hidden_layers)
         self.sep = self.tokenizer.sep_token
+        self._ids_cache: OrderedDict[str, tuple[int, ...]] = OrderedDict()
+        self._ids_lock = threading.Lock()
 
     # ----------------------------------------------------------------------------- input text
+    TOKEN_CACHE_SIZE = 4096  # turns whose token ids are kept (the node re-reads the same history)
+
+    def text_ids(self, text: str) -> tuple[int, ...]:
+        """Word-piece ids of a normalised text (no special tokens), cached by text (LRU).
+
+        BERT splits on whitespace and punctuation before word pieces, so the ids of space-joined
+        pieces are the pieces' ids concatenated: a built input is assembled from cached turns."""
+        with self._ids_lock:
+            ids = self._ids_cache.get(text)
+            if ids is not None:
+                self._ids_cache.move_to_end(text)
+                return ids
+        ids = tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        with self._ids_lock:
+            self._ids_cache[text] = ids
+            while len(self._ids_cache) > self.TOKEN_CACHE_SIZE:
+                self._ids_cache.popitem(last=False)
+        return ids
+
     def _ntok(self, text: str) -> int:
-        return len(self.tokenizer.tokenize(text))
+        return len(self.text_ids(text))
 
     def build_input(self, history: Sequence[Turn], current: Turn) -> str:
         """Past turns (oldest first) + separator + current utterance, left-truncated to max_tokens."""
+        context, (cur_tag, cur_text) = self._window(history, current)
+        context_text = " ".join(f"{tag}{text}" for tag, text in context)
+        cur = f"{cur_tag}{cur_text}"
+        return f"{context_text} {self.sep} {cur}" if context_text else cur
+
+    def build_ids(self, history: Sequence[Turn], current: Turn) -> list[int]:
+        """The token ids tokenize([build_input(...)]) gives, assembled from per-turn cached ids."""
+        context, (cur_tag, cur_text) = self._window(history, current)
+        tok = self.tokenizer
+        ids = [tok.cls_token_id]
+        for tag, text in context:
+            ids += self.text_ids(tag) + self.text_ids(text)
+        if context:
+            ids.append(tok.sep_token_id)
+        ids += self.text_ids(cur_tag) + self.text_ids(cur_text)
+        return ids[: self.max_tokens - 1] + [tok.sep_token_id]  # the tokenizer's truncation keeps the last [SEP]
+
+    def _window(self, history: Sequence[Turn], current: Turn):
+        """The visible turns -> ([(tag, text)] past turns oldest first, (tag, text) current); tag "A: " or ""."""
         tags: dict[str, str] = {}
 
         def tag(speaker: str | None) -> str:
@@ -128,16 +170,28 @@ class TextEncoder:
                     kept.append((spk, " ".join(words)))
                 break
         kept.reverse()
-        context = " ".join(f"{tag(s)}{t}" for s, t in kept)
-        cur = f"{tag(cur_spk)}{cur_text}"
-        return f"{context} {self.sep} {cur}" if context else cur
+        context = [(tag(s), t) for s, t in kept]
+        return context, (tag(cur_spk), cur_text)
 
     # ----------------------------------------------------------------------------- tensors
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Tokenise built inputs; adds "current_mask" marking the current utterance's tokens."""
         batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_tokens,
                                return_tensors="pt")
-        ids, att = batch["input_ids"], batch["attention_mask"]
+        batch["current_mask"] = self._current_mask(batch["input_ids"], batch["attention_mask"])
+        return batch
+
+    def tokenize_ids(self, rows: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
+        """tokenize() for inputs already in token ids (build_ids): padded ids, attention and current masks."""
+        n = max(len(r) for r in rows)
+        ids = torch.full((len(rows), n), self.tokenizer.pad_token_id, dtype=torch.long)
+        att = torch.zeros((len(rows), n), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+            att[i, :len(r)] = 1
+        return {"input_ids": ids, "attention_mask": att, "current_mask": self._current_mask(ids, att)}
+
+    def _current_mask(self, ids: torch.Tensor, att: torch.Tensor) -> torch.Tensor:
         is_sep = ids == self.tokenizer.sep_token_id
         n_sep = is_sep.sum(1, keepdim=True)
         sep_rank = is_sep.long().cumsum(1)
@@ -147,8 +201,7 @@ class TextEncoder:
         cur[:, 0] &= n_sep[:, 0] > 1  # [CLS] is never part of the current utterance
         empty = cur.sum(1) == 0
         cur[empty] = att[empty].bool()
-        batch["current_mask"] = cur
-        return batch
+        return cur
 
     def extended_mask(self, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         return (1.0 - mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min

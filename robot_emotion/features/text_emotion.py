@@ -6,6 +6,10 @@ holds one or more *members* (an ensemble: the members' probabilities and pooled 
 averaged). A member is a set of trained transformer layers — full tensors, or low-rank (LoRA)
 factors folded into the weights at load — plus a head, with its own number of past turns.
 An optional log-space class bias (the dev-selected prior correction) is applied last.
+
+At inference the members that read the same input run as ONE batched forward
+(features.text_ensemble.StackedMembers), optionally with dynamic int8 weights on CPU; the input's
+token ids are assembled from per-turn cached ids (TextEncoder.build_ids).
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ import torch
 from torch import nn
 
 from robot_emotion.features.text import TextEncoder
+from robot_emotion.features.text_ensemble import StackedMembers
 
 ASSET_DIR = Path(__file__).resolve().parents[1] / "assets"
 ASSET_NAME = "text_emotion"
@@ -86,7 +91,7 @@ class TextEmotionModel:
     """
 
     def __init__(self, encoder: TextEncoder, members: list[Member], labels, meta: dict | None = None,
-                 class_bias=None):
+                 class_bias=None, stacked: bool = True, int8: bool = False):
         self.encoder = encoder
         self.members = members
         self.labels = tuple(labels)
@@ -94,6 +99,24 @@ class TextEmotionModel:
         self.id = self.meta.get("id", f"{ASSET_NAME}@{encoder.id}")
         self.version = str(self.meta.get("version", encoder.version))
         self.class_bias = None if class_bias is None else torch.tensor(class_bias, dtype=torch.float32)
+        # int8 (dynamic quantization) is a CPU kernel and needs the stacked form
+        self.int8 = bool(int8) and stacked and encoder.device.type == "cpu"
+        self.groups: list[tuple[int, list[int], StackedMembers]] = []  # (context_turns, member indices, stack)
+        if stacked:
+            self._stack_members()
+
+    def _stack_members(self) -> None:
+        """Members reading the same input (past turns, first trained layer) become one StackedMembers;
+        their per-member layers are then released (the stack holds the weights)."""
+        by_input: dict[tuple[int, int], list[int]] = {}
+        for i, m in enumerate(self.members):
+            by_input.setdefault((m.context_turns, m.first), []).append(i)
+        heads = self.encoder.model.config.num_attention_heads
+        for (ctx, _), idx in by_input.items():
+            stack = StackedMembers([self.members[i] for i in idx], heads).to(self.encoder.device).eval()
+            self.groups.append((ctx, idx, stack.to_int8() if self.int8 else stack))
+        for m in self.members:
+            m.layers = None
 
     @property
     def context_turns(self) -> int:
@@ -101,8 +124,12 @@ class TextEmotionModel:
         return max(m.context_turns for m in self.members)
 
     @classmethod
-    def load(cls, asset_dir: str | None = None, device: str = "auto", model_path: str | None = None):
-        """Load `<asset_dir>/text_emotion.{json,safetensors}` on top of the encoder; refuse mismatches."""
+    def load(cls, asset_dir: str | None = None, device: str = "auto", model_path: str | None = None,
+             stacked: bool = True, int8: bool = False):
+        """Load `<asset_dir>/text_emotion.{json,safetensors}` on top of the encoder; refuse mismatches.
+
+        stacked: the members run as one batched forward (False: one pass per member, the reference);
+        int8: dynamic int8 Linear weights (CPU only; measured in README's Benchmark section)."""
         from safetensors.torch import load_file
 
         d = Path(asset_dir) if asset_dir else ASSET_DIR
@@ -126,7 +153,8 @@ class TextEmotionModel:
         else:
             members = [_build_member(enc, state, "", meta["context_turns"], n)]
         bias = (meta.get("prior_correction") or {}).get("log_bias")
-        return cls(enc, members, meta["labels"], {"version": asset_version(d), **meta}, class_bias=bias)
+        return cls(enc, members, meta["labels"], {"version": asset_version(d), **meta}, class_bias=bias,
+                   stacked=stacked, int8=int8)
 
     @torch.no_grad()
     def forward(self, items):
@@ -134,24 +162,42 @@ class TextEmotionModel:
         enc = self.encoder
         probs, pooled, first = 0.0, 0.0, None
         inputs: dict = {}  # members that read the same turns share tokenisation and frozen layers
-        for m in self.members:
-            if m.context_turns not in inputs:
-                inputs[m.context_turns] = enc.tokenize(
-                    [enc.build_input(list(h)[-m.context_turns:] if m.context_turns else [], c) for h, c in items])
-            batch = inputs[m.context_turns]
-            if (m.context_turns, m.first) not in inputs:
-                inputs[(m.context_turns, m.first)] = enc.bottom_states(batch, m.first)
+        for ctx, first_layer, run in self._passes():
+            if ctx not in inputs:
+                inputs[ctx] = enc.tokenize_ids(
+                    [enc.build_ids(list(h)[-ctx:] if ctx else [], c) for h, c in items])
+            batch = inputs[ctx]
+            if (ctx, first_layer) not in inputs:
+                inputs[(ctx, first_layer)] = enc.bottom_states(batch, first_layer)
             mask = batch["attention_mask"].to(enc.device)
-            states = enc.run_layers(inputs[(m.context_turns, m.first)], mask, 0, None, layers=m.layers)
-            vec = enc.pool(states, mask, batch["current_mask"].to(enc.device))
-            probs = probs + torch.softmax(m.head(vec).float(), -1)
-            pooled = pooled + vec.float()
-            first = first or (states, mask)
+            states, vec, logits = run(inputs[(ctx, first_layer)], mask, batch["current_mask"].to(enc.device))
+            probs = probs + torch.softmax(logits.float(), -1).sum(0)
+            pooled = pooled + vec.float().sum(0)
+            first = first or (states[0], mask)
         probs, pooled = probs / len(self.members), pooled / len(self.members)
         if self.class_bias is not None:
             probs = probs * torch.exp(self.class_bias.to(probs.device))
             probs = probs / probs.sum(-1, keepdim=True)
         return first[0], first[1], pooled, probs
+
+    def _passes(self):
+        """(context turns, first trained layer, run) per forward pass; run(hidden, mask, current_mask)
+        -> (states (M,B,T,D), pooled (M,B,D), logits (M,B,C)) for the pass's M members."""
+        enc = self.encoder
+        if self.groups:
+            for ctx, _, stack in self.groups:
+                def run(hidden, mask, cur, stack=stack):
+                    m = stack.m
+                    pool = lambda s: enc.pool(s, mask.repeat(m, 1), cur.repeat(m, 1))  # noqa: E731
+                    return stack(hidden, mask, enc.extended_mask(mask, hidden.dtype), pool)
+                yield ctx, stack.first, run
+            return
+        for m in self.members:  # the reference: one MiniLM pass per member
+            def run(hidden, mask, cur, m=m):
+                states = enc.run_layers(hidden, mask, 0, None, layers=m.layers)
+                vec = enc.pool(states, mask, cur)
+                return states[None], vec[None], m.head(vec)[None]
+            yield m.context_turns, m.first, run
 
     def predict_batch(self, items):
         """items: [(history, current)] -> (probs (B,7) float32, features (B,384) float32)."""
@@ -166,6 +212,6 @@ class TextEmotionModel:
         return probs[0], feats[0]
 
 
-def load_default_text_model(device: str = "auto") -> TextEmotionModel:
+def load_default_text_model(device: str = "auto", int8: bool = False) -> TextEmotionModel:
     """The shipped text emotion model (robot_emotion/assets), fully offline."""
-    return TextEmotionModel.load(None, device=device)
+    return TextEmotionModel.load(None, device=device, int8=int8)
