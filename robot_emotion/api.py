@@ -12,7 +12,7 @@ ZeroMQ publisher included); a sink on the publisher thread copies each body into
 program reads with ``messages()``/``get()``. That queue is unbounded so the publisher never
 waits for the program and nothing is dropped: a program that reads slowly only lets messages
 pile up, counted in ``status()["api"]`` (``pending`` now, ``peak_pending`` the most so far). Once
-``max_pending`` messages are waiting (default 100000, about an hour of every topic), the node
+``max_pending`` messages are waiting (default 20000, about an hour of every topic), the node
 is stopped as on SIGINT and the program gets a RobotEmotionError after the messages queued so
 far: memory stays bounded, and no message is silently lost. ``topics`` keeps only the topics
 the program wants (ZeroMQ-style prefixes).
@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from robot_emotion.errors import InputError, RobotEmotionError, UsageError
 
 _END = object()
-DEFAULT_MAX_PENDING = 100_000
+DEFAULT_MAX_PENDING = 20_000     # ~an hour of face (5 Hz) + status (1 Hz) bodies, ~80 MB
 
 
 def resolve_config(config=None, overrides: Sequence[str] | Mapping[str, object] = (),

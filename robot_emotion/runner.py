@@ -221,7 +221,11 @@ def live(cfg: Config, record_to: str | Path | None = None, duration: float | Non
     mic_watch = _MicrophoneWatch(mic, node, cfg.microphone.lost_grace_s) if mic is not None else None
     try:
         with _Signals(stop_event) as interrupted:
-            node.start(sources, has_video=use_cam and cfg.faces.enabled)
+            try:
+                node.start(sources, has_video=use_cam and cfg.faces.enabled)
+            except BaseException:     # a device that does not open: no stage thread outlives it
+                node.stop(drain=False)
+                raise
             _ready(node, time.monotonic() - t_load)
             t_end = None if duration is None else clock.now() + duration
             while not interrupted.is_set() and not node.errors:

@@ -179,3 +179,13 @@ def test_live_node_on_the_virtual_microphone(pulse):
         node.stop(timeout=30)
     assert not node.running and node.interrupted and not node.errors
     assert new_threads(before) == []
+
+
+def test_live_without_its_microphone_raises_and_leaves_no_threads():
+    before = set(threading.enumerate())
+    with pytest.raises(InputError, match="cannot open microphone no-such-microphone") as e:
+        EmotionNode.live(REPO / "launch" / "audio_only.toml",
+                         overrides=NO_PERCEPTION + ['control.endpoint="tcp://127.0.0.1:*"',
+                                                    'microphone.device="no-such-microphone"'])
+    assert e.value.code == 3
+    assert new_threads(before) == []      # stage threads, publisher and control socket all ended
