@@ -130,9 +130,6 @@ def check_options(args) -> list[str]:
 def run_bench(args) -> int:
     from robot_emotion.errors import CommandError
     from robot_emotion.paths import demo_session_path
-    source = args.source or str(demo_session_path())
-    if not os.path.exists(source):
-        raise CommandError(f"bench source not found: {source} (run scripts/setup.sh)", 3)
     if args.repeats < 1:
         raise CommandError(f"--repeats must be at least 1, got {args.repeats}", 2)
     configs = getattr(args, "configs", None) or list(CONFIGS)
@@ -142,8 +139,11 @@ def run_bench(args) -> int:
     json_out = getattr(args, "json", None)
     if json_out and (os.path.isdir(json_out) or not os.path.isdir(os.path.dirname(os.path.abspath(json_out)))):
         raise CommandError(f"--json {json_out}: give the path of a file in an existing folder", 2)
-    base = {"source": source, "repeats": args.repeats, "launch": args.launch or None,
+    base = {"repeats": args.repeats, "launch": args.launch or None,
             "calibration": args.calibration, "overrides": check_options(args)}
+    source = base["source"] = args.source or str(demo_session_path())
+    if not os.path.exists(source):
+        raise CommandError(f"bench source not found: {source} (run scripts/setup.sh)", 3)
     rows = []
     from tqdm import tqdm
     for config in tqdm(configs + ["reference"], desc="bench", unit="config", file=sys.stderr,

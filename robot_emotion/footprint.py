@@ -94,3 +94,15 @@ def anonymous_by_mapping(top: int = 8) -> list[tuple[str, float]]:
     except OSError:
         return []
     return [(n, round(mb, 1)) for n, mb in agg.most_common(top) if mb >= 0.5]
+
+
+def release_free_memory() -> bool:
+    """Give the memory malloc holds free back to the system (glibc ``malloc_trim(0)``; elsewhere
+    a no-op, False). Loading the models frees ~120 MB of temporaries (checkpoint buffers,
+    dtype conversions) in the middle of the heap, where glibc never trims on its own: after
+    loading, the full node's anonymous RSS falls from ~790 to ~670 MB, for < 1 ms."""
+    import ctypes
+    try:
+        return bool(ctypes.CDLL(None).malloc_trim(0))   # the process's own symbols: libc's
+    except (OSError, AttributeError):   # not glibc (musl, macOS): nothing to do
+        return False

@@ -84,6 +84,8 @@ class Perception:
             from robot_emotion.emotion import EmotionScorer
             log("loading the emotion model")
             emotion = EmotionScorer.from_config(cfg, device=device, asr=asr)
+        from robot_emotion.footprint import release_free_memory
+        release_free_memory()   # loading left ~120 MB of freed temporaries in malloc's heap
         if not any((asr, speakers, faces, emotion)):
             return None
         return cls(cfg, asr=asr, speakers=speakers, faces=faces, emotion=emotion)
