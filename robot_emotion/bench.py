@@ -122,9 +122,24 @@ def check_options(args) -> list[str]:
         from robot_emotion.publish import check_endpoint
         check_endpoint(cfg.publish)        # the user's endpoint: bad or busy is exit 2 now
     if cfg.emotion.enabled and (args.model or cfg.emotion.model):
-        from robot_emotion.emotion import precheck_checkpoint
-        precheck_checkpoint(cfg)           # a checkpoint that cannot work: exit 3 now
+        # a checkpoint that cannot work: exit 3 now. Read in a child: torch in this process
+        # would share its libraries' pages with the children and lower their PSS.
+        out = _run_child({"config": "check", "launch": args.launch or None,
+                          "calibration": args.calibration, "overrides": overrides})
+        if "error" in out:
+            from robot_emotion.errors import CommandError
+            raise CommandError(out["error"], out.get("code", 4))
     return overrides
+
+
+def _check(job: dict) -> dict:
+    from robot_emotion.emotion import precheck_checkpoint
+    from robot_emotion.errors import RobotEmotionError
+    try:
+        precheck_checkpoint(_load(job, []))
+    except RobotEmotionError as e:
+        return {"error": str(e).splitlines()[0], "code": e.code}
+    return {}
 
 
 def run_bench(args) -> int:
@@ -238,4 +253,5 @@ def _reference_lines(rows: list[dict], reference: dict | None) -> list[str]:
 if __name__ == "__main__":
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     job = json.loads(sys.argv[1])
-    print(json.dumps(_reference(job) if job["config"] == "reference" else _child(job)))
+    run = {"reference": _reference, "check": _check}.get(job["config"], _child)
+    print(json.dumps(run(job)))

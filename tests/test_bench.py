@@ -56,8 +56,10 @@ def test_bad_calibration_path_is_one_line_exit_2_before_any_child(tmp_path):
     _one_line(r, 2, "config file not found")
 
 
-def test_missing_checkpoint_is_one_line_exit_3(tmp_path):
+def test_missing_or_unreadable_checkpoint_is_one_line_exit_3(tmp_path):
     _one_line(_bench("--model", tmp_path / "nope.pt"), 3, "checkpoint not found")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint" * 64)
+    _one_line(_bench("--model", tmp_path / "junk.pt"), 3, "not a readable robot_emotion checkpoint")
 
 
 def test_busy_endpoint_is_one_line_exit_2():
