@@ -8,10 +8,11 @@ import json
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
-from conftest import REPO, run_cli
+from conftest import REPO, free_endpoint, run_cli
 from robot_emotion.cli import build_parser
 
 ERROR = "robot-emotion: error: "
@@ -127,7 +128,7 @@ def test_full_bench_uses_the_given_model_and_reports_memory_and_the_stock_whispe
     assert "stock faster-whisper" in r.stdout and "x / " in r.stdout
 
 
-def test_calibration_and_set_reach_every_child(two_turns, tmp_path):
+def test_calibration_set_and_endpoint_reach_every_child(two_turns, tmp_path):
     """A calibration whose VAD keeps no segment: the children and the reference see no speech."""
     src, _ = two_turns
     cal = tmp_path / "deaf.toml"
@@ -138,11 +139,30 @@ def test_calibration_and_set_reach_every_child(two_turns, tmp_path):
     data = json.loads(out.read_text())
     assert data["rows"][0]["utterances"] == 0
     assert "no speech" in data["reference"]["error"]
-    # the same source without it: two utterances (the calibration was what changed)
-    r = _bench("--source", src, "--configs", "spine", "--set", "vad.min_utterance_ms=250", "--json", out,
-               timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
+    # the same source without it: two utterances (the calibration was what changed), published
+    # on the --endpoint given, where a subscriber hears them
+    import zmq
+    endpoint = free_endpoint()
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(endpoint)
+    topics = set()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "robot_emotion", "bench", "--repeats", "1", "--source", src,
+                                 "--configs", "spine", "--set", "vad.min_utterance_ms=250", "--endpoint", endpoint,
+                                 "--json", out], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 300
+        while proc.poll() is None and time.monotonic() < deadline:
+            if sub.poll(200):
+                topics.add(sub.recv_multipart()[0].decode())
+        _, err = proc.communicate(timeout=10)
+    finally:
+        sub.close(0)
+        ctx.term()
+    assert proc.returncode == 0, err.decode()[-3000:]
     assert json.loads(out.read_text())["rows"][0]["utterances"] == 2
+    assert {"speech.start", "speech.end", "utterance"} <= topics
 
 
 @pytest.mark.parametrize("profile, overrides, absent, present", [
