@@ -44,8 +44,9 @@ class GroupedLinear(nn.Module):
 
     def __init__(self, weights: list[torch.Tensor], biases: list[torch.Tensor]):
         super().__init__()
-        self.register_buffer("weight", torch.stack([w.t() for w in weights]).contiguous())  # (M, in, out)
-        self.register_buffer("bias", torch.stack(biases).unsqueeze(1).contiguous())         # (M, 1, out)
+        # detached: a buffer with an autograd history would keep the members' Parameters alive
+        self.register_buffer("weight", torch.stack([w.detach().t() for w in weights]).contiguous())  # (M, in, out)
+        self.register_buffer("bias", torch.stack([b.detach() for b in biases]).unsqueeze(1).contiguous())  # (M, 1, out)
         self.per_member: nn.ModuleList | None = None  # int8: one quantized Linear per member
 
     def to_int8(self) -> None:
@@ -64,7 +65,7 @@ class SharedInputLinear(nn.Module):
     def __init__(self, weights: list[torch.Tensor], biases: list[torch.Tensor]):
         super().__init__()
         self.m = len(weights)
-        self.linear = _linear(torch.cat(weights), torch.cat(biases))  # out = M * out
+        self.linear = _linear(torch.cat([w.detach() for w in weights]), torch.cat([b.detach() for b in biases]))
 
     def to_int8(self) -> None:
         self.linear = _quantized(self.linear)
@@ -93,8 +94,9 @@ class StackedBertLayer(nn.Module):
         self.heads = n_heads
         self.shared_input = shared_input
         att = [l.attention.self for l in layers]
-        qkv_w = [torch.cat([a.query.weight, a.key.weight, a.value.weight]) for a in att]
-        qkv_b = [torch.cat([a.query.bias, a.key.bias, a.value.bias]) for a in att]
+        with torch.no_grad():
+            qkv_w = [torch.cat([a.query.weight, a.key.weight, a.value.weight]) for a in att]
+            qkv_b = [torch.cat([a.query.bias, a.key.bias, a.value.bias]) for a in att]
         self.qkv = (SharedInputLinear if shared_input else GroupedLinear)(qkv_w, qkv_b)
         self.attn_out = GroupedLinear([l.attention.output.dense.weight for l in layers],
                                       [l.attention.output.dense.bias for l in layers])
@@ -117,7 +119,8 @@ class StackedBertLayer(nn.Module):
 
 
 class StackedMembers(nn.Module):
-    """The members of one input group: trained layers [first, n) + heads, run as one forward."""
+    """The members of one input group: trained layers [first, n) + heads, run as one forward.
+    Building it consumes the members' layers (each is replaced by an Identity once stacked)."""
 
     def __init__(self, members: list, n_heads: int):
         super().__init__()
@@ -130,9 +133,11 @@ class StackedMembers(nn.Module):
                 raise ValueError(f"stacked members need BERT's exact GELU, not {type(act).__name__}")
         self.first = firsts.pop()
         self.m = len(members)
-        self.layers = nn.ModuleList(
-            StackedBertLayer([mem.layers[i] for mem in members], n_heads, shared_input=(i == 0))
-            for i in range(len(members[0].layers)))
+        self.layers = nn.ModuleList()
+        for i in range(len(members[0].layers)):
+            self.layers.append(StackedBertLayer([mem.layers[i] for mem in members], n_heads, shared_input=(i == 0)))
+            for mem in members:  # consumed: the member's copy is released now, so loading peaks lower
+                mem.layers[i] = nn.Identity()
         self.register_buffer("head_weight", torch.stack([mem.head.weight.detach().t() for mem in members]))
         self.register_buffer("head_bias", torch.stack([mem.head.bias.detach() for mem in members]).unsqueeze(1))
         self.int8 = False
