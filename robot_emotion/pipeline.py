@@ -442,6 +442,12 @@ class Node:
         return list(self.publisher.sink_failures) + [r.failure for r in self.recorders if r.failure]
 
     def status(self) -> dict:
+        # Once a minute (status runs at 1 Hz on the publisher thread): hand the heap pages the
+        # stages freed back to the system; a node that runs for days must stay flat.
+        self._status_calls = getattr(self, "_status_calls", 0) + 1
+        if self._status_calls % 60 == 0:
+            from robot_emotion.footprint import release_free_memory
+            release_free_memory()
         dropped = {"frames": self.slot.dropped, "audio_overflows": self.audio_q.overflows,
                    "publish": self.publisher.dropped}
         for s in self.sources:
