@@ -121,6 +121,7 @@ class Node:
         queue minutes of work); it gives up only when nothing finished for ``stall_s``, and
         says so in ``errors``. ``progress(n_queued)`` is called every few seconds meanwhile.
         Without drain (interrupted) the item in hand is finished and the rest is skipped."""
+        began = time.monotonic()
         for s in self.sources:
             s.stop()
         if drain:
@@ -144,6 +145,7 @@ class Node:
                 if progress is not None and now - last_report >= 5.0:
                     last_report = now
                     progress(self.segments.qsize())
+        self.drain_s = time.monotonic() - began
         self._stop.set()
         close = getattr(self.perception, "close", None)
         if close is not None:         # the stages' own worker threads: a node embedded in a

@@ -107,7 +107,7 @@ def _drain_progress(n_queued: int) -> None:
 
 def replay(cfg: Config, source: str, speed: str | float = "max", sinks=(), resample: bool = False,
            perception="auto", progress=_drain_progress, stop_event: threading.Event | None = None,
-           on_node=None) -> Node:
+           on_node=None, stall_s: float = 120.0) -> Node:
     """Replay a recording through the node; returns the stopped node (for its stats).
     ``stop_event`` set = SIGINT; ``on_node(node)`` is called once the node exists (api.py)."""
     check_endpoint(cfg.publish)  # a bad, busy or unauthenticated endpoint fails before models load
@@ -132,7 +132,7 @@ def replay(cfg: Config, source: str, speed: str | float = "max", sinks=(), resam
             src.done.wait(0.1)
         if src.done.is_set() and not interrupted.is_set():
             node.finish_input()
-        node.stop(drain=not interrupted.is_set(), progress=progress)
+        node.stop(drain=not interrupted.is_set(), progress=progress, stall_s=stall_s)
     if src.error:
         node.errors.append(src.error)
     node.interrupted = interrupted.is_set()

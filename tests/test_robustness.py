@@ -25,16 +25,18 @@ def _long_wav(session, tmp_path, times: int):
 
 
 def test_long_replay_at_max_speed_drops_no_utterance(dialogue_session, tmp_path):
-    """The demo dialogue 6 times (~3 minutes) at --speed max: the reader finishes in seconds and leaves more
-    than the old fixed 30 s drain of perception work queued; every segment still ends up in a
-    final utterance with its emotion."""
+    """The demo dialogue 6 times (~3 minutes) at --speed max: the reader finishes in seconds and
+    leaves the perception work queued; the drain waits as long as the stages make progress
+    (here with a 5 s stall limit, far shorter than the drain: before, a fixed 30 s timeout cut
+    what was left). Every segment ends up in a final utterance with its emotion."""
     folder, truth = dialogue_session
     wav = _long_wav(folder, tmp_path, 6)
     from robot_emotion.config import load
+    from robot_emotion.runner import replay
     cfg = load(None, overrides=['publish.endpoint="tcp://127.0.0.1:*"', "faces.enabled=false"])[0]
-    t0 = time.monotonic()
-    events, node = collect(cfg, wav)
-    wall = time.monotonic() - t0
+    events = []
+    node = replay(cfg, str(wav), sinks=[events.append], stall_s=5.0)
+    assert not node.errors, node.errors
     ends = [e for e in events if e["topic"] == "speech.end" and not e["dropped"]]
     finals = [e for e in events if e["topic"] == "utterance" and e["final"]]
     covered = {s for u in finals for s in u["segments"]}
@@ -43,7 +45,9 @@ def test_long_replay_at_max_speed_drops_no_utterance(dialogue_session, tmp_path)
     speech = [u for u in finals if u["speech"]]
     emotions = {e["utterance_id"] for e in events if e["topic"] == "emotion" and e["final"]}
     assert {u["utterance_id"] for u in speech} == emotions     # every turn got its emotion
-    assert not node.errors and wall > 0
+    import torch
+    if not torch.cuda.is_available():      # two CPU cores: minutes of work outlast the stall limit
+        assert node.drain_s > 5.0, node.drain_s
 
 
 def test_failing_out_file_keeps_the_bus_flowing(short_session):

@@ -128,6 +128,8 @@ class StackedMembers(nn.Module):
         if len(firsts) != 1 or len({len(m.layers) for m in members}) != 1:
             raise ValueError("members stacked together must adapt the same layers")
         for m in members:
+            if not len(m.layers):     # a head-only member (no trained layers): nothing to check
+                continue
             act = getattr(getattr(m.layers[0], "intermediate", None), "intermediate_act_fn", None)
             if act is not None and type(act).__name__ not in ("GELUActivation",):
                 raise ValueError(f"stacked members need BERT's exact GELU, not {type(act).__name__}")
