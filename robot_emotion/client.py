@@ -51,7 +51,21 @@ def parse_message(frames: list[bytes]) -> dict:
     return body
 
 
-class Subscriber:
+class _Socket:
+    """One ZeroMQ socket, closed on ``close()`` or at the end of a ``with`` block."""
+    sock = None
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Subscriber(_Socket):
     def __init__(self, endpoint: str = "tcp://127.0.0.1:5556", topics: list[str] = ("",),
                  rcvhwm: int = 1000, context=None, server_key=None, client_key=None):
         """server_key: the server's public key (server.key, or its 40-character Z85 text);
@@ -106,17 +120,9 @@ class Subscriber:
         while True:
             yield self.recv()
 
-    def close(self) -> None:
-        self.sock.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
-class Controller:
+class Controller(_Socket):
     """Tell the node what the robot does (its control socket, README "Control API").
 
         from robot_emotion.client import Controller
@@ -179,12 +185,3 @@ class Controller:
 
     def reset(self) -> dict:
         return self.request("reset")
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

@@ -98,38 +98,6 @@ def _check_duration(args) -> None:
         raise CommandError(f"--duration must be a positive number of seconds, got {d}", 2)
 
 
-def devices_present(cfg) -> tuple[bool, bool]:
-    """(microphone, camera) that really open on this machine (checked before models load)."""
-    return _microphone_opens(cfg), _camera_opens(cfg)
-
-
-def _microphone_opens(cfg) -> bool:
-    if not cfg.microphone.enabled:
-        return False
-    try:
-        import sounddevice as sd
-        from robot_emotion.sources.microphone import _device_arg
-        with sd.InputStream(samplerate=16000, channels=1, dtype="int16",
-                            device=_device_arg(cfg.microphone.device)):
-            return True
-    except Exception:     # no PortAudio, no device, or a default that leads nowhere (no server)
-        return False
-
-
-def _camera_opens(cfg) -> bool:
-    if not cfg.camera.enabled:
-        return False
-    import cv2
-    src = cfg.camera.source
-    if src.isdigit() and not Path(f"/dev/video{src}").exists():
-        return False
-    cap = cv2.VideoCapture(int(src) if src.isdigit() else src)
-    try:
-        return cap.isOpened()
-    finally:
-        cap.release()
-
-
 def cmd_run(args) -> int:
     """Live on the launch profile's devices. A missing device is an error (exit 3), never a
     silent switch to made-up input; ``--demo`` replays the demo session in that case."""
@@ -140,7 +108,8 @@ def cmd_run(args) -> int:
     if cfg.control.enabled:
         from robot_emotion.control import check_endpoint
         check_endpoint(cfg.control.endpoint)
-    mic, cam = devices_present(cfg)
+    from robot_emotion.devices import present
+    mic, cam = present(cfg)
     missing = [name for name, wanted, there in (("microphone", cfg.microphone.enabled, mic),
                                                 ("camera", cfg.camera.enabled, cam)) if wanted and not there]
     if missing and args.demo:

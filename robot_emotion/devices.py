@@ -18,14 +18,9 @@ import shutil
 import subprocess
 import sys
 
+from robot_emotion.sources.microphone import device_arg
+
 MAX_CAMERA_INDEX = 9
-
-
-def device_arg(spec: str):
-    """A config device spec as sounddevice takes it: None (default), an index or a name."""
-    if spec == "":
-        return None
-    return int(spec) if spec.isdigit() else spec
 
 
 def list_microphones(spec: str) -> dict:
@@ -85,6 +80,24 @@ def _probe_capture(cv2, src) -> dict | None:
                 "reads": bool(ok)}
     finally:
         cap.release()
+
+
+def present(cfg) -> tuple[bool, bool]:
+    """(microphone, camera) of the config that really open here: `run` checks before models load."""
+    mic = cam = False
+    if cfg.microphone.enabled:
+        try:
+            import sounddevice as sd
+            with sd.InputStream(samplerate=16000, channels=1, dtype="int16",
+                                device=device_arg(cfg.microphone.device)):
+                mic = True
+        except Exception:     # no PortAudio, no device, or a default that leads nowhere (no server)
+            mic = False
+    src = cfg.camera.source
+    if cfg.camera.enabled and not (src.isdigit() and not os.path.exists(f"/dev/video{src}")):
+        import cv2
+        cam = _probe_capture(cv2, int(src) if src.isdigit() else src) is not None
+    return mic, cam
 
 
 def source_kind(source: str) -> str:

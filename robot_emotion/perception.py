@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import threading
 import time
+from types import SimpleNamespace
 
 import numpy as np
 
 from robot_emotion import SAMPLE_RATE
 from robot_emotion.audio.turns import Piece, Turn, TurnBuilder
-from robot_emotion.audio.vad import PREROLL_S
 from robot_emotion.config import Config
 
 ENERGY_HOP_S = 0.03
@@ -188,12 +188,7 @@ class Perception:
         would compute itself; otherwise it was wasted work."""
         if self.asr is None or self.speakers is None:
             return None
-        open_turn = self.turns.open
-        first = Piece(seg, 0, True, seg.start, seg.end)
-        if open_turn is not None and seg.start - open_turn.end < self.turns.turn_gap_s:
-            turn = Turn(open_turn.id, open_turn.pieces + [first])
-        else:
-            turn = Turn(seg.utterance_id, [first])
+        turn = self._likely_turn(seg)
         t0, audio = turn.audio()
         prompt = self._prompt(turn, node)
         hyp = self._hyp if self._hyp is not None and self._hyp.matches(t0) else None
@@ -250,11 +245,8 @@ class Perception:
         return bodies
 
     def _prompt(self, turn: Turn, node) -> str | None:
-        return self._prompt_before(turn.start, node)
-
-    def _prompt_before(self, start: float, node) -> str | None:
         n = self.cfg.asr.prompt_turns
-        texts = [t.text for t in node.history.context(start, n)] if n > 0 else []
+        texts = [t.text for t in node.history.context(turn.start, n)] if n > 0 else []
         return " ".join(texts)[-400:] or None
 
     def _result(self, turn: Turn, node, final: bool, guess=None) -> list[dict]:
@@ -308,34 +300,27 @@ class Perception:
     # ---- incremental transcription (audio/incremental.py) --------------------------------
     def on_turn_so_far(self, item, node) -> None:
         """Decode the turn this open segment is likely to continue (or start), so far."""
-        t0, audio, start = self._turn_so_far(item)
+        # the open segment as a segment that ends now: Turn.audio() pads it as it will the real one
+        seg = SimpleNamespace(utterance_id=item.utterance_id, start=item.start, audio=item.audio,
+                              audio_t0=item.audio_t0, decided_at=item.end)
+        turn = self._likely_turn(seg, end=item.end)
+        t0, audio = turn.audio()
         if self._hyp is None or not self._hyp.matches(t0):
             from robot_emotion.audio.incremental import Hypotheses
             self._hyp = Hypotheses(t0)
         began = time.perf_counter()
-        self.asr.transcribe(audio, prompt=self._prompt_before(start, node), hypotheses=self._hyp, update=True)
+        self.asr.transcribe(audio, prompt=self._prompt(turn, node), hypotheses=self._hyp, update=True)
         node.stats.add("asr_incremental", (time.perf_counter() - began) * 1000.0)
 
-    def _turn_so_far(self, item) -> tuple[float, np.ndarray, float]:
-        """(origin, float32 audio, turn start): the open turn plus this segment when the pause
-        before it is shorter than the turn gap (as TurnBuilder will decide, barring a new
-        voice), else this segment alone, with the padding Turn.audio() would give it."""
+    def _likely_turn(self, seg, end: float | None = None) -> Turn:
+        """The turn a segment most likely makes: the open turn continued when the pause before
+        it is shorter than the turn gap (as TurnBuilder will decide, barring a new voice), else
+        a new turn of its own."""
+        piece = Piece(seg, 0, True, seg.start, seg.end if end is None else end)
         t = self.turns.open
-        if t is not None and item.start - t.end < self.turns.turn_gap_s:
-            t0, turn_audio = t.audio()
-            start = t.start
-        else:
-            t0, turn_audio = max(item.audio_t0, item.start - PREROLL_S), np.zeros(0, np.float32)
-            start = item.start
-        out = np.zeros(max(0, int(round((item.end - t0) * SAMPLE_RATE))), np.float32)
-        n = min(turn_audio.size, out.size)
-        out[:n] = turn_audio[:n]
-        src0 = max(0, int(round((t0 - item.audio_t0) * SAMPLE_RATE)))
-        dst0 = max(0, int(round((item.audio_t0 - t0) * SAMPLE_RATE)))
-        m = min(item.audio.size - src0, out.size - dst0)
-        if m > 0:
-            out[dst0:dst0 + m] = item.audio[src0:src0 + m].astype(np.float32) / 32768.0
-        return t0, out, start
+        if t is not None and seg.start - t.end < self.turns.turn_gap_s:
+            return Turn(t.id, t.pieces + [piece])
+        return Turn(seg.utterance_id, [piece])
 
     def transcribe_partial(self, part, node) -> dict | None:
         t0 = time.perf_counter()

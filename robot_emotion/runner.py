@@ -102,7 +102,7 @@ class _Signals:
 
 
 def _drain_progress(n_queued: int) -> None:
-    print(f"# finishing: {n_queued} queued item(s) left", file=sys.stderr, flush=True)
+    _log(f"finishing: {n_queued} queued item(s) left")
 
 
 def replay(cfg: Config, source: str, speed: str | float = "max", sinks=(), resample: bool = False,

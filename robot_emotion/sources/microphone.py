@@ -20,7 +20,8 @@ class SourceError(InputError, RuntimeError):
     """A device that cannot be opened or that disappeared (one-line message)."""
 
 
-def _device_arg(spec: str):
+def device_arg(spec: str):
+    """A config device spec as sounddevice takes it: None (default), an index or a name."""
     if spec == "":
         return None
     return int(spec) if spec.isdigit() else spec
@@ -50,7 +51,7 @@ class MicrophoneSource:
         try:
             self._stream = sd.InputStream(
                 samplerate=SAMPLE_RATE, channels=1, dtype="int16", blocksize=blocksize,
-                device=_device_arg(self.cfg.device), callback=self._callback, latency="low",
+                device=device_arg(self.cfg.device), callback=self._callback, latency="low",
                 finished_callback=self._finished)
             self._started = time.monotonic()
             self._stream.start()
