@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from robot_emotion.errors import EXIT_INTERRUPTED, RobotEmotionError
+from robot_emotion.errors import EXIT_INTERRUPTED, RobotEmotionError, say
 from robot_emotion.paths import launch_path as _launch
 
 
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _fail(msg: str, code: int) -> int:
-    print(f"robot-emotion: error: {msg.splitlines()[0] if msg else 'failed'}", file=sys.stderr)
+    say(f"robot-emotion: error: {msg.splitlines()[0] if msg else 'failed'}")
     return code
 
 

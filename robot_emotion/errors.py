@@ -5,9 +5,12 @@ and the exit code of its class:
   2 = usage / config error, 3 = input (media, files, devices, weights), 4 = runtime failure,
   130 = interrupted (SIGINT / SIGTERM; the session is finalised first).
 Modules raise a subclass of ``RobotEmotionError``; ``cli.main`` maps it to its code. This
-module imports nothing, so any module can use it without an import circle.
+module imports only the standard library, so any module can use it without an import circle.
 """
 from __future__ import annotations
+
+import sys
+import threading
 
 EXIT_OK, EXIT_USAGE, EXIT_INPUT, EXIT_RUNTIME, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
 
@@ -30,6 +33,17 @@ class UsageError(RobotEmotionError):
 class InputError(RobotEmotionError):
     """Missing or unreadable input: media, files, devices, model weights (exit 3)."""
     code = EXIT_INPUT
+
+
+_stderr_lock = threading.Lock()
+
+
+def say(line: str) -> None:
+    """Write one whole line to stderr. Threads print (progress, a failed output); ``print``
+    writes the text and its newline separately, so two threads could splice their lines."""
+    with _stderr_lock:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
 
 
 # The name the commands have always used: any code, runtime by default.

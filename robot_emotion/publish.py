@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import json
 import queue
-import sys
 import threading
 import time
 from collections import deque
 from typing import Callable
 
 from robot_emotion import messages, security
-from robot_emotion.errors import UsageError
+from robot_emotion.errors import UsageError, say
 
 
 def _security_for(endpoint: str, options) -> security.ServerSecurity:
@@ -125,7 +124,7 @@ class Publisher:
                               "loopback: set CURVE keys or publish.allow_insecure = true")
         if self.error is None:
             if sec.insecure:
-                print(security.insecure_warning(self.bound), file=sys.stderr, flush=True)
+                say(security.insecure_warning(self.bound))
             return ctx, sock, auth
         self._close(ctx, sock, auth)
         return None
@@ -193,7 +192,7 @@ class Publisher:
         name = getattr(sink, "name", None) or type(sink).__name__
         self._failed_sinks.add(sink)
         self.sink_failures.append(f"output {name} failed: {e}; the ZeroMQ stream continued")
-        print(f"robot-emotion: error: {self.sink_failures[-1]}", file=sys.stderr, flush=True)
+        say(f"robot-emotion: error: {self.sink_failures[-1]}")
 
     def outputs(self) -> dict:
         return {getattr(s, "name", None) or type(s).__name__: ("failed" if s in self._failed_sinks else "ok")

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import json
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
 
 from robot_emotion.clock import VirtualClock, WallClock
 from robot_emotion.config import Config
-from robot_emotion.errors import UsageError
+from robot_emotion.errors import UsageError, say
 from robot_emotion.pipeline import Node
 from robot_emotion.publish import check_endpoint
 from robot_emotion.sources.camera import CameraSource
@@ -53,7 +52,7 @@ class JsonlSink:
 
 
 def _log(line: str) -> None:
-    print(f"# {line}", file=sys.stderr, flush=True)
+    say(f"# {line}")
 
 
 def build_perception(cfg: Config, has_video: bool, log=_log):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from robot_emotion import SAMPLE_RATE
+from robot_emotion.errors import say
 from robot_emotion.media import MediaError, read_wav_tolerant
 
 FORMAT = "robot_emotion.session"
@@ -100,7 +100,7 @@ class SessionWriter:
     def _fail(self, e: Exception) -> None:
         t = self._audio_bytes / 2 / SAMPLE_RATE
         self.failure = f"recording stopped at {t:.1f} s: {e}; perception continued"
-        print(f"robot-emotion: error: {self.failure}", file=sys.stderr, flush=True)
+        say(f"robot-emotion: error: {self.failure}")
         self.closed = True
         self._meta.update(complete=False, stopped=str(e), duration=t, frames=self._frames)
         for step in (self._drop_reserve, lambda: self._wav.seek(0), lambda: self._wav.write(_wav_header(self._audio_bytes)),
