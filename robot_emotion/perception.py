@@ -5,7 +5,9 @@ The Node calls these hooks, each from its own thread:
   process_frame(frame, node) face thread    faces -> `face` message
   process_segment(seg, node) utterance thread: a VAD segment extends or closes turns
                              (audio/turns.py) -> provisional / final `utterance` + `emotion`
-  on_turn_gap, on_probe, finish              the other ways a turn closes (pause, new voice, end)
+  on_turn_gap, finish        the other ways a turn closes (a pause, the end of the input)
+  on_probe, on_turn_so_far   the segment still being spoken (speech_in_progress.py): a new
+                             voice closes the open turn now; decode the turn so far
 
 Face tracks are shared between the face and utterance threads under one lock. In replay
 the face thread waits for the audio energy up to each frame's time, so a replay at max
@@ -15,19 +17,19 @@ from __future__ import annotations
 
 import threading
 import time
-from types import SimpleNamespace
 
 import numpy as np
 
 from robot_emotion import SAMPLE_RATE
 from robot_emotion.audio.turns import Piece, Turn, TurnBuilder
 from robot_emotion.config import Config
+from robot_emotion.speech_in_progress import SpeechInProgress
 
 ENERGY_HOP_S = 0.03
 ENERGY_KEEP_S = 60.0
 
 
-class Perception:
+class Perception(SpeechInProgress):
     def __init__(self, cfg: Config, *, asr=None, speakers=None, faces=None, emotion=None):
         self.cfg, self.asr, self.speakers, self.faces, self.emotion = cfg, asr, speakers, faces, emotion
         self.uses_faces = faces is not None
@@ -43,6 +45,8 @@ class Perception:
         self.turns = TurnBuilder(cfg.vad.turn_gap_ms / 1000.0, cfg.vad.max_utterance_s)
         self._hyp = None                         # partial decodes of the open turn (incremental.py)
         self._pool = None                        # the second core's recogniser thread (_speculate)
+        self._cut: LiveCut | None = None         # voice changes found in the segment being spoken
+        self._head = None                        # ((segment, from), d-vector of its first 1.5 s)
 
     @classmethod
     def from_config(cls, cfg: Config, has_video: bool, log=None) -> "Perception | None":
@@ -150,17 +154,17 @@ class Perception:
     # ---- utterances (utterance thread) ---------------------------------------------------
     def _pieces(self, seg, node) -> list[Piece]:
         """The segment's speech split at voice changes, every piece with its speaker id."""
+        first = getattr(seg, "first_index", 0)
         if self.speakers is None:
-            return [Piece(seg, 0, True, seg.start, seg.end)]
+            return [Piece(seg, first, True, seg.start, seg.end)]
         t0 = time.perf_counter()
         a0 = max(0, int(round((seg.start - seg.audio_t0) * SAMPLE_RATE)))
         a1 = int(round((seg.end - seg.audio_t0) * SAMPLE_RATE))
         audio = seg.audio[a0:a1].astype(np.float32) / 32768.0
-        open_turn = self.turns.open
-        prefer = open_turn.speaker if open_turn is not None else None
-        voice = self.speakers.process(audio, seg.start, seg.utterance_id, prefer=prefer)
+        voice = self.speakers.label(self.speakers.split(audio, seg.start), seg.utterance_id,
+                                    self._prefer(seg.utterance_id), first)
         node.stats.add("speakers", (time.perf_counter() - t0) * 1000.0)
-        pieces = [Piece(seg, i, i == len(voice) - 1, v.start, v.end, v.speaker, v.confidence)
+        pieces = [Piece(seg, first + i, i == len(voice) - 1, v.start, v.end, v.speaker, v.confidence)
                   for i, v in enumerate(voice)]
         pieces[0].start, pieces[-1].end = seg.start, seg.end     # exact VAD boundaries
         return pieces
@@ -168,9 +172,12 @@ class Perception:
     def process_segment(self, seg, node, provisional: bool = True) -> list[dict]:
         """A VAD segment (speech up to a pause): extend or close turns, publish the open
         turn so far as provisional (``final: false``) unless the node is behind (live)."""
+        seg = self._rest_of(seg)
         guess = self._speculate(seg, node) if provisional else None
         bodies = []
-        for piece in self._pieces(seg, node):
+        pieces = self._pieces(seg, node)
+        self._cut = None                         # (the segment is over)
+        for piece in pieces:
             for closed in self.turns.add(piece):
                 bodies += self._finalize(closed, node)
         t = self.turns.open
@@ -180,39 +187,9 @@ class Perception:
             guess.result()          # (never leave the recogniser busy behind our back)
         return bodies
 
-    def _speculate(self, seg, node):
-        """Two cores: while the speaker encoder splits and labels the segment, transcribe
-        the turn it most likely makes (the open turn continued when the pause is shorter
-        than the turn gap, else a new one) in a second thread. _result uses it only if the
-        turn came out exactly so (same audio, same prompt), which is the same transcript it
-        would compute itself; otherwise it was wasted work."""
-        if self.asr is None or self.speakers is None:
-            return None
-        turn = self._likely_turn(seg)
-        t0, audio = turn.audio()
-        prompt = self._prompt(turn, node)
-        hyp = self._hyp if self._hyp is not None and self._hyp.matches(t0) else None
-        if self._pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr")
-        key = (t0, audio.size, prompt)
-        return self._pool.submit(lambda: (key, self.asr.transcribe(audio, prompt=prompt, hypotheses=hyp)))
-
     def on_turn_gap(self, gap, node) -> list[dict]:
         t = self.turns.gap(gap.last_end)
         return self._finalize(t, node) if t is not None else []
-
-    def on_probe(self, probe, node) -> list[dict]:
-        """The first ``speakers.probe_s`` of a segment still in progress: if it is clearly
-        another voice than the open turn's, that turn is over now (not at this segment's end)."""
-        t = self.turns.open
-        if t is None or self.speakers is None or probe.start - t.end >= self.turns.turn_gap_s:
-            return []
-        t0 = time.perf_counter()
-        a0 = max(0, int(round((probe.start - probe.audio_t0) * SAMPLE_RATE)))
-        differs = self.speakers.differs(probe.audio[a0:].astype(np.float32) / 32768.0, t.speaker)
-        node.stats.add("speaker_probe", (time.perf_counter() - t0) * 1000.0)
-        return self._finalize(self.turns.close(), node) if differs else []
 
     def close(self) -> None:
         """The node stopped: let the recogniser thread go (a process may run many sessions)."""
@@ -296,38 +273,6 @@ class Perception:
             b["_wall_end"] = turn.wall_end
         turn.bodies, turn.dirty = bodies, False
         return bodies
-
-    # ---- incremental transcription (audio/incremental.py) --------------------------------
-    def on_turn_so_far(self, item, node) -> None:
-        """Decode the turn this open segment is likely to continue (or start), so far."""
-        # the open segment as a segment that ends now: Turn.audio() pads it as it will the real one
-        seg = SimpleNamespace(utterance_id=item.utterance_id, start=item.start, audio=item.audio,
-                              audio_t0=item.audio_t0, decided_at=item.end)
-        turn = self._likely_turn(seg, end=item.end)
-        t0, audio = turn.audio()
-        if self._hyp is None or not self._hyp.matches(t0):
-            from robot_emotion.audio.incremental import Hypotheses
-            self._hyp = Hypotheses(t0)
-        began = time.perf_counter()
-        self.asr.transcribe(audio, prompt=self._prompt(turn, node), hypotheses=self._hyp, update=True)
-        node.stats.add("asr_incremental", (time.perf_counter() - began) * 1000.0)
-
-    def _likely_turn(self, seg, end: float | None = None) -> Turn:
-        """The turn a segment most likely makes: the open turn continued when the pause before
-        it is shorter than the turn gap (as TurnBuilder will decide, barring a new voice), else
-        a new turn of its own."""
-        piece = Piece(seg, 0, True, seg.start, seg.end if end is None else end)
-        t = self.turns.open
-        if t is not None and seg.start - t.end < self.turns.turn_gap_s:
-            return Turn(t.id, t.pieces + [piece])
-        return Turn(seg.utterance_id, [piece])
-
-    def transcribe_partial(self, part, node) -> dict | None:
-        t0 = time.perf_counter()
-        text = self.asr.transcribe(part.audio.astype(np.float32) / 32768.0).text.strip()
-        node.stats.add("asr_partial", (time.perf_counter() - t0) * 1000.0)
-        return {"topic": "utterance.partial", "utterance_id": part.utterance_id, "start": part.start,
-                "end": part.end, "text": text}
 
     def _relabel_open(self, speaker: str) -> None:
         """A merge renamed a voice: the open turn's pieces of it carry the surviving id."""

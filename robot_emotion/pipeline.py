@@ -48,6 +48,7 @@ class Node:
         self.frame_q: queue.Queue = queue.Queue(maxsize=8)  # replay video: no drops
         self.segments: queue.Queue = queue.Queue()    # (time queued, item): never bounded, never dropped
         self.skipped = {"provisional": 0, "partial": 0, "incremental": 0}  # live backlog policy (see _utterance_loop)
+        self._ticks: dict[str, tuple[str, int]] = {}   # per-second work on the open segment (_due)
         self.progress = 0             # items the stages have finished (the drain watches it)
         self.sources: list = []
         self.recorders: list = []     # session writers (their failures end the run non-zero)
@@ -282,21 +283,33 @@ class Node:
                 self._probes = (uid, len(due))
                 audio_t0, audio = self.segmenter.open_audio()
                 self._enqueue(SpeakerProbe(uid, start, t, audio, audio_t0, wall))
-        if self.perception.asr is None:
+        # every asr.incremental_s: decode the turn so far; every speakers.live_change_s: has
+        # the voice changed inside this segment? (one item, one pass over the audio so far)
+        asr, spk = self.perception.asr, self.perception.speakers
+        decode = asr is not None and asr.incremental and self._due("decode", uid, t - start, self.cfg.asr.incremental_s)
+        check = spk is not None and self._due("voice", uid, t - start, self.cfg.speakers.live_change_s)
+        if decode or check:
+            audio_t0, audio = self.segmenter.open_audio()
+            self._enqueue(TurnSoFar(uid, start, t, audio, audio_t0, wall, decode=decode, check_voice=check))
+        if asr is None:
             return
-        step = self.cfg.asr.incremental_s
-        if step > 0 and self.perception.asr.incremental:
-            done = self._increments[1] if getattr(self, "_increments", (None,))[0] == uid else 0
-            if int((t - start) / step) > done:     # another step of speech: decode the turn so far
-                self._increments = (uid, int((t - start) / step))
-                audio_t0, audio = self.segmenter.open_audio()
-                self._enqueue(TurnSoFar(uid, start, t, audio, audio_t0, wall))
         if getattr(self, "_partial_at", None) is None or self._partial_at[0] != uid:
             self._partial_at = (uid, start + self.cfg.asr.partial_after_s)
         if t >= self._partial_at[1]:
             self._partial_at = (uid, self._partial_at[1] + self.cfg.asr.partial_after_s)
             audio_t0, audio = self.segmenter.open_audio()
             self._enqueue(PartialAudio(uid, start, t, audio, audio_t0, wall))
+
+    def _due(self, what: str, uid: str, spoken: float, step: float) -> bool:
+        """Is another ``step`` seconds of segment ``uid`` spoken since ``what`` was last due?"""
+        if step <= 0:
+            return False
+        last_uid, done = self._ticks.get(what, (None, 0))
+        n = int(spoken / step)
+        if n > (done if last_uid == uid else 0):
+            self._ticks[what] = (uid, n)
+            return True
+        return False
 
     # ---- utterances: speakers, ASR, faces, dialogue, emotion ---------------------------
     def wait_for_faces(self, t: float) -> None:
@@ -336,7 +349,7 @@ class Node:
                 if self._backlogged():
                     self.skipped["incremental"] += 1
                 else:
-                    self.perception.on_turn_so_far(item, self)
+                    self._publish_results(self.perception.on_turn_so_far(item, self))
             elif isinstance(item, PartialAudio):
                 if self._backlogged():
                     self.skipped["partial"] += 1
@@ -485,8 +498,12 @@ class SpeakerProbe(PartialAudio):
     """The first speakers.probe_s of a segment still in progress (has the voice changed?)."""
 
 
+@dataclass
 class TurnSoFar(PartialAudio):
-    """The open segment every asr.incremental_s: decode the turn so far (audio/incremental.py)."""
+    """The open segment, every asr.incremental_s (decode the turn so far, audio/incremental.py)
+    and every speakers.live_change_s (close the turn at a voice change inside it)."""
+    decode: bool = True
+    check_voice: bool = False
 
 
 class _EndOfAudio:

@@ -123,3 +123,49 @@ def test_provisional_then_final_with_the_same_id(conversation):
 def test_replays_are_identical(conversation):
     a, b = ([messages.reproducible(e) for e in run if e["topic"] != "status"] for run in conversation)
     assert a == b
+
+
+# ------------------------------------------------ a voice change found while still speaking
+def _trimmed(name):
+    """A LibriSpeech sentence without its lead-in and tail silence (as tools/make_conversations.py)."""
+    x = _libri(name)
+    env = np.abs(x.astype(np.float32))
+    on = np.flatnonzero(env > env.max() * 10 ** (-35 / 20))
+    return x[max(0, on[0] - 320):on[-1] + 320]
+
+
+@pytest.fixture(scope="module")
+def quick_exchange(tmp_path_factory):
+    """Two turns with pauses make both voices known; then spk1, spk2, spk1 speak with 50 ms
+    between them: one VAD segment that holds three turns."""
+    sil = lambda s: np.zeros(int(s * SR), np.int16)               # noqa: E731
+    parts = [sil(0.5), _trimmed("spk1_snt1"), sil(0.9), _trimmed("spk2_snt1"), sil(0.9)]
+    t_seg = sum(p.size for p in parts) / SR
+    a, b, c = _trimmed("spk1_snt3"), _trimmed("spk2_snt4"), _trimmed("spk1_snt4")
+    changes = [t_seg + a.size / SR + 0.025, t_seg + (a.size + b.size) / SR + 0.075]
+    parts += [a, sil(0.05), b, sil(0.05), c, sil(1.0)]
+    x = np.concatenate(parts).astype(np.float32)
+    x += np.random.default_rng(1).normal(0, 30, x.size)
+    path = tmp_path_factory.mktemp("quick") / "quick.wav"
+    sf.write(path, np.clip(x, -32768, 32767).astype(np.int16), SR)
+    cfg, _ = load(None, overrides=['publish.endpoint="tcp://127.0.0.1:*"'])
+    events = []         # at recorded pace: "before the segment ends" is a matter of time
+    node = replay(cfg, str(path), speed=1.0, sinks=[events.append])
+    assert not node.errors, node.errors
+    return events, t_seg, changes           # (in the order they were published)
+
+
+def test_a_voice_change_inside_a_segment_closes_the_turn_while_speech_goes_on(quick_exchange):
+    events, t_seg, changes = quick_exchange
+    finals = [e for e in events if e["topic"] == "utterance" and e["final"] and e["start"] >= t_seg - 0.3]
+    assert [u["speaker"] for u in finals] == ["S0", "S1", "S0"], [(u["speaker"], u["start"], u["end"]) for u in finals]
+    assert len({u["utterance_id"] for u in finals}) == 3
+    # the turns end at the real changes, each final before the segment holding the change ends
+    assert [u["end"] for u in finals[:2]] == pytest.approx(changes, abs=0.5)
+    ends = [e for e in events if e["topic"] == "speech.end"]
+    for u, change in zip(finals, changes):
+        seg = next(e for e in ends if e["start"] < change < e["end"])
+        assert seg["end"] > change + 1.0, "no pause at the change: it lies inside a segment"
+        assert events.index(u) < events.index(seg) and u["segments"][-1] == seg["utterance_id"]
+    for u in finals:
+        messages.validate(u)

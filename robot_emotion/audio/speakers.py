@@ -42,6 +42,7 @@ class VoicePiece:
     speaker: str | None = None
     confidence: float | None = None
     voice: int | None = None      # which voice of the split (known or stand-in) it matched
+    new_voice: bool = False       # that voice is a stand-in: not one of the speakers known
 
     @property
     def duration(self) -> float:
@@ -127,6 +128,7 @@ class SpeakerChangeDetector:
             return whole
         for p in out:
             p.voice = int(np.argmax(p.embedding @ cands.T))
+            p.new_voice = p.voice >= known
         return out
 
 
@@ -270,24 +272,39 @@ class SpeakerTracker:
                 prefer: str | None = None) -> list[VoicePiece]:
         """Split ``audio`` (float32, starting at session time t0) and label every piece.
         Piece keys are ``key`` + ".index"; the first piece may continue ``prefer``."""
-        centroids = self.clusterer.centroids()
-        known = 0 if centroids is None else len(centroids)
-        pieces = self.detector.split(audio, t0, centroids)
+        return self.label(self.split(audio, t0), key, prefer)
+
+    def split(self, audio: np.ndarray, t0: float) -> list[VoicePiece]:
+        """The pieces of one voice each, against the voices known so far (nothing assigned)."""
+        return self.detector.split(audio, t0, self.clusterer.centroids())
+
+    def label(self, pieces: list[VoicePiece], key: str, prefer: str | None = None,
+              index0: int = 0) -> list[VoicePiece]:
+        """Give the pieces of ``split`` speaker ids (keys ``key``.index0, .index0+1, ...)."""
         ids: dict[int, str] = {}           # voice of the split -> speaker id given to it
         for i, p in enumerate(pieces):
+            k = f"{key}.{index0 + i}"
             if p.voice in ids:             # A B A inside one segment: the second A is A
-                p.speaker, p.confidence = self.clusterer.join(f"{key}.{i}", p.embedding, p.duration,
-                                                              ids[p.voice])
+                p.speaker, p.confidence = self.clusterer.join(k, p.embedding, p.duration, ids[p.voice])
                 continue
             # after a detected change the voice is by definition not the previous one
             # a piece the split found to be a voice not heard before may found a speaker even
             # when short: the split already checked it against its neighbour as a whole
-            dur = max(p.duration, RELIABLE_S) if p.voice is not None and p.voice >= known else p.duration
-            p.speaker, p.confidence = self.clusterer.assign(f"{key}.{i}", p.embedding, dur,
-                                                            prefer if i == 0 else None)
+            dur = max(p.duration, RELIABLE_S) if p.new_voice else p.duration
+            p.speaker, p.confidence = self.clusterer.assign(k, p.embedding, dur, prefer if i == 0 else None)
             if p.voice is not None and p.speaker is not None:
                 ids[p.voice] = p.speaker
         return pieces
+
+    def may_have_changed(self, head: np.ndarray, tail: np.ndarray) -> bool:
+        """A cheap trigger for ``split`` on a segment still in progress: might the voice of
+        its last RELIABLE_S (``tail``) not be that of its first (``head``)? Generous on
+        purpose (a false alarm costs one split, ~0.1 s; the split decides)."""
+        cents = self.clusterer.centroids()
+        if cents is None or len(cents) < 2:
+            return float(head @ tail) < self.clusterer.threshold
+        h, t = cents @ head, cents @ tail
+        return int(np.argmax(h)) != int(np.argmax(t)) or float(t.max()) < self.clusterer.threshold
 
     def differs(self, audio: np.ndarray, speaker: str | None) -> bool:
         """Probe: is the start of a new segment not ``speaker``'s voice? Under RELIABLE_S

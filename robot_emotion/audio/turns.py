@@ -11,6 +11,10 @@ segment where the voice changes and labels every piece. ``TurnBuilder`` then:
   ``turn_gap_s`` (``gap``), when the turn would pass ``max_turn_s``, at a probe that hears
   another voice (``close``), and at the end of the stream.
 
+A voice change can also be found while a segment is still spoken (perception.py checks the
+open segment every ``speakers.live_change_s``): the part before it then closes its turn at
+once, as a ``SegmentPart``, instead of waiting for the next pause.
+
 It is pure bookkeeping (no models, no threads): perception.py runs the stages and decides
 what to publish. A turn's id is the id of the segment that opened it (plus ".k" when it
 opened at the k-th piece of a segment split by a speaker change).
@@ -23,6 +27,29 @@ import numpy as np
 
 from robot_emotion import SAMPLE_RATE
 from robot_emotion.audio.vad import PREROLL_S
+
+
+@dataclass
+class SegmentPart:
+    """A stretch of a VAD segment that stands for it, with the same fields. A voice change
+    found while the segment is still being spoken closes the turn there and then: the part
+    before the change is handed on as a segment of its own (``decided_at`` = the change,
+    ``wall`` = when it was found), and what follows becomes the rest of the segment, whose
+    pieces are numbered on from ``first_index``."""
+    utterance_id: str
+    start: float
+    end: float
+    audio: np.ndarray = field(repr=False)
+    audio_t0: float
+    decided_at: float
+    wall: float
+    forced: bool = False
+    first_index: int = 0
+
+    @classmethod
+    def rest_of(cls, seg, start: float, first_index: int) -> "SegmentPart":
+        return cls(seg.utterance_id, start, seg.end, seg.audio, seg.audio_t0, seg.decided_at,
+                   getattr(seg, "wall", 0.0), getattr(seg, "forced", False), first_index)
 
 
 @dataclass
@@ -42,7 +69,8 @@ class Piece:
 
     @property
     def pad_from(self) -> float:
-        """Earliest audio that is this voice's: the pre-roll for a segment's first piece."""
+        """Earliest audio that is this voice's: the pre-roll for a segment's first piece
+        (a piece after a voice change starts at the change)."""
         return max(self.segment.audio_t0, self.start - PREROLL_S) if self.index == 0 else self.start
 
     @property

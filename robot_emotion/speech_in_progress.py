@@ -1,0 +1,156 @@
+"""While a segment is still being spoken: what the node can already decide.
+
+Mixed into perception.Perception (the utterance thread calls these, in order, with the
+segment's audio so far):
+  on_probe(probe)          after speakers.probe_s and 1.5 s of a new segment: a clearly different
+                           voice than the open turn's closes that turn now, not at this segment's end
+  on_turn_so_far(item)     every speakers.live_change_s: a voice change INSIDE the segment (quick
+                           exchanges: no pause between speakers) closes the turn before it now;
+                           every asr.incremental_s: decode the turn so far (audio/incremental.py)
+  _speculate(seg)          at the segment's end, on the second core: transcribe the turn it most
+                           likely makes while the speaker encoder splits and labels it
+  transcribe_partial(part) ``utterance.partial``
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from robot_emotion import SAMPLE_RATE
+from robot_emotion.audio.turns import Piece, SegmentPart, Turn
+
+
+@dataclass
+class LiveCut:
+    """Voice changes found while segment ``segment`` is spoken: the turns before ``at`` are closed."""
+    segment: str
+    at: float
+    next_index: int                 # the index of the next piece of the segment
+    heard: list                     # the speakers of the closed parts, in order
+
+
+class SpeechInProgress:
+    """Perception's handling of the segment being spoken (see the module's docstring)."""
+
+    def _rest_of(self, seg):
+        """The segment less the part a voice change found during its speech already closed."""
+        c = self._cut
+        if c is not None and c.segment == seg.utterance_id:
+            return SegmentPart.rest_of(seg, c.at, c.next_index)
+        return seg
+
+    def _prefer(self, segment: str) -> str | None:
+        """The voice a segment's first piece most likely continues: the open turn's; in the
+        rest of a segment cut twice (A | B | ...), the voice before the last one (A B A, as a
+        split of the whole segment would give it: one voice's pieces are often only ~0.7 alike)."""
+        if self.turns.open is not None:
+            return self.turns.open.speaker
+        c = self._cut
+        return c.heard[-2] if c is not None and c.segment == segment and len(c.heard) >= 2 else None
+
+    def _speculate(self, seg, node):
+        """Two cores: while the speaker encoder splits and labels the segment, transcribe
+        the turn it most likely makes (the open turn continued when the pause is shorter
+        than the turn gap, else a new one) in a second thread. _result uses it only if the
+        turn came out exactly so (same audio, same prompt), which is the same transcript it
+        would compute itself; otherwise it was wasted work."""
+        if self.asr is None or self.speakers is None:
+            return None
+        turn = self._likely_turn(seg)
+        t0, audio = turn.audio()
+        prompt = self._prompt(turn, node)
+        hyp = self._hyp if self._hyp is not None and self._hyp.matches(t0) else None
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr")
+        key = (t0, audio.size, prompt)
+        return self._pool.submit(lambda: (key, self.asr.transcribe(audio, prompt=prompt, hypotheses=hyp)))
+
+    def on_probe(self, probe, node) -> list[dict]:
+        """The first ``speakers.probe_s`` of a segment still in progress: if it is clearly
+        another voice than the open turn's, that turn is over now (not at this segment's end)."""
+        t = self.turns.open
+        if t is None or self.speakers is None or probe.start - t.end >= self.turns.turn_gap_s:
+            return []
+        t0 = time.perf_counter()
+        a0 = max(0, int(round((probe.start - probe.audio_t0) * SAMPLE_RATE)))
+        differs = self.speakers.differs(probe.audio[a0:].astype(np.float32) / 32768.0, t.speaker)
+        node.stats.add("speaker_probe", (time.perf_counter() - t0) * 1000.0)
+        return self._finalize(self.turns.close(), node) if differs else []
+
+    def on_turn_so_far(self, item, node) -> list[dict]:
+        """The segment still being spoken: close the turn at a voice change inside it
+        (``item.check_voice``), decode the turn it is likely to continue or start, so far
+        (``item.decode``, audio/incremental.py)."""
+        bodies = self._voice_change_so_far(self._so_far(item), node) if item.check_voice else []
+        if item.decode and self.asr is not None:
+            seg = self._so_far(item)      # (Turn.audio() pads it as it will the real one)
+            turn = self._likely_turn(seg)
+            t0, audio = turn.audio()
+            if self._hyp is None or not self._hyp.matches(t0):
+                from robot_emotion.audio.incremental import Hypotheses
+                self._hyp = Hypotheses(t0)
+            began = time.perf_counter()
+            self.asr.transcribe(audio, prompt=self._prompt(turn, node), hypotheses=self._hyp, update=True)
+            node.stats.add("asr_incremental", (time.perf_counter() - began) * 1000.0)
+        return bodies
+
+    def _so_far(self, item) -> SegmentPart:
+        """The segment being spoken (less any part already closed) as a segment ending now."""
+        return self._rest_of(SegmentPart(item.utterance_id, item.start, item.end, item.audio,
+                                         item.audio_t0, decided_at=item.end, wall=item.wall))
+
+    def _voice_change_so_far(self, seg: SegmentPart, node) -> list[dict]:
+        """Quick exchanges hold several turns in one segment (no pause between speakers). A
+        cheap check (the d-vectors of the segment's first and last 1.5 s, ~12 ms each) asks
+        whether the voice may have changed; only then the segment so far is split (~0.1 s).
+        The turn before the first change is closed and published now, not at the pause."""
+        from robot_emotion.audio.speakers import RELIABLE_S
+        start, end, uid, first = seg.start, seg.end, seg.utterance_id, seg.first_index
+        if self.speakers is None or end - start < RELIABLE_S + self.speakers.detector.min_turn_s:
+            return []
+        began = time.perf_counter()
+
+        def span(a: float, b: float) -> np.ndarray:
+            i0, i1 = (int(round((x - seg.audio_t0) * SAMPLE_RATE)) for x in (a, b))
+            return seg.audio[max(0, i0):i1].astype(np.float32) / 32768.0
+
+        enc = self.speakers.encoder
+        if self._head is None or self._head[0] != (uid, start):
+            self._head = ((uid, start), enc.embed(span(start, start + RELIABLE_S)))
+        maybe = self.speakers.may_have_changed(self._head[1], enc.embed(span(end - RELIABLE_S, end)))
+        pieces = self.speakers.split(span(start, end), start) if maybe else []
+        node.stats.add("speaker_live", (time.perf_counter() - began) * 1000.0)
+        if len(pieces) < 2:
+            return []
+        cut = pieces[1].start
+        part = SegmentPart(uid, start, cut, seg.audio, seg.audio_t0, decided_at=cut, wall=seg.wall,
+                           first_index=first)
+        v = self.speakers.label(pieces[:1], uid, self._prefer(uid), first)[0]
+        bodies = []
+        for closed in self.turns.add(Piece(part, first, False, start, cut, v.speaker, v.confidence)):
+            bodies += self._finalize(closed, node)
+        heard = self._cut.heard if self._cut is not None and self._cut.segment == uid else []
+        self._cut = LiveCut(uid, cut, first + 1, heard + [v.speaker])
+        self._hyp = None          # its partial decodes heard the next voice too: not a prefix for this turn
+        node.stats.add("turns_cut_live", 1.0)
+        return bodies + self._finalize(self.turns.close(), node)
+
+    def _likely_turn(self, seg) -> Turn:
+        """The turn a segment most likely makes: the open turn continued when the pause before
+        it is shorter than the turn gap (as TurnBuilder will decide, barring a new voice), else
+        a new turn of its own."""
+        piece = Piece(seg, getattr(seg, "first_index", 0), True, seg.start, seg.end)
+        t = self.turns.open
+        if t is not None and seg.start - t.end < self.turns.turn_gap_s:
+            return Turn(t.id, t.pieces + [piece])
+        return Turn(seg.utterance_id, [piece])
+
+    def transcribe_partial(self, part, node) -> dict | None:
+        t0 = time.perf_counter()
+        text = self.asr.transcribe(part.audio.astype(np.float32) / 32768.0).text.strip()
+        node.stats.add("asr_partial", (time.perf_counter() - t0) * 1000.0)
+        return {"topic": "utterance.partial", "utterance_id": part.utterance_id, "start": part.start,
+                "end": part.end, "text": text}
