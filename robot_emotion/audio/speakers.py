@@ -27,6 +27,9 @@ import numpy as np
 from robot_emotion import SAMPLE_RATE
 
 RELIABLE_S = 1.5          # pieces shorter than this give noisy d-vectors (README figures)
+PROBE_MID_S = 1.0         # the probe between speakers.probe_s and RELIABLE_S (differs)
+PROBE_MARGIN = 0.10       # a probe's voice this much nearer another known voice is another voice
+PROBE_MID_OWN = 0.62      # ... or, from PROBE_MID_S on, this far from the open turn's voice
 SHORT_MARGIN = 0.15       # a short piece founds a speaker only this far under cluster_threshold
 LONG_MARGIN = 0.07        # a long piece stays with the open turn's voice this far under it
 WINDOW_S = 1.0            # change detection: window scored against the known voices
@@ -307,10 +310,13 @@ class SpeakerTracker:
         return int(np.argmax(h)) != int(np.argmax(t)) or float(t.max()) < self.clusterer.threshold
 
     def differs(self, audio: np.ndarray, speaker: str | None) -> bool:
-        """Probe: is the start of a new segment not ``speaker``'s voice? Under RELIABLE_S
-        of audio only when clearly so (nearer to another known voice by SHORT_MARGIN, or far
-        from every known voice); from RELIABLE_S on, exactly when the clusterer would not keep
-        the open turn's voice for a piece like it."""
+        """Probe: is the start of a new segment not ``speaker``'s voice? The shorter the audio,
+        the clearer the case must be. Measured on the real conversation set's 196 probes (README,
+        "Turns"): with the same voice going on, another known voice was never nearer than the
+        own one minus 0.06, and the own cosine was >= 0.55 at 0.6 s, >= 0.67 at 1 s.
+          under PROBE_MID_S: nearer to another known voice by PROBE_MARGIN, or far from all (< 0.5);
+          under RELIABLE_S:  the same, or the own voice under PROBE_MID_OWN;
+          from RELIABLE_S on: exactly when the clusterer would not keep the open turn's voice."""
         if speaker is None:
             return False
         emb = self.encoder.embed(audio)
@@ -319,6 +325,8 @@ class SpeakerTracker:
             return False
         others = [self.clusterer.similarity(emb, s) for s in self.clusterer.speakers if s != speaker]
         nearest_other = max((o for o in others if o is not None), default=-1.0)
-        if audio.size / SAMPLE_RATE >= RELIABLE_S:
+        dur = audio.size / SAMPLE_RATE
+        if dur >= RELIABLE_S:
             return own < self.clusterer.threshold - LONG_MARGIN or nearest_other - own >= SHORT_MARGIN
-        return nearest_other - own >= SHORT_MARGIN or max(own, nearest_other) < 0.5
+        clear = nearest_other - own >= PROBE_MARGIN or max(own, nearest_other) < 0.5
+        return clear or (dur >= PROBE_MID_S and own < PROBE_MID_OWN)
