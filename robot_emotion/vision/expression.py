@@ -248,6 +248,9 @@ class ExpressionClassifier:
     def __init__(self, device: str = "auto", weights: str | Path | None = None):
         self.device = torch_device(device)
         self.net = ExpressionNet.from_keras_h5(weights).to(self.device)
+        # channels-last is 2.8x faster on CPU (2 crops: 10.2 -> 3.7 ms; outputs equal to 3e-7)
+        self.layout = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
+        self.net = self.net.to(memory_format=self.layout)
         self.meld_index = torch.tensor(MELD_FROM_FER, device=self.device)
         self.feature_dim = FEATURE_DIM
 
@@ -256,6 +259,6 @@ class ExpressionClassifier:
         if len(crops_rgb) == 0:
             return np.zeros((0, len(EMOTIONS)), np.float32), np.zeros((0, FEATURE_DIM), np.float32)
         x = torch.from_numpy(preprocess(crops_rgb)).to(self.device)
-        logits, feats = self.net(x)
+        logits, feats = self.net(x.contiguous(memory_format=self.layout))
         probs = torch.softmax(logits.float(), dim=1)[:, self.meld_index]
         return probs.cpu().numpy(), feats.float().cpu().numpy()

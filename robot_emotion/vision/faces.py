@@ -41,6 +41,21 @@ def check_frame(frame) -> np.ndarray:
     return frame
 
 
+def _channels_last(net):
+    """The network, called with its input in channels-last memory layout (see FaceDetector)."""
+    import torch
+
+    class ChannelsLast(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net(x.contiguous(memory_format=torch.channels_last))
+
+    return ChannelsLast().eval()
+
+
 class FaceDetector:
     """MTCNN (facenet-pytorch, weights ship in the wheel) with size and probability filters."""
 
@@ -53,6 +68,12 @@ class FaceDetector:
         # The pyramid starts at min_face_px, which is what keeps MTCNN fast on CPU.
         self.mtcnn = MTCNN(keep_all=True, min_face_size=max(12, int(min_face_px)),
                            device=self.device, post_process=False)
+        if self.device.type == "cpu":
+            # facenet-pytorch hands its three nets NCHW tensors; torch's CPU max-pooling is 3-4x
+            # faster on channels-last ones (RNet on 80 candidates: 26 -> 7 ms). Same detections
+            # (boxes within 1e-4 px on the real MELD clip and face video); a frame 1.4-2.4x faster.
+            for name in ("pnet", "rnet", "onet"):
+                setattr(self.mtcnn, name, _channels_last(getattr(self.mtcnn, name)))
 
     def detect(self, frame_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         frame_rgb = check_frame(frame_rgb)
