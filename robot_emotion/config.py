@@ -68,6 +68,7 @@ class FacesConfig:
     rate_hz: float = 5.0
     min_face_px: int = 40
     max_face_px: int = 2000
+    detect_hz: float = 1.0           # whole-frame face search this often; between, known faces are followed (0 = search every frame)
 
 
 @dataclass(frozen=True)
@@ -197,7 +198,8 @@ _RULES: dict[str, dict[str, _Rule]] = {
             "turn_gap_ms": _between(100, 5000, " ms")},
     "faces": {"enabled": _FLAG, "rate_hz": _between(0, 60, " Hz", lo_open=True),
               # MTCNN's smallest window is 12 px; a smaller limit would silently mean 12
-              "min_face_px": _between(12, 2000, " px"), "max_face_px": _between(12, 10000, " px")},
+              "min_face_px": _between(12, 2000, " px"), "max_face_px": _between(12, 10000, " px"),
+              "detect_hz": _between(0, 60, " Hz")},
     "asr": {"enabled": _FLAG, "backend": _one_of("faster-whisper", "pocketsphinx", "transformers", "none"),
             "model": _PATH, "partial_after_s": _between(1, 60, " s"), "beam_size": _between(1, 10),
             "prompt_turns": _between(0, 16), "incremental_s": _between(0, 30, " s"), "no_speech_prob": _between(0, 1),

@@ -232,3 +232,32 @@ def test_detector_rejects_bad_frames():
     big = FaceDetector(min_face_px=500, device="cpu")
     boxes, probs, lms = big.detect(np.full((360, 640, 3), 127, np.uint8))
     assert boxes.shape == (0, 4) and lms.shape == (0, 5, 2)
+
+
+@pytest.mark.parametrize("path", [SINGLE, MELD], ids=["single_face", "meld_clip"])
+def test_following_known_faces_matches_a_search(path):
+    """Between whole-frame searches (faces.detect_hz) known faces are followed by MTCNN's last
+    two stages: on real faces the same faces, boxes and landmarks as a search, and a face that
+    is gone is dropped (then the pipeline searches again)."""
+    from robot_emotion.vision.faces import FaceDetector
+    det = FaceDetector(min_face_px=40)
+    frames = [img for _, img in _frames_5hz(_need(path))][:12]
+    prev = det.detect(frames[0])[0]
+    assert len(prev) >= 1
+    for img in frames[1:]:
+        searched, followed = det.detect(img), det.follow(img, prev)
+        assert len(followed[0]) == len(searched[0])
+        for box, lm in zip(followed[0], followed[2]):
+            i = int(np.argmax([_iou(box, s) for s in searched[0]]))
+            side = box[2] - box[0]
+            assert _iou(box, searched[0][i]) > 0.75
+            assert np.abs(lm - searched[2][i]).max() < 0.1 * side
+        prev = followed[0]
+    grey = np.full_like(frames[0], 128)
+    assert len(det.follow(grey, prev)[0]) == 0
+
+
+def _iou(a, b):
+    x0, y0, x1, y1 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
