@@ -91,7 +91,7 @@ class SpeakersConfig:
     change_threshold: float = 0.55   # cosine between two pieces of a segment under which they are two voices
     cluster_threshold: float = 0.75  # cosine to a speaker's centroid at or above which a voice is that speaker
     min_turn_s: float = 0.8          # never split off a piece shorter than this
-    probe_s: float = 0.6             # after this much of a new segment, check whether the voice changed
+    probe_s: float = 0.4             # after this much of a new segment, check whether the voice changed
     live_change_s: float = 1.0       # check the segment being spoken for a voice change this often (0 = at its end)
 
 
