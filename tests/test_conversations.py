@@ -57,6 +57,16 @@ def test_only_the_final_version_of_an_utterance_counts(scorer):
     assert [(u["utterance_id"], u["text"]) for u in old] == [("0", "x"), ("1", "y"), ("1.0", "x")]
 
 
+def test_how_a_turn_closed(scorer):
+    seg = lambda uid, a, z: {"topic": "speech.end", "utterance_id": uid, "start": a, "end": z}  # noqa: E731
+    bodies = [seg("0", 0.0, 2.0), seg("1", 2.2, 6.0), seg("2", 7.0, 8.0)]
+    close = lambda u: scorer.closed_by(u, bodies, 0.5)  # noqa: E731
+    assert close(U("0", 0.0, 2.0, segments=["0"])) == "voice"       # next segment 0.2 s later
+    assert close(U("1", 2.2, 4.1, segments=["1"])) == "inside"      # segment 1 went on to 6.0
+    assert close(U("1.1", 4.1, 6.0, segments=["1"])) == "pause"     # 1 s to the next segment
+    assert close(U("2", 7.0, 8.0, segments=["2"])) == "pause"       # the end of the input
+
+
 def test_nonspeech_detections_are_apart(scorer):
     assert scorer.is_nonspeech(U("n", 0, 1, speaker=None, text=None))
     assert scorer.is_nonspeech(U("n", 0, 1, speaker=None, text="  "))

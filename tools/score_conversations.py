@@ -204,12 +204,27 @@ def wrong_cuts(turns: list[dict], hyps: list[dict], tol: float = CUT_TOLERANCE_S
     return out
 
 
+CLOSES = ("pause", "voice", "inside")
+
+
 def _lat(body: dict) -> float | None:
     v = (body.get("latency_ms") or {}).get("total")
     return float(v) if v is not None else None
 
 
-def score(truth: dict, bodies: list[dict]) -> dict:
+def closed_by(u: dict, bodies: list[dict], turn_gap_s: float) -> str:
+    """How a final utterance's turn closed, from the segments around it: ``inside`` (a voice
+    change inside a segment that went on), ``voice`` (a new voice after a pause shorter than the
+    turn gap, heard by a probe), else ``pause`` (the turn gap, or the end of the input)."""
+    segs = {b["utterance_id"]: b for b in bodies if b.get("topic") == "speech.end"}
+    last = segs.get(str((u.get("segments") or [None])[-1]))
+    if last is not None and last["end"] > u["end"] + 0.05:
+        return "inside"
+    nxt = min((b["start"] for b in segs.values() if b["start"] >= u["end"] - 0.01), default=None)
+    return "voice" if nxt is not None and nxt - u["end"] < turn_gap_s else "pause"
+
+
+def score(truth: dict, bodies: list[dict], turn_gap_s: float = 0.5) -> dict:
     """Every metric of one conversation (counts are kept so that totals can be pooled)."""
     finals = final_utterances(bodies)
     ns_dets = [u for u in finals if is_nonspeech(u)]
@@ -241,6 +256,8 @@ def score(truth: dict, bodies: list[dict]) -> dict:
         "wrong_cuts": [round(c, 2) for c in cuts],
         "utt_latency_ms": [x for x in (_lat(u) for u in finals) if x is not None],
         "emo_latency_ms": [x for x in (_lat(e) for e in emos.values()) if x is not None],
+        "utt_latency_by_close": {k: [x for u in hyps if closed_by(u, bodies, turn_gap_s) == k
+                                     and (x := _lat(u)) is not None] for k in CLOSES},
         "hypothesis": [{k: u.get(k) for k in ("utterance_id", "start", "end", "speaker", "text",
                                               "forced")} for u in finals],
     }
@@ -265,7 +282,8 @@ def total_row(rows: list[dict]) -> dict:
             "text_on_nonspeech": [t for r in rows for t in r["text_on_nonspeech"]],
             "wrong_cuts": [c for r in rows for c in r["wrong_cuts"]],
             "utt_latency_ms": [x for r in rows for x in r["utt_latency_ms"]],
-            "emo_latency_ms": [x for r in rows for x in r["emo_latency_ms"]]}
+            "emo_latency_ms": [x for r in rows for x in r["emo_latency_ms"]],
+            "utt_latency_by_close": {k: [x for r in rows for x in r["utt_latency_by_close"][k]] for k in CLOSES}}
 
 
 # --------------------------------------------------------------------------------- table
@@ -305,6 +323,10 @@ def format_table(rows: list[dict], total: dict | None = None) -> str:
             notes.append(f"  {r['name']} {t['start']:.2f}-{t['end']:.2f}: {t['text']!r}")
     if notes:
         lines += ["", "text on non-speech:"] + notes
+    if total and "utt_latency_by_close" in total:
+        by = total["utt_latency_by_close"]
+        lines += ["", "final utterance latency ms (median/p95) by how the turn closed: " + ", ".join(
+            f"{k} n={len(by[k])} {_ms(by[k])}" for k in CLOSES)]
     return "\n".join(lines)
 
 
@@ -387,6 +409,7 @@ def run(folder, sets=(), only=None, events_dir=None, save_events=None, launch=No
     rows = []
     ctx = contextlib.nullcontext() if events_dir else shared_models()
     cfg = None if events_dir else load_config(sets, launch or REPO / "launch" / "replay.toml")
+    turn_gap_s = cfg.vad.turn_gap_ms / 1000.0 if cfg is not None else 0.5
     with ctx:
         for wav, truth in items:
             t0 = time.perf_counter()
@@ -399,7 +422,7 @@ def run(folder, sets=(), only=None, events_dir=None, save_events=None, launch=No
                     Path(save_events).mkdir(parents=True, exist_ok=True)
                     (Path(save_events) / f"{wav.stem}.jsonl").write_text(
                         "".join(json.dumps(b) + "\n" for b in bodies))
-            rows.append(score(truth, bodies))
+            rows.append(score(truth, bodies, turn_gap_s))
             if log:
                 print(f"  {wav.stem}: {time.perf_counter() - t0:.1f} s", file=log, flush=True)
     return rows, total_row(rows)
