@@ -17,7 +17,16 @@ between it and the sampled RSS peak says how much a short spike the sampling mis
 from __future__ import annotations
 
 import collections
+import os
 import threading
+
+# oneDNN (in torch and, a second copy, in CTranslate2) builds a primitive per new input shape and
+# keeps 1024 of them: every turn has its own length (the short-window Whisper encoder's
+# convolutions, the speaker encoder's LSTM), so a node grew by ~1.3 MB per turn of a new length
+# (60 ASR calls on random lengths: +76 MB) until 1024 were cached. With 8 those calls add nothing,
+# at no cost in speed (`bench` stage medians unchanged): a turn's length is new anyway, and the
+# fixed-shape ones called all the time (silero VAD) stay the most recently used.
+PRIMITIVE_CACHE_CAPACITY = "8"
 
 STATUS_KEYS = {"VmRSS": "rss_mb", "VmHWM": "hwm_mb", "RssAnon": "anon_mb", "RssFile": "file_mb",
                "RssShmem": "shmem_mb"}
@@ -106,3 +115,10 @@ def release_free_memory() -> bool:
         return bool(ctypes.CDLL(None).malloc_trim(0))   # the process's own symbols: libc's
     except (OSError, AttributeError):   # not glibc (musl, macOS): nothing to do
         return False
+
+
+def bound_primitive_caches() -> None:
+    """Cap oneDNN's primitive caches (PRIMITIVE_CACHE_CAPACITY) unless the user set
+    ``ONEDNN_PRIMITIVE_CACHE_CAPACITY``. oneDNN reads it at its first primitive, so this must
+    run before the first inference (importing torch or ctranslate2 is fine)."""
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", PRIMITIVE_CACHE_CAPACITY)

@@ -53,6 +53,8 @@ class Perception(SpeechInProgress):
         """The configured stages, models loaded; ``log(line)`` hears progress (loading takes
         10-15 s on a small CPU: a robot's operator should see why nothing happens yet)."""
         log = log or (lambda line: None)
+        from robot_emotion.footprint import bound_primitive_caches
+        bound_primitive_caches()   # before any model runs: oneDNN's cache grew with every new turn length
         wanted = (cfg.asr.enabled and cfg.asr.backend != "none", cfg.speakers.enabled,
                   has_video and cfg.faces.enabled, cfg.emotion.enabled)
         if not any(wanted):

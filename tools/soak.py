@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Soak test: does the node stay flat over a long run? (Not part of `make test`: minutes.)
 
-    python tools/soak.py replays --n 30 [--source SESSION]   N replays in one process
+    python tools/soak.py replays --n 30 [--source SESSION] [--launch FILE]
+                                                             N replays in one process
     python tools/soak.py live --minutes 10                   a live run on the PulseAudio
                                                              virtual microphone, speech looping
 
@@ -12,6 +13,7 @@ change in threads and fds. Target: slope < 1 MB/min; threads and fds flat.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -54,22 +56,24 @@ def report(rows: list[dict]) -> dict:
     return out
 
 
-def soak_replays(n: int, source: str) -> dict:
+def soak_replays(n: int, source: str, launch: str, sets: list[str]) -> tuple[list[dict], dict]:
     from robot_emotion.config import load
+    from robot_emotion.footprint import release_free_memory
     from robot_emotion.runner import replay
-    cfg = load(str(REPO / "launch" / "replay.toml"), overrides=['publish.endpoint="tcp://127.0.0.1:*"'])[0]
+    cfg = load(launch, overrides=['publish.endpoint="tcp://127.0.0.1:*"', *sets])[0]
     rows = []
     for i in range(n):
         got = []
         node = replay(cfg, source, sinks=[got.append], progress=None)
         if node.errors:
             raise SystemExit(f"soak: replay {i} failed: {node.errors[0]}")
+        release_free_memory()    # what a live node does once a minute: count what is really held
         rows.append(sample())
         print(f"# replay {i + 1}/{n}: {sum(b['topic'] == 'emotion' for b in got)} emotions", file=sys.stderr)
-    return report(rows)
+    return rows, report(rows)
 
 
-def soak_live(minutes: float, audio: str) -> dict:
+def soak_live(minutes: float, audio: str) -> tuple[list[dict], dict]:
     """The node on the default microphone (a PulseAudio null sink's monitor), speech looping into it."""
     from robot_emotion.config import load
     from robot_emotion.runner import live
@@ -97,7 +101,7 @@ def soak_live(minutes: float, audio: str) -> dict:
     node = live(cfg, duration=minutes * 60, sinks=[got.append])
     stop.set()
     print(f"# {sum(b['topic'] == 'emotion' for b in got)} emotions, errors: {node.errors}", file=sys.stderr)
-    return report(rows)
+    return rows, report(rows)
 
 
 def main() -> None:
@@ -107,14 +111,24 @@ def main() -> None:
     r = sub.add_parser("replays")
     r.add_argument("--n", type=int, default=30)
     r.add_argument("--source", default=str(Path.home() / ".cache" / "robot-emotion" / "demo_session"))
+    r.add_argument("--launch", default=str(REPO / "launch" / "replay.toml"),
+                   help="launch profile (launch/audio_only.toml: the stages of `soak live`)")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help='config override, e.g. --set speakers.enabled=false (find which stage grows)')
     lv = sub.add_parser("live")
     lv.add_argument("--minutes", type=float, default=10.0)
+    for p in (r, lv):
+        p.add_argument("--json", metavar="FILE", help="also write the samples and the summary here")
     lv.add_argument("--audio", default=str(Path.home() / ".cache" / "robot-emotion" / "demo_session" / "audio.wav"))
     args = ap.parse_args()
     if args.mode == "replays":
-        soak_replays(args.n, args.source)
+        rows, out = soak_replays(args.n, args.source, args.launch, args.set)
     else:
-        soak_live(args.minutes, args.audio)
+        rows, out = soak_live(args.minutes, args.audio)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"mode": args.mode, "summary": out, "samples": rows,
+                                               "oneDNN_cache": os.environ.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY")},
+                                              indent=1))
 
 
 if __name__ == "__main__":
