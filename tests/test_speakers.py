@@ -220,3 +220,26 @@ def test_silence_and_tiny_audio_do_not_crash(tracker_factory):
     det = tracker_factory().detector
     assert len(det.split(np.zeros(SR, np.float32), 3.0)) == 1
     assert len(det.split(np.zeros(100, np.float32), 0.0)) == 1
+
+
+def test_a_speaker_keeps_a_bounded_number_of_pieces_and_the_same_centroid():
+    """A node runs for days: a speaker's pieces beyond MAX_MEMBERS are summed, not kept one by
+    one; the centroid is the one all pieces give, and a recent piece can still be taken back."""
+    from robot_emotion.audio.speakers import MAX_MEMBERS, SpeakerClusterer
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=256)
+    c = SpeakerClusterer(threshold=0.5)
+    vecs = []
+    for i in range(3 * MAX_MEMBERS):
+        v = base + 0.3 * rng.normal(size=256)
+        v /= np.linalg.norm(v)
+        vecs.append(v * 2.0)
+        assert c.assign(f"p{i}", v, 2.0)[0] == "S0"
+    spk = c._get("S0")
+    assert len(spk.members) == MAX_MEMBERS
+    whole = np.sum(vecs, axis=0)
+    assert np.allclose(spk.centroid, whole / np.linalg.norm(whole), atol=1e-6)
+    c.unassign(f"p{3 * MAX_MEMBERS - 1}")
+    rest = np.sum(vecs[:-1], axis=0)
+    assert np.allclose(spk.centroid, rest / np.linalg.norm(rest), atol=1e-6)
+    assert c.speakers == ["S0"]

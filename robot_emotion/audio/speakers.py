@@ -35,6 +35,7 @@ LONG_MARGIN = 0.07        # a long piece stays with the open turn's voice this f
 WINDOW_S = 1.0            # change detection: window scored against the known voices
 STAND_IN_S = 1.6          # with fewer than 2 known voices: a segment's first/last 1.6 s stand in
 HOP_S = 0.1
+MAX_MEMBERS = 200         # pieces a speaker keeps one by one (older ones are summed: _Speaker)
 
 
 @dataclass
@@ -155,11 +156,22 @@ def _viterbi(scores: np.ndarray, penalty: float) -> np.ndarray:
 @dataclass
 class _Speaker:
     id: str
-    members: dict = field(default_factory=dict)   # piece key -> duration-weighted d-vector
+    members: dict = field(default_factory=dict)   # piece key -> duration-weighted d-vector (the latest)
+    older: np.ndarray | None = None               # the sum of the members folded out of `members`
     centroid: np.ndarray | None = None
 
     def update(self) -> None:
-        self.centroid = _unit(np.sum(list(self.members.values()), axis=0)) if self.members else None
+        # A node runs for days: keep the latest MAX_MEMBERS pieces by key (a piece may still be
+        # taken back, `unassign`) and fold the older ones into one sum; the centroid is the same.
+        while len(self.members) > MAX_MEMBERS:
+            v = self.members.pop(next(iter(self.members)))
+            self.older = v if self.older is None else self.older + v
+        parts = list(self.members.values()) + ([self.older] if self.older is not None else [])
+        self.centroid = _unit(np.sum(parts, axis=0)) if parts else None
+
+    @property
+    def empty(self) -> bool:
+        return not self.members and self.older is None
 
 
 class SpeakerClusterer:
@@ -236,7 +248,7 @@ class SpeakerClusterer:
         for s in list(self._speakers):
             if s.members.pop(key, None) is not None:
                 s.update()
-                if not s.members:
+                if s.empty:
                     self._speakers.remove(s)
                     if s.id == f"S{self._next - 1}":
                         self._next -= 1          # ids stay dense: no phantom S2 between S1 and S3
@@ -247,6 +259,8 @@ class SpeakerClusterer:
         if a is None or b is None or a is b:
             return False
         b.members.update(a.members)
+        if a.older is not None:
+            b.older = a.older if b.older is None else b.older + a.older
         b.update()
         self._speakers.remove(a)
         return True
