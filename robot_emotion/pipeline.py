@@ -18,7 +18,6 @@ import queue
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -29,6 +28,7 @@ from robot_emotion.control import RobotVoice
 from robot_emotion.dialogue import DialogueHistory, Turn
 from robot_emotion.publish import Publisher
 from robot_emotion.sources.base import AudioQueue, Frame, LatestFrameSlot
+from robot_emotion.speech_in_progress import PartialAudio, SpeakerProbe, TurnSoFar
 from robot_emotion.stats import StageStats
 
 _STOP = object()
@@ -481,29 +481,6 @@ class Node:
                             **{"session": "failed" if r.failure else "recording" for r in self.recorders}},
                 "utterances": self.utterances, "in_speech": self.segmenter.in_speech,
                 "asr_fallbacks": getattr(getattr(self.perception, "asr", None), "fallbacks", 0)}
-
-
-@dataclass
-class PartialAudio:
-    """The audio of an utterance still in progress (for `utterance.partial`)."""
-    utterance_id: str
-    start: float
-    end: float
-    audio: np.ndarray
-    audio_t0: float
-    wall: float
-
-
-class SpeakerProbe(PartialAudio):
-    """The first speakers.probe_s of a segment still in progress (has the voice changed?)."""
-
-
-@dataclass
-class TurnSoFar(PartialAudio):
-    """The open segment, every asr.incremental_s (decode the turn so far, audio/incremental.py)
-    and every speakers.live_change_s (close the turn at a voice change inside it)."""
-    decode: bool = True
-    check_voice: bool = False
 
 
 class _EndOfAudio:

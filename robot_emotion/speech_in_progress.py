@@ -22,6 +22,30 @@ from robot_emotion import SAMPLE_RATE
 from robot_emotion.audio.turns import Piece, SegmentPart, Turn
 
 
+# ---- what the Node hands over while a segment is spoken (pipeline.Node._maybe_partial) -------
+@dataclass
+class PartialAudio:
+    """The audio of an utterance still in progress (for `utterance.partial`)."""
+    utterance_id: str
+    start: float
+    end: float
+    audio: np.ndarray
+    audio_t0: float
+    wall: float
+
+
+class SpeakerProbe(PartialAudio):
+    """The first speakers.probe_s of a segment still in progress (has the voice changed?)."""
+
+
+@dataclass
+class TurnSoFar(PartialAudio):
+    """The open segment, every asr.incremental_s (decode the turn so far, audio/incremental.py)
+    and every speakers.live_change_s (close the turn at a voice change inside it)."""
+    decode: bool = True
+    check_voice: bool = False
+
+
 @dataclass
 class LiveCut:
     """Voice changes found while segment ``segment`` is spoken: the turns before ``at`` are closed."""
