@@ -101,6 +101,7 @@ class EmotionConfig:
     model: str = ""                  # checkpoint path; "" = the embedded default
     history_turns: int = 8
     text_int8: bool = True           # int8 text model on CPU (README Benchmark: same dev wF1, faster)
+    early: bool = True               # at a pause, an estimate from the words decoded so far first (README)
 
 
 @dataclass(frozen=True)
@@ -207,7 +208,8 @@ _RULES: dict[str, dict[str, _Rule]] = {
     "speakers": {"enabled": _FLAG, "change_threshold": _COSINE, "cluster_threshold": _COSINE,
                  "min_turn_s": _between(0.2, 10, " s"), "probe_s": _between(0.3, 10, " s"),
                  "live_change_s": _between(0, 30, " s")},
-    "emotion": {"enabled": _FLAG, "model": _PATH, "history_turns": _between(0, 64), "text_int8": _FLAG},
+    "emotion": {"enabled": _FLAG, "model": _PATH, "history_turns": _between(0, 64), "text_int8": _FLAG,
+                "early": _FLAG},
     "control": {"enabled": _FLAG, "robot_voice": _one_of("drop", "mark"),
                 "endpoint": _matches(r"(tcp|ipc|inproc)://\S+", "must be a ZeroMQ endpoint such as tcp://127.0.0.1:5557"),
                 "barge_in_db": _between(0, 40, " dB")},

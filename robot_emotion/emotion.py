@@ -110,9 +110,18 @@ class EmotionScorer:
             return None, None, used
         return out.probs[0].cpu().numpy(), out.embedding[0].cpu().numpy(), used
 
+    def _history(self, start: float, node) -> list:
+        return [(t.speaker, t.text) for t in node.history.context(start, self.history_turns)]
+
+    def prepare_text(self, start: float, speaker: str | None, text: str, node) -> None:
+        """Compute (and keep: TextFeaturizer's memo) the text features a later ``score`` of
+        this turn with this text will ask for."""
+        if self.text is not None and text:
+            self.text(self._history(start, node), (speaker, text))
+
     def score(self, utt: dict, audio: np.ndarray, face_track: dict | None, node) -> dict:
         lat = {}
-        history = [(t.speaker, t.text) for t in node.history.context(utt["start"], self.history_turns)]
+        history = self._history(utt["start"], node)
         feats = self.features(utt.get("text"), utt.get("speaker"), history, audio, face_track, lat)
         t0 = time.perf_counter()
         probs, _, used = self.predict(feats)

@@ -47,6 +47,7 @@ class Perception(SpeechInProgress):
         self._pool = None                        # the second core's recogniser thread (_speculate)
         self._cut: LiveCut | None = None         # voice changes found in the segment being spoken
         self._head = None                        # ((segment, from), d-vector of its first 1.5 s)
+        self._early = None                       # EarlyText: the last decode of the segment being spoken
 
     @classmethod
     def from_config(cls, cfg: Config, has_video: bool, log=None) -> "Perception | None":
@@ -175,16 +176,24 @@ class Perception(SpeechInProgress):
         """A VAD segment (speech up to a pause): extend or close turns, publish the open
         turn so far as provisional (``final: false``) unless the node is behind (live)."""
         seg = self._rest_of(seg)
+        began = time.monotonic()
         guess = self._speculate(seg, node) if provisional else None
+        if provisional:        # (while the second core transcribes the tail)
+            node.publish_results(self.early_result(seg, node))
+        self._early = None
         bodies = []
+        split_began = time.monotonic()
         pieces = self._pieces(seg, node)
+        # where a provisional result's time went before its own stages: the queue in front of
+        # the utterance thread, and the speaker split of the segment (README "Latency")
+        pre = {"queue": (began - seg.wall) * 1000.0, "speakers": (time.monotonic() - split_began) * 1000.0}
         self._cut = None                         # (the segment is over)
         for piece in pieces:
             for closed in self.turns.add(piece):
                 bodies += self._finalize(closed, node)
         t = self.turns.open
         if t is not None and t.dirty and provisional:
-            bodies += self._result(t, node, final=False, guess=guess)
+            bodies += self._result(t, node, final=False, guess=guess, pre=pre)
         elif guess is not None:
             guess.result()          # (never leave the recogniser busy behind our back)
         return bodies
@@ -228,10 +237,10 @@ class Perception(SpeechInProgress):
         texts = [t.text for t in node.history.context(turn.start, n)] if n > 0 else []
         return " ".join(texts)[-400:] or None
 
-    def _result(self, turn: Turn, node, final: bool, guess=None) -> list[dict]:
+    def _result(self, turn: Turn, node, final: bool, guess=None, pre=None) -> list[dict]:
         """Transcribe the whole turn so far, find its face, score its emotion."""
         audio_t0, audio = turn.audio()
-        lat: dict[str, float] = {}
+        lat: dict[str, float] = dict(pre or {})
         text, asr_conf, speech = None, None, True
         if self.asr is not None:
             t0 = time.perf_counter()

@@ -339,17 +339,17 @@ class Node:
             self.stats.add("wait_utterances", (time.monotonic() - queued) * 1000.0)
             if item is _STOP:
                 if self.perception is not None:
-                    self._publish_results(self.perception.finish(self))
+                    self.publish_results(self.perception.finish(self))
                 break
             if self._stop.is_set():          # interrupted: no new work, the session is finalised
                 continue
             if isinstance(item, SpeakerProbe):          # (a PartialAudio: test it first)
-                self._publish_results(self.perception.on_probe(item, self))
+                self.publish_results(self.perception.on_probe(item, self))
             elif isinstance(item, TurnSoFar):
                 if self._backlogged():
                     self.skipped["incremental"] += 1
                 else:
-                    self._publish_results(self.perception.on_turn_so_far(item, self))
+                    self.publish_results(self.perception.on_turn_so_far(item, self))
             elif isinstance(item, PartialAudio):
                 if self._backlogged():
                     self.skipped["partial"] += 1
@@ -358,9 +358,9 @@ class Node:
                     if body is not None:
                         self.publisher.publish(body)
             elif isinstance(item, TurnGap):
-                self._publish_results(self.perception.on_turn_gap(item, self))
+                self.publish_results(self.perception.on_turn_gap(item, self))
             elif self.perception is None:
-                self._publish_results([self._plain_utterance(item)])
+                self.publish_results([self._plain_utterance(item)])
             else:
                 self.wait_for_faces(item.end)
                 self._utterance_idle.clear()        # faces yield the CPU meanwhile
@@ -368,10 +368,10 @@ class Node:
                     bodies = self.perception.process_segment(item, self, provisional=not self._backlogged())
                 finally:
                     self._utterance_idle.set()
-                self._publish_results(bodies)
+                self.publish_results(bodies)
             self.progress += 1
 
-    def _publish_results(self, bodies: list[dict]) -> None:
+    def publish_results(self, bodies: list[dict]) -> None:
         """Only final turns enter the dialogue history (the text context of later turns)."""
         for body in bodies:
             if body.get("final"):

@@ -77,7 +77,8 @@ class Publisher:
         # this counts only messages ZeroMQ refused outright.
         self.dropped = 0
         # (topic, speech end -> publish ms, utterance_id, final) for the benchmark
-        self.latencies: deque[tuple[str, float, str | None, bool | None]] = deque(maxlen=20000)
+        # (topic, ms, utterance_id, final, early) of every message that carries a latency
+        self.latencies: deque[tuple[str, float, str | None, bool | None, bool]] = deque(maxlen=20000)
         self.error: str | None = None
         self.bound: str | None = None
         self._failed_sinks: set = set()
@@ -170,7 +171,8 @@ class Publisher:
         if wall_end is not None:
             ms = (time.monotonic() - wall_end) * 1000.0
             body.setdefault("latency_ms", {})["total"] = ms
-            self.latencies.append((topic, ms, body.get("utterance_id"), body.get("final")))
+            self.latencies.append((topic, ms, body.get("utterance_id"), body.get("final"),
+                                   bool(body.get("early"))))
         messages.validate(body)
         frames = messages.encode(body)
         try:

@@ -9,6 +9,8 @@ segment's audio so far):
                            every asr.incremental_s: decode the turn so far (audio/incremental.py)
   _speculate(seg)          at the segment's end, on the second core: transcribe the turn it most
                            likely makes while the speaker encoder splits and labels it
+  early_result(seg)        at the segment's end, first of all: the turn it most likely makes,
+                           scored on the words decoded so far (``early: true``, emotion.early)
   transcribe_partial(part) ``utterance.partial``
 """
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from robot_emotion import SAMPLE_RATE
-from robot_emotion.audio.turns import Piece, SegmentPart, Turn
+from robot_emotion.audio.turns import Piece, SegmentPart, Turn, TurnBuilder
 
 
 # ---- what the Node hands over while a segment is spoken (pipeline.Node._maybe_partial) -------
@@ -44,6 +46,17 @@ class TurnSoFar(PartialAudio):
     and every speakers.live_change_s (close the turn at a voice change inside it)."""
     decode: bool = True
     check_voice: bool = False
+
+
+@dataclass
+class EarlyText:
+    """The last decode of the turn so far (on_turn_so_far): its words, up to ``until``."""
+    segment: str
+    turn: str
+    origin: float
+    until: float
+    text: str
+    confidence: float | None
 
 
 @dataclass
@@ -117,9 +130,43 @@ class SpeechInProgress:
                 from robot_emotion.audio.incremental import Hypotheses
                 self._hyp = Hypotheses(t0)
             began = time.perf_counter()
-            self.asr.transcribe(audio, prompt=self._prompt(turn, node), hypotheses=self._hyp, update=True)
+            tr = self.asr.transcribe(audio, prompt=self._prompt(turn, node), hypotheses=self._hyp, update=True)
             node.stats.add("asr_incremental", (time.perf_counter() - began) * 1000.0)
+            self._early = EarlyText(item.utterance_id, turn.id, t0, item.end, tr.text.strip(), tr.confidence)
+            if self.emotion is not None and self.cfg.emotion.early and self._early.text:
+                began = time.perf_counter()   # the early estimate's text features, now rather than at the pause
+                self.emotion.prepare_text(turn.start, turn.speaker, self._early.text, node)
+                node.stats.add("text_early", (time.perf_counter() - began) * 1000.0)
         return bodies
+
+    def early_result(self, seg, node) -> list[dict]:
+        """The first estimate at a pause, before the tail is transcribed: the turn the segment
+        most likely makes (as _speculate), scored on the words its last incremental decode heard
+        (up to ``text_end``, at most asr.incremental_s before the pause). ~45 ms (the text
+        model) instead of the ~200 ms of the full result, which follows as usual. Only when
+        this segment was decoded while spoken and heard words; ``early: true`` marks both
+        messages, ``speaker`` is the open turn's or null (the segment is not labelled yet)."""
+        e = self._early
+        if (e is None or self.emotion is None or not self.cfg.emotion.early or not e.text
+                or e.segment != seg.utterance_id):
+            return []
+        turn = self._likely_turn(seg)
+        if turn.id != e.turn or abs(turn.pieces[0].pad_from - e.origin) > 1e-6:
+            return []
+        audio_t0, audio = turn.audio()
+        tracks = self.face_data(turn.start, seg.end)
+        face_track, face_conf = self._active_speaker(turn.start, seg.end, tracks) if tracks else (None, None)
+        body = {"topic": "utterance", "utterance_id": turn.id, "final": False, "early": True, "speech": True,
+                "start": turn.start, "end": seg.end, "speaker": turn.speaker, "speaker_confidence": None,
+                "face_track": face_track, "face_confidence": face_conf if face_track is not None else None,
+                "text": e.text, "text_end": e.until, "asr_confidence": e.confidence,
+                "duration": seg.end - turn.start, "segments": turn.segments, "forced": False,
+                "latency_ms": {}}
+        a0 = max(0, int(round((turn.start - audio_t0) * SAMPLE_RATE)))
+        emo = self.emotion.score(body, audio[a0:], tracks.get(face_track) if face_track is not None else None, node)
+        emo.update(final=False, early=True, text_end=e.until)
+        node.stats.add("early", 1.0)
+        return [dict(b, _wall_end=seg.wall) for b in (body, emo)]
 
     def _so_far(self, item) -> SegmentPart:
         """The segment being spoken (less any part already closed) as a segment ending now."""
@@ -170,7 +217,7 @@ class SpeechInProgress:
         t = self.turns.open
         if t is not None and seg.start - t.end < self.turns.turn_gap_s:
             return Turn(t.id, t.pieces + [piece])
-        return Turn(seg.utterance_id, [piece])
+        return Turn(TurnBuilder.turn_id(piece), [piece])
 
     def transcribe_partial(self, part, node) -> dict | None:
         t0 = time.perf_counter()

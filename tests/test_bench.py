@@ -112,7 +112,7 @@ def test_full_bench_uses_the_given_model_and_reports_memory_and_the_stock_whispe
     assert "early:other_family" in r.stdout
     # the existing figures are still there
     assert row["utterances"] == len(truth["turns"]) and len(row["rtf"]) == 1 and row["peak_rss_mb"] > 100
-    assert {"speech.end", "emotion first", "emotion final", "utterance final"} <= set(row["latency"])
+    assert {"speech.end", "emotion first", "emotion first full", "emotion final", "utterance final"} <= set(row["latency"])
     # memory: three views of the same samples, consistent with each other
     node = row["memory"]["node"]
     assert 0 < node["anon_mb"] < node["rss_mb"] <= node["hwm_mb"] + 1
@@ -126,6 +126,17 @@ def test_full_bench_uses_the_given_model_and_reports_memory_and_the_stock_whispe
     for key, (med, p95, _n) in row["latency"].items():
         assert row["latency_ratio"][key] == pytest.approx([med / ref["median_ms"], p95 / ref["median_ms"]])
     assert "stock faster-whisper" in r.stdout and "x / " in r.stdout
+
+
+def test_latency_groups_count_the_early_estimate_first_and_the_whole_transcript_apart():
+    from robot_emotion.bench import latency_groups
+    lat = [("speech.end", 2.0, "0", None, False), ("utterance", 5.0, "0", False, True),
+           ("emotion", 6.0, "0", False, True), ("utterance", 150.0, "0", False, False),
+           ("emotion", 190.0, "0", False, False), ("emotion", 400.0, "0", True, False),
+           ("emotion", 210.0, "1", False, False)]
+    g = latency_groups(lat)
+    assert g["emotion first"] == [6.0, 210.0] and g["emotion first full"] == [190.0, 210.0]
+    assert g["emotion final"] == [400.0] and g["utterance first"] == [5.0]
 
 
 def test_calibration_set_and_endpoint_reach_every_child(two_turns, tmp_path):

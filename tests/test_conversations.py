@@ -51,6 +51,9 @@ def test_only_the_final_version_of_an_utterance_counts(scorer):
         ("a", 2.5, "hello there"), ("b", 4.0, "x")]
     assert finals[1].get("_unconfirmed") and not finals[0].get("_unconfirmed")
     assert scorer.first_emotions(bodies)["a"]["latency_ms"]["total"] == 7.0
+    early = [{"topic": "emotion", "utterance_id": "a", "early": True, "latency_ms": {"total": 3.0}}]
+    assert scorer.first_emotions(early + bodies)["a"]["latency_ms"]["total"] == 3.0
+    assert scorer.first_emotions(early + bodies, early=False)["a"]["latency_ms"]["total"] == 7.0
     # old schema (no "final" key): every message is final, the last one per id wins
     old = scorer.final_utterances([U("0", 0, 1), U("1", 1, 2), U("1", 1, 2.2, text="y"),
                                    U("1.0", 2.2, 3)])

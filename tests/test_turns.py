@@ -109,7 +109,7 @@ def test_three_turns_with_pauses_inside(conversation):
 def test_provisional_then_final_with_the_same_id(conversation):
     events = conversation[0]
     utts = _of(events, "utterance")
-    first = [u for u in utts if u["utterance_id"] == utts[0]["utterance_id"]]
+    first = [u for u in utts if u["utterance_id"] == utts[0]["utterance_id"] and not u.get("early")]
     # one provisional per pause (segment), then the final: it reuses the last provisional
     n = len(first[-1]["segments"])
     assert n >= 2 and [u["final"] for u in first] == [False] * n + [True]
@@ -117,7 +117,25 @@ def test_provisional_then_final_with_the_same_id(conversation):
     strip = lambda b: {k: v for k, v in messages.reproducible(b).items() if k not in ("final", "seq")}  # noqa: E731
     assert strip(first[-2]) == strip(first[-1])
     emos = _of(events, "emotion")
-    assert [(e["utterance_id"], e["final"]) for e in emos] == [(u["utterance_id"], u["final"]) for u in utts]
+    key = lambda b: (b["utterance_id"], b["final"], b.get("early", False))  # noqa: E731
+    assert [key(e) for e in emos] == [key(u) for u in utts]
+
+
+def test_an_early_estimate_leads_the_result_of_a_pause(conversation):
+    """At a pause, an estimate from the words decoded while the segment was spoken comes
+    first (``early: true``), then the result on the whole transcript, same id."""
+    events = conversation[0]
+    utts = _of(events, "utterance")
+    early = [i for i, u in enumerate(utts) if u.get("early")]
+    assert len(early) >= 3, [(u["utterance_id"], u["text"]) for u in utts]   # 4 sentences of 2-4 s
+    for i in early:
+        e, full = utts[i], utts[i + 1]
+        messages.validate(e)
+        assert not e["final"] and e["text"] and e["start"] < e["text_end"] < e["end"]
+        assert (full["utterance_id"], full["end"], full.get("early")) == (e["utterance_id"], e["end"], None)
+        assert set(e["text"].lower().split()) & set(full["text"].lower().split())  # the same speech
+    emos = [m for m in _of(events, "emotion") if m.get("early")]
+    assert len(emos) == len(early) and all(m["label"] and m["modalities"]["text"] for m in emos)
 
 
 def test_replays_are_identical(conversation):

@@ -86,10 +86,12 @@ def is_nonspeech(u: dict) -> bool:
     return u.get("speaker") is None and not (u.get("text") or "").strip()
 
 
-def first_emotions(bodies: list[dict]) -> dict[str, dict]:
+def first_emotions(bodies: list[dict], early: bool = True) -> dict[str, dict]:
+    """The first `emotion` published for each utterance id; ``early=False``: the first one
+    on the turn's whole transcript (an early estimate is scored on the words decoded so far)."""
     out: dict[str, dict] = {}
     for b in bodies:
-        if b.get("topic") == "emotion":
+        if b.get("topic") == "emotion" and (early or not b.get("early")):
             out.setdefault(str(b.get("utterance_id")), b)
     return out
 
@@ -235,7 +237,8 @@ def score(truth: dict, bodies: list[dict], turn_gap_s: float = 0.5) -> dict:
     w = word_errors(turns, hyps)
     on_ns = text_on_nonspeech(truth.get("nonspeech", []), hyps)
     cuts = wrong_cuts(turns, hyps)
-    emos = first_emotions(bodies)
+    emos, full = first_emotions(bodies), first_emotions(bodies, early=False)
+    closes = {str(u["utterance_id"]): closed_by(u, bodies, turn_gap_s) for u in hyps}
     return {
         "name": truth["name"], "duration": truth["duration"],
         "turns": len(turns), "utterances": len(hyps),
@@ -256,8 +259,12 @@ def score(truth: dict, bodies: list[dict], turn_gap_s: float = 0.5) -> dict:
         "wrong_cuts": [round(c, 2) for c in cuts],
         "utt_latency_ms": [x for x in (_lat(u) for u in finals) if x is not None],
         "emo_latency_ms": [x for x in (_lat(e) for e in emos.values()) if x is not None],
-        "utt_latency_by_close": {k: [x for u in hyps if closed_by(u, bodies, turn_gap_s) == k
+        "utt_latency_by_close": {k: [x for u in hyps if closes[str(u["utterance_id"])] == k
                                      and (x := _lat(u)) is not None] for k in CLOSES},
+        # the first emotion of each final turn, by how the turn closed, and on its whole transcript
+        "emo_latency_by_close": {k: [x for i, c in closes.items() if c == k and i in emos
+                                     and (x := _lat(emos[i])) is not None] for k in CLOSES},
+        "emo_full_latency_ms": [x for i in closes if i in full and (x := _lat(full[i])) is not None],
         "hypothesis": [{k: u.get(k) for k in ("utterance_id", "start", "end", "speaker", "text",
                                               "forced")} for u in finals],
     }
@@ -283,7 +290,9 @@ def total_row(rows: list[dict]) -> dict:
             "wrong_cuts": [c for r in rows for c in r["wrong_cuts"]],
             "utt_latency_ms": [x for r in rows for x in r["utt_latency_ms"]],
             "emo_latency_ms": [x for r in rows for x in r["emo_latency_ms"]],
-            "utt_latency_by_close": {k: [x for r in rows for x in r["utt_latency_by_close"][k]] for k in CLOSES}}
+            "utt_latency_by_close": {k: [x for r in rows for x in r["utt_latency_by_close"][k]] for k in CLOSES},
+            "emo_latency_by_close": {k: [x for r in rows for x in r["emo_latency_by_close"][k]] for k in CLOSES},
+            "emo_full_latency_ms": [x for r in rows for x in r["emo_full_latency_ms"]]}
 
 
 # --------------------------------------------------------------------------------- table
@@ -327,6 +336,13 @@ def format_table(rows: list[dict], total: dict | None = None) -> str:
         by = total["utt_latency_by_close"]
         lines += ["", "final utterance latency ms (median/p95) by how the turn closed: " + ", ".join(
             f"{k} n={len(by[k])} {_ms(by[k])}" for k in CLOSES)]
+    if total and "emo_latency_by_close" in total:
+        by = total["emo_latency_by_close"]
+        after_pause = by["pause"] + by["voice"]
+        lines += ["first emotion latency ms (median/p95) of final turns: after a pause (pause, voice) "
+                  f"n={len(after_pause)} {_ms(after_pause)}, inside n={len(by['inside'])} {_ms(by['inside'])}; "
+                  f"first on the whole transcript (not early) n={len(total['emo_full_latency_ms'])} "
+                  f"{_ms(total['emo_full_latency_ms'])}"]
     return "\n".join(lines)
 
 

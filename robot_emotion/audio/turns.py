@@ -150,9 +150,13 @@ class TurnBuilder:
             t.dirty = True
             return []
         closed = [t] if t is not None else []
-        tid = piece.segment.utterance_id + (f".{piece.index}" if piece.index else "")
-        self.open = Turn(tid, [piece])
+        self.open = Turn(self.turn_id(piece), [piece])
         return closed
+
+    @staticmethod
+    def turn_id(piece: Piece) -> str:
+        """A turn is named after the segment (and piece, after a voice change in it) that opened it."""
+        return piece.segment.utterance_id + (f".{piece.index}" if piece.index else "")
 
     def _continues(self, t: Turn, p: Piece) -> bool:
         same = t.speaker is None or p.speaker is None or p.speaker == t.speaker

@@ -61,11 +61,19 @@ def face_features(track: dict | None) -> ModalityFeatures | None:
 
 
 class TextFeaturizer:
+    MEMO = 4      # the node asks for the same turn twice: its early estimate is prepared during speech
+
     def __init__(self, model):
         self.model = model  # features.text.TextEmotionModel
+        self._memo: dict = {}
 
     def __call__(self, history: list[tuple[str | None, str]], current: tuple[str | None, str]) -> ModalityFeatures | None:
-        return self.batch([(history, current)])[0]
+        key = (tuple(history), tuple(current))
+        if key not in self._memo:
+            if len(self._memo) >= self.MEMO:
+                del self._memo[next(iter(self._memo))]
+            self._memo[key] = self.batch([(history, current)])[0]
+        return self._memo[key]
 
     def batch(self, items: list) -> list[ModalityFeatures | None]:
         """[(history, (speaker, text))] -> features; one encoder pass for the whole batch."""
