@@ -91,7 +91,7 @@ class SpeakersConfig:
     change_threshold: float = 0.55   # cosine between two pieces of a segment under which they are two voices
     cluster_threshold: float = 0.75  # cosine to a speaker's centroid at or above which a voice is that speaker
     min_turn_s: float = 0.8          # never split off a piece shorter than this
-    probe_s: float = 0.4             # after this much of a new segment, check whether the voice changed
+    probe_s: float = 0.25            # after this much of a new segment, check whether the voice changed
     live_change_s: float = 1.0       # check the segment being spoken for a voice change this often (0 = at its end)
 
 
@@ -206,7 +206,7 @@ _RULES: dict[str, dict[str, _Rule]] = {
             "prompt_turns": _between(0, 16), "incremental_s": _between(0, 30, " s"), "no_speech_prob": _between(0, 1),
             "min_logprob": _between(-20, 0), "window": _one_of("short", "full")},
     "speakers": {"enabled": _FLAG, "change_threshold": _COSINE, "cluster_threshold": _COSINE,
-                 "min_turn_s": _between(0.2, 10, " s"), "probe_s": _between(0.3, 10, " s"),
+                 "min_turn_s": _between(0.2, 10, " s"), "probe_s": _between(0.2, 10, " s"),
                  "live_change_s": _between(0, 30, " s")},
     "emotion": {"enabled": _FLAG, "model": _PATH, "history_turns": _between(0, 64), "text_int8": _FLAG,
                 "early": _FLAG},

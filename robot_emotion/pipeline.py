@@ -21,7 +21,7 @@ import uuid
 
 import numpy as np
 
-from robot_emotion.audio.speakers import PROBE_MID_S, RELIABLE_S
+from robot_emotion.audio.speakers import PROBE_MID_S, PROBE_SECOND_S, RELIABLE_S
 from robot_emotion.audio.vad import Segmenter, SpeechEnd, SpeechStart, TurnGap
 from robot_emotion.config import Config
 from robot_emotion.control import RobotVoice
@@ -278,7 +278,8 @@ class Node:
             return                             # the robot's own voice: nothing to probe
         if self.perception.speakers is not None:
             sent = self._probes[1] if getattr(self, "_probes", (None,))[0] == uid else 0
-            due = [s for s in (self.cfg.speakers.probe_s, PROBE_MID_S, RELIABLE_S) if t - start >= s]
+            due = [s for s in sorted({self.cfg.speakers.probe_s, PROBE_SECOND_S, PROBE_MID_S, RELIABLE_S})
+                   if t - start >= s]
             if len(due) > sent:        # a quick check, then one on enough voice to trust
                 self._probes = (uid, len(due))
                 audio_t0, audio = self.segmenter.open_audio()

@@ -149,6 +149,28 @@ def test_real_voices_keep_their_ids_turn_by_turn(tracker_factory):
     assert {s for v, s in got if v == "spk2"} == {"S1"}, got
 
 
+def _speech_start(x: np.ndarray) -> np.ndarray:
+    on = np.flatnonzero(np.abs(x) > np.abs(x).max() * 10 ** (-35 / 20))
+    return x[max(0, on[0] - 320):]
+
+
+def test_probes_of_a_segment_start_close_only_on_clear_evidence(tracker_factory):
+    """The probes at 0.25 / 0.4 s of a new segment (real voices): the same voice going on never
+    reads as another; a voice heard before is told apart; on 0.25 s a voice is not called
+    new only because it is far from the one known voice."""
+    tracker = tracker_factory()
+    tracker.process(_libri("spk1_snt1"), 0.0, "0")
+    assert not tracker.differs(_speech_start(_libri("spk2_snt1"))[:int(0.25 * SR)], "S0")  # one known voice
+    for i, name in enumerate(["spk2_snt1", "spk1_snt2", "spk2_snt2"]):
+        tracker.process(_libri(name), 10.0 * (i + 1), str(i + 1))
+    own = [_speech_start(_libri(f"spk1_snt{k}")) for k in (3, 4, 5)]
+    other = [_speech_start(_libri(f"spk2_snt{k}")) for k in (3, 4, 5)]
+    for d in (0.25, 0.4):
+        assert not any(tracker.differs(x[:int(d * SR)], "S0") for x in own), d
+    assert sum(tracker.differs(x[:int(0.4 * SR)], "S0") for x in other) >= 2
+    assert all(tracker.differs(x[:int(1.5 * SR)], "S0") for x in other)
+
+
 @pytest.mark.parametrize("first,second", [("spk1", "spk2"), ("spk2", "spk1")])
 def test_real_voice_change_inside_one_segment(tracker_factory, first, second):
     """After one turn of each reader, other sentences of theirs joined by 50 ms arrive as ONE
