@@ -287,11 +287,14 @@ class Node:
         # every asr.incremental_s: decode the turn so far; every speakers.live_change_s: has
         # the voice changed inside this segment? (one item, one pass over the audio so far)
         asr, spk = self.perception.asr, self.perception.speakers
-        decode = asr is not None and asr.incremental and self._due("decode", uid, t - start, self.cfg.asr.incremental_s)
+        # (and once at half of it: a segment shorter than asr.incremental_s gets its early estimate too)
+        decode = asr is not None and asr.incremental and self._due("decode", uid, t - start, self.cfg.asr.incremental_s,
+                                                                   early=self.cfg.emotion.early)
         check = spk is not None and self._due("voice", uid, t - start, self.cfg.speakers.live_change_s)
         if decode or check:
             audio_t0, audio = self.segmenter.open_audio()
-            self._enqueue(TurnSoFar(uid, start, t, audio, audio_t0, wall, decode=decode, check_voice=check))
+            self._enqueue(TurnSoFar(uid, start, t, audio, audio_t0, wall, decode=decode, check_voice=check,
+                                    agree=t - start >= self.cfg.asr.incremental_s))
         if asr is None:
             return
         if getattr(self, "_partial_at", None) is None or self._partial_at[0] != uid:
@@ -301,12 +304,13 @@ class Node:
             audio_t0, audio = self.segmenter.open_audio()
             self._enqueue(PartialAudio(uid, start, t, audio, audio_t0, wall))
 
-    def _due(self, what: str, uid: str, spoken: float, step: float) -> bool:
-        """Is another ``step`` seconds of segment ``uid`` spoken since ``what`` was last due?"""
+    def _due(self, what: str, uid: str, spoken: float, step: float, early: bool = False) -> bool:
+        """Is another ``step`` seconds of segment ``uid`` spoken since ``what`` was last due?
+        ``early``: also once at half a step."""
         if step <= 0:
             return False
         last_uid, done = self._ticks.get(what, (None, 0))
-        n = int(spoken / step)
+        n = int(spoken / step) + (1 if early and spoken >= step / 2 else 0)
         if n > (done if last_uid == uid else 0):
             self._ticks[what] = (uid, n)
             return True
