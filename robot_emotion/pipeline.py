@@ -329,6 +329,11 @@ class Node:
     def _enqueue(self, item) -> None:
         self.segments.put((time.monotonic(), item))
 
+    def queued(self, match) -> bool:
+        """Is an item that ``match(item)`` accepts already waiting in the utterance queue?"""
+        with self.segments.mutex:
+            return any(match(item) for _, item in self.segments.queue)
+
     def _backlogged(self) -> bool:
         """Live only: more work is already queued behind the current item."""
         return self.mode == "live" and self.segments.qsize() > 0
