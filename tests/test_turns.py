@@ -73,7 +73,7 @@ def _libri(name):
 @pytest.fixture(scope="module")
 def conversation(tmp_path_factory):
     """spk1 says two sentences with a 350 ms pause, spk2 answers after 100 ms, spk1 again
-    after 700 ms. Real read speech, a low noise floor."""
+    after 700 ms. Real read speech, a low noise floor. -> [events of two replays, the wav]"""
     sil = lambda s: np.zeros(int(s * SR), np.int16)               # noqa: E731
     parts = [sil(0.5), _libri("spk1_snt1"), sil(0.35), _libri("spk1_snt2"), sil(0.1),
              _libri("spk2_snt1"), sil(0.7), _libri("spk1_snt3"), sil(0.8)]
@@ -88,7 +88,7 @@ def conversation(tmp_path_factory):
         node = replay(cfg, str(path), speed="max", sinks=[events.append])
         assert not node.errors, node.errors
         runs.append(sorted(events, key=lambda e: (e["topic"], e["seq"])))
-    return runs
+    return runs + [path]
 
 
 def _of(events, topic):
@@ -139,8 +139,24 @@ def test_an_early_estimate_leads_the_result_of_a_pause(conversation):
 
 
 def test_replays_are_identical(conversation):
-    a, b = ([messages.reproducible(e) for e in run if e["topic"] != "status"] for run in conversation)
+    a, b = ([messages.reproducible(e) for e in run if e["topic"] != "status"] for run in conversation[:2])
     assert a == b
+
+
+def test_skipping_stale_early_work_changes_no_event(conversation, monkeypatch):
+    """At --speed max the utterance thread skips a decode that serves only an early estimate
+    (and the early text features) when a later decode of the segment already waits; with the
+    queue never looked at (nothing skipped), the events are the same."""
+    from robot_emotion.pipeline import Node
+    monkeypatch.setattr(Node, "queued", lambda self, match: False)
+    cfg, _ = load(None, overrides=['publish.endpoint="tcp://127.0.0.1:*"'])
+    events = []
+    node = replay(cfg, str(conversation[2]), speed="max", sinks=[events.append])
+    assert not node.errors, node.errors
+    plain = [messages.reproducible(e) for e in sorted(events, key=lambda e: (e["topic"], e["seq"]))
+             if e["topic"] != "status"]
+    assert plain == [messages.reproducible(e) for e in conversation[0] if e["topic"] != "status"]
+    assert any(e.get("early") for e in plain)
 
 
 # ------------------------------------------------ a voice change found while still speaking
