@@ -76,8 +76,7 @@ class Publisher:
         # PUB drops silently per subscriber at its HWM (the subscriber sees seq gaps);
         # this counts only messages ZeroMQ refused outright.
         self.dropped = 0
-        # (topic, speech end -> publish ms, utterance_id, final) for the benchmark
-        # (topic, ms, utterance_id, final, early) of every message that carries a latency
+        # (topic, speech end -> publish ms, utterance_id, final, early) for the benchmark
         self.latencies: deque[tuple[str, float, str | None, bool | None, bool]] = deque(maxlen=20000)
         self.error: str | None = None
         self.bound: str | None = None

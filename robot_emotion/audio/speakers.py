@@ -331,9 +331,10 @@ class SpeakerTracker:
         the clearer the case must be. Measured on the real conversation set's 196 probes (README,
         "Turns"): with the same voice going on, another known voice was never nearer than the
         own one minus 0.06, and the own cosine was >= 0.55 at 0.6 s, >= 0.67 at 1 s.
-          under PROBE_MID_S: nearer to another known voice by PROBE_MARGIN (PROBE_SHORT_MARGIN under
-                             PROBE_SECOND_S: on the real set's voices at 0.25 s, truth centroids,
-                             the same voice going on came within 0.016 of 0.10), or far from all (< 0.5);
+          under PROBE_SECOND_S: nearer to another known voice by PROBE_SHORT_MARGIN (on the real
+                             set's voices at 0.25 s, truth centroids, the same voice going on came
+                             within 0.016 of 0.10; "far from all" closed a turn of a voice going on);
+          under PROBE_MID_S: nearer to another known voice by PROBE_MARGIN, or far from all (< 0.5);
           under RELIABLE_S:  the same, or the own voice under PROBE_MID_OWN;
           from RELIABLE_S on: exactly when the clusterer would not keep the open turn's voice."""
         if speaker is None:
