@@ -28,6 +28,9 @@ from collections import deque
 
 import numpy as np
 
+from robot_emotion.audio.vad import SpeechEnd, SpeechStart
+from robot_emotion.dialogue import Turn
+
 LEAD_S = 0.2            # audio reaches the VAD a little after the controller says "start"
 ECHO_TAIL_S = 0.5       # ... and the room still rings after "stop"
 BARGE_IN_S = 0.15       # this long above the robot's level: a person is talking over it
@@ -176,3 +179,61 @@ class ControlServer:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=2.0)
+
+
+class NodeControl:
+    """The Node's side of it (pipeline.Node mixes this in): the robot's own voice in the audio
+    thread (barge-in, its segments dropped or marked), and the controllers' requests (control
+    thread)."""
+
+    def _check_barge_in(self, block, samples) -> None:
+        seg = self.segmenter.open_segment()
+        uid = self.robot.on_block(block.t, samples, seg[0] if seg else None)
+        if uid is not None:                    # a person talks over the robot: that is speech
+            self.publisher.publish({"topic": "speech.start", "utterance_id": uid, "start": seg[1],
+                                    "t": block.t + samples.size / 16000, "barge_in": True})
+
+    def _robot_segment(self, ev) -> bool:
+        """The robot's own voice (see control.py): dropped or marked, never perceived."""
+        if not self.robot.intervals or not self.robot.is_robot(ev.utterance_id, ev.start):
+            return False
+        if isinstance(ev, SpeechEnd):
+            self.robot.robot_segments += 1
+        if self.cfg.control.robot_voice == "mark":
+            body = {"topic": "speech.start" if isinstance(ev, SpeechStart) else "speech.end",
+                    "utterance_id": ev.utterance_id, "start": ev.start, "t": ev.decided_at,
+                    "speaker": "robot"}
+            if isinstance(ev, SpeechEnd):
+                body.update(end=ev.end, forced=ev.forced, dropped=ev.dropped)
+            self.publisher.publish(body)
+        return True
+
+    def on_control(self, req: dict) -> dict:
+        """A controller's request (control.py; control thread)."""
+        cmd, t = req["cmd"], self.clock.now()
+        if cmd == "robot.speaking":
+            state, text = req.get("state"), req.get("text")
+            if state not in ("start", "stop") or not (text is None or isinstance(text, str)):
+                raise ValueError("robot.speaking needs state 'start' or 'stop' and an optional text string")
+            if state == "start":
+                self.robot.start(t, text)
+            else:
+                turn = self.robot.stop(t, text)
+                if turn is not None and turn[2]:
+                    self._robot_turn(*turn)
+        elif cmd in ("mute", "unmute"):
+            self.robot.muted = cmd == "mute"
+        elif cmd == "reset":
+            self.history.clear()
+        elif cmd != "ping":                    # ping: is the node up (models loaded)?
+            raise ValueError(f"unknown cmd {cmd!r} (robot.speaking, mute, unmute, reset, ping)")
+        return {"t": t}
+
+    def _robot_turn(self, start: float, end: float, text: str) -> None:
+        """The robot's words: a turn in the dialogue history (context for the next human turn)."""
+        self._robot_turns += 1
+        uid = f"robot-{self._robot_turns}"
+        self.history.add(Turn(uid, "robot", text, start, end))
+        self.publisher.publish({"topic": "utterance", "utterance_id": uid, "final": True, "speech": True,
+                                "start": start, "end": end, "speaker": "robot", "face_track": None,
+                                "text": text, "duration": end - start, "segments": [], "forced": False})

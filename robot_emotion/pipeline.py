@@ -11,6 +11,7 @@
 Every thread has a stop event and is joined with a timeout. Results depend only on
 capture times: in replay the utterance thread waits until the face thread has seen
 the frames up to an utterance's end, so ``--speed max`` and recorded pace agree.
+The robot's own voice and the controllers' requests: control.NodeControl (mixed in).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import numpy as np
 from robot_emotion.audio.speakers import PROBE_MID_S, PROBE_SECOND_S, RELIABLE_S
 from robot_emotion.audio.vad import Segmenter, SpeechEnd, SpeechStart, TurnGap
 from robot_emotion.config import Config
-from robot_emotion.control import RobotVoice
+from robot_emotion.control import NodeControl, RobotVoice
 from robot_emotion.dialogue import DialogueHistory, Turn
 from robot_emotion.publish import Publisher
 from robot_emotion.sources.base import AudioQueue, Frame, LatestFrameSlot
@@ -35,7 +36,7 @@ _STOP = object()
 FACE_YIELD_S = 1.0      # longest a face frame waits for the utterance thread
 
 
-class Node:
+class Node(NodeControl):
     def __init__(self, cfg: Config, clock, *, mode: str = "live", session_id: str | None = None,
                  perception=None, sinks=(), zmq_context=None):
         self.cfg, self.clock, self.mode = cfg, clock, mode
@@ -196,58 +197,6 @@ class Node:
         if self.perception is not None:
             self.perception.close_audio()
         self._audio_done.set()
-
-    def _check_barge_in(self, block, samples) -> None:
-        seg = self.segmenter.open_segment()
-        uid = self.robot.on_block(block.t, samples, seg[0] if seg else None)
-        if uid is not None:                    # a person talks over the robot: that is speech
-            self.publisher.publish({"topic": "speech.start", "utterance_id": uid, "start": seg[1],
-                                    "t": block.t + samples.size / 16000, "barge_in": True})
-
-    def _robot_segment(self, ev) -> bool:
-        """The robot's own voice (see control.py): dropped or marked, never perceived."""
-        if not self.robot.intervals or not self.robot.is_robot(ev.utterance_id, ev.start):
-            return False
-        if isinstance(ev, SpeechEnd):
-            self.robot.robot_segments += 1
-        if self.cfg.control.robot_voice == "mark":
-            body = {"topic": "speech.start" if isinstance(ev, SpeechStart) else "speech.end",
-                    "utterance_id": ev.utterance_id, "start": ev.start, "t": ev.decided_at,
-                    "speaker": "robot"}
-            if isinstance(ev, SpeechEnd):
-                body.update(end=ev.end, forced=ev.forced, dropped=ev.dropped)
-            self.publisher.publish(body)
-        return True
-
-    def on_control(self, req: dict) -> dict:
-        """A controller's request (control.py; control thread)."""
-        cmd, t = req["cmd"], self.clock.now()
-        if cmd == "robot.speaking":
-            state, text = req.get("state"), req.get("text")
-            if state not in ("start", "stop") or not (text is None or isinstance(text, str)):
-                raise ValueError("robot.speaking needs state 'start' or 'stop' and an optional text string")
-            if state == "start":
-                self.robot.start(t, text)
-            else:
-                turn = self.robot.stop(t, text)
-                if turn is not None and turn[2]:
-                    self._robot_turn(*turn)
-        elif cmd in ("mute", "unmute"):
-            self.robot.muted = cmd == "mute"
-        elif cmd == "reset":
-            self.history.clear()
-        elif cmd != "ping":                    # ping: is the node up (models loaded)?
-            raise ValueError(f"unknown cmd {cmd!r} (robot.speaking, mute, unmute, reset, ping)")
-        return {"t": t}
-
-    def _robot_turn(self, start: float, end: float, text: str) -> None:
-        """The robot's words: a turn in the dialogue history (context for the next human turn)."""
-        self._robot_turns += 1
-        uid = f"robot-{self._robot_turns}"
-        self.history.add(Turn(uid, "robot", text, start, end))
-        self.publisher.publish({"topic": "utterance", "utterance_id": uid, "final": True, "speech": True,
-                                "start": start, "end": end, "speaker": "robot", "face_track": None,
-                                "text": text, "duration": end - start, "segments": [], "forced": False})
 
     def _on_vad_event(self, ev, wall: float) -> None:
         ev.wall = wall
