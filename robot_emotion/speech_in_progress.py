@@ -127,8 +127,9 @@ class SpeechInProgress:
         # a decode that serves only the early estimate (item.agree false), and the early text
         # features, are of no use once a later decode of the segment waits (it replaces them): skipped,
         # the events are the same (a replay at --speed max then does ~2 s less work per 30 s)
-        later = node.queued(lambda it: isinstance(it, TurnSoFar) and it.decode and it.utterance_id == item.utterance_id)
-        if item.decode and self.asr is not None and (item.agree or not later):
+        def later() -> bool:      # (asked when needed: the queue grows while a decode runs)
+            return node.queued(lambda it: isinstance(it, TurnSoFar) and it.decode and it.utterance_id == item.utterance_id)
+        if item.decode and self.asr is not None and (item.agree or not later()):
             seg = self._so_far(item)      # (Turn.audio() pads it as it will the real one)
             turn = self._likely_turn(seg)
             t0, audio = turn.audio()
@@ -139,7 +140,7 @@ class SpeechInProgress:
             tr = self.asr.transcribe(audio, prompt=self._prompt(turn, node), hypotheses=self._hyp, update=item.agree)
             node.stats.add("asr_incremental", (time.perf_counter() - began) * 1000.0)
             self._early = EarlyText(item.utterance_id, turn.id, t0, item.end, tr.text.strip(), tr.confidence)
-            if self.emotion is not None and self.cfg.emotion.early and self._early.text and not later:
+            if self.emotion is not None and self.cfg.emotion.early and self._early.text and not later():
                 began = time.perf_counter()   # the early estimate's text features, now rather than at the pause
                 self.emotion.prepare_text(turn.start, turn.speaker, self._early.text, node)
                 node.stats.add("text_early", (time.perf_counter() - began) * 1000.0)
