@@ -21,12 +21,17 @@ import os
 import threading
 
 # oneDNN (in torch and, a second copy, in CTranslate2) builds a primitive per new input shape and
-# keeps 1024 of them: every turn has its own length (the short-window Whisper encoder's
-# convolutions, the speaker encoder's LSTM), so a node grew by ~1.3 MB per turn of a new length
-# (60 ASR calls on random lengths: +76 MB) until 1024 were cached. With 8 those calls add nothing,
-# at no cost in speed (`bench` stage medians unchanged): a turn's length is new anyway, and the
-# fixed-shape ones called all the time (silero VAD) stay the most recently used.
-PRIMITIVE_CACHE_CAPACITY = "8"
+# keeps 1024 of them. Each copy reads ONEDNN_PRIMITIVE_CACHE_CAPACITY once, at its first primitive,
+# so the two get different caps (``bound_primitive_caches``):
+# * CTranslate2: 8. Every turn has its own length, and the short-window Whisper encoder's
+#   convolutions cost ~1.3 MB a length (60 ASR calls on random lengths: +76 MB at 1024). A
+#   turn's length is new anyway, so a larger cache would not make it faster.
+# * torch: 128. The face nets alone use ~60 shapes a second (MTCNN's pyramid, RNet and ONet,
+#   the expression CNN), all the time: with 8 each frame rebuilt them, and the face thread
+#   needed 4.0 s of CPU per 29 s demo replay instead of 2.8 (README "Benchmark"). Shapes of a
+#   new length (speaker-encoder LSTM, text model) fill the rest: bounded at ~10 MB.
+CT2_PRIMITIVE_CACHE_CAPACITY = "8"
+TORCH_PRIMITIVE_CACHE_CAPACITY = "128"
 
 STATUS_KEYS = {"VmRSS": "rss_mb", "VmHWM": "hwm_mb", "RssAnon": "anon_mb", "RssFile": "file_mb",
                "RssShmem": "shmem_mb"}
@@ -117,8 +122,23 @@ def release_free_memory() -> bool:
         return False
 
 
-def bound_primitive_caches() -> None:
-    """Cap oneDNN's primitive caches (PRIMITIVE_CACHE_CAPACITY) unless the user set
-    ``ONEDNN_PRIMITIVE_CACHE_CAPACITY``. oneDNN reads it at its first primitive, so this must
-    run before the first inference (importing torch or ctranslate2 is fine)."""
-    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", PRIMITIVE_CACHE_CAPACITY)
+def bound_primitive_caches(first_ctranslate2_call=None) -> None:
+    """Cap oneDNN's primitive caches, CTranslate2's at CT2_PRIMITIVE_CACHE_CAPACITY and torch's
+    at TORCH_PRIMITIVE_CACHE_CAPACITY, unless the user set ``ONEDNN_PRIMITIVE_CACHE_CAPACITY``
+    (then both take it). Call before any model runs: ``first_ctranslate2_call()`` (e.g. the
+    recogniser's warm-up) runs while the variable says CTranslate2's cap, then it says torch's,
+    which torch's copy reads at its own first primitive."""
+    global _user_capacity
+    if _user_capacity is None:
+        _user_capacity = "ONEDNN_PRIMITIVE_CACHE_CAPACITY" in os.environ
+    if _user_capacity:
+        if first_ctranslate2_call is not None:
+            first_ctranslate2_call()
+        return
+    os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = CT2_PRIMITIVE_CACHE_CAPACITY
+    if first_ctranslate2_call is not None:
+        first_ctranslate2_call()
+    os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = TORCH_PRIMITIVE_CACHE_CAPACITY
+
+
+_user_capacity: bool | None = None   # did the user set the variable before we first looked?

@@ -55,10 +55,10 @@ class Perception(SpeechInProgress):
         10-15 s on a small CPU: a robot's operator should see why nothing happens yet)."""
         log = log or (lambda line: None)
         from robot_emotion.footprint import bound_primitive_caches
-        bound_primitive_caches()   # before any model runs: oneDNN's cache grew with every new turn length
         wanted = (cfg.asr.enabled and cfg.asr.backend != "none", cfg.speakers.enabled,
                   has_video and cfg.faces.enabled, cfg.emotion.enabled)
         if not any(wanted):
+            bound_primitive_caches()   # (silero VAD's, before it runs)
             return None  # the spine alone never imports torch (~300 MB)
         from robot_emotion.config import ConfigError
         from robot_emotion.device import resolve_device
@@ -79,6 +79,9 @@ class Perception(SpeechInProgress):
             from robot_emotion.audio.asr import make_asr
             log(f"loading speech recognition ({cfg.asr.backend})")
             asr = make_asr(cfg.asr, device=device)
+        # Before any other model runs: oneDNN's caches, CTranslate2's read at the recogniser's
+        # warm-up, then torch's (footprint.py says why they differ).
+        bound_primitive_caches(getattr(asr, "warm_up", None))
         if cfg.speakers.enabled:
             from robot_emotion.audio.speakers import SpeakerTracker
             log("loading the speaker encoder")

@@ -49,6 +49,7 @@ import sys
 import time
 from pathlib import Path
 
+import robot_emotion  # noqa: F401  (first: it sizes the thread pools before numpy loads, as the node does)
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent

@@ -208,6 +208,13 @@ class FasterWhisperASR(ASR):
         self.id = f"faster-whisper:{_model_name(self.path)}"
         self._lock = threading.Lock()     # encoder calls from the feature thread share the model
 
+    def warm_up(self) -> None:
+        """One encode of 1 s of silence: CTranslate2 builds its kernels here rather than in the
+        first turn, and its oneDNN copy reads its cache capacity now (footprint.py)."""
+        with self._lock:
+            feats = self.model.feature_extractor(np.zeros(SAMPLE_RATE, np.float32))
+            self.model.encode(feats[:, :feats.shape[1] - feats.shape[1] % 2])
+
     def _wants_words(self) -> bool:
         return self.word_timestamps
 
