@@ -261,3 +261,28 @@ def _iou(a, b):
     x0, y0, x1, y1 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
     inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+@pytest.mark.parametrize("path", [SINGLE, MELD], ids=["single_face", "meld_clip"])
+def test_batched_search_finds_what_facenet_finds(path):
+    """mtcnn_search.search resamples from an integral image in batches instead of facenet's one
+    F.interpolate(mode="area") per pyramid level and crop: on real faces the same faces, boxes,
+    probabilities and landmarks as facenet-pytorch's own MTCNN.detect."""
+    from robot_emotion.vision.faces import FaceDetector
+    from robot_emotion.vision.mtcnn_search import search
+    mtcnn = FaceDetector(min_face_px=40).mtcnn
+    found = 0
+    for _, img in list(_frames_5hz(_need(path)))[:10]:
+        boxes, probs, points = mtcnn.detect(img, landmarks=True)
+        mine = search(img, mtcnn)
+        if boxes is None:
+            assert len(mine[0]) == 0
+            continue
+        # (facenet-pytorch returns object arrays under recent numpy)
+        boxes = np.asarray(boxes.tolist(), np.float32).reshape(-1, 4)
+        assert len(mine[0]) == len(boxes)
+        assert np.abs(mine[0] - boxes).max() < 0.01
+        assert np.abs(mine[1] - np.asarray(probs.tolist(), np.float32)).max() < 1e-4
+        assert np.abs(mine[2] - np.asarray(points.tolist(), np.float32).reshape(-1, 5, 2)).max() < 0.01
+        found += len(boxes)
+    assert found >= 10

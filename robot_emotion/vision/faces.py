@@ -27,6 +27,7 @@ import numpy as np
 
 from robot_emotion.device import torch_device
 from robot_emotion.vision.expression import torch_threads
+from robot_emotion.vision.mtcnn_search import search
 from robot_emotion.vision.tracker import MouthSample
 
 ALIGN_SIZE = 112          # side of the aligned crop in px
@@ -80,15 +81,9 @@ class FaceDetector:
         # A frame smaller than the smallest face cannot hold one (and MTCNN's pyramid would be
         # empty: it crashes on torch.cat of nothing), e.g. a small replayed video.
         if min(frame_rgb.shape[:2]) < max(12, self.min_face_px):
-            boxes = None
-        else:
-            boxes, probs, points = self.mtcnn.detect(frame_rgb, landmarks=True)
-        if boxes is None or len(boxes) == 0:
             return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32)
-        # facenet-pytorch 2.5.3 returns object arrays under recent numpy.
-        boxes = np.asarray(boxes.tolist(), np.float32).reshape(-1, 4)
-        probs = np.asarray(probs.tolist(), np.float32).reshape(-1)
-        points = np.asarray(points.tolist(), np.float32).reshape(-1, 5, 2)
+        # MTCNN.detect's search, its resampling batched (mtcnn_search.py)
+        boxes, probs, points = search(frame_rgb, self.mtcnn)
         side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
         keep = (probs >= self.min_prob) & (side >= self.min_face_px) & (side <= self.max_face_px)
         return boxes[keep], probs[keep], points[keep]
