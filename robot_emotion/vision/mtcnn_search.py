@@ -40,9 +40,12 @@ def area_crops(ii: np.ndarray, y0, y1, x0, x1, out_h: int, out_w: int) -> torch.
     y0, y1, x0, x1 = (np.asarray(v, np.int64).reshape(-1) for v in (y0, y1, x0, x1))
     ys, ye = _windows(y0, y1 - y0, out_h)
     xs, xe = _windows(x0, x1 - x0, out_w)
-    Y0, Y1, X0, X1 = ys[:, :, None], ye[:, :, None], xs[:, None, :], xe[:, None, :]
-    sums = ii[Y1, X1] - ii[Y0, X1] - ii[Y1, X0] + ii[Y0, X0]          # (K, out_h, out_w, C)
-    mean = sums / ((Y1 - Y0) * (X1 - X0))[..., None]
+    flat, w1 = ii.reshape(-1, ii.shape[2]), ii.shape[1]      # (take on flat indices: 2x a 2-D gather)
+    Y0, Y1, X0, X1 = ys[:, :, None] * w1, ye[:, :, None] * w1, xs[:, None, :], xe[:, None, :]
+    corner = lambda idx: flat.take(idx.ravel(), 0)             # noqa: E731
+    sums = corner(Y1 + X1) - corner(Y0 + X1) - corner(Y1 + X0) + corner(Y0 + X0)
+    sums = sums.reshape(len(y0), out_h, out_w, -1)
+    mean = sums / ((ye - ys)[:, :, None] * (xe - xs)[:, None, :])[..., None]
     return torch.from_numpy(((mean - 127.5) * 0.0078125).astype(np.float32)).permute(0, 3, 1, 2)
 
 
