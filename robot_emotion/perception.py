@@ -33,7 +33,6 @@ class Perception(SpeechInProgress):
     def __init__(self, cfg: Config, *, asr=None, speakers=None, faces=None, emotion=None):
         self.cfg, self.asr, self.speakers, self.faces, self.emotion = cfg, asr, speakers, faces, emotion
         self.uses_faces = faces is not None
-        self._lock = threading.Lock()            # guards the face tracker
         self._energy_cond = threading.Condition()
         self._energy_t: list[float] = []
         self._energy: list[float] = []
@@ -133,10 +132,9 @@ class Perception(SpeechInProgress):
             n = sum(1 for tt in self._energy_t[self._fed:] if tt <= frame.t)
             new_t, new_e = self._energy_t[self._fed:self._fed + n], self._energy[self._fed:self._fed + n]
             self._fed += n
-        with self._lock:
-            if new_t:
-                self.faces.push_audio(new_t, new_e)
-            tracks = self.faces.process(frame.image, frame.t)
+        if new_t:
+            self.faces.push_audio(new_t, new_e)
+        tracks = self.faces.process(frame.image, frame.t)   # (locks its tracker only to update it)
         for name, ms in self.faces.timings_ms.items():
             if name in ("detect", "expression"):
                 node.stats.add(f"face_{name}", ms)
@@ -146,7 +144,7 @@ class Perception(SpeechInProgress):
     def face_data(self, t0: float, t1: float) -> dict:
         if not self.uses_faces:
             return {}
-        with self._lock:
+        with self.faces.lock:
             return self.faces.tracker.tracks_between(t0, t1)
 
     def _active_speaker(self, t0: float, t1: float, tracks: dict) -> tuple[int | None, float]:

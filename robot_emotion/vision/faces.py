@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -237,6 +238,9 @@ class FacePipeline:
                                if weights is None or isinstance(weights, (str, os.PathLike))
                                else ExpressionClassifier(device=device, weights=weights))
         self.tracker = tracker if tracker is not None else FaceTracker()
+        # Held while process() updates the tracker: another thread that reads it (tracks_between
+        # for an utterance) takes it too.
+        self.lock = threading.Lock()
         self.torch_threads = torch_threads
         self.timings_ms: dict[str, float] = {}
         self._audio: deque = deque()
@@ -287,8 +291,9 @@ class FacePipeline:
                 expr, feats = self.classifier.predict([a.crop for a in aligned])
             t2 = time.perf_counter()
         mouths = [measure_mouth(a) for a in aligned]
-        tracks = self.tracker.update(t, boxes, probs, lms, expressions=expr, feats=feats, mouths=mouths)
-        speaker = self._speaker(t, speech_active)
+        with self.lock:     # only the tracker's update: a reader never waits for a detection
+            tracks = self.tracker.update(t, boxes, probs, lms, expressions=expr, feats=feats, mouths=mouths)
+            speaker = self._speaker(t, speech_active)
         t3 = time.perf_counter()
         self.timings_ms = {"detect": (t1 - t0) * 1e3, "expression": (t2 - t1) * 1e3,
                            "mouth_track": (t3 - t2) * 1e3, "total": (t3 - t0) * 1e3,
