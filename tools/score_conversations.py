@@ -340,7 +340,9 @@ def format_table(rows: list[dict], total: dict | None = None) -> str:
     if total and "emo_latency_by_close" in total:
         by = total["emo_latency_by_close"]
         after_pause = by["pause"] + by["voice"]
-        lines += ["first emotion latency ms (median/p95) of final turns: after a pause (pause, voice) "
+        every = after_pause + by["inside"]
+        lines += ["first emotion latency ms (median/p95) of final turns: all "
+                  f"n={len(every)} {_ms(every)}; after a pause (pause, voice) "
                   f"n={len(after_pause)} {_ms(after_pause)}, inside n={len(by['inside'])} {_ms(by['inside'])}; "
                   f"first on the whole transcript (not early) n={len(total['emo_full_latency_ms'])} "
                   f"{_ms(total['emo_full_latency_ms'])}"]
