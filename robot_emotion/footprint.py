@@ -131,14 +131,12 @@ def bound_primitive_caches(first_ctranslate2_call=None) -> None:
     global _user_capacity
     if _user_capacity is None:
         _user_capacity = "ONEDNN_PRIMITIVE_CACHE_CAPACITY" in os.environ
-    if _user_capacity:
-        if first_ctranslate2_call is not None:
-            first_ctranslate2_call()
-        return
-    os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = CT2_PRIMITIVE_CACHE_CAPACITY
+    if not _user_capacity:
+        os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = CT2_PRIMITIVE_CACHE_CAPACITY
     if first_ctranslate2_call is not None:
         first_ctranslate2_call()
-    os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = TORCH_PRIMITIVE_CACHE_CAPACITY
+    if not _user_capacity:
+        os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = TORCH_PRIMITIVE_CACHE_CAPACITY
 
 
 _user_capacity: bool | None = None   # did the user set the variable before we first looked?

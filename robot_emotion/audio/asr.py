@@ -210,10 +210,14 @@ class FasterWhisperASR(ASR):
 
     def warm_up(self) -> None:
         """One encode of 1 s of silence: CTranslate2 builds its kernels here rather than in the
-        first turn, and its oneDNN copy reads its cache capacity now (footprint.py)."""
+        first turn, and its oneDNN copy reads its cache capacity now (footprint.py). Once per
+        model: nodes built later in the process share it (load_faster_whisper's cache)."""
+        if getattr(self.model, "_robot_emotion_warm", False):
+            return
         with self._lock:
             feats = self.model.feature_extractor(np.zeros(SAMPLE_RATE, np.float32))
             self.model.encode(feats[:, :feats.shape[1] - feats.shape[1] % 2])
+        self.model._robot_emotion_warm = True
 
     def _wants_words(self) -> bool:
         return self.word_timestamps

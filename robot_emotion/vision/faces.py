@@ -28,7 +28,7 @@ import numpy as np
 
 from robot_emotion.device import torch_device
 from robot_emotion.vision.expression import torch_threads
-from robot_emotion.vision.mtcnn_search import search
+from robot_emotion.vision.mtcnn_search import onet_landmarks, search
 from robot_emotion.vision.tracker import MouthSample
 
 ALIGN_SIZE = 112          # side of the aligned crop in px
@@ -108,8 +108,7 @@ class FaceDetector:
             reg, prob = (o.float().cpu() for o in self.mtcnn.rnet(self._crops(frame_rgb, b, 24)))
             b = rerec(_regress(b, reg))
             reg, pts, prob = (o.float().cpu() for o in self.mtcnn.onet(self._crops(frame_rgb, b, 48)))
-        bw, bh = b[:, 2] - b[:, 0] + 1, b[:, 3] - b[:, 1] + 1     # (facenet-pytorch's conventions)
-        points = torch.stack([bw[:, None] * pts[:, :5] + b[:, :1] - 1, bh[:, None] * pts[:, 5:10] + b[:, 1:2] - 1], -1)
+        points = onet_landmarks(b, pts)
         new, score = _regress(b, reg), prob[:, 1]
         side = torch.maximum(new[:, 2] - new[:, 0], new[:, 3] - new[:, 1])
         keep = (score >= max(self.min_prob, self.mtcnn.thresholds[2])) & (side >= self.min_face_px) & (side <= self.max_face_px)

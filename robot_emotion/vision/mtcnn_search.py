@@ -60,6 +60,14 @@ def area_resize(ii: np.ndarray, out_h: int, out_w: int) -> torch.Tensor:
     return torch.from_numpy(((mean - 127.5) * 0.0078125).astype(np.float32)).permute(2, 0, 1)[None]
 
 
+def onet_landmarks(boxes: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
+    """ONet's landmark outputs (K, 10: five x, then five y, in units of the box) -> frame
+    coordinates (K, 5, 2), with facenet-pytorch's +1 / -1 box conventions."""
+    bw, bh = boxes[:, 2] - boxes[:, 0] + 1, boxes[:, 3] - boxes[:, 1] + 1
+    return torch.stack([bw[:, None] * pts[:, :5] + boxes[:, :1] - 1,
+                        bh[:, None] * pts[:, 5:10] + boxes[:, 1:2] - 1], -1)
+
+
 def _crops(ii, boxes, w, h, size):
     """facenet's crops of ``boxes`` (pad(): truncated, clipped to the frame) -> (valid, crops)."""
     from facenet_pytorch.models.utils.detect_face import pad
@@ -122,9 +130,7 @@ def search(frame_rgb: np.ndarray, mtcnn) -> tuple[np.ndarray, np.ndarray, np.nda
     keep = score > th[2]
     boxes, reg, pts, score = boxes[keep, :4], reg[keep], pts[keep], score[keep]
     boxes = torch.cat((boxes, score[:, None]), 1)
-    bw, bh = boxes[:, 2] - boxes[:, 0] + 1, boxes[:, 3] - boxes[:, 1] + 1
-    points = torch.stack([bw[:, None] * pts[:, :5] + boxes[:, :1] - 1,
-                          bh[:, None] * pts[:, 5:10] + boxes[:, 1:2] - 1], -1)
+    points = onet_landmarks(boxes, pts)
     boxes = bbreg(boxes, reg)
     pick = batched_nms_numpy(boxes[:, :4], boxes[:, 4], torch.zeros_like(score, dtype=torch.int64), 0.7, "Min")
     boxes, points = boxes[pick].float().cpu().numpy(), points[pick].float().cpu().numpy()
