@@ -191,7 +191,9 @@ class Perception(SpeechInProgress):
         self._cut = None                         # (the segment is over)
         for piece in pieces:
             for closed in self.turns.add(piece):
-                bodies += self._finalize(closed, node)
+                # out now, not after the open turn's result (~100-250 ms of recognition and
+                # text), and into the dialogue history first, as when a probe closes a turn
+                node.publish_results(self._finalize(closed, node))
         t = self.turns.open
         if t is not None and t.dirty and provisional:
             bodies += self._result(t, node, final=False, guess=guess, pre=pre)

@@ -22,7 +22,7 @@ import uuid
 
 import numpy as np
 
-from robot_emotion.audio.speakers import PROBE_MID_S, PROBE_SECOND_S, RELIABLE_S
+from robot_emotion.audio.speakers import PROBE_TIMES_S
 from robot_emotion.audio.vad import Segmenter, SpeechEnd, SpeechStart, TurnGap
 from robot_emotion.config import Config
 from robot_emotion.control import NodeControl, RobotVoice
@@ -216,7 +216,7 @@ class Node(NodeControl):
 
     def _maybe_partial(self, t: float, wall: float) -> None:
         """Every asr.partial_after_s of one utterance, hand its audio so far to the recogniser;
-        after speakers.probe_s and again after 1.5 s, hand it to the speaker check (a new voice
+        after speakers.probe_s and at each of PROBE_TIMES_S, hand it to the speaker check (a new voice
         ends the open turn then, not at the segment's end)."""
         seg = self.segmenter.open_segment()
         if seg is None or self.perception is None:
@@ -227,7 +227,7 @@ class Node(NodeControl):
             return                             # the robot's own voice: nothing to probe
         if self.perception.speakers is not None:
             sent = self._probes[1] if getattr(self, "_probes", (None,))[0] == uid else 0
-            due = [s for s in sorted({self.cfg.speakers.probe_s, PROBE_SECOND_S, PROBE_MID_S, RELIABLE_S})
+            due = [s for s in sorted({self.cfg.speakers.probe_s, *PROBE_TIMES_S})
                    if t - start >= s]
             if len(due) > sent:        # a quick check, then one on enough voice to trust
                 self._probes = (uid, len(due))
@@ -237,8 +237,12 @@ class Node(NodeControl):
         # the voice changed inside this segment? (one item, one pass over the audio so far)
         asr, spk = self.perception.asr, self.perception.speakers
         # (and once at half of it: a segment shorter than asr.incremental_s gets its early estimate too)
-        decode = asr is not None and asr.incremental and self._due("decode", uid, t - start, self.cfg.asr.incremental_s,
-                                                                   early=self.cfg.emotion.early)
+        # A decode holds the utterance thread 0.1-0.4 s: none while the segment may be ending
+        # (its last frame unvoiced; the VAD closes it 2 frames later and the turn is transcribed
+        # then) once it has had one for its early estimate; it runs when speech goes on.
+        ending = self._ticks.get("decode", (None, 0))[0] == uid and self.segmenter.trailing_silence_s() > 0
+        decode = asr is not None and asr.incremental and not ending and self._due(
+            "decode", uid, t - start, self.cfg.asr.incremental_s, early=self.cfg.emotion.early)
         check = spk is not None and self._due("voice", uid, t - start, self.cfg.speakers.live_change_s)
         if decode or check:
             audio_t0, audio = self.segmenter.open_audio()

@@ -29,6 +29,8 @@ from robot_emotion import SAMPLE_RATE
 RELIABLE_S = 1.5          # pieces shorter than this give noisy d-vectors (README figures)
 PROBE_SECOND_S = 0.4      # probes: speakers.probe_s (0.25), then these (differs)
 PROBE_MID_S = 1.0
+PROBE_TIMES_S = (PROBE_SECOND_S, 0.5, 0.6, 0.8, PROBE_MID_S, RELIABLE_S)  # (a decision waits
+                          # for the next one: 0.4 -> 1.0 s made a known voice in noise 0.6 s late)
 PROBE_MARGIN = 0.10       # a probe's voice this much nearer another known voice is another voice
 PROBE_SHORT_MARGIN = 0.12  # ... on less than PROBE_SECOND_S of it
 PROBE_SLACK_S = 0.05      # a probe taken at time T holds at least T - this of audio

@@ -216,6 +216,11 @@ class Segmenter:
         """(id, start) of the utterance in progress, or None."""
         return None if self._speech is None else (self._open_id, self._start)
 
+    def trailing_silence_s(self) -> float:
+        """Unvoiced time at the end of the utterance in progress (0 when none is open): from
+        one frame on, it may be ending (all of the hangover ring unvoiced closes it)."""
+        return 0.0 if self._speech is None else max(0.0, self._pending_t - self._last_voiced_end)
+
     def open_audio(self) -> tuple[float, np.ndarray]:
         """(audio_t0, samples so far) of the utterance in progress, for partial transcripts."""
         return self._audio_t0, (np.concatenate(self._speech) if self._speech else np.zeros(0, np.int16))
