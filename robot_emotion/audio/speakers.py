@@ -27,12 +27,15 @@ import numpy as np
 from robot_emotion import SAMPLE_RATE
 
 RELIABLE_S = 1.5          # pieces shorter than this give noisy d-vectors (README figures)
-PROBE_SECOND_S = 0.4      # probes: speakers.probe_s (0.25), then these (differs)
+PROBE_SHORT_S = 0.32      # probes: speakers.probe_s (0.25), then these (differs)
+PROBE_SECOND_S = 0.4
 PROBE_MID_S = 1.0
-PROBE_TIMES_S = (PROBE_SECOND_S, 0.5, 0.6, 0.8, PROBE_MID_S, RELIABLE_S)  # (a decision waits
-                          # for the next one: 0.4 -> 1.0 s made a known voice in noise 0.6 s late)
+PROBE_TIMES_S = (PROBE_SHORT_S, PROBE_SECOND_S, 0.5, 0.6, 0.8, PROBE_MID_S, RELIABLE_S)  # (a
+                          # decision waits for the next one: 0.4 -> 1.0 s made a voice 0.6 s late)
 PROBE_MARGIN = 0.10       # a probe's voice this much nearer another known voice is another voice
-PROBE_SHORT_MARGIN = 0.12  # ... on less than PROBE_SECOND_S of it
+PROBE_SHORT_MARGIN = 0.12  # ... on less than PROBE_SHORT_S of it
+PROBE_FAR = 0.5           # a probe's voice under this to every known voice is a new one
+PROBE_SHORT_FAR = 0.45    # ... on less than PROBE_SECOND_S of it
 PROBE_SLACK_S = 0.05      # a probe taken at time T holds at least T - this of audio
 PROBE_MID_OWN = 0.62      # ... or, from PROBE_MID_S on, this far from the open turn's voice
 SHORT_MARGIN = 0.15       # a short piece founds a speaker only this far under cluster_threshold
@@ -333,10 +336,13 @@ class SpeakerTracker:
         the clearer the case must be. Measured on the real conversation set's 196 probes (README,
         "Turns"): with the same voice going on, another known voice was never nearer than the
         own one minus 0.06, and the own cosine was >= 0.55 at 0.6 s, >= 0.67 at 1 s.
-          under PROBE_SECOND_S: nearer to another known voice by PROBE_SHORT_MARGIN (on the real
+          under PROBE_SHORT_S: nearer to another known voice by PROBE_SHORT_MARGIN (on the real
                              set's voices at 0.25 s, truth centroids, the same voice going on came
                              within 0.016 of 0.10; "far from all" closed a turn of a voice going on);
-          under PROBE_MID_S: nearer to another known voice by PROBE_MARGIN, or far from all (< 0.5);
+          under PROBE_SECOND_S: nearer to another known voice by PROBE_MARGIN, or far from all
+                             (< PROBE_SHORT_FAR; at 0.3-0.35 s the same voice going on was >= 0.50
+                             to its own and at most 0.01 nearer another, real voices);
+          under PROBE_MID_S: nearer to another known voice by PROBE_MARGIN, or far from all (< PROBE_FAR);
           under RELIABLE_S:  the same, or the own voice under PROBE_MID_OWN;
           from RELIABLE_S on: exactly when the clusterer would not keep the open turn's voice."""
         if speaker is None:
@@ -351,7 +357,8 @@ class SpeakerTracker:
         dur = audio.size / SAMPLE_RATE + PROBE_SLACK_S
         if dur >= RELIABLE_S:
             return own < self.clusterer.threshold - LONG_MARGIN or nearest_other - own >= SHORT_MARGIN
-        if dur < PROBE_SECOND_S:      # too short to call a voice unknown because it is far from all
+        if dur < PROBE_SHORT_S:       # too short to call a voice unknown because it is far from all
             return nearest_other - own >= PROBE_SHORT_MARGIN
-        clear = nearest_other - own >= PROBE_MARGIN or max(own, nearest_other) < 0.5
+        far = PROBE_SHORT_FAR if dur < PROBE_SECOND_S else PROBE_FAR
+        clear = nearest_other - own >= PROBE_MARGIN or max(own, nearest_other) < far
         return clear or (dur >= PROBE_MID_S and own < PROBE_MID_OWN)
