@@ -121,6 +121,26 @@ def test_torch_rebuild_matches_numpy_reference():
     assert not np.allclose(ref[0], ref[1], atol=1e-3)  # the check is not trivially satisfied
 
 
+def test_folded_batchnorm_is_the_same_net():
+    """The classifier runs the net with its BatchNorms folded into the convs: same outputs,
+    and the Keras reference still holds for what it runs."""
+    import torch
+    from robot_emotion.vision.expression import ExpressionClassifier, ExpressionNet
+
+    path = _weights()
+    plain = ExpressionNet.from_keras_h5(path)
+    folded = ExpressionClassifier(device="cpu", weights=path).net
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = np.random.default_rng(1).uniform(-1, 1, (3, 64, 64, 1)).astype(np.float32)
+    ref, _ = keras_numpy_forward(path, x)
+    xt = torch.from_numpy(x.transpose(0, 3, 1, 2))
+    with torch.no_grad():
+        (lp, fp), (lf, ff) = plain(xt), folded(xt.contiguous(memory_format=torch.channels_last))
+    np.testing.assert_allclose(lf.numpy(), lp.numpy(), atol=1e-4)
+    np.testing.assert_allclose(ff.numpy(), fp.numpy(), atol=1e-4)
+    np.testing.assert_allclose(torch.softmax(lf.double(), 1).numpy(), ref, atol=1e-4)
+
+
 def test_missing_weights_one_line_error(tmp_path, monkeypatch):
     from robot_emotion.vision.expression import ExpressionClassifier, ExpressionModelError
 
