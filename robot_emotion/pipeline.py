@@ -50,6 +50,7 @@ class Node(NodeControl):
         self.segments: queue.Queue = queue.Queue()    # (time queued, item): never bounded, never dropped
         self.skipped = {"provisional": 0, "partial": 0, "incremental": 0}  # live backlog policy (see _utterance_loop)
         self._ticks: dict[str, tuple[str, int]] = {}   # per-second work on the open segment (_due)
+        self._probe_times = sorted({cfg.speakers.probe_s, *PROBE_TIMES_S})   # (s into a segment)
         self.progress = 0             # items the stages have finished (the drain watches it)
         self.sources: list = []
         self.recorders: list = []     # session writers (their failures end the run non-zero)
@@ -227,8 +228,7 @@ class Node(NodeControl):
             return                             # the robot's own voice: nothing to probe
         if self.perception.speakers is not None:
             sent = self._probes[1] if getattr(self, "_probes", (None,))[0] == uid else 0
-            due = [s for s in sorted({self.cfg.speakers.probe_s, *PROBE_TIMES_S})
-                   if t - start >= s]
+            due = [s for s in self._probe_times if t - start >= s]
             if len(due) > sent:        # a quick check, then one on enough voice to trust
                 self._probes = (uid, len(due))
                 audio_t0, audio = self.segmenter.open_audio()
