@@ -100,8 +100,11 @@ class Publisher:
     def _open(self, zmq):
         """(context, socket, authenticator), or None with self.error set."""
         sec = self.security
-        # a ZAP authenticator serves a whole context: CURVE gets a context of its own
-        self._own_ctx = sec.curve and self._ctx is None
+        # A context of its own, terminated at close, so the port is free when stop() returns
+        # (closing a socket on a shared context releases it later, in ZeroMQ's I/O thread, and
+        # a node started right after could not bind). A ZAP authenticator serves a whole
+        # context too. inproc:// must share the process context to be reachable.
+        self._own_ctx = self._ctx is None and sec.endpoint.transport != "inproc"
         ctx = zmq.Context() if self._own_ctx else self._ctx or zmq.Context.instance()
         auth = security.start_authenticator(ctx, sec)
         sock = ctx.socket(zmq.PUB)

@@ -28,10 +28,35 @@ def shared_file(path: Path) -> Path:
     return path
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def free_port() -> int:
+    """A free loopback port *below* the kernel's ephemeral range. A SUB that connects before the
+    node binds retries every 100 ms from ephemeral source ports; if the target port is itself
+    ephemeral, one retry can land on it and TCP self-connects, holding the port so the node's
+    bind fails ("Address already in use" -- seen once in CI). Ports outside the range cannot."""
+    import random
+    lo, _ = _ephemeral_range()
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(max(1024, lo - 12000), lo)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free loopback port below the ephemeral range")
+
+
 def free_endpoint() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    return f"tcp://127.0.0.1:{free_port()}"
 
 
 def load_tool(name: str):

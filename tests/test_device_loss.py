@@ -2,22 +2,15 @@
 a live recording on the PulseAudio virtual microphone. Speech goes on being published while
 the camera is gone, faces resume when it is back, and the session keeps both changes."""
 import json
-import socket
 import subprocess
 import sys
 import time
 
-from conftest import FACE_CLIP, REPO, free_endpoint
+from conftest import FACE_CLIP, REPO, free_endpoint, free_port
 from test_record import _play, _wait_audio
 
 SPINE_AND_FACES = ["asr.enabled=false", "speakers.enabled=false", "emotion.enabled=false",
                    'vad.backend="webrtcvad"', "faces.enabled=true", 'control.endpoint="tcp://127.0.0.1:*"']
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _camera(video, port):
@@ -30,7 +23,7 @@ def _camera(video, port):
 def test_camera_lost_and_restored_during_a_live_run(pulse, short_session, tmp_path):
     src, truth = short_session
     video = FACE_CLIP if FACE_CLIP.is_file() else src / "video.mp4"   # a real face where we have one
-    port = _free_port()
+    port = free_port()
     cam = _camera(video, port)
     out = tmp_path / "rec"
     duration = truth["turns"][-1]["end"] + 9.0

@@ -157,3 +157,25 @@ def test_monitor_command_prints_the_stream(short_session):
     lines = out.strip().splitlines()
     assert len(lines) == 6 and "speech.start" in lines[0]
     assert any("utterance" in x for x in lines)
+
+
+def test_port_is_free_the_moment_the_publisher_stops():
+    """A node restarted on the same endpoint binds at once, even with a subscriber connected
+    to the old one (check_endpoint does not retry: a busy port is a one-line error)."""
+    from robot_emotion.config import PublishConfig
+    from robot_emotion.publish import check_endpoint
+    ep = free_endpoint()
+    ctx = zmq.Context.instance()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(ep)
+    try:
+        for i in range(20):
+            pub = Publisher(ep, f"s{i}", sndhwm=10)
+            pub.start()
+            for k in range(50):
+                pub.publish({"topic": "speech.start", "utterance_id": str(k), "start": float(k)})
+            pub.stop()
+            check_endpoint(PublishConfig(endpoint=ep))   # raises UsageError if still held
+    finally:
+        sub.close()
