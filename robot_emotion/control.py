@@ -142,7 +142,10 @@ class ControlServer:
 
     def _run(self) -> None:
         import zmq
-        ctx = self._ctx or zmq.Context.instance()
+        # a context of its own, terminated at close: the port is free when stop() returns
+        # (a shared context releases it later, and a node restarted at once could not bind)
+        own = self._ctx is None and not self.endpoint.startswith("inproc://")
+        ctx = zmq.Context() if own else self._ctx or zmq.Context.instance()
         sock = ctx.socket(zmq.REP)
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)   # a hostile peer cannot grow us
         sock.setsockopt(zmq.LINGER, 0)
@@ -151,7 +154,7 @@ class ControlServer:
             self.bound = sock.getsockopt(zmq.LAST_ENDPOINT).decode()
         except zmq.ZMQError as e:
             self.error = f"cannot bind control socket to {self.endpoint}: {e}"
-            sock.close()
+            self._close(ctx, sock, own)
             self._ready.set()
             return
         self._ready.set()
@@ -162,7 +165,13 @@ class ControlServer:
                 frames = sock.recv_multipart()
                 sock.send_string(json.dumps(self._answer(frames)))
         finally:
-            sock.close()
+            self._close(ctx, sock, own)
+
+    @staticmethod
+    def _close(ctx, sock, own: bool) -> None:
+        sock.close()
+        if own:
+            ctx.term()
 
     def _answer(self, frames: list[bytes]) -> dict:
         self.requests += 1

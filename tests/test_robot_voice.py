@@ -140,3 +140,24 @@ def test_control_socket_is_local_only():
     r = run_cli("run", "--set", 'control.endpoint="tcp://0.0.0.0:5557"', "--demo", timeout=120)
     lines = [l for l in r.stderr.splitlines() if not l.startswith("#")]
     assert r.returncode == 2 and len(lines) == 1 and "control.endpoint" in lines[0], r.stderr
+
+
+def test_control_port_is_free_the_moment_the_server_stops():
+    """A node restarted on the same control endpoint binds at once, even with a controller
+    still connected to the old one."""
+    import zmq
+    from robot_emotion.control import ControlServer
+    ep = free_endpoint()
+    req = zmq.Context.instance().socket(zmq.REQ)
+    req.setsockopt(zmq.LINGER, 0)
+    req.connect(ep)
+    try:
+        for i in range(20):
+            server = ControlServer(ep, lambda r: {"n": i})
+            server.start()          # raises UsageError("cannot bind control socket ...") if held
+            if i == 0:
+                req.send_string(json.dumps({"cmd": "ping"}))
+                assert json.loads(req.recv_string(), strict=True) == {"ok": True, "n": 0}
+            server.stop()
+    finally:
+        req.close()
