@@ -142,10 +142,8 @@ class ControlServer:
 
     def _run(self) -> None:
         import zmq
-        # a context of its own, terminated at close: the port is free when stop() returns
-        # (a shared context releases it later, and a node restarted at once could not bind)
-        own = self._ctx is None and not self.endpoint.startswith("inproc://")
-        ctx = zmq.Context() if own else self._ctx or zmq.Context.instance()
+        from robot_emotion.security import server_context
+        ctx, own = server_context(zmq, self.endpoint, self._ctx)   # terminated in _close
         sock = ctx.socket(zmq.REP)
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)   # a hostile peer cannot grow us
         sock.setsockopt(zmq.LINGER, 0)

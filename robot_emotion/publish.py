@@ -100,12 +100,8 @@ class Publisher:
     def _open(self, zmq):
         """(context, socket, authenticator), or None with self.error set."""
         sec = self.security
-        # A context of its own, terminated at close, so the port is free when stop() returns
-        # (closing a socket on a shared context releases it later, in ZeroMQ's I/O thread, and
-        # a node started right after could not bind). A ZAP authenticator serves a whole
-        # context too. inproc:// must share the process context to be reachable.
-        self._own_ctx = self._ctx is None and sec.endpoint.transport != "inproc"
-        ctx = zmq.Context() if self._own_ctx else self._ctx or zmq.Context.instance()
+        # a ZAP authenticator serves the whole context: with CURVE it is this socket's own
+        ctx, self._own_ctx = security.server_context(zmq, self.endpoint, self._ctx)
         auth = security.start_authenticator(ctx, sec)
         sock = ctx.socket(zmq.PUB)
         sock.setsockopt(zmq.SNDHWM, self.sndhwm)

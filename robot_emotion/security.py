@@ -184,6 +184,15 @@ def insecure_warning(bound: str) -> str:
             "(publish.allow_insecure = true): any host that reaches this port can subscribe")
 
 
+def server_context(zmq, endpoint: str, given=None):
+    """(context, own) for a node's server socket. A context of its own, terminated when the
+    socket closes, frees the port by the time the server's stop() returns; closing a socket on a
+    shared context releases it later, in ZeroMQ's I/O thread, and a node restarted at once could
+    not bind. inproc:// must share the process context (or ``given``) to be reachable."""
+    own = given is None and not endpoint.startswith("inproc://")
+    return (zmq.Context() if own else given or zmq.Context.instance()), own
+
+
 def configure_server_socket(sock, sec: ServerSecurity) -> None:
     """Options to set before bind: inbound size bound, IPv6, CURVE server keys."""
     import zmq

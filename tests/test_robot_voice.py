@@ -157,7 +157,7 @@ def test_control_port_is_free_the_moment_the_server_stops():
             server.start()          # raises UsageError("cannot bind control socket ...") if held
             if i == 0:
                 req.send_string(json.dumps({"cmd": "ping"}))
-                assert json.loads(req.recv_string(), strict=True) == {"ok": True, "n": 0}
+                assert json.loads(req.recv_string()) == {"ok": True, "n": 0}
             server.stop()
     finally:
         req.close()
