@@ -243,4 +243,5 @@ class NodeControl:
         self.history.add(Turn(uid, "robot", text, start, end))
         self.publisher.publish({"topic": "utterance", "utterance_id": uid, "final": True, "speech": True,
                                 "start": start, "end": end, "speaker": "robot", "face_track": None,
-                                "text": text, "duration": end - start, "segments": [], "forced": False})
+                                "text": text, "duration": end - start, "segments": [], "spans": [[start, end]],
+                                "forced": False})

@@ -274,7 +274,7 @@ class Perception(SpeechInProgress):
                 "speaker_confidence": turn.speaker_confidence if speech else None,
                 "face_track": face_track, "face_confidence": face_conf if face_track is not None else None,
                 "text": text or None, "asr_confidence": asr_conf if speech else None,
-                "duration": end - start, "segments": turn.segments, "forced": turn.forced,
+                "duration": end - start, "segments": turn.segments, "spans": turn.spans, "forced": turn.forced,
                 "latency_ms": lat}
         bodies = [body]
         if self.emotion is not None and speech:

@@ -350,7 +350,8 @@ class Node(NodeControl):
         """Spine only (no perception): every segment is its own final utterance."""
         return {"topic": "utterance", "utterance_id": seg.utterance_id, "final": True, "speech": True,
                 "start": seg.start, "end": seg.end, "speaker": None, "face_track": None, "text": None,
-                "duration": seg.end - seg.start, "segments": [seg.utterance_id], "forced": seg.forced,
+                "duration": seg.end - seg.start, "segments": [seg.utterance_id], "spans": [[seg.start, seg.end]],
+                "forced": seg.forced,
                 "_wall_end": seg.wall}
 
     # ---- faces -------------------------------------------------------------------------

@@ -167,7 +167,7 @@ class SpeechInProgress:
                 "start": turn.start, "end": seg.end, "speaker": turn.speaker, "speaker_confidence": None,
                 "face_track": face_track, "face_confidence": face_conf if face_track is not None else None,
                 "text": e.text, "text_end": e.until, "asr_confidence": e.confidence,
-                "duration": seg.end - turn.start, "segments": turn.segments, "forced": False,
+                "duration": seg.end - turn.start, "segments": turn.segments, "spans": turn.spans, "forced": False,
                 "latency_ms": {}}
         a0 = max(0, int(round((turn.start - audio_t0) * SAMPLE_RATE)))
         emo = self.emotion.score(body, audio[a0:], tracks.get(face_track) if face_track is not None else None, node)

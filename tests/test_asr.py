@@ -204,7 +204,10 @@ def test_repeat_cut_keeps_one_period_of_a_loop():
         "Drop the two when you add the figures."
     assert cut("Drop the two. At that high level the air is pure. At that high level the air is") == \
         "Drop the two. At that high level the air is pure."
-    for natural in ("no, no, no, I said no", "I think I think so", "What joy there is in living."):
+    assert cut("Hello. Hello. Hello. Hello.") == "Hello."          # a one-word loop (a phone call)
+    assert cut("I'm in New Jersey now. Hello. Hello. Hello. Hello") == "I'm in New Jersey now. Hello."
+    for natural in ("no, no, no, I said no", "I think I think so", "What joy there is in living.",
+                    "no, no, no", "Hello. Hello."):
         assert cut(natural) == natural
 
 

@@ -1,7 +1,8 @@
 """Measures on transcripts: the loop guard's word budget, and word error rate.
 
 Pure functions on text, shared by the recogniser (audio/asr.py, audio/whisper_short.py) and
-the tools that score it (tools/score_conversations.py, tests).
+its tests. The conversation scorer (benchmarks/conversations/score.py) does not use them: its
+WER is jiwer's after Whisper's English text normaliser, as published figures are.
 """
 from __future__ import annotations
 

@@ -106,6 +106,17 @@ class Turn:
         return float(sum(c * d for c, d in confs) / max(1e-9, sum(d for _, d in confs)))
 
     @property
+    def spans(self) -> list[list[float]]:
+        """[start, end] of the turn's speech, its pauses left out (pieces that touch are one)."""
+        out: list[list[float]] = []
+        for p in self.pieces:
+            if out and p.start <= out[-1][1] + 1e-6:
+                out[-1][1] = max(out[-1][1], p.end)
+            else:
+                out.append([p.start, p.end])
+        return out
+
+    @property
     def segments(self) -> list[str]:
         return list(dict.fromkeys(p.segment.utterance_id for p in self.pieces))
 

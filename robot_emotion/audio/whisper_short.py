@@ -31,12 +31,13 @@ MAX_S = 27.0          # longer audio (with its padding) needs the full window
 
 def repeat_cut(words: list[str]) -> list[str]:
     """Cut a decoding loop: the earliest place after which the text only repeats a block of
-    itself to the end ("X. Y. Y. Y" -> "X. Y."; "a b c a b c a" -> "a b c"). The repeating
-    tail must be at least 3 words ("no, no" stays). Compared case- and punctuation-blind,
-    because the repeats differ in both ("Terra ... pan. terra ...")."""
+    itself to the end ("X. Y. Y. Y" -> "X. Y."; "a b c a b c a" -> "a b c"; "Hello. Hello.
+    Hello. Hello." -> "Hello."). The repeating tail must be at least 3 words ("no, no" and
+    "no, no, no" stay). Compared case- and punctuation-blind, because the repeats differ in
+    both ("Terra ... pan. terra ...")."""
     n = ["".join(ch for ch in w.lower() if ch.isalnum()) for w in words]
     for i in range(len(n)):
-        for k in range(2, len(n) - i - 2):
+        for k in range(1, len(n) - i - 2):
             if n[i + k:] == n[i:len(n) - k]:     # from word i, a block of k words repeats
                 return words[:i + k]
     return words
