@@ -88,8 +88,7 @@ class ASRConfig:
 @dataclass(frozen=True)
 class SpeakersConfig:
     enabled: bool = True
-    change_threshold: float = 0.55   # cosine between two pieces of a segment under which they are two voices
-    cluster_threshold: float = 0.75  # cosine to a speaker's centroid at or above which a voice is that speaker
+    decisions: str = ""              # same-voice / voice-changed models (json); "" = the shipped ones, fit on dev voices
     min_turn_s: float = 0.8          # never split off a piece shorter than this
     probe_s: float = 0.25            # after this much of a new segment, check whether the voice changed
     live_change_s: float = 1.0       # check the segment being spoken for a voice change this often (0 = at its end)
@@ -176,7 +175,6 @@ def _matches(pattern: str, text: str) -> _Rule:
 _FLAG = _Rule(lambda v: True, "must be true or false")  # the type check is the whole rule
 _ONE_LINE = _Rule(lambda v: "\n" not in v and "\0" not in v, "must be one line of text")
 _PATH = _ONE_LINE  # "" = the embedded default; a given path must exist (_check_paths, at load)
-_COSINE = _Rule(lambda v: -1 <= v <= 1, "must be a cosine in -1..1")
 
 _RULES: dict[str, dict[str, _Rule]] = {
     "node": {"device": _matches(r"auto|cpu|cuda(:\d+)?", "must be auto, cpu, cuda or cuda:N"),
@@ -205,7 +203,7 @@ _RULES: dict[str, dict[str, _Rule]] = {
             "model": _PATH, "partial_after_s": _between(1, 60, " s"), "beam_size": _between(1, 10),
             "prompt_turns": _between(0, 16), "incremental_s": _between(0, 30, " s"), "no_speech_prob": _between(0, 1),
             "min_logprob": _between(-20, 0), "window": _one_of("short", "full")},
-    "speakers": {"enabled": _FLAG, "change_threshold": _COSINE, "cluster_threshold": _COSINE,
+    "speakers": {"enabled": _FLAG, "decisions": _PATH,
                  "min_turn_s": _between(0.2, 10, " s"), "probe_s": _between(0.2, 10, " s"),
                  "live_change_s": _between(0, 30, " s")},
     "emotion": {"enabled": _FLAG, "model": _PATH, "history_turns": _between(0, 64), "text_int8": _FLAG,

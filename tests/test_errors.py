@@ -100,8 +100,8 @@ ROWS = [
      "node.history_max_turns", True),
     ("min-face-px-bigger-than-frame", ["replay", "{wav}", "--set", "faces.min_face_px=500"], {}, 2,
      "faces.min_face_px", True),
-    ("speaker-threshold-nan", ["replay", "{wav}", "--set", "speakers.cluster_threshold=nan"], {}, 2,
-     "speakers.cluster_threshold", True),
+    ("speaker-threshold-nan", ["replay", "{wav}", "--set", "speakers.min_turn_s=nan"], {}, 2,
+     "speakers.min_turn_s", True),
     ("nan-in-calibration-file", ["replay", "{wav}", "--calibration", "{tmp}/c.toml"],
      {"c.toml": _text("[av]\noffset_ms = nan\n")}, 2, "av.offset_ms", True),
     ("min-utterance-above-max", ["replay", "{wav}", "--set", "vad.min_utterance_ms=10000",
@@ -195,8 +195,7 @@ def test_every_field_refuses_wrong_types_and_non_finite_numbers(section, name, t
         for value in ("nan", "inf", "-inf"):
             with pytest.raises(C.ConfigError, match=rf"'{section}\.{name}' must be a finite number"):
                 C.load(None, overrides=[f"{section}.{name}={value}"])
-    if typ in (int, float) and name not in ("offset_ms", "gain_db", "min_logprob",
-                                            "change_threshold", "cluster_threshold"):
+    if typ in (int, float) and name not in ("offset_ms", "gain_db", "min_logprob"):
         with pytest.raises(C.ConfigError, match=rf"'{section}\.{name}'"):   # no count, size,
             C.load(None, overrides=[f"{section}.{name}=-1000000"])          # rate or time < 0
 

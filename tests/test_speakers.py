@@ -14,6 +14,7 @@ from scipy.signal import resample_poly
 
 from conftest import MELD_CLIP, SHARED, shared_file
 from robot_emotion.audio.speakers import SpeakerChangeDetector, SpeakerClusterer, SpeakerTracker
+from robot_emotion.audio.voice_decisions import shipped
 from robot_emotion.config import SpeakersConfig
 from robot_emotion.media import read_audio_file
 
@@ -35,7 +36,7 @@ LINES = [
 GAP_S = 0.06
 T0 = 12.5          # session time of the segment start: results must be in session seconds
 
-CFG = SpeakersConfig()     # the shipped thresholds
+CFG = SpeakersConfig()     # the shipped decisions
 
 
 @pytest.fixture(scope="module")
@@ -154,21 +155,21 @@ def _speech_start(x: np.ndarray) -> np.ndarray:
     return x[max(0, on[0] - 320):]
 
 
-def test_probes_of_a_segment_start_close_only_on_clear_evidence(tracker_factory):
-    """The probes at 0.25 / 0.4 s of a new segment (real voices): the same voice going on never
-    reads as another; a voice heard before is told apart; on 0.25 s a voice is not called
-    new only because it is far from the one known voice."""
+def test_probes_of_a_segment_start_tell_voices_apart(tracker_factory):
+    """The probes of a new segment (real voices; the learned ``changed`` decision): on 1.5 s
+    the same voice going on is never called another and the other known voice always is; on
+    0.25-0.4 s, where the fit is right ~70 % of the time on held-out voices, most are right."""
     tracker = tracker_factory()
     tracker.process(_libri("spk1_snt1"), 0.0, "0")
-    assert not tracker.differs(_speech_start(_libri("spk2_snt1"))[:int(0.25 * SR)], "S0")  # one known voice
     for i, name in enumerate(["spk2_snt1", "spk1_snt2", "spk2_snt2"]):
         tracker.process(_libri(name), 10.0 * (i + 1), str(i + 1))
     own = [_speech_start(_libri(f"spk1_snt{k}")) for k in (3, 4, 5)]
     other = [_speech_start(_libri(f"spk2_snt{k}")) for k in (3, 4, 5)]
-    for d in (0.25, 0.4):
-        assert not any(tracker.differs(x[:int(d * SR)], "S0") for x in own), d
-    assert sum(tracker.differs(x[:int(0.4 * SR)], "S0") for x in other) >= 2
+    assert not any(tracker.differs(x[:int(1.5 * SR)], "S0") for x in own)
     assert all(tracker.differs(x[:int(1.5 * SR)], "S0") for x in other)
+    short = [(tracker.differs(x[:int(d * SR)], "S0"), want) for d in (0.25, 0.4)
+             for want, xs in ((False, own), (True, other)) for x in xs]
+    assert sum(got == want for got, want in short) >= 9, short      # of 12
 
 
 @pytest.mark.parametrize("first,second", [("spk1", "spk2"), ("spk2", "spk1")])
@@ -212,7 +213,7 @@ def test_clusterer_short_pieces_and_unassign():
     rng = np.random.default_rng(0)
     unit = lambda v: v / np.linalg.norm(v)          # noqa: E731
     a, b = unit(rng.normal(size=256)), unit(rng.normal(size=256))
-    c = SpeakerClusterer(threshold=0.75)
+    c = SpeakerClusterer(shipped())
     assert c.assign("x", None, 1.0, prefer="S9") == ("S9", 0.0)   # no audio: keep the open turn's
     assert c.assign("a", a, 2.0)[0] == "S0"
     # a short piece near S0 does not found a speaker and does not move S0
@@ -231,7 +232,7 @@ def test_merge_folds_a_speaker_and_never_reuses_ids():
     rng = np.random.default_rng(1)
     unit = lambda v: v / np.linalg.norm(v)          # noqa: E731
     a, b, d = (unit(rng.normal(size=256)) for _ in range(3))
-    c = SpeakerClusterer(threshold=0.75)
+    c = SpeakerClusterer(shipped())
     assert c.assign("a", a, 2.0)[0] == "S0" and c.assign("b", b, 2.0)[0] == "S1"
     assert c.merge("S1", "S0") and c.speakers == ["S0"]
     assert c.assign("d", d, 2.0)[0] == "S2"  # a fresh id, not the merged one
@@ -250,7 +251,7 @@ def test_a_speaker_keeps_a_bounded_number_of_pieces_and_the_same_centroid():
     from robot_emotion.audio.speakers import MAX_MEMBERS, SpeakerClusterer
     rng = np.random.default_rng(0)
     base = rng.normal(size=256)
-    c = SpeakerClusterer(threshold=0.5)
+    c = SpeakerClusterer(shipped())
     vecs = []
     for i in range(3 * MAX_MEMBERS):
         v = base + 0.3 * rng.normal(size=256)

@@ -2,21 +2,20 @@
 piece a session speaker id ("S0", "S1", ... in order of appearance).
 
 Voices are GE2E d-vectors (audio/voice_encoder.py: Resemblyzer's pretrained speaker
-verification LSTM, 256-d, unit length) compared by cosine. Measured on oracle turns of
-real voices (README, "Speakers"): same speaker >= 0.87, different speakers <= 0.54 on
-whole turns; 1 s windows are noisier, so short pieces are trusted less (below).
+verification LSTM, 256-d, unit length) compared by cosine. Its equal error rate on the
+development voices is 17.6 % on whole clips and 24 % on 0.5 s (benchmarks/speaker_embedding),
+so short pieces are trusted less (below).
 
 * ``SpeakerChangeDetector``: inside one VAD segment (speakers can change with a 50 ms gap
-  or overlap, which no pause detector sees) the voice of the ``window_s`` before each
-  candidate point is compared with the ``window_s`` after it; a change is a local minimum
-  of that cosine below ``change_threshold``, at least ``min_turn_s`` from the segment's
-  ends and from the previous change.
-* ``SpeakerClusterer``: online clustering. A piece joins the speaker whose centroid
-  (duration-weighted mean d-vector) is most similar if the cosine reaches
-  ``cluster_threshold``; otherwise it founds a new speaker. A piece shorter than
-  ``RELIABLE_S`` is too short to found a speaker unless it is far from every known voice;
-  it goes to the preferred speaker (the open turn's) when it is close enough to it, else
-  to the nearest, and it does not move any centroid.
+  or overlap, which no pause detector sees) windows of the segment are scored against the
+  known voices and a Viterbi path picks who speaks when; a cut stays only where the pieces
+  on its two sides are different voices by the learned ``changed`` decision.
+* ``SpeakerClusterer``: online clustering. A piece continues the open turn's speaker unless
+  the ``changed`` decision says otherwise, else joins the most similar known speaker when
+  the ``same`` decision accepts it, else founds a new speaker.
+
+Both decisions are calibrated logistic models of cosine and duration fit on development
+voices (audio/voice_decisions.py, benchmarks/voice_decisions/fit.py), not hand-set margins.
 """
 from __future__ import annotations
 
@@ -26,23 +25,10 @@ import numpy as np
 
 from robot_emotion import SAMPLE_RATE
 
-RELIABLE_S = 1.5          # pieces shorter than this give noisy d-vectors (README figures)
-PROBE_SHORT_S = 0.32      # probes: speakers.probe_s (0.25), then these (differs)
-PROBE_SECOND_S = 0.4
-PROBE_MID_S = 1.0
-PROBE_TIMES_S = (PROBE_SHORT_S, PROBE_SECOND_S, 0.5, 0.6, 0.8, PROBE_MID_S, RELIABLE_S)  # (a
-                          # decision waits for the next one: 0.4 -> 1.0 s made a voice 0.6 s late)
-PROBE_MARGIN = 0.10       # a probe's voice this much nearer another known voice is another voice
-PROBE_SHORT_MARGIN = 0.12  # ... on less than PROBE_SHORT_S of it
-PROBE_FAR = 0.5           # a probe's voice under this to every known voice is a new one
-PROBE_SHORT_FAR = 0.45    # ... on less than PROBE_SECOND_S of it
-PROBE_SLACK_S = 0.05      # a probe taken at time T holds at least T - this of audio
-PROBE_MID_OWN = 0.62      # ... or, from PROBE_MID_S on, this far from the open turn's voice
-SHORT_MARGIN = 0.15       # a short piece founds a speaker only this far under cluster_threshold
-LONG_MARGIN = 0.07        # a long piece stays with the open turn's voice this far under it
-WINDOW_S = 1.0            # change detection: window scored against the known voices
+RELIABLE_S = 1.5          # pieces shorter than this do not move a speaker's voice (noisy d-vectors)
+PROBE_TIMES_S = (0.32, 0.4, 0.5, 0.6, 0.8, 1.0, RELIABLE_S)  # probes after speakers.probe_s: when
+                          # to ask again whether a new segment's voice changed (each asks ~10 ms)
 STAND_IN_S = 1.6          # with fewer than 2 known voices: a segment's first/last 1.6 s stand in
-HOP_S = 0.1
 MAX_MEMBERS = 200         # pieces a speaker keeps one by one (older ones are summed: _Speaker)
 
 
@@ -71,21 +57,20 @@ class SpeakerChangeDetector:
 
     Comparing 1 s windows with each other does not work with this encoder: on real read
     speech the cosine of adjacent windows of ONE sentence falls to 0.33-0.75 while windows
-    across a real change give 0.39-0.58 (README, "Speakers"). A window against a speaker's
+    across a real change give 0.39-0.58. A window against a speaker's
     centroid (averaged over whole turns) is steadier. So: every ``window_s`` window (hop
     ``hop_s``) is scored against each known speaker, a Viterbi path over the speakers with a
     ``switch_penalty`` picks who speaks when, runs shorter than ``min_turn_s`` are absorbed,
-    and a cut is kept only if the whole pieces on its two sides are nearest to different
-    speakers by at least ``margin``. With fewer than two known voices nothing is split: the
-    segment is one piece (a new voice inside a segment is found at the next pause).
+    and a cut is kept only where the learned ``changed`` decision calls each whole piece
+    another voice than the one beside it. With fewer than two known voices, windows of the
+    segment stand in for the voices not yet known (below).
     """
 
-    def __init__(self, encoder, threshold: float = 0.55, min_turn_s: float = 0.8,
-                 window_s: float = WINDOW_S, hop_s: float = 0.2, switch_penalty: float = 0.3,
-                 margin: float = 0.05):
-        self.encoder, self.threshold = encoder, float(threshold)
+    def __init__(self, encoder, decisions, min_turn_s: float = 0.8, window_s: float = 1.0,
+                 hop_s: float = 0.2, switch_penalty: float = 0.3):
+        self.encoder, self.decisions = encoder, decisions
         self.min_turn_s, self.window_s, self.hop_s = float(min_turn_s), float(window_s), float(hop_s)
-        self.switch_penalty, self.margin = float(switch_penalty), float(margin)
+        self.switch_penalty = float(switch_penalty)
         self.last_path: tuple[np.ndarray, np.ndarray] | None = None   # (window centres s, speaker index)
 
     def split(self, audio: np.ndarray, t0: float, centroids: np.ndarray | None = None) -> list[VoicePiece]:
@@ -98,8 +83,8 @@ class SpeakerChangeDetector:
         # With fewer than two known voices, windows of the segment itself stand in for voices not
         # heard before (the first turns of a session, a newcomer answering within 100 ms): the
         # first window and the one least like it (or like the one known voice). Pieces split on
-        # a stand-in must then also differ outright (cosine under ``threshold``), since a
-        # stand-in resembles the very audio it was cut from.
+        # a stand-in must then also differ outright (``same`` says no), since a stand-in
+        # resembles the very audio it was cut from.
         known = 0 if centroids is None else len(centroids)
         stand_ins = []
         if known < 2 and dur >= 2 * STAND_IN_S:
@@ -123,14 +108,15 @@ class SpeakerChangeDetector:
         edges.append(dur)
         pieces = [VoicePiece(t0 + a, t0 + z, self.encoder.embed(audio[int(a * SAMPLE_RATE):int(z * SAMPLE_RATE)]))
                   for a, z in zip(edges[:-1], edges[1:])]
-        # keep a cut only where the whole pieces disagree clearly about who speaks
+        # keep a cut only where each whole piece, heard after the other, is another voice
         out = [pieces[0]]
         for p in pieces[1:]:
             a, b = out[-1].embedding @ cands.T, p.embedding @ cands.T
             ia, ib = int(np.argmax(a)), int(np.argmax(b))
-            clear = ia != ib and a[ia] - a[ib] >= self.margin and b[ib] - b[ia] >= self.margin
+            d = self.decisions
+            clear = ia != ib and d.changed(b[ia], b[ib], p.duration) and d.changed(a[ib], a[ia], out[-1].duration)
             if clear and max(ia, ib) >= known:       # a stand-in involved: demand more
-                clear = float(out[-1].embedding @ p.embedding) < self.threshold
+                clear = not d.same(float(out[-1].embedding @ p.embedding), min(p.duration, out[-1].duration))
             if clear:
                 out.append(p)
             else:   # one voice after all: join (and re-embed the joined piece)
@@ -183,8 +169,8 @@ class _Speaker:
 
 
 class SpeakerClusterer:
-    def __init__(self, threshold: float = 0.75):
-        self.threshold = float(threshold)
+    def __init__(self, decisions):
+        self.decisions = decisions
         self._speakers: list[_Speaker] = []
         self._next = 0
 
@@ -214,42 +200,38 @@ class SpeakerClusterer:
 
     def assign(self, key: str, emb: np.ndarray | None, dur: float,
                prefer: str | None = None) -> tuple[str | None, float]:
-        """(speaker id, confidence 0..1) for a piece; ``prefer`` = the open turn's speaker."""
+        """(speaker id, confidence 0..1) for a piece; ``prefer`` = the open turn's speaker.
+        The open turn's voice goes on unless ``changed`` says it did; otherwise the nearest
+        known voice if ``same`` accepts it, else a new speaker. The confidence is ``same``'s
+        probability for the voice chosen."""
         if emb is None:
             return prefer, 0.0
         if not self._speakers:
             return self._new(key, emb, dur).id, 1.0
+        d = self.decisions
         sims = np.array([float(emb @ s.centroid) for s in self._speakers])
         i = int(np.argmax(sims))
-        best, smax = self._speakers[i], float(sims[i])
-        conf = float(np.clip(0.5 + (smax - self.threshold) / (2 * (1 - self.threshold)), 0, 1))
-        p = self.similarity(emb, prefer)
-        # Within a turn's pause the voice most likely goes on: keep the open turn's speaker when
-        # the piece is near it, unless another known voice is clearly nearer.
-        near = self.threshold - (SHORT_MARGIN if dur < RELIABLE_S else LONG_MARGIN)
-        keeps = p is not None and p >= near and not (
-            best.id != prefer and smax >= self.threshold and smax - p >= SHORT_MARGIN)
-        if dur < RELIABLE_S:           # too short to found a speaker or move a centroid
-            if keeps:
-                return prefer, 0.5 * conf
-            if smax < self.threshold - SHORT_MARGIN:
-                return self._new(key, emb, dur).id, 0.5
-            return best.id, 0.5 * conf
-        chosen = self._get(prefer) if keeps else best if smax >= self.threshold else None
-        if chosen is None:
-            return self._new(key, emb, dur).id, 1.0 - conf
-        chosen.members[key] = emb * dur
-        chosen.update()
-        return chosen.id, conf if chosen is best and smax >= self.threshold else 0.5 + 0.5 * conf
+        own = self.similarity(emb, prefer)
+        if own is not None:
+            other = max((float(x) for x, s in zip(sims, self._speakers) if s.id != prefer), default=0.0)
+            if not d.changed(own, other, dur):
+                return self._keep(self._get(prefer), key, emb, dur), float(d.p_same(own, dur)[0])
+        if d.same(sims[i], dur):
+            return self._keep(self._speakers[i], key, emb, dur), float(d.p_same(sims[i], dur)[0])
+        return self._new(key, emb, dur).id, float(1.0 - d.p_same(sims[i], dur)[0])
+
+    @staticmethod
+    def _keep(spk: _Speaker, key: str, emb: np.ndarray, dur: float) -> str:
+        if dur >= RELIABLE_S:          # a short piece's d-vector is too noisy to move a voice
+            spk.members[key] = emb * dur
+            spk.update()
+        return spk.id
 
     def join(self, key: str, emb: np.ndarray, dur: float, sid: str) -> tuple[str, float]:
         """Give a piece to a known speaker (the split already decided whose voice it is)."""
         spk = self._get(sid)
         sim = float(emb @ spk.centroid)
-        if dur >= RELIABLE_S:
-            spk.members[key] = emb * dur
-            spk.update()
-        return sid, float(np.clip(0.5 + (sim - self.threshold) / (2 * (1 - self.threshold)), 0, 1))
+        return self._keep(spk, key, emb, dur), float(self.decisions.p_same(sim, dur)[0])
 
     def unassign(self, key: str) -> None:
         """Forget a piece (it turned out not to be speech); a speaker left empty is removed."""
@@ -282,16 +264,17 @@ class SpeakerTracker:
     """Change detection + clustering: a segment's speech in, pieces with speaker ids out."""
 
     def __init__(self, cfg=None, encoder=None):
+        from robot_emotion.audio.voice_decisions import VoiceDecisions, shipped
         from robot_emotion.audio.voice_encoder import VoiceEncoder
-        change = cfg.change_threshold if cfg is not None else 0.55
-        cluster = cfg.cluster_threshold if cfg is not None else 0.75
+        path = cfg.decisions if cfg is not None else ""
+        self.decisions = VoiceDecisions.load(path) if path else shipped()
         min_turn = cfg.min_turn_s if cfg is not None else 0.8
         if encoder is None:
             from robot_emotion.shared_models import shared
             encoder = shared(("voice_encoder", "cpu"), VoiceEncoder)
         self.encoder = encoder
-        self.detector = SpeakerChangeDetector(self.encoder, change, min_turn)
-        self.clusterer = SpeakerClusterer(cluster)
+        self.detector = SpeakerChangeDetector(self.encoder, self.decisions, min_turn)
+        self.clusterer = SpeakerClusterer(self.decisions)
 
     def process(self, audio: np.ndarray, t0: float, key: str,
                 prefer: str | None = None) -> list[VoicePiece]:
@@ -326,39 +309,22 @@ class SpeakerTracker:
         its last RELIABLE_S (``tail``) not be that of its first (``head``)? Generous on
         purpose (a false alarm costs one split, ~0.1 s; the split decides)."""
         cents = self.clusterer.centroids()
+        same = self.decisions.same
         if cents is None or len(cents) < 2:
-            return float(head @ tail) < self.clusterer.threshold
+            return not same(float(head @ tail), RELIABLE_S)
         h, t = cents @ head, cents @ tail
-        return int(np.argmax(h)) != int(np.argmax(t)) or float(t.max()) < self.clusterer.threshold
+        return int(np.argmax(h)) != int(np.argmax(t)) or not same(float(t.max()), RELIABLE_S)
 
     def differs(self, audio: np.ndarray, speaker: str | None) -> bool:
-        """Probe: is the start of a new segment not ``speaker``'s voice? The shorter the audio,
-        the clearer the case must be. Measured on the real conversation set's 196 probes (README,
-        "Turns"): with the same voice going on, another known voice was never nearer than the
-        own one minus 0.06, and the own cosine was >= 0.55 at 0.6 s, >= 0.67 at 1 s.
-          under PROBE_SHORT_S: nearer to another known voice by PROBE_SHORT_MARGIN (on the real
-                             set's voices at 0.25 s, truth centroids, the same voice going on came
-                             within 0.016 of 0.10; "far from all" closed a turn of a voice going on);
-          under PROBE_SECOND_S: nearer to another known voice by PROBE_MARGIN, or far from all
-                             (< PROBE_SHORT_FAR; at 0.3-0.35 s the same voice going on was >= 0.50
-                             to its own and at most 0.01 nearer another, real voices);
-          under PROBE_MID_S: nearer to another known voice by PROBE_MARGIN, or far from all (< PROBE_FAR);
-          under RELIABLE_S:  the same, or the own voice under PROBE_MID_OWN;
-          from RELIABLE_S on: exactly when the clusterer would not keep the open turn's voice."""
+        """Probe: is the start of a new segment not ``speaker``'s voice? The ``changed``
+        decision on its cosine to that voice and to the nearest other known one, and on how much of it there is (a probe at 0.25 s must be a
+        clearer case than one at 1.5 s: the fit learns how much clearer from the dev voices)."""
         if speaker is None:
             return False
         emb = self.encoder.embed(audio)
         own = self.clusterer.similarity(emb, speaker)
-        if own is None or own >= self.clusterer.threshold:
+        if own is None:
             return False
         others = [self.clusterer.similarity(emb, s) for s in self.clusterer.speakers if s != speaker]
-        nearest_other = max((o for o in others if o is not None), default=-1.0)
-        # (a probe holds the VAD's whole frames: up to 32 ms less than its nominal time)
-        dur = audio.size / SAMPLE_RATE + PROBE_SLACK_S
-        if dur >= RELIABLE_S:
-            return own < self.clusterer.threshold - LONG_MARGIN or nearest_other - own >= SHORT_MARGIN
-        if dur < PROBE_SHORT_S:       # too short to call a voice unknown because it is far from all
-            return nearest_other - own >= PROBE_SHORT_MARGIN
-        far = PROBE_SHORT_FAR if dur < PROBE_SECOND_S else PROBE_FAR
-        clear = nearest_other - own >= PROBE_MARGIN or max(own, nearest_other) < far
-        return clear or (dur >= PROBE_MID_S and own < PROBE_MID_OWN)
+        other = max((o for o in others if o is not None), default=0.0)
+        return self.decisions.changed(own, other, audio.size / SAMPLE_RATE)

@@ -1,0 +1,102 @@
+"""The speaker tracker's learned decisions (audio/voice_decisions.py) and the script that fits
+them on the conversation corpus's development voices (benchmarks/voice_decisions/fit.py)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO, SHARED
+from robot_emotion.audio.voice_decisions import DecisionsUnreadable, VoiceDecisions, shipped
+
+
+def test_the_shipped_models_say_where_they_were_fit_and_how_they_did_on_test():
+    d = shipped()
+    assert d.meta["script"] == "benchmarks/voice_decisions/fit.py"
+    assert "dev split" in d.meta["data"]
+    for split in ("dev", "test"):
+        for model in ("changed", "same"):
+            fig = d.meta[split][model]
+            assert fig["n"] > 500, (split, model, fig)
+            assert fig["balanced_accuracy"] > 0.7, (split, model, fig)   # far above chance (0.5)
+
+
+def test_the_shipped_models_behave_like_voices():
+    d = shipped()
+    # the more alike, the more likely the same voice, at every duration
+    for dur in (0.3, 1.0, 3.0):
+        p = d.p_same(np.linspace(-0.2, 1.0, 25), dur)
+        assert np.all(np.diff(p) > 0), dur
+        assert p[0] < 0.1 and p[-1] > 0.9, dur
+    # where "same" starts lies between the cosines of different and of one voice (GE2E)
+    for dur in (0.3, 1.0, 3.0):
+        grid = np.linspace(0, 1, 1001)
+        edge = grid[np.argmax(d.p_same(grid, dur) >= 0.5)]
+        assert 0.45 < edge < 0.9, (dur, edge)
+    # a new segment nearer another known voice than the open turn's: a change; the reverse: not
+    assert d.changed(own=0.45, other=0.85, dur=1.0) and not d.changed(own=0.85, other=0.45, dur=1.0)
+    p = d.p_changed(np.linspace(0.3, 0.95, 14), 0.5, 1.0)
+    assert np.all(np.diff(p) < 0)                 # the nearer the own voice, the less a change
+
+
+def test_a_bad_decisions_file_is_one_clear_error(tmp_path):
+    for text in ("not json", json.dumps({"same": {"coef": [1, 2], "intercept": 0}}),
+                 json.dumps({"same": {"coef": [1, 2, "nan"], "intercept": 0},
+                             "changed": {"coef": [1, 2, 3, 4, 5], "intercept": 0}})):
+        p = tmp_path / "d.json"
+        p.write_text(text)
+        with pytest.raises(DecisionsUnreadable, match="cannot read speaker decision models"):
+            VoiceDecisions.load(p)
+    with pytest.raises(DecisionsUnreadable):
+        VoiceDecisions.load(tmp_path / "missing.json")
+
+
+def test_save_and_load_round_trip(tmp_path):
+    d = shipped()
+    d.save(tmp_path / "d.json", {"script": "x"})
+    e = VoiceDecisions.load(tmp_path / "d.json")
+    cos, dur = np.linspace(0, 1, 11), np.full(11, 0.7)
+    assert np.allclose(d.p_same(cos, dur), e.p_same(cos, dur))
+    assert np.allclose(d.p_changed(cos, 1 - cos, dur), e.p_changed(cos, 1 - cos, dur))
+
+
+def test_fit_replays_the_nodes_situations_on_a_small_corpus(tmp_path):
+    """The committed fit script on a --small corpus: the examples come from the node's own
+    VAD segments with the truth's speakers; the CLI either fits (a loadable file whose
+    provenance names the dev split) or, when the tiny dev split lacks a kind, says so in one
+    line (exit 2)."""
+    if not (SHARED / "emotion_speech" / "ravdess").is_dir():
+        pytest.skip(f"{SHARED}/emotion_speech/ravdess is not here: no corpus to fit on")
+    import soundfile as sf
+    sys.path.insert(0, str(REPO))
+    from benchmarks.voice_decisions import fit
+    from robot_emotion.audio.voice_encoder import VoiceEncoder
+    corpus, out = tmp_path / "corpus", tmp_path / "d.json"
+    subprocess.run([sys.executable, str(REPO / "benchmarks/conversations/make_corpus.py"), str(corpus), "--small"],
+                   check=True, capture_output=True, timeout=300)
+    enc, rows_c, rows_s = VoiceEncoder(), [], []
+    for js in sorted((corpus / "test").glob("*.json")):
+        truth = json.loads(js.read_text())
+        audio, _ = sf.read(js.with_suffix(".wav"), dtype="float32")
+        c, s = fit.examples(truth, audio, enc, 0.5)
+        rows_c += c
+        rows_s += s
+        spans = [(a, b) for _, a, b in truth["segments"]]
+        assert all(any(a - 0.5 <= r[4] <= b for a, b in spans) for r in c)   # probes start on speech
+    assert rows_c and rows_s
+    assert {r[2] for r in rows_c} <= set(fit.PROBE_TIMES) and {r[3] for r in rows_c} <= {0, 1}
+    assert all(-1 <= r[0] <= 1 and -1 <= r[1] <= 1 for r in rows_c)
+    assert {r[2] for r in rows_s} == {0, 1}           # own voice and others' voices both met
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks/voice_decisions/fit.py"), str(corpus), "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    if r.returncode == 0:
+        d = VoiceDecisions.load(out)
+        assert "dev split" in d.meta["data"] and "test figures are reported only" in d.meta["note"]
+    else:
+        assert r.returncode == 2 and "examples of both kinds" in r.stderr.strip().splitlines()[-1], r.stderr[-500:]
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks/voice_decisions/fit.py"), str(tmp_path / "nope")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "no dev/" in r.stderr
