@@ -62,21 +62,9 @@ MELD_CLIP = SHARED / "fixtures" / "meld_train_dia1_utt0.mp4"
 FACE_CLIP = SHARED / "fixtures" / "single_face.mp4"
 MELD_TEXT = "But then who? The waitress I went out with last month?"  # MELD train dia1_utt0
 
-# The Harvard sentences the LibriSpeech clips read (see the module docstring).
-TEXTS = {
-    "spk1_snt1.wav": "The child almost hurt the small dog.",
-    "spk1_snt2.wav": "Drop the two when you add the figures.",
-    "spk1_snt3.wav": "At that high level the air is pure.",
-    "spk1_snt4.wav": "A thin stripe runs down the middle.",
-    "spk1_snt5.wav": "Sunday is the best part of the week.",
-    "spk1_snt6.wav": "The pencils have all been used.",
-    "spk2_snt1.wav": "We are sure that one war is enough.",
-    "spk2_snt2.wav": "What joy there is in living.",
-    "spk2_snt3.wav": "Tear a thin sheet from the yellow pad.",
-    "spk2_snt4.wav": "Mend the coat before you go out.",
-    "spk2_snt5.wav": "Jump the fence and hurry up the bank.",
-    "spk2_snt6.wav": "Canned pears lack full flavor.",
-}
+# The Harvard sentences the LibriSpeech clips read (see the module docstring); one copy, the corpus's.
+sys.path.insert(0, str(REPO))
+from benchmarks.conversations.voices import LIBRI_TEXT as TEXTS  # noqa: E402
 
 SPEECH_DBFS = -24.0        # active-speech RMS of every voice
 GAUSS_FLOOR_DBFS = -60.0   # a realistic floor where no noise clip is mixed (never digital 0)

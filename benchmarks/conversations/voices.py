@@ -39,8 +39,8 @@ RAVDESS_TEXT = {"01": "Kids are talking by the door.", "02": "Dogs are sitting b
 # RAVDESS emotion code -> MELD class (emotion_speech/README.md)
 RAVDESS_EMOTION = {"01": "neutral", "02": "neutral", "03": "joy", "04": "sadness", "05": "anger",
                    "06": "fear", "07": "disgust", "08": "surprise"}
-# The published Harvard sentences the LibriSpeech clips read (copied from the docstring-checked
-# TEXTS of tools/make_conversations.py: transcripts.csv is wrong in places).
+# The published Harvard sentences the LibriSpeech clips read (transcripts.csv is wrong in
+# places: tools/make_conversations.py's docstring lists where).
 LIBRI_TEXT = {
     "spk1_snt1.wav": "The child almost hurt the small dog.",
     "spk1_snt2.wav": "Drop the two when you add the figures.",
