@@ -73,7 +73,6 @@ import argparse
 import contextlib
 import json
 import sys
-import tempfile
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -81,10 +80,13 @@ from pathlib import Path
 import robot_emotion  # noqa: F401  (first: it sizes the thread pools before numpy loads, as the node does)
 import numpy as np
 
+if __package__ in (None, ""):   # run as a script: make the repo importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from benchmarks.conversations.replay import (AUDIO_EXTS, SPLITS, _events_path, items,  # noqa: E402,F401
+                                             load_config, replay_bodies, shared_models)
+
 REPO = Path(__file__).resolve().parents[2]
 COLLAR_S = 0.5          # pyannote's collar: the total width, 0.25 s each side of a boundary
-AUDIO_EXTS = (".wav", ".flac")
-SPLITS = ("dev", "test")
 
 
 # ----------------------------------------------------------------------------- the truth
@@ -550,140 +552,6 @@ def format_table(rows: list[dict], groups: dict[str, dict] | None = None) -> str
         if total["unconfirmed"]:
             lines += [f"utterance ids never published final (left out): {total['unconfirmed']}"]
     return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------------- running
-@contextlib.contextmanager
-def shared_models():
-    """Load the stateless, heavy models (ASR, emotion scorer) once for every replay.
-
-    Perception itself, which holds per-session state (speaker clusters, open turns, face
-    tracks), is still built for each recording by runner.replay.
-    """
-    import robot_emotion.audio.asr as asr_mod
-    cache: dict = {}
-    orig_make_asr = asr_mod.make_asr
-
-    def make_asr(cfg, device="auto", **kw):
-        key = ("asr", repr(cfg), device, repr(sorted(kw.items())))
-        if key not in cache:
-            cache[key] = orig_make_asr(cfg, device=device, **kw)
-        return cache[key]
-
-    asr_mod.make_asr = make_asr
-    emo_cls = orig_from = None
-    try:
-        from robot_emotion.emotion import EmotionScorer as emo_cls
-        orig_from = emo_cls.__dict__.get("from_config")
-
-        def from_config(cls, cfg, device="cpu", asr=None):
-            key = ("emotion", repr(cfg), device, id(asr))
-            if key not in cache:
-                cache[key] = orig_from.__func__(cls, cfg, device=device, asr=asr)
-            return cache[key]
-
-        if isinstance(orig_from, classmethod):
-            emo_cls.from_config = classmethod(from_config)
-    except ImportError:
-        pass
-    try:
-        yield cache
-    finally:
-        asr_mod.make_asr = orig_make_asr
-        if emo_cls is not None and isinstance(orig_from, classmethod):
-            emo_cls.from_config = orig_from
-
-
-def load_config(sets=(), launch: str | Path = REPO / "launch" / "replay.toml"):
-    from robot_emotion import config
-    cfg, _ = config.load(str(launch), overrides=[*sets, 'publish.endpoint="tcp://127.0.0.1:*"'])
-    return cfg
-
-
-def replay_bodies(cfg, audio: str | Path, speed: str | float = "max") -> list[dict]:
-    """Replay one recording (wav, or flac) through the node; every published body, in order."""
-    from robot_emotion import runner
-    from robot_emotion.media import AUDIO_EXTS as READABLE
-    audio = Path(audio)
-    bodies: list[dict] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        src = audio
-        if audio.suffix.lower() not in READABLE:     # the node reads wav/flac today
-            import soundfile as sf
-            x, sr = sf.read(str(audio), dtype="int16")
-            src = Path(tmp) / f"{audio.stem}.wav"
-            sf.write(str(src), x, sr, subtype="PCM_16")
-        node = runner.replay(cfg, str(src), speed=speed, sinks=[bodies.append])
-    if node.errors:
-        raise RuntimeError(f"{audio.name}: node errors: {'; '.join(node.errors)}")
-    return bodies
-
-
-def _audio_for(truth_path: Path) -> Path | None:
-    for ext in AUDIO_EXTS:
-        p = truth_path.with_suffix(ext)
-        if p.is_file():
-            return p
-    return None
-
-
-def _names(folder: Path) -> list[str]:
-    index = folder / "index.json"
-    if index.is_file():
-        data = json.loads(index.read_text())
-        items = data.get("conversations") or data.get("items") or data.get("files")
-        if isinstance(items, list) and items:
-            return [c["name"] if isinstance(c, dict) else str(c) for c in items]
-    return sorted(p.stem for p in folder.glob("*.json")
-                  if p.name != "index.json" and _audio_for(p) is not None)
-
-
-def items(folder, split: str | None = None, only=None, limit: int | None = None,
-          ami: bool | None = None) -> list[tuple[Path, dict]]:
-    """(audio path, truth) of every file to score, dev before test.
-
-    A folder with dev/ and/or test/ subfolders is a corpus (their items get that split unless
-    their truth names one); else a flat folder. ``--limit`` takes the first N of each split."""
-    folder = Path(folder)
-    subs = [s for s in SPLITS if (folder / s).is_dir()]
-    if ami or not subs:
-        groups = [(None, folder)]
-    else:
-        groups = [(s, folder / s) for s in subs]
-    out: list[tuple[Path, dict]] = []
-    found = set()
-    for sp, sub in groups:
-        per_split: dict = {}
-        for n in _names(sub):
-            tp = sub / f"{n}.json"
-            audio = _audio_for(tp)
-            if audio is None:
-                raise FileNotFoundError(f"no {n}.wav or {n}.flac in {sub}")
-            truth = load_truth(tp)
-            truth["split"] = truth["split"] or sp
-            found.add(truth["name"])
-            if only and truth["name"] not in only:
-                continue
-            if split and truth["split"] not in (None, split):
-                continue
-            k = truth["split"]
-            if limit is not None and per_split.get(k, 0) >= limit:
-                continue
-            per_split[k] = per_split.get(k, 0) + 1
-            out.append((audio, truth))
-    if only:
-        missing = set(only) - found
-        if missing:
-            raise FileNotFoundError(f"not in {folder}: {', '.join(sorted(missing))}")
-    return out
-
-
-def _events_path(edir: Path, audio: Path, sub: str) -> Path:
-    """EDIR/SPLIT/NAME.jsonl for a corpus' split folder (as --save-events writes it), else
-    EDIR/NAME.jsonl."""
-    if sub and (edir / sub / f"{audio.stem}.jsonl").is_file():
-        return edir / sub / f"{audio.stem}.jsonl"
-    return edir / f"{audio.stem}.jsonl"
 
 
 def run(folder, sets=(), only=None, events_dir=None, save_events=None, launch=None,
