@@ -30,6 +30,7 @@ import numpy as np
 
 from robot_emotion.audio.vad import SpeechEnd, SpeechStart
 from robot_emotion.dialogue import Turn
+from robot_emotion.errors import say
 
 LEAD_S = 0.2            # audio reaches the VAD a little after the controller says "start"
 ECHO_TAIL_S = 0.5       # ... and the room still rings after "stop"
@@ -106,6 +107,10 @@ class RobotVoice:
         return utterance_id not in self.barge_in_ids and self.covers(start)
 
 
+def _one_line(e: BaseException) -> str:
+    return (str(e).splitlines() or [""])[0][:200]
+
+
 def check_endpoint(endpoint: str) -> None:
     """Loopback or ipc:// only: anyone who can reach the socket could mute the node."""
     from robot_emotion.errors import UsageError
@@ -128,8 +133,9 @@ class ControlServer:
         self._stop = threading.Event()
         self._ready = threading.Event()
         self.error: str | None = None
+        self.died: str | None = None      # why the thread ended while the node still ran
         self.bound: str | None = None
-        self.requests = self.rejected = 0
+        self.requests = self.rejected = self.failures = 0
         self._thread = threading.Thread(target=self._run, name="control", daemon=True)
 
     def start(self) -> None:
@@ -161,7 +167,14 @@ class ControlServer:
                 if not sock.poll(100):
                     continue
                 frames = sock.recv_multipart()
-                sock.send_string(json.dumps(self._answer(frames)))
+                try:
+                    reply = json.dumps(self._answer(frames))
+                except (TypeError, ValueError):   # a handler's reply that is not JSON
+                    reply = json.dumps({"ok": False, "error": "the node's reply was not JSON"})
+                sock.send_string(reply)          # REP: every request gets its one reply
+        except BaseException as e:        # the socket itself broke: the node must not go on deaf
+            self.died = f"control socket {self.endpoint} stopped: {type(e).__name__}: {_one_line(e)}"
+            say(f"robot-emotion: error: {self.died}")
         finally:
             self._close(ctx, sock, own)
 
@@ -180,7 +193,19 @@ class ControlServer:
             return {"ok": True, **(self.handle(req) or {})}
         except (ValueError, UnicodeDecodeError, TypeError) as e:
             self.rejected += 1
-            return {"ok": False, "error": str(e).splitlines()[0][:200]}
+            return {"ok": False, "error": _one_line(e)}
+        except Exception as e:   # RecursionError (deep nesting), a bug in a handler: the socket lives on
+            self.rejected += 1
+            self.failures += 1
+            if self.failures <= 10:      # one line each, not a flood from a hostile client
+                say(f"robot-emotion: warning: control request refused: {type(e).__name__}: {_one_line(e)}")
+            return {"ok": False, "error": f"request failed: {type(e).__name__}"}
+
+    @property
+    def state(self) -> str:
+        """'running', or 'failed' once the thread has died (status ``control``)."""
+        return "failed" if self.died or (self._thread.ident and not self._thread.is_alive()
+                                         and not self._stop.is_set()) else "running"
 
     def stop(self) -> None:
         self._stop.set()

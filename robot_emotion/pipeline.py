@@ -55,6 +55,7 @@ class Node(NodeControl):
         self.sources: list = []
         self.recorders: list = []     # session writers (their failures end the run non-zero)
         self.device_events: list[dict] = []
+        self.control_server = None    # live: control.ControlServer (its state is in status)
         self.publisher = Publisher(cfg.publish.endpoint, self.session_id, cfg.publish.sndhwm,
                                    cfg.publish.status_hz, self.status, list(sinks), zmq_context,
                                    options=cfg.publish)
@@ -440,7 +441,9 @@ class Node(NodeControl):
                 "sources": {s.name: s.state for s in self.sources},
                 "skipped": dict(self.skipped),
                 "robot": {"speaking": self.robot.speaking, "muted": self.robot.muted,
-                          "segments_dropped": self.robot.robot_segments},
+                          "segments_dropped": self.robot.robot_segments,
+                          **({"control": self.control_server.state, "control_failures": self.control_server.failures}
+                             if self.control_server is not None else {})},
                 "outputs": {**self.publisher.outputs(),
                             **{"session": "failed" if r.failure else "recording" for r in self.recorders}},
                 "utterances": self.utterances, "in_speech": self.segmenter.in_speech,

@@ -202,6 +202,7 @@ def live(cfg: Config, record_to: str | Path | None = None, duration: float | Non
         node.recorders.append(writer)
     if control is not None:
         control.node = node
+        node.control_server = control     # its state shows in status; its death ends the run
     if on_node is not None:
         on_node(node)
     sources = []
@@ -231,6 +232,9 @@ def live(cfg: Config, record_to: str | Path | None = None, duration: float | Non
                 if t_end is not None and clock.now() >= t_end:
                     break
                 if mic_watch is not None and not mic_watch.check(clock.now()):
+                    break
+                if control is not None and control.state == "failed":
+                    node.errors.append(control.died or f"control socket {control.endpoint} stopped")
                     break
                 interrupted.wait(0.1)
             node.stop(drain=True, progress=_drain_progress)
