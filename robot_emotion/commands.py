@@ -47,8 +47,10 @@ def _sinks(args):
 
 def _report(node, wall: float, duration: float | None = None) -> None:
     rtf = f", real-time factor {wall / duration:.3f}" if duration else ""
+    corrupt = sum(getattr(s, "corrupt_frames", 0) for s in node.sources)
+    bad = f", {corrupt} corrupt video frame(s) skipped" if corrupt else ""
     print(f"# {node.utterances} utterances, {node.publisher.sent} messages published "
-          f"in {wall:.1f} s{rtf}", file=sys.stderr)
+          f"in {wall:.1f} s{rtf}{bad}", file=sys.stderr)
 
 
 def _finish(node) -> int:

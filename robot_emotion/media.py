@@ -112,16 +112,38 @@ def probe_video(path: str | Path) -> tuple[bool, bool]:
         raise MediaError(f"cannot open media {path}: {e}") from None
 
 
-def decode_audio(path: str | Path) -> np.ndarray:
-    """The first audio track of a container, downmixed and resampled to 16 kHz mono int16."""
+def _decode_packets(container, stream, counter: dict):
+    """Frames of one stream, packet by packet: a corrupt packet (a smashed keyframe, one bad
+    JPEG in an MJPEG AVI) is skipped and counted in ``counter["packets"]`` instead of ending
+    the decode there; the decoder resyncs at the next good packet."""
     av = _av()
-    chunks = []
+    for packet in container.demux(stream):
+        counter["total"] += bool(packet.size)
+        try:
+            frames = packet.decode()      # packet.pts None / size 0: the flush packet at the end
+        except av.error.FFmpegError:
+            counter["packets"] += 1
+            counter["missing_s"] += float(packet.duration * stream.time_base) if packet.duration else 0.0
+            continue
+        yield from frames
+
+
+def decode_audio(path: str | Path) -> np.ndarray:
+    """The first audio track of a container, downmixed and resampled to 16 kHz mono int16.
+    A corrupt packet becomes silence of its length (the audio stays in time with the video)."""
+    av = _av()
+    chunks, n = [], 0
+    counter = {"packets": 0, "total": 0, "missing_s": 0.0}
     try:
         with av.open(str(path)) as c:
             if not c.streams.audio:
                 raise MediaError(f"{path} has no audio track")
             resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-            for frame in c.decode(c.streams.audio[0]):
+            for frame in _decode_packets(c, c.streams.audio[0], counter):
+                if counter["missing_s"] > 0 and chunks:
+                    pad = np.zeros(int(round(counter["missing_s"] * SAMPLE_RATE)), np.int16)
+                    chunks.append(pad)
+                    counter["missing_s"] = 0.0
                 for out in resampler.resample(frame):
                     chunks.append(out.to_ndarray().reshape(-1))
             for out in resampler.resample(None):
@@ -130,33 +152,62 @@ def decode_audio(path: str | Path) -> np.ndarray:
         if not chunks:
             raise MediaError(f"cannot decode audio of {path}: {e}") from None
         # A truncated file: keep what decoded (no data is thrown away).
-    return np.concatenate(chunks).astype(np.int16) if chunks else np.zeros(0, np.int16)
+    n = sum(c.size for c in chunks)
+    return np.concatenate(chunks).astype(np.int16) if n else np.zeros(0, np.int16)
 
 
-def iter_video(path: str | Path, times: list[float] | None = None) -> Iterator[tuple[float, np.ndarray]]:
-    """Yield (t, RGB uint8 frame). t from `times` (a session's capture times) or the pts."""
-    av = _av()
-    try:
-        container = av.open(str(path))
-    except av.error.FFmpegError as e:
-        raise MediaError(f"cannot open video {path}: {e}") from None
-    with container:
-        if not container.streams.video:
-            return
-        stream = container.streams.video[0]
-        # Slice threads only: frame threads cost 2x the CPU (demo video: 0.56 vs 0.27 s) for a
-        # lower wall time that a replay, whose stages keep both cores busy, never sees.
-        stream.thread_type = "SLICE"
-        i = 0
+class VideoFrames:
+    """(t, RGB uint8 frame) of a file's first video stream; iterate once.
+
+    t comes from ``times`` (a session's capture times, row n = the frame whose pts is n frame
+    periods after the stream's start, so a skipped frame never shifts the later ones) or from
+    the pts. Corrupt packets are skipped, not the end of the video: ``skipped`` counts the
+    frames lost (bad packets, and frames missing between decoded ones in a session)."""
+
+    def __init__(self, path: str | Path, times: list[float] | None = None, fps: float | None = None):
+        self.path, self.times, self.fps = path, times, fps
+        self.skipped = 0
+        self.decoded = 0
+
+    def __iter__(self) -> Iterator[tuple[float, np.ndarray]]:
+        av = _av()
         try:
-            for frame in container.decode(stream):
-                if times is not None:
-                    if i >= len(times):
-                        return
-                    t = times[i]
-                else:
-                    t = float(frame.pts * stream.time_base) if frame.pts is not None else i / 25.0
-                yield t, frame.to_ndarray(format="rgb24")
-                i += 1
-        except av.error.FFmpegError:
-            return  # truncated tail: stop at the last decodable frame
+            container = av.open(str(self.path))
+        except (av.error.FFmpegError, UnicodeDecodeError, IndexError) as e:
+            raise MediaError(f"cannot open video {self.path}: {e}") from None
+        with container:
+            if not container.streams.video:
+                return
+            stream = container.streams.video[0]
+            # Slice threads only: frame threads cost 2x the CPU (demo video: 0.56 vs 0.27 s) for a
+            # lower wall time that a replay, whose stages keep both cores busy, never sees.
+            stream.thread_type = "SLICE"
+            counter = {"packets": 0, "total": 0, "missing_s": 0.0}
+            rate = self.fps or (float(stream.guessed_rate) if stream.guessed_rate else None)
+            start = stream.start_time or 0
+            last = -1
+            try:
+                for frame in _decode_packets(container, stream, counter):
+                    if self.times is None:
+                        t = float(frame.pts * stream.time_base) if frame.pts is not None else self.decoded / 25.0
+                    else:
+                        i = last + 1
+                        if frame.pts is not None and rate:
+                            i = int(round(float((frame.pts - start) * stream.time_base) * rate))
+                        if i >= len(self.times):
+                            break
+                        if i <= last:           # a duplicate pts: the row is taken
+                            continue
+                        self.skipped += i - last - 1      # rows whose frames did not decode
+                        last, t = i, self.times[i]
+                    self.decoded += 1
+                    yield t, frame.to_ndarray(format="rgb24")
+            except av.error.FFmpegError:
+                pass  # truncated tail: stop at the last decodable frame
+            if self.times is None and counter["packets"]:  # the bad packets and the frames that
+                self.skipped += max(counter["packets"], counter["total"] - self.decoded)  # needed them
+
+
+def iter_video(path: str | Path, times: list[float] | None = None, fps: float | None = None) -> VideoFrames:
+    """Yield (t, RGB uint8 frame); see VideoFrames (its ``skipped`` counts corrupt frames)."""
+    return VideoFrames(path, times, fps)

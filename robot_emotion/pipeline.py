@@ -430,16 +430,19 @@ class Node(NodeControl):
             release_free_memory()
         dropped = {"frames": self.slot.dropped, "audio_overflows": self.audio_q.overflows,
                    "publish": self.publisher.dropped}
+        skipped = dict(self.skipped)
         for s in self.sources:
             if hasattr(s, "portaudio_overflows"):
                 dropped["portaudio_overflows"] = s.portaudio_overflows
+            if hasattr(s, "corrupt_frames"):            # replay: video frames that did not decode
+                skipped["corrupt_frames"] = s.corrupt_frames
         return {"uptime": time.monotonic() - self._t_start, "t": self.clock.now(),
                 "stages": self.stats.summary(),
                 "queues": {"audio": self.audio_q.qsize(), "frames": self.frame_q.qsize(),
                            "segments": self.segments.qsize(), "publish": self.publisher.pending()},
                 "dropped": dropped,
                 "sources": {s.name: s.state for s in self.sources},
-                "skipped": dict(self.skipped),
+                "skipped": skipped,
                 "robot": {"speaking": self.robot.speaking, "muted": self.robot.muted,
                           "segments_dropped": self.robot.robot_segments,
                           **({"control": self.control_server.state, "control_failures": self.control_server.failures}

@@ -112,6 +112,8 @@ def replay(cfg: Config, source: str, speed: str | float = "max", sinks=(), resam
     check_endpoint(cfg.publish)  # a bad, busy or unauthenticated endpoint fails before models load
     t_load = time.monotonic()
     rec = open_recording(source, resample=resample)
+    for note in rec.notes:             # a recorded video that will not be replayed, and why
+        _log(note)
     clock = VirtualClock(rec.meta.get("unix_start", 0.0))
     has_video = rec.frames is not None and cfg.camera.enabled and cfg.faces.enabled
     if perception == "auto":

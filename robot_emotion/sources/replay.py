@@ -30,8 +30,9 @@ class Recording:
     name: str
     session_id: str
     audio: np.ndarray
-    frames: Callable[[], object] | None   # () -> iterator of (t, rgb)
+    frames: Callable[[], object] | None   # () -> iterable of (t, rgb) (media.VideoFrames)
     meta: dict
+    notes: tuple[str, ...] = ()           # one line each, logged before the replay starts
 
     @property
     def duration(self) -> float:
@@ -47,8 +48,8 @@ def open_recording(source: str | Path, resample: bool = False) -> Recording:
         s = open_session(path)
         frames = None
         if s.video_path is not None:
-            frames = lambda: iter_video(s.video_path, s.frame_times)  # noqa: E731
-        return Recording(path.name, s.session_id, s.audio, frames, s.meta)
+            frames = lambda: iter_video(s.video_path, s.frame_times, s.fps)  # noqa: E731
+        return Recording(path.name, s.session_id, s.audio, frames, s.meta, tuple(s.notes))
     ext = path.suffix.lower()
     if ext in AUDIO_EXTS:
         return Recording(path.name, path.stem, read_audio_file(path, resample=resample), None,
@@ -95,6 +96,12 @@ class ReplaySource:
         self.error: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.video = None                 # the frames being read (its ``skipped``: corrupt frames)
+
+    @property
+    def corrupt_frames(self) -> int:
+        """Video frames skipped because they did not decode (status ``skipped``, the summary)."""
+        return getattr(self.video, "skipped", 0)
 
     def start(self) -> None:
         self.state = "running"
@@ -108,7 +115,8 @@ class ReplaySource:
                 self._stop.wait(delay)
 
     def _run(self) -> None:
-        frames = iter(self.rec.frames()) if (self.rec.frames and self.frame_out) else iter(())
+        self.video = self.rec.frames() if (self.rec.frames and self.frame_out) else ()
+        frames = iter(self.video)
         pending = next(frames, None)
         audio, wall0, n = self.rec.audio, time.monotonic(), 0
         try:

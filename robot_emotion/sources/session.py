@@ -218,6 +218,14 @@ class Session:
     audio: np.ndarray                      # int16 mono 16 kHz
     video_path: Path | None
     frame_times: list[float] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)   # why a recorded video is not replayed
+
+    @property
+    def fps(self) -> float | None:
+        """The camera rate the writer gave the video stream (its pts count frames at it)."""
+        cam = (self.meta.get("config") or {}).get("camera") or {}
+        fps = cam.get("fps") if isinstance(cam, dict) else None
+        return float(fps) if isinstance(fps, (int, float)) and not isinstance(fps, bool) and 0 < fps <= 240 else None
 
     @property
     def session_id(self) -> str:
@@ -310,11 +318,16 @@ def open_session(folder: str | Path) -> Session:
     times_path = folder / "video_times.csv"
     has_video = video.is_file() and video.stat().st_size > 0 and times_path.is_file()
     times = read_frame_times(times_path) if has_video else []
+    notes = []
+    if video.is_file() and video.stat().st_size > 0 and not times_path.is_file():
+        notes.append(f"session {folder.name}: video.mp4 has no video_times.csv (capture times): replaying audio only")
     if has_video:
         from robot_emotion.media import probe_video
         try:
             probe_video(video)
-        except MediaError:  # killed before the first video fragment: replay the audio alone
+        except MediaError as e:  # e.g. killed before the first video fragment: the audio alone
             has_video, times = False, []
             meta["video_unreadable"] = True
-    return Session(folder, meta, audio, video if has_video else None, times)
+            notes.append(f"session {folder.name}: video.mp4 is unreadable ({str(e).rpartition(': ')[2][:80]}): "
+                         "replaying audio only")
+    return Session(folder, meta, audio, video if has_video else None, times, notes)
