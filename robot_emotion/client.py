@@ -67,9 +67,10 @@ class _Socket:
 
 class Subscriber(_Socket):
     def __init__(self, endpoint: str = "tcp://127.0.0.1:5556", topics: list[str] = ("",),
-                 rcvhwm: int = 1000, context=None, server_key=None, client_key=None):
+                 rcvhwm: int = 1000, context=None, server_key=None, client_key=None, watch: bool = False):
         """server_key: the server's public key (server.key, or its 40-character Z85 text);
-        client_key: this client's key pair file (client.key_secret)."""
+        client_key: this client's key pair file (client.key_secret); watch: follow the
+        connection (``connection()``: did anything answer, was the handshake refused)."""
         import zmq
 
         from robot_emotion.security import configure_client_socket
@@ -87,7 +88,14 @@ class Subscriber(_Socket):
             self.sock.setsockopt(zmq.IPV6, 1)
         for t in topics:
             self.sock.setsockopt(zmq.SUBSCRIBE, t.encode())
-        self.sock.connect(endpoint)
+        self._mon = self.sock.get_monitor_socket() if watch else None   # before connect: every event
+        self._state = {"connected": False, "handshake": None}
+        try:
+            self.sock.connect(endpoint)
+        except zmq.ZMQError as e:
+            self.close()
+            from robot_emotion.errors import UsageError
+            raise UsageError(f"cannot connect to {endpoint!r}: {zmq.strerror(e.errno)}") from None
         self._last: dict[tuple[str, str], int] = {}
         self.gaps = 0
         self.received = 0
@@ -119,6 +127,33 @@ class Subscriber(_Socket):
     def __iter__(self) -> Iterator[dict]:
         while True:
             yield self.recv()
+
+    def connection(self) -> dict:
+        """(watch=True) {"connected": a peer accepted the connection, "handshake": None, "ok",
+        "refused" (the server's authenticator denied this client's key) or "failed" (wrong
+        server key, or CURVE on one side only)}."""
+        if self._mon is None:
+            return dict(self._state)
+        from zmq.utils.monitor import recv_monitor_message
+        zmq = self._zmq
+        while self._mon.poll(0):
+            event = recv_monitor_message(self._mon)["event"]
+            if event == zmq.EVENT_CONNECTED:
+                self._state["connected"] = True
+            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._state["handshake"] = "ok"
+            elif event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                self._state["handshake"] = "refused"
+            elif event in (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
+                self._state["handshake"] = "failed"
+        return dict(self._state)
+
+    def close(self) -> None:
+        if getattr(self, "_mon", None) is not None:
+            self.sock.disable_monitor()
+            self._mon.close(0)
+            self._mon = None
+        self.sock.close()
 
 
 

@@ -6,9 +6,9 @@ import sys
 import time
 from pathlib import Path
 
-from robot_emotion.errors import CommandError
+from robot_emotion.errors import CommandError, printable
 from robot_emotion.monitor import format_event
-from robot_emotion.paths import demo_session_path
+from robot_emotion.paths import check_output_folder, demo_session_path
 
 
 def load_config(args):
@@ -32,7 +32,7 @@ class _Printer:
         if not self.quiet:
             line = format_event(body)
             if line:
-                print(line, flush=True)
+                print(printable(line), flush=True)   # ids and text from a recording, escaped
 
 
 def _sinks(args):
@@ -109,7 +109,7 @@ def cmd_run(args) -> int:
     _check_out(args)
     if cfg.control.enabled:
         from robot_emotion.control import check_endpoint
-        check_endpoint(cfg.control.endpoint)
+        check_endpoint(cfg.control.endpoint, cfg.publish.endpoint)
     from robot_emotion.devices import present
     mic, cam = present(cfg)
     missing = [name for name, wanted, there in (("microphone", cfg.microphone.enabled, mic),
@@ -140,8 +140,7 @@ def cmd_record(args) -> int:
     cfg, prov = load_config(args)
     _check_duration(args)
     out = Path(args.folder)
-    if out.exists() and not out.is_dir():
-        raise CommandError(f"refusing to record into {out}: it is a file, not a folder", 2)
+    check_output_folder(out)      # a file, below a file, read-only: before any model loads
     if out.exists() and any(out.iterdir()):
         raise CommandError(f"refusing to overwrite non-empty folder {out}", 2)
     sinks, _ = _sinks(args)

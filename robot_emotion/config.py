@@ -14,7 +14,10 @@ import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from robot_emotion.errors import InputError, UsageError
+from robot_emotion.errors import InputError, UsageError, read_bounded
+
+MAX_TOML_BYTES = 1024 * 1024      # launch profiles and calibrations are a few KiB
+SESSION_ID = r"[\w.:-]{0,64}"      # node.session_id, and a recorded session.json's
 
 
 class ConfigError(UsageError, ValueError):
@@ -178,7 +181,7 @@ _PATH = _ONE_LINE  # "" = the embedded default; a given path must exist (_check_
 
 _RULES: dict[str, dict[str, _Rule]] = {
     "node": {"device": _matches(r"auto|cpu|cuda(:\d+)?", "must be auto, cpu, cuda or cuda:N"),
-             "session_id": _matches(r"[\w.:-]{0,64}", "must be at most 64 letters, digits, '.', ':', '_' or '-'"),
+             "session_id": _matches(SESSION_ID, "must be at most 64 letters, digits, '.', ':', '_' or '-'"),
              "history_max_turns": _between(1, 100000),
              "private_sessions": _FLAG},
     "camera": {"enabled": _FLAG,
@@ -259,18 +262,24 @@ def _check_paths(cfg: Config) -> None:
             raise InputError(f"config key '{key}': {what}: {path}")
 
 
+def shown(value, limit: int = 60) -> str:
+    """repr(value), cut: an error line quotes what it refuses, not a megabyte of it."""
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10 ** 30 else "a huge integer"
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
 def _coerce(key: str, value, typ):
     """Check a TOML value against a dataclass field type (ints widen to floats)."""
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if typ is bool and not isinstance(value, bool):
-        raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
+        raise ConfigError(f"config key '{key}' must be true or false, got {shown(value)}")
     if typ in (int, float) and (isinstance(value, bool) or not isinstance(value, typ)):
-        raise ConfigError(f"config key '{key}' must be {typ.__name__}, got {value!r}")
+        raise ConfigError(f"config key '{key}' must be {typ.__name__}, got {shown(value)}")
     if typ is float and not math.isfinite(value):
         raise ConfigError(f"config key '{key}' must be a finite number, got {value!r}")
     if typ is str and not isinstance(value, str):
-        raise ConfigError(f"config key '{key}' must be a string, got {value!r}")
+        raise ConfigError(f"config key '{key}' must be a string, got {shown(value)}")
     return value
 
 
@@ -292,7 +301,7 @@ def merge(cfg: Config, data: dict, origin: str = "config") -> Config:
             updates[key] = _coerce(f"{section}.{key}", value, field_types[key])
             rule = _RULES.get(section, {}).get(key)
             if rule and not rule.ok(updates[key]):
-                raise ConfigError(f"{origin}: config key '{section}.{key}' {rule.text}, got {value!r}")
+                raise ConfigError(f"{origin}: config key '{section}.{key}' {rule.text}, got {shown(value)}")
         sections[section] = dataclasses.replace(current, **updates)
     return dataclasses.replace(cfg, **sections)
 
@@ -303,6 +312,10 @@ def _parse_value(text: str):
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+    except RecursionError:               # tomllib recurses per nested array
+        raise ConfigError(f"--set value {shown(text)} is nested too deeply") from None
+    except ValueError as e:              # an integer beyond Python's 4300-digit limit
+        raise ConfigError(f"--set value {shown(text)}: {str(e).split(';')[0]}") from None
 
 
 def parse_override(item: str) -> dict:
@@ -318,9 +331,21 @@ def read_toml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        text = read_bounded(path, MAX_TOML_BYTES).decode("utf-8")
+    except OSError as e:                 # /proc/self/mem, a file we may not read
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"malformed TOML in {path}: not UTF-8 text") from None
+    except ValueError as e:              # bigger than any config
+        raise ConfigError(f"config file {path} is {e}: not a launch profile or calibration") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"malformed TOML in {path}: {e}") from None
+    except RecursionError:               # tomllib recurses per nested array or inline table
+        raise ConfigError(f"malformed TOML in {path}: nested too deeply") from None
+    except ValueError as e:              # an integer beyond Python's 4300-digit limit
+        raise ConfigError(f"malformed TOML in {path}: {str(e).split(';')[0]}") from None
 
 
 def load(launch: str | Path | None = None, calibration: str | Path | None = None,

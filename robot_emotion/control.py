@@ -111,10 +111,11 @@ def _one_line(e: BaseException) -> str:
     return (str(e).splitlines() or [""])[0][:200]
 
 
-def check_endpoint(endpoint: str) -> None:
-    """Loopback or ipc:// only: anyone who can reach the socket could mute the node."""
+def check_endpoint(endpoint: str, publish_endpoint: str | None = None) -> None:
+    """Loopback or ipc:// only: anyone who can reach the socket could mute the node. Not the
+    publisher's endpoint, nor an ipc:// path a running socket holds (before models load)."""
     from robot_emotion.errors import UsageError
-    from robot_emotion.security import parse_endpoint
+    from robot_emotion.security import check_ipc_free, parse_endpoint, same_endpoint
     try:
         local = parse_endpoint(endpoint).loopback
     except UsageError as e:
@@ -122,13 +123,17 @@ def check_endpoint(endpoint: str) -> None:
     if not local:
         raise UsageError(f"control.endpoint {endpoint!r} must be a loopback address or ipc:// "
                          "(the control socket has no authentication)")
+    if publish_endpoint is not None and same_endpoint(endpoint, publish_endpoint):
+        raise UsageError(f"control.endpoint {endpoint} is also publish.endpoint ({publish_endpoint}): "
+                         "give each socket its own port or path")
+    check_ipc_free(endpoint, "control.endpoint")
 
 
 class ControlServer:
     """A REP socket in its own thread; requests are applied to the node through ``handle``."""
 
-    def __init__(self, endpoint: str, handle, context=None):
-        self.endpoint, self.handle = endpoint, handle
+    def __init__(self, endpoint: str, handle, context=None, publish_endpoint: str | None = None):
+        self.endpoint, self.handle, self.publish_endpoint = endpoint, handle, publish_endpoint
         self._ctx = context
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -140,7 +145,7 @@ class ControlServer:
 
     def start(self) -> None:
         from robot_emotion.errors import UsageError
-        check_endpoint(self.endpoint)
+        check_endpoint(self.endpoint, self.publish_endpoint)
         self._thread.start()
         self._ready.wait(5.0)
         if self.error:

@@ -9,6 +9,8 @@ module imports only the standard library, so any module can use it without an im
 """
 from __future__ import annotations
 
+import json
+import re
 import sys
 import threading
 
@@ -36,14 +38,51 @@ class InputError(RobotEmotionError):
 
 
 _stderr_lock = threading.Lock()
+# C0/C1 controls (newline, ESC of ANSI sequences, ...) and bidi overrides: text from files and
+# the network must not forge lines (a fake "# ready") or drive the terminal.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """text with control characters written as escapes (\\x1b, \\n): safe for a terminal."""
+    return _UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 def say(line: str) -> None:
     """Write one whole line to stderr. Threads print (progress, a failed output); ``print``
     writes the text and its newline separately, so two threads could splice their lines."""
     with _stderr_lock:
-        sys.stderr.write(line + "\n")
+        sys.stderr.write(printable(line) + "\n")
         sys.stderr.flush()
+
+
+# ---- bounded parsing of untrusted text: depth, digits and size have limits ----------------
+MAX_DIGITS = 100        # an integer longer than this is no count, time or id of ours
+
+
+def _int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_DIGITS:
+        raise ValueError(f"a number with {len(text.lstrip('-'))} digits (more than {MAX_DIGITS})")
+    return int(text)
+
+
+def loads_json(text: str | bytes):
+    """json.loads that refuses, with a ValueError of one line, what would otherwise raise
+    RecursionError (deep nesting) or run long (an integer of thousands of digits)."""
+    try:
+        return json.loads(text, parse_int=_int)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def read_bounded(path, limit: int) -> bytes:
+    """At most ``limit`` bytes of a file (OSError as raised; ValueError when it is bigger):
+    a config or session file is small, and /dev/zero or a huge file must not fill memory."""
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"larger than {limit // 1024} KiB")
+    return data
 
 
 # The name the commands have always used: any code, runtime by default.

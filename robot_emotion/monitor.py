@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from robot_emotion.errors import EXIT_INTERRUPTED
+from robot_emotion.errors import EXIT_INTERRUPTED, UsageError, printable
 
 
 def format_event(body: dict) -> str | None:
@@ -109,17 +109,35 @@ def format_message(body: dict) -> str:
     return f"[{body['topic']}] " + _pairs({k: v for k, v in body.items() if k not in ENVELOPE})
 
 
+def check_args(args) -> None:
+    """--count, --timeout and --endpoint are checked before any socket (UsageError, exit 2)."""
+    import math
+    import re
+    if args.count < 0:
+        raise UsageError(f"--count must be 0 (forever) or a positive number of messages, got {args.count}")
+    if not (math.isfinite(args.timeout) and args.timeout >= 0):
+        raise UsageError(f"--timeout must be 0 (never) or a positive number of seconds, got {args.timeout}")
+    ok = re.fullmatch(r"tcp://(\[[0-9a-fA-F:.%\w]+\]|[\w.-]+):(\d{1,5})|(ipc|inproc)://\S+", args.endpoint)
+    if not ok or (ok.group(2) and not 0 < int(ok.group(2)) <= 65535):
+        raise UsageError(f"--endpoint {printable(args.endpoint)!r} must be tcp://HOST:PORT (port 1..65535), "
+                         "ipc://PATH or inproc://NAME")
+
+
 def run_monitor(args) -> int:
     from robot_emotion.client import Subscriber
+    check_args(args)
     topics = [t for t in args.topics.split(",") if t] or [""]
     n, unprintable, last = 0, 0, time.monotonic()
-    with Subscriber(args.endpoint, topics, server_key=args.server_key, client_key=args.client_key) as sub:
+    with Subscriber(args.endpoint, topics, server_key=args.server_key, client_key=args.client_key,
+                    watch=True) as sub:
         print(f"# listening on {args.endpoint} for {topics}", file=sys.stderr)
         code = 0
         try:
             while not (args.count and n >= args.count):
                 body = sub.recv(timeout_ms=200)
                 if body is None:
+                    if n == 0 and sub.connection()["handshake"] in ("refused", "failed"):
+                        break                     # the keys will not change: say so now
                     if args.timeout and time.monotonic() - last > args.timeout:
                         break
                     continue
@@ -132,7 +150,7 @@ def run_monitor(args) -> int:
                     except (KeyError, TypeError, ValueError, AttributeError, IndexError):
                         unprintable += 1          # a field of the wrong type: skipped and counted
                         continue
-                print(line, flush=True)
+                print(printable(line), flush=True)   # names and text come from the network
                 n += 1
         except KeyboardInterrupt:
             code = EXIT_INTERRUPTED
@@ -142,5 +160,23 @@ def run_monitor(args) -> int:
         print(f"# {n} message(s), {malformed} malformed skipped, {sub.gaps} missed (sequence gaps)",
               file=sys.stderr)
         if sub.last_malformed:
-            print(f"# last malformed: {sub.last_malformed}", file=sys.stderr)
+            print(f"# last malformed: {printable(sub.last_malformed)}", file=sys.stderr)
+        state = sub.connection()
+    if n == 0 and code == 0:
+        _no_messages(args, state)
     return code
+
+
+def _no_messages(args, state: dict) -> None:
+    """Nothing received: a refused handshake or a silent endpoint is an error, never '0 messages, ok'."""
+    from robot_emotion.errors import InputError, RobotEmotionError
+    keys = bool(args.server_key or args.client_key)
+    if state["handshake"] == "refused":
+        raise InputError(f"the node at {args.endpoint} refused the handshake: its authorized_keys "
+                         f"folder does not hold this client's public key ({args.client_key})")
+    if state["handshake"] == "failed":
+        why = ("--server-key is not the node's public key, or the node does not use CURVE" if keys
+               else "the node uses CURVE keys: pass --server-key and --client-key")
+        raise InputError(f"the CURVE handshake with {args.endpoint} failed: {why}")
+    if not state["connected"]:
+        raise RobotEmotionError(f"nothing answered at {args.endpoint} (is the node running there?)")

@@ -1,4 +1,5 @@
-"""Where the node finds its launch profiles and the generated demo session."""
+"""Where the node finds its launch profiles and the generated demo session; output folders
+checked before any model loads."""
 from __future__ import annotations
 
 import os
@@ -16,3 +17,23 @@ def launch_path(name: str) -> str | None:
     """launch/NAME in the source tree, or None when not installed from it."""
     path = REPO / "launch" / name
     return str(path) if path.is_file() else None
+
+
+def check_output_folder(path: str | Path, what: str = "record") -> None:
+    """A folder we are about to write (``record``) must be creatable and writable: refused
+    now (UsageError, one line), not after 10-15 s of model loading with a traceback."""
+    import tempfile
+
+    from robot_emotion.errors import UsageError
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UsageError(f"refusing to {what} into {p}: it is a file, not a folder")
+    existing = p
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"cannot {what} into {p}: {existing} is a file, not a folder")
+    try:                       # the kernel's word, not os.access (root, read-only mounts, ACLs)
+        tempfile.TemporaryDirectory(dir=existing, prefix=".robot-emotion-probe-").cleanup()
+    except OSError as e:
+        raise UsageError(f"cannot {what} into {p}: {existing} is not writable ({e.strerror or e})") from None

@@ -37,6 +37,7 @@ def check_endpoint(options) -> security.ServerSecurity:
     sec = _security_for(options.endpoint, options)
     if sec.endpoint.transport == "inproc":
         return sec                      # only reachable inside the node's own context
+    security.check_ipc_free(options.endpoint)
     ctx = zmq.Context()
     sock = ctx.socket(zmq.PUB)
     sock.setsockopt(zmq.LINGER, 0)
@@ -107,7 +108,12 @@ class Publisher:
         sock.setsockopt(zmq.SNDHWM, self.sndhwm)
         sock.setsockopt(zmq.LINGER, 200)
         security.configure_server_socket(sock, sec)
-        for attempt in range(20):  # a just-closed publisher may still hold the port briefly
+        try:
+            security.check_ipc_free(self.endpoint)     # ZeroMQ would take a live node's path
+        except UsageError as e:
+            self.error = str(e)
+        # a just-closed publisher may still hold the port briefly
+        for attempt in range(20 if self.error is None else 0):
             try:
                 sock.bind(self.endpoint)
                 break

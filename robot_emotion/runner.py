@@ -261,7 +261,7 @@ def _start_control(cfg: Config):
             raise ValueError("the node is still loading its models")
         return node.on_control(req)
 
-    server = ControlServer(cfg.control.endpoint, handle)
+    server = ControlServer(cfg.control.endpoint, handle, publish_endpoint=cfg.publish.endpoint)
     server.start()
     return server
 

@@ -85,6 +85,47 @@ def is_loopback_host(host: str) -> bool:
     return bool(infos) and all(is_loopback_host(i[4][0]) for i in infos)
 
 
+def check_ipc_free(endpoint: str, what: str = "publish.endpoint") -> None:
+    """ZeroMQ binds an ipc:// path by unlinking whatever is there: a second node would quietly
+    take a live node's path (its subscribers lost). A socket file that accepts a connection is in
+    use (UsageError); a stale one, left by a killed node, is taken over as before."""
+    import stat
+    if not endpoint.startswith("ipc://"):
+        return
+    path = endpoint[len("ipc://"):]
+    try:
+        if path.startswith("@") or not stat.S_ISSOCK(os.stat(path).st_mode):
+            return                # abstract (the kernel refuses a second bind) or not a socket yet
+    except OSError:
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(path)
+    except OSError:
+        return                    # refused: nobody listens there any more
+    finally:
+        probe.close()
+    raise UsageError(f"{what} {endpoint} is in use by a running socket (another node?): "
+                     "stop it or choose another path")
+
+
+def same_endpoint(a: str, b: str) -> bool:
+    """Would binding both conflict? (the same ipc path, or one tcp port on a shared address)"""
+    ta, _, ra = a.partition("://")
+    tb, _, rb = b.partition("://")
+    if ta != tb:
+        return False
+    if ta != "tcp":
+        return os.path.abspath(ra) == os.path.abspath(rb) if ta == "ipc" else ra == rb
+    (ha, _, pa), (hb, _, pb) = ra.rpartition(":"), rb.rpartition(":")
+    if pa != pb or pa in ("*", "0"):
+        return False
+    wild = ("*", "0.0.0.0", "[::]")
+    norm = {"localhost": "127.0.0.1", "[::1]": "::1"}
+    return norm.get(ha, ha) == norm.get(hb, hb) or ha in wild or hb in wild
+
+
 def bound_is_loopback(last_endpoint: str) -> bool:
     """Check what ZeroMQ actually bound (LAST_ENDPOINT, e.g. tcp://0.0.0.0:5556)."""
     transport, _, rest = last_endpoint.partition("://")
@@ -140,6 +181,23 @@ def authorized_client_keys(folder: str | os.PathLike) -> list[bytes]:
     return keys
 
 
+def check_key_modes(secret_key: str | os.PathLike, authorized: str | os.PathLike) -> None:
+    """Refuse (InputError, with the chmod that fixes it) a secret key other users may read --
+    they could impersonate the node -- and an authorised folder others may write to -- they
+    could admit themselves. As ssh does for its keys."""
+    import stat
+    key, folder = Path(secret_key).expanduser(), Path(authorized).expanduser()
+    mode = stat.S_IMODE(key.stat().st_mode)
+    if mode & 0o077:
+        raise InputError(f"publish.server_secret_key {key} is readable by others (mode {mode:04o}): "
+                         f"run chmod 600 {key}")
+    for path in (folder, *folder.glob("*.key")):
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o022:
+            raise InputError(f"publish.authorized_keys: {path} is writable by others (mode {mode:04o}): "
+                             f"run chmod go-w {path}")
+
+
 @dataclass(frozen=True)
 class ServerSecurity:
     """What the Publisher applies to its socket; built by `server_security` (checks everything)."""
@@ -171,6 +229,7 @@ def server_security(endpoint: str, server_secret_key: str = "", authorized_keys:
             authorized_client_keys(authorized_keys)
         except InputError as e:
             raise InputError(f"publish.authorized_keys: {e}") from None
+        check_key_modes(server_secret_key, authorized_keys)
         return ServerSecurity(ep, public, secret, str(Path(authorized_keys).expanduser()))
     if not ep.loopback and not allow_insecure:
         raise UsageError(f"refusing to publish on {endpoint} without authentication: it is reachable from "

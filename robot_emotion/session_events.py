@@ -12,7 +12,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from robot_emotion.errors import InputError
+from robot_emotion.config import shown
+from robot_emotion.errors import InputError, loads_json, printable
 
 
 @dataclass
@@ -93,11 +94,13 @@ def read_bodies(source: str | Path) -> list[dict]:
         if not line.strip():
             continue
         try:
-            body = json.loads(line)
+            body = loads_json(line)
         except json.JSONDecodeError:
             if i == len(lines):
                 break  # the tail a crash leaves
             raise InputError(f"{path}:{i}: not a JSON line (expected one published body per line)") from None
+        except ValueError as e:          # nested too deeply, a number of thousands of digits
+            raise InputError(f"{path}:{i}: not a published body ({e})") from None
         if not isinstance(body, dict) or "topic" not in body:
             raise InputError(f"{path}:{i}: not a published body (no 'topic')")
         bodies.append(body)
@@ -153,4 +156,34 @@ def load_session_events(source: str | Path) -> SessionEvents:
     except (KeyError, TypeError, ValueError) as e:
         raise InputError(f"{source}: a body lacks a field the schema requires ({e})") from None
     session = next((b.get("session") for b in bodies if b.get("session")), None)
-    return SessionEvents(str(source), session, turns, segments, onsets, faces)
+    events = SessionEvents(str(source), session, turns, segments, onsets, faces)
+    check_extent(events, session_length(source))
+    return events
+
+
+MAX_SESSION_S = 31 * 86400.0   # an events file alone: no node runs a month in one session
+EARLIEST_S = -5.0              # frame times may precede 0 by the AV offset (at most 2 s)
+
+
+def session_length(source: str | Path) -> float | None:
+    """Seconds of audio a session folder holds (its audio.wav's size), None for an events file."""
+    wav = Path(source) / "audio.wav"
+    if not Path(source).is_dir() or not wav.is_file():
+        return None
+    return max(0, wav.stat().st_size - 44) / 2 / 16000
+
+
+def check_extent(events: SessionEvents, length: float | None) -> None:
+    """Every time must lie in the session: plot and export size their work by these times
+    (one turn from -1e308 to 1e308 grew `plot` to 24 GB), so a time outside is refused."""
+    last = MAX_SESSION_S if length is None else length + 5.0
+    where = (f"the session's {length:.1f} s of audio" if length is not None
+             else f"{EARLIEST_S:g}..{MAX_SESSION_S:.0f} s")
+    times = [(f"turn {t.utterance_id}", x) for t in events.turns for x in (t.start, t.end)]
+    times += [(f"speech.end {b.get('utterance_id')}", b[k]) for b in events.segments for k in ("start", "end")]
+    times += [(f"speech.start {b.get('utterance_id')}", b["start"]) for b in events.onsets]
+    times += [("face", b["t"]) for b in events.faces]
+    for what, x in times:
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not EARLIEST_S <= x <= last:
+            raise InputError(f"{events.source}: {printable(what)[:80]} has time {shown(x)}, "
+                             f"outside {where}")

@@ -30,6 +30,7 @@ HATCH = "#b0b0b0"           # light hatch: text written over it stays readable
 DPI = 100
 INCH_PER_S = 0.6            # a 2 s turn gets ~85 pt: two lines of ~20 characters
 ROW_S = 60.0                # longer sessions wrap: one row per minute (~38 in wide)
+MAX_ROWS = 100              # ~4.5 in a row: Agg draws at most 65536 px (655 in) high
 MIN_W = 12.0
 LEFT_IN, RIGHT_IN = 1.3, 0.3
 SPEAKER_LANE_IN, SMALL_LANE_IN = 0.62, 0.32
@@ -82,13 +83,26 @@ def rows(events: SessionEvents) -> list[tuple[float, float]]:
     x1 = max(events.duration, 1.0) + 0.5
     if x1 <= ROW_S:
         return [(0.0, x1)]
-    busy = set()
+    busy: set[int] = set()
+
+    def mark(a: float, b: float) -> None:
+        k0, k1 = int(a // ROW_S), int(b // ROW_S)
+        if k1 - k0 >= MAX_ROWS:          # checked before the range is walked
+            k1 = k0 + MAX_ROWS
+        busy.update(range(k0, k1 + 1))
+        if len(busy) > MAX_ROWS:
+            raise InputError(f"{events.source}: more than {MAX_ROWS} minutes with events; a timeline "
+                             f"of that many rows would be over the image size limit (plot a part of it)")
+
     for t in events.turns:
-        busy.update(range(int(t.start // ROW_S), int(t.end // ROW_S) + 1))
+        mark(t.start, t.end)
     for s in events.segments:
-        busy.update(range(int(s["start"] // ROW_S), int(s["end"] // ROW_S) + 1))
-    busy.update(int(o["start"] // ROW_S) for o in events.onsets)
-    busy.update(int(f["t"] // ROW_S) for f in events.faces if f.get("tracks"))
+        mark(s["start"], s["end"])
+    for o in events.onsets:
+        mark(o["start"], o["start"])
+    for f in events.faces:
+        if f.get("tracks"):
+            mark(f["t"], f["t"])
     return [(k * ROW_S, (k + 1) * ROW_S) for k in sorted(busy)] or [(0.0, ROW_S)]
 
 
@@ -141,6 +155,9 @@ def plot_timeline(events: SessionEvents, out: str | Path) -> tuple[int, int]:
     lanes = _lanes(events, tracks)
     lanes_h = sum(h for _, _, h in lanes)
     w_in, h_in = figure_size(events)
+    if max(w_in, h_in) * DPI >= 65536:   # Agg's limit: refused now, not after drawing
+        raise InputError(f"{events.source}: the timeline would be {w_in * DPI:.0f}x{h_in * DPI:.0f} px "
+                         f"({len(rows(events))} rows of {len(lanes)} lanes), over the image size limit")
     fig = plt.figure(figsize=(w_in, h_in), dpi=DPI)
     left, width = LEFT_IN / w_in, (w_in - LEFT_IN - RIGHT_IN) / w_in
     for i, (x0, x1) in enumerate(rows(events)):

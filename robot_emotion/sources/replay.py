@@ -21,7 +21,7 @@ from robot_emotion.errors import UsageError
 from robot_emotion.media import (AUDIO_EXTS, VIDEO_EXTS, MediaError, decode_audio, iter_video,
                                  probe_video, read_audio_file)
 from robot_emotion.sources.base import AudioBlock, AudioQueue, Frame
-from robot_emotion.sources.session import open_session
+from robot_emotion.sources.session import open_session, safe_id
 
 
 @dataclass
@@ -52,7 +52,7 @@ def open_recording(source: str | Path, resample: bool = False) -> Recording:
         return Recording(path.name, s.session_id, s.audio, frames, s.meta, tuple(s.notes))
     ext = path.suffix.lower()
     if ext in AUDIO_EXTS:
-        return Recording(path.name, path.stem, read_audio_file(path, resample=resample), None,
+        return Recording(path.name, safe_id(path.stem), read_audio_file(path, resample=resample), None,
                          {"source": str(path)})
     if ext in VIDEO_EXTS:
         has_video, has_audio = probe_video(path)
@@ -62,7 +62,7 @@ def open_recording(source: str | Path, resample: bool = False) -> Recording:
         if audio.size == 0:
             raise MediaError(f"{path}: the audio track decoded to nothing (corrupt or truncated)")
         frames = (lambda: iter_video(path)) if has_video else None
-        return Recording(path.name, path.stem, audio, frames, {"source": str(path)})
+        return Recording(path.name, safe_id(path.stem), audio, frames, {"source": str(path)})
     raise MediaError(f"unsupported replay source {path.name}: expected a session folder, "
                      f"{'/'.join(sorted(VIDEO_EXTS))} or {'/'.join(sorted(AUDIO_EXTS))}")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,11 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from robot_emotion import SAMPLE_RATE
-from robot_emotion.errors import say
+from robot_emotion.config import SESSION_ID, shown
+from robot_emotion.errors import loads_json, read_bounded, say
 from robot_emotion.media import MediaError, read_wav_tolerant
 
 FORMAT = "robot_emotion.session"
 RESERVE, RESERVE_BYTES = ".reserve", 64 * 1024
+MAX_META_BYTES = 16 * 1024 * 1024     # session.json: config, devices, device events
 VERSION = 1
 
 
@@ -229,11 +232,17 @@ class Session:
 
     @property
     def session_id(self) -> str:
-        return self.meta.get("session_id", self.folder.name)
+        """session.json's (validated by read_meta), else the folder's name made a valid id."""
+        return self.meta.get("session_id", safe_id(self.folder.name))
 
     @property
     def duration(self) -> float:
         return self.audio.size / SAMPLE_RATE
+
+
+def safe_id(name: str) -> str:
+    """A file or folder name as a session id: other characters become '_', 64 at most."""
+    return re.sub(r"[^\w.:-]", "_", name)[:64]
 
 
 def read_frame_times(path: Path) -> list[float]:
@@ -278,10 +287,10 @@ _META_TYPES = {"session_id": (str,), "unix_start": (int, float), "sample_rate": 
 def read_meta(meta_path: Path) -> dict:
     """session.json as a dict, or MediaError (one line) when it is not a session this reads."""
     try:
-        meta = json.loads(meta_path.read_bytes().decode("utf-8"))
+        meta = loads_json(read_bounded(meta_path, MAX_META_BYTES).decode("utf-8"))
     except UnicodeDecodeError:
         raise MediaError(f"corrupt {meta_path}: not UTF-8 text (binary data?)") from None
-    except json.JSONDecodeError as e:
+    except ValueError as e:      # not JSON, nested too deeply, a number of 5000 digits, too big
         raise MediaError(f"corrupt {meta_path}: {e}") from None
     except OSError as e:
         raise MediaError(f"cannot read {meta_path}: {e.strerror or e}") from None
@@ -298,6 +307,9 @@ def read_meta(meta_path: Path) -> dict:
         value = meta.get(key)
         if key in meta and (not isinstance(value, types) or (isinstance(value, bool) and bool not in types)):
             raise MediaError(f"corrupt {meta_path}: '{key}' has the wrong type ({type(value).__name__})")
+    if "session_id" in meta and not re.fullmatch(SESSION_ID, meta["session_id"]):
+        raise MediaError(f"corrupt {meta_path}: 'session_id' must be at most 64 letters, digits, "
+                         f"'.', ':', '_' or '-' (like node.session_id), got {shown(meta['session_id'])}")
     if not math.isfinite(meta.get("unix_start", 0.0)):
         raise MediaError(f"corrupt {meta_path}: 'unix_start' must be a finite number")
     if meta.get("sample_rate", SAMPLE_RATE) != SAMPLE_RATE:
