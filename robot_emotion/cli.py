@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 
 from robot_emotion.errors import EXIT_INTERRUPTED, RobotEmotionError, say
 from robot_emotion.paths import launch_path as _launch
@@ -134,8 +136,25 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _quiet_libraries() -> None:
+    """Third-party deprecation notes are not the user's business: torch.jit.load's
+    FutureWarning (silero VAD) printed two lines on every run."""
+    import warnings
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch(\.|$)")
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"silero_vad(\.|$)")
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub at run time
+    _quiet_libraries()
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM as SIGINT: while models load it unwinds (outputs closed, exit 130), not kill (143);
+        # once the node runs, runner._Signals turns both into a clean stop.
+        signal.signal(signal.SIGTERM, _interrupt)
     args = build_parser().parse_args(argv)
     from robot_emotion import commands
     try:
