@@ -1,5 +1,6 @@
-"""Where the node finds its launch profiles and the generated demo session; output folders
-checked before any model loads."""
+"""Where the node finds its launch profiles and the generated demo session.
+
+Output folders are checked here before any model loads (check_output_folder)."""
 from __future__ import annotations
 
 import os
