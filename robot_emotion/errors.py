@@ -56,6 +56,34 @@ def say(line: str) -> None:
         sys.stderr.flush()
 
 
+class quiet_stderr:
+    """Send file descriptor 2 to /dev/null for a moment: PortAudio and ALSA print 5-6 lines
+    of C noise per failed open of a lost microphone (53 lines buried the one that mattered).
+    Holds say()'s lock, so our own lines wait instead of being lost."""
+
+    def __enter__(self):
+        import os
+        _stderr_lock.acquire()
+        try:
+            sys.stderr.flush()
+            self._saved = os.dup(2)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+        except BaseException:
+            _stderr_lock.release()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        import os
+        try:
+            os.dup2(self._saved, 2)
+            os.close(self._saved)
+        finally:
+            _stderr_lock.release()
+
+
 # ---- bounded parsing of untrusted text: depth, digits and size have limits ----------------
 MAX_DIGITS = 100        # an integer longer than this is no count, time or id of ours
 

@@ -334,3 +334,50 @@ def test_sigterm_while_models_load_exits_130_with_outputs_closed(tmp_path):
     assert "Traceback" not in err, err[-2000:]
     assert out.is_file()                          # created before loading, closed on the way out
     assert "FutureWarning" not in err             # torch's deprecation notes are silenced
+
+
+# ---- a lost microphone: one line that matters, not pages of PortAudio/ALSA ---------------
+def test_a_lost_microphone_is_not_buried_in_portaudio_noise(tmp_path):
+    """A private PulseAudio server (its own runtime folder: the shared one stays up) is killed
+    under a recording; each reopen try used to print ~6 lines of C noise."""
+    import shutil
+    if shutil.which("pulseaudio") is None or shutil.which("pactl") is None:
+        pytest.skip("pulseaudio is not installed (scripts/setup.sh installs it)")
+    runtime = tmp_path / "xdg"
+    runtime.mkdir(mode=0o700)
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime), "PULSE_RUNTIME_PATH": str(runtime / "pulse")}
+    subprocess.run(["pulseaudio", "-D", "--exit-idle-time=-1", "-n", "--load=module-native-protocol-unix",
+                    "--use-pid-file=yes"], env=env, capture_output=True, timeout=30)
+    pid_file = runtime / "pulse" / "pid"
+    for _ in range(50):
+        if subprocess.run(["pactl", "info"], env=env, capture_output=True).returncode == 0:
+            break
+        time.sleep(0.1)
+    pid = int(pid_file.read_text())
+    try:
+        subprocess.run(["pactl", "load-module", "module-null-sink", "sink_name=lost"], env=env, check=True,
+                       capture_output=True)
+        subprocess.run(["pactl", "set-default-source", "lost.monitor"], env=env, check=True)
+        out = tmp_path / "rec"
+        proc = subprocess.Popen([sys.executable, "-m", "robot_emotion", "record", str(out), "--quiet",
+                                 "--launch", str(REPO / "launch" / "audio_only.toml"),
+                                 *_sets(*SPINE, 'control.endpoint="tcp://127.0.0.1:*"',
+                                        'publish.endpoint="tcp://127.0.0.1:*"', "microphone.lost_grace_s=4")],
+                                cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (
+                (out / "audio.wav").is_file() and (out / "audio.wav").stat().st_size > 32000 * 1.5):
+            time.sleep(0.2)
+        os.kill(pid, signal.SIGKILL)           # the sound server is gone: the microphone with it
+        _, err = proc.communicate(timeout=60)
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert proc.returncode == 3, err
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("robot-emotion: error: device lost: microphone"), err
+    noise = [line for line in lines if not line.startswith(("#", "robot-emotion:"))]
+    assert not [line for line in noise if line.startswith("ALSA lib")], err
+    assert len(noise) <= 4, err                # PortAudio's own thread still says it once

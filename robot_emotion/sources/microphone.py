@@ -13,7 +13,7 @@ import numpy as np
 from robot_emotion import SAMPLE_RATE
 from robot_emotion.config import MicrophoneConfig
 from robot_emotion.sources.base import AudioBlock, AudioQueue
-from robot_emotion.errors import InputError
+from robot_emotion.errors import InputError, quiet_stderr
 
 
 class SourceError(InputError, RuntimeError):
@@ -99,12 +99,13 @@ class MicrophoneSource:
     def reopen(self) -> bool:
         """After a loss: open the device again (the runner retries for microphone.lost_grace_s).
         Capture times restart from the session clock, so the gap stays a gap."""
-        if self._stream is not None:
-            self._stream.close(ignore_errors=True)
-            self._stream = None
         self._t0, self._n, self.last_callback = None, 0, 0.0
         try:
-            self.start()
+            with quiet_stderr():      # each failed try: PortAudio/ALSA lines that say nothing new
+                if self._stream is not None:
+                    self._stream.close(ignore_errors=True)
+                    self._stream = None
+                self.start()
         except SourceError:
             return False
         self.lost.clear()
