@@ -94,12 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, help="also write every figure as JSON to this file")
     _add_config_args(p, _launch("replay.toml"), endpoint_default="a free loopback port per configuration")
 
-    p = sub.add_parser("evaluate", help="evaluate an emotion model on a MELD-format CSV or on MELD.Raw")
+    p = sub.add_parser("evaluate", help="evaluate an emotion model on a MELD-format CSV, on MELD.Raw, "
+                                        "or the voice branch on labelled speech clips")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--meld-csv", help="text-only evaluation of a MELD-format CSV")
     src.add_argument("--meld", help="extracted MELD.Raw folder: multimodal evaluation + report")
+    src.add_argument("--speech", help="voice-emotion evaluation: a folder of RAVDESS-named clips or a "
+                                      "CSV of path,label[,speaker] (--out: confusion and reliability PNGs)")
+    p.add_argument("--voice-model", default=None, help="with --speech: a voice-emotion model (default: the shipped one)")
     p.add_argument("--split", default="test", choices=("train", "dev", "test"), help="with --meld")
-    p.add_argument("--out", default=None, help="with --meld: report folder (md, json, png)")
+    p.add_argument("--out", default=None, help="with --meld or --speech: report folder (md, json, png)")
     p.add_argument("--cache", default=None, help="with --meld: feature cache (default: the model's)")
     p.add_argument("--workers", type=int, default=1, help="with --meld: extraction processes")
     p.add_argument("--text-source", default=None, choices=("gold", "asr"), help="with --meld")

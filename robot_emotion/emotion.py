@@ -1,9 +1,14 @@
 """Emotion scoring in the node: features -> fusion model -> the `emotion` message.
 
 The checkpoint says which modalities it uses and with which encoders (self-describing);
-features the model does not use are never computed (the Whisper encoder pass for audio
-costs ~0.45 s on CPU). The shipped default is late fusion of the fine-tuned MiniLM text
-branch and the FER2013 face expression CNN; audio is marked unavailable.
+features the model does not use are never computed. The shipped default is late fusion of
+three calibrated branches: the fine-tuned MiniLM text model, the voice-emotion read-out of
+the recogniser's own Whisper encoding (audio/voice_emotion.py: no second encoder pass), and
+the FER2013 face expression CNN, each weighted where it is present.
+
+Every `emotion` message also says what each branch said (``branches``: its probabilities and
+its weight in the fused result) and places the fused result on the circumplex (``valence``
+-1..1, ``arousal`` 0..1) as the probability-weighted mean of the class coordinates below.
 """
 from __future__ import annotations
 
@@ -19,7 +24,22 @@ from robot_emotion.features.utterance import (AudioFeaturizer, TextFeaturizer, U
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_CHECKPOINT = ASSETS / "default_emotion.pt"
 FACE_ENCODER = {"id": "fer2013-mini-xception", "version": "1"}
-AUDIO_ENCODER = {"id": "whisper-tiny.en-encoder", "version": "1"}
+# version 2: the states of the recogniser's short-window encoding (audio/whisper_short.py)
+AUDIO_ENCODER = {"id": "whisper-tiny.en-encoder", "version": "2"}
+
+# (valence -1..1, arousal 0..1) of each class: approximate placements on Russell's circumplex
+# (Russell 1980; Posner, Russell & Peterson 2005). Surprise is near neutral valence because
+# MELD's surprise is as often unwelcome as welcome. A documented mapping, not a trained head:
+# no data here labels valence or arousal.
+CIRCUMPLEX = {"neutral": (0.0, 0.2), "joy": (0.8, 0.6), "sadness": (-0.7, 0.25),
+              "anger": (-0.6, 0.85), "surprise": (0.1, 0.85), "fear": (-0.65, 0.8),
+              "disgust": (-0.65, 0.5)}
+
+
+def valence_arousal(probs: np.ndarray) -> tuple[float, float]:
+    va = np.array([CIRCUMPLEX[e] for e in EMOTIONS])
+    v, a = np.asarray(probs, float) @ va / max(float(np.sum(probs)), 1e-12)
+    return round(float(v), 4), round(float(a), 4)
 
 
 AUDIO_DIM = 384  # width of the Whisper tiny.en encoder states (AUDIO_ENCODER)
@@ -54,6 +74,16 @@ def configured_encoders(text_model, asr) -> dict:
     return enc
 
 
+def voice_model(asr):
+    """The shipped voice-emotion read-out, where the recogniser is the encoder it was trained
+    on (the embedded Whisper tiny.en); None otherwise (the audio branch then gives no probs)."""
+    if getattr(asr, "id", "") != "faster-whisper:tiny.en":
+        return None
+    from robot_emotion.audio.voice_emotion import VoiceEmotion
+    from robot_emotion.shared_models import shared
+    return shared(("voice_emotion",), VoiceEmotion.load)
+
+
 class EmotionScorer:
     def __init__(self, model, meta: dict, text_model, asr=None, device: str = "cpu",
                  history_turns: int = 8):
@@ -61,7 +91,8 @@ class EmotionScorer:
         self.dims = dict(meta["dims"])
         self.model_id = meta.get("model_id") or f"{meta['family']}:{Path(meta.get('path', '')).stem}"
         self.text = TextFeaturizer(text_model) if "text" in self.dims else None
-        self.audio = AudioFeaturizer(asr) if self.dims.get("audio") else None
+        voice = voice_model(asr) if "audio" in self.dims else None
+        self.audio = AudioFeaturizer(asr, voice) if self.dims.get("audio") or voice else None
         self.uses_face = "face" in self.dims
         self.history_turns = history_turns
 
@@ -85,7 +116,7 @@ class EmotionScorer:
         return cls(model, meta, text_model, asr, device, cfg.emotion.history_turns)
 
     def features(self, text: str | None, speaker: str | None, history: list, audio: np.ndarray,
-                 face_track: dict | None, lat: dict) -> UtteranceFeatures:
+                 face_track: dict | None, lat: dict, final_key=None) -> UtteranceFeatures:
         f = UtteranceFeatures()
         if self.text is not None and text:
             t0 = time.perf_counter()
@@ -93,7 +124,7 @@ class EmotionScorer:
             lat["text"] = (time.perf_counter() - t0) * 1000.0
         if self.audio is not None:
             t0 = time.perf_counter()
-            f.audio = self.audio(audio)
+            f.audio = self.audio(audio, speaker, final_key)
             lat["audio"] = (time.perf_counter() - t0) * 1000.0
         if self.uses_face:
             f.face = face_features(face_track)
@@ -110,6 +141,25 @@ class EmotionScorer:
             return None, None, used
         return out.probs[0].cpu().numpy(), out.embedding[0].cpu().numpy(), used
 
+    def branches(self, feats: UtteranceFeatures, used: dict) -> dict:
+        """What each modality the model used said on its own (its class probabilities, where
+        its encoder gives them), and its weight in the fused result (late fusion: the
+        checkpoint's weights renormalised over the modalities present; other families mix
+        learned features, so no single weight exists: null)."""
+        late = self.meta.get("family") == "late"
+        w = (self.meta.get("hparams") or {}).get("weights") or {}
+        total = sum(float(w.get(m, 0.0)) for m, u in used.items() if u)
+        out = {}
+        for m, u in used.items():
+            if not u:
+                continue
+            f = getattr(feats, m)
+            probs = None if f is None or f.probs is None else f.probs / max(float(f.probs.sum()), 1e-12)
+            out[m] = {"probs": None if probs is None else {e: round(float(p), 4) for e, p in zip(EMOTIONS, probs)},
+                      "label": None if probs is None else EMOTIONS[int(np.argmax(probs))],
+                      "weight": round(float(w.get(m, 0.0)) / total, 4) if late and total > 0 else None}
+        return out
+
     def _history(self, start: float, node) -> list:
         return [(t.speaker, t.text) for t in node.history.context(start, self.history_turns)]
 
@@ -122,7 +172,8 @@ class EmotionScorer:
     def score(self, utt: dict, audio: np.ndarray, face_track: dict | None, node) -> dict:
         lat = {}
         history = self._history(utt["start"], node)
-        feats = self.features(utt.get("text"), utt.get("speaker"), history, audio, face_track, lat)
+        final_key = utt["utterance_id"] if utt.get("final", True) else None
+        feats = self.features(utt.get("text"), utt.get("speaker"), history, audio, face_track, lat, final_key)
         t0 = time.perf_counter()
         probs, _, used = self.predict(feats)
         lat["fusion"] = (time.perf_counter() - t0) * 1000.0
@@ -131,8 +182,11 @@ class EmotionScorer:
         body = {k: utt[k] for k in ("utterance_id", "start", "end", "speaker", "face_track", "text")}
         body.update(topic="emotion", modalities=used, model=self.model_id, latency_ms=lat)
         if probs is None:
-            body.update(label=None, probs=None)
+            body.update(label=None, probs=None, valence=None, arousal=None, branches={})
         else:
+            probs = probs / probs.sum()
+            v, a = valence_arousal(probs)
             body.update(label=EMOTIONS[int(np.argmax(probs))],
-                        probs={e: float(p) for e, p in zip(EMOTIONS, probs / probs.sum())})
+                        probs={e: float(p) for e, p in zip(EMOTIONS, probs)},
+                        valence=v, arousal=a, branches=self.branches(feats, used))
         return body

@@ -65,6 +65,9 @@ def run_evaluate(args) -> int:
     from robot_emotion.models.checkpoint import CheckpointError
     from robot_emotion.train.metrics import evaluate_text_csv, format_tables
     check_output_paths(args)
+    if getattr(args, "speech", None):  # the voice branch on labelled clips (evaluate_speech.py)
+        from robot_emotion.evaluate_speech import run_speech_evaluate
+        return run_speech_evaluate(args)
     if getattr(args, "meld", None):  # multimodal MELD.Raw evaluation + report (train/meld_eval.py)
         from robot_emotion.train.meld_eval import run_meld_evaluate
         return run_meld_evaluate(args)

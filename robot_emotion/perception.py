@@ -279,8 +279,8 @@ class Perception(SpeechInProgress):
         bodies = [body]
         if self.emotion is not None and speech:
             face = tracks.get(face_track) if face_track is not None else None
-            a0 = max(0, int(round((start - audio_t0) * SAMPLE_RATE)))
-            emo = self.emotion.score(body, audio[a0:a0 + int(round((end - start) * SAMPLE_RATE))], face, node)
+            # the whole turn as the recogniser heard it: its encoding is reused (whisper_short.py)
+            emo = self.emotion.score(body, audio, face, node)
             emo["final"] = final
             bodies.append(emo)
         for b in bodies:

@@ -91,8 +91,10 @@ def test_one_emotion_per_utterance(full_run):
         assert set(e["probs"]) == set(EMOTIONS)
         assert abs(sum(e["probs"].values()) - 1.0) < 1e-4
         assert e["label"] == max(e["probs"], key=e["probs"].get)
-        assert e["modalities"]["text"] is True and e["modalities"]["audio"] is False
+        assert e["modalities"]["text"] is True and e["modalities"]["audio"] is True   # the voice branch
         assert e["modalities"]["face"] == (e["face_track"] is not None)
+        assert set(e["branches"]) == {m for m, used in e["modalities"].items() if used}
+        assert abs(sum(b["weight"] for b in e["branches"].values()) - 1.0) < 1e-3
         assert e["latency_ms"]["total"] > 0
     # the history recorded every turn's emotion
     turns = node.history.turns()
@@ -106,7 +108,7 @@ def test_no_face_in_view_gives_audio_only_utterances(demo_tool, tmp_path):
     utts, emos = topic(events, "utterance"), topic(events, "emotion")
     assert len(utts) == 3 and not topic(events, "face")
     assert all(u["face_track"] is None and u["text"] for u in utts)
-    assert all(e["modalities"] == {"text": True, "audio": False, "face": False} for e in emos)
+    assert all(e["modalities"] == {"text": True, "audio": True, "face": False} for e in emos)
 
 
 def test_camera_off_profile(short_session):

@@ -9,6 +9,7 @@ import numpy as np
 import soundfile as sf
 
 from benchmarks.conversations.voices import SPEECH_DBFS, SR, Library, fade, frame_db
+from robot_emotion.train.augment import telephone
 
 CONDITIONS = ("clean", "telephone", "reverb", "noisy")
 FLOOR_DBFS = -60.0          # a gaussian floor everywhere: never digital silence
@@ -68,18 +69,6 @@ def rirs(params: dict) -> tuple[dict, float]:
         h = np.asarray(r.rir[0][k], dtype=np.float64)
         out[s] = h[int(np.argmax(np.abs(h))):]
     return out, float(np.mean(r.measure_rt60()))
-
-
-def telephone(x: np.ndarray) -> np.ndarray:
-    """300-3400 Hz band, through 8 kHz with 8-bit mu-law (G.711-like), back to 16 kHz."""
-    from scipy.signal import butter, resample_poly, sosfiltfilt
-    y = resample_poly(sosfiltfilt(butter(6, [300, 3400], "bandpass", fs=SR, output="sos"), x), 1, 2)
-    mu = 255.0
-    c = np.sign(y) * np.log1p(mu * np.minimum(np.abs(y), 1.0)) / np.log1p(mu)
-    c = np.round(c * 127.0) / 127.0
-    y = np.sign(c) * np.expm1(np.abs(c) * np.log1p(mu)) / mu
-    y = sosfiltfilt(butter(6, [300, 3400], "bandpass", fs=SR // 2, output="sos"), y)
-    return resample_poly(y, 2, 1)[:len(x)]
 
 
 def segments(conv: dict) -> list:

@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from robot_emotion.data.ravdess import RAVDESS_EMOTION, RAVDESS_TEXT
+
 SR = 16000
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared"
@@ -35,10 +37,6 @@ SPEECH_DBFS = -24.0        # active-speech RMS every clip is levelled to (before
 BACKCHANNEL_DB = -4.0      # backchannels are softer than the turn they accompany
 FADE_S = 0.005
 
-RAVDESS_TEXT = {"01": "Kids are talking by the door.", "02": "Dogs are sitting by the door."}
-# RAVDESS emotion code -> MELD class (emotion_speech/README.md)
-RAVDESS_EMOTION = {"01": "neutral", "02": "neutral", "03": "joy", "04": "sadness", "05": "anger",
-                   "06": "fear", "07": "disgust", "08": "surprise"}
 # The published Harvard sentences the LibriSpeech clips read (transcripts.csv is wrong in
 # places: tools/make_conversations.py's docstring lists where).
 LIBRI_TEXT = {

@@ -299,7 +299,16 @@ class FasterWhisperASR(ASR):
                           extra={"dropped": dropped} if dropped else {})
 
     def whisper_encoder_states(self, audio) -> np.ndarray:
-        return faster_whisper_encoder_states(self.model, audio, self._lock)
+        """The short-window encoding (whisper_short.py) where the turn fits it, the one the
+        decoder already made for this audio when there was one; else 30 s windows."""
+        from robot_emotion.audio.whisper_short import ShortWindowDecoder
+        a = _as_float_audio(audio)
+        if getattr(self, "_short", None) is None:
+            self._short = ShortWindowDecoder(self.model, self.beam_size)
+        if not self._short.fits(a):
+            return faster_whisper_encoder_states(self.model, a, self._lock)
+        with self._lock:
+            return self._short.states(a)
 
 
 def faster_whisper_encoder_states(model, audio, lock: threading.Lock | None = None) -> np.ndarray:

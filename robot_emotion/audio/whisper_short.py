@@ -20,6 +20,8 @@ are too coarse, and 45% of the turns still looped.
 """
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 
 from robot_emotion import SAMPLE_RATE
@@ -43,6 +45,29 @@ def repeat_cut(words: list[str]) -> list[str]:
     return words
 
 
+FRAME = 320          # one encoder state per 20 ms (two mel hops of 160 samples)
+
+
+def encode(model, audio: np.ndarray):
+    """The encoder output (a CTranslate2 StorageView) of ``LEAD_S`` silence + audio + ``PAD_S``
+    silence: what the decoder reads, and what the voice-emotion branch pools (turn_states)."""
+    x = np.concatenate([np.zeros(int(LEAD_S * SAMPLE_RATE), np.float32), audio,
+                        np.zeros(int(PAD_S * SAMPLE_RATE), np.float32)])
+    feats = model.feature_extractor(x)
+    return model.encode(feats[:, :feats.shape[1] - feats.shape[1] % 2])   # the encoder halves it
+
+
+def turn_states(enc, n_samples: int) -> np.ndarray:
+    """The (ceil(n/320), d) float32 states of the audio itself, padding left out."""
+    a = int(LEAD_S * SAMPLE_RATE) // FRAME
+    n = max(1, -(-int(n_samples) // FRAME))
+    return np.ascontiguousarray(np.asarray(enc)[0, a:a + n], dtype=np.float32)
+
+
+def audio_key(audio: np.ndarray) -> tuple[int, int]:
+    return audio.size, zlib.crc32(np.ascontiguousarray(audio).view(np.uint8))
+
+
 class ShortWindowDecoder:
     def __init__(self, model, beam_size: int = 5):
         from faster_whisper.tokenizer import Tokenizer
@@ -52,6 +77,24 @@ class ShortWindowDecoder:
                                    task="transcribe", language="en")
         self.suppress = get_suppressed_tokens(self.tokenizer, [-1])
         self._pieces: dict[int, str] = {}
+        self._encoded: dict[tuple, object] = {}   # the last few encodings, by audio_key
+
+    def states(self, audio: np.ndarray) -> np.ndarray:
+        """turn_states of this audio, reusing the encoding a decode of the same audio made (the
+        node scores a turn's emotion right after transcribing it: the encoder runs once)."""
+        enc = self._encoded.get(audio_key(audio))
+        if enc is None:
+            enc = self._remember(audio, encode(self.model, audio))
+        if str(getattr(enc, "device", "cpu")) != "cpu":   # numpy reads host memory only
+            import ctranslate2
+            enc = enc.to_device(ctranslate2.Device.cpu)
+        return turn_states(enc, audio.size)
+
+    def _remember(self, audio: np.ndarray, enc):
+        self._encoded[audio_key(audio)] = enc
+        while len(self._encoded) > 4:
+            del self._encoded[next(iter(self._encoded))]
+        return enc
 
     def starts_word(self, token: int) -> bool:
         """Does this token begin a word (Whisper's word pieces carry the leading space)?"""
@@ -69,10 +112,7 @@ class ShortWindowDecoder:
         the text's tokens). ``prefix``: tokens already agreed on for the start of this audio
         (audio/incremental.py): forced, so only what follows them is decoded."""
         m, tok = self.model, self.tokenizer
-        x = np.concatenate([np.zeros(int(LEAD_S * SAMPLE_RATE), np.float32), audio,
-                            np.zeros(int(PAD_S * SAMPLE_RATE), np.float32)])
-        feats = m.feature_extractor(x)
-        enc = m.encode(feats[:, :feats.shape[1] - feats.shape[1] % 2])   # the encoder halves it
+        enc = self._remember(audio, encode(m, audio))
         previous = tok.encode(" " + prompt.strip()) if prompt else []
         start = m.get_prompt(tok, previous, without_timestamps=True)
         prefix = list(prefix or [])

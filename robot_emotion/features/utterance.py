@@ -2,7 +2,8 @@
 
     text   past-only dialogue context + current utterance -> MiniLM token states (T, 384),
            pooled vector (384) and the text branch's class probabilities (7)
-    audio  Whisper tiny.en encoder states over the utterance's real length (T, 384) + mean
+    audio  Whisper tiny.en encoder states over the utterance's real length (T, 384) + mean,
+           and the voice-emotion branch's class probabilities (7; audio/voice_emotion.py)
     face   the speaking face track during the utterance: per-frame expression-CNN features,
            at most 50 frames (down-sampled or zero-padded, as in the paper) with a mask,
            their mean, and the mean FER2013 probabilities (7)
@@ -93,19 +94,32 @@ class TextFeaturizer:
 
 
 class AudioFeaturizer:
-    """Whisper encoder states (shares the ASR's CTranslate2 model when it is Whisper)."""
+    """Whisper encoder states of the turn (the ASR's own encoding, audio/whisper_short.py) and,
+    where a voice-emotion model fits the encoder, its calibrated class probabilities."""
 
-    def __init__(self, asr):
-        self.asr = asr
+    def __init__(self, asr, voice=None):
+        from robot_emotion.audio.voice_emotion import SpeakerBaselines
+        self.asr, self.voice = asr, voice   # voice: audio.voice_emotion.VoiceEmotion or None
+        self.baselines = SpeakerBaselines(voice.prior) if voice is not None else None
 
-    def __call__(self, audio: np.ndarray) -> ModalityFeatures | None:
+    def __call__(self, audio: np.ndarray, speaker: str | None = None, final_key=None) -> ModalityFeatures | None:
+        """``speaker``: whose baseline the voice is measured against; ``final_key``: the turn's
+        id when this is its final result (then the turn joins its speaker's baseline)."""
         if self.asr is None or audio.size < 1600:  # < 0.1 s: nothing to encode
             return None
         states = self.asr.whisper_encoder_states(audio)
         if states is None or len(states) == 0:
             return None
-        seq = fit_length(np.asarray(states, np.float32), MAX_AUDIO_FRAMES)
-        return ModalityFeatures(seq, seq.mean(0), None)
+        states = np.asarray(states, np.float32)
+        probs = None
+        if self.voice is not None:
+            from robot_emotion.audio.voice_emotion import pool
+            z = self.voice.standardize(pool(states))
+            probs = self.voice.probs(self.baselines.relative(speaker, z)).astype(np.float32)
+            if final_key is not None:
+                self.baselines.add(speaker, z, final_key)
+        seq = fit_length(states, MAX_AUDIO_FRAMES)
+        return ModalityFeatures(seq, seq.mean(0), probs)
 
 
 def to_fusion_input(batch: list[UtteranceFeatures], dims: dict[str, int], device="cpu"):

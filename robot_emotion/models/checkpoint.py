@@ -147,8 +147,9 @@ def check_encoders(ck_encoders: dict, expected: dict | None, dims=None) -> None:
         raise CheckpointError("; ".join(problems))
 
 
-# Modalities whose node encoder also gives class probabilities: only they may be dim 0 in `late`.
-PROBABILITY_MODALITIES = ("text", "face")
+# Modalities whose node encoder also gives class probabilities: only they may be dim 0 in `late`
+# (audio: the voice-emotion read-out, audio/voice_emotion.py).
+PROBABILITY_MODALITIES = ("text", "audio", "face")
 
 
 def _first(names: list[str], n: int = 3) -> str:

@@ -68,6 +68,28 @@ def classification_report(y_true: Sequence, y_pred: Sequence, labels: Sequence[s
     }
 
 
+def reliability(probs, y_true, bins: int = 10) -> list[dict]:
+    """Top-class confidence vs accuracy in equal-width bins: [{lo, hi, n, confidence, accuracy}]."""
+    p, y = np.asarray(probs, float), np.asarray(y_true)
+    conf, right = p.max(1), p.argmax(1) == y
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    out = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (conf > lo) & (conf <= hi)
+        out.append({"lo": float(lo), "hi": float(hi), "n": int(m.sum()),
+                    "confidence": float(conf[m].mean()) if m.any() else None,
+                    "accuracy": float(right[m].mean()) if m.any() else None})
+    return out
+
+
+def ece(probs, y_true, bins: int = 10) -> float:
+    """Expected calibration error of the top class (Guo et al. 2017): the bin-size-weighted mean
+    gap between confidence and accuracy over equal-width confidence bins."""
+    n = len(y_true)
+    return float(sum(b["n"] / n * abs(b["accuracy"] - b["confidence"])
+                     for b in reliability(probs, y_true, bins) if b["n"]))
+
+
 def format_tables(report: dict) -> str:
     """Per-class table, summary table and confusion matrix as Markdown (figures in %)."""
     labels = report["labels"]
