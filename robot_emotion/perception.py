@@ -23,7 +23,7 @@ import numpy as np
 from robot_emotion import SAMPLE_RATE
 from robot_emotion.audio.turns import Piece, Turn, TurnBuilder
 from robot_emotion.config import Config
-from robot_emotion.speech_in_progress import SpeechInProgress
+from robot_emotion.speech_in_progress import LiveCut, SpeechInProgress
 
 ENERGY_HOP_S = 0.03
 ENERGY_KEEP_S = 60.0

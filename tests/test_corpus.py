@@ -12,9 +12,9 @@ import soundfile as sf
 from conftest import REPO, SHARED
 
 sys.path.insert(0, str(REPO))
-from benchmarks.conversations import conditions as cd  # noqa: E402
-from benchmarks.conversations import make_corpus as mc  # noqa: E402
-from benchmarks.conversations import voices as vo  # noqa: E402
+from benchmarks.conversations import conditions as cd
+from benchmarks.conversations import make_corpus as mc
+from benchmarks.conversations import voices as vo
 
 NEEDED = [SHARED / "emotion_speech" / "ravdess" / "Actor_01", SHARED / "speech" / "librispeech",
           SHARED / "speech" / "noise", SHARED / "speech" / "wsj0mix",

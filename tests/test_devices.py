@@ -1,6 +1,5 @@
 """`robot-emotion devices` on the PulseAudio virtual microphone and a file-backed camera."""
 import json
-from pathlib import Path
 
 from conftest import REPO, run_cli
 from test_calibrate import absent_camera_index, clap_video

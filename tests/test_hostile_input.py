@@ -187,8 +187,7 @@ def test_monitor_says_nothing_answered(tmp_path):
 # ---- identifiers from files, and the terminal ------------------------------------------------
 def test_terminal_output_is_escaped(tmp_path):
     """A recording's text and a folder's name reach the terminal without raw control characters."""
-    from robot_emotion.commands import _Printer
-    from robot_emotion.errors import printable, say
+    from robot_emotion.errors import printable
     assert printable("a\nb\x1b[31mc\u202e") == "a\\nb\\x1b[31mc\\u202e"
     code = ("from robot_emotion.errors import say; from robot_emotion.commands import _Printer\n"
             "say('# ready: x\\n# ready: fake \\x1b[2J')\n"

@@ -74,7 +74,7 @@ def test_robot_speech_is_not_a_person_but_barge_in_is(own_sink, tmp_path):
         with Controller(control) as ctl:
             ctl.wait_ready()
             time.sleep(1.0)
-            t_a = ctl.robot_speaking(ROBOT_A)["t"]
+            ctl.robot_speaking(ROBOT_A)
             _play(files["a"], pulse).wait()
             time.sleep(0.3)
             ctl.robot_done()

@@ -3,7 +3,6 @@ here and on real read speech (../shared/speech)."""
 from __future__ import annotations
 
 import shutil
-import statistics
 import subprocess
 import time
 
@@ -13,7 +12,7 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from conftest import MELD_CLIP, SHARED, shared_file
-from robot_emotion.audio.speakers import SpeakerChangeDetector, SpeakerClusterer, SpeakerTracker
+from robot_emotion.audio.speakers import SpeakerClusterer, SpeakerTracker
 from robot_emotion.audio.voice_decisions import shipped
 from robot_emotion.config import SpeakersConfig
 from robot_emotion.media import read_audio_file

@@ -8,7 +8,6 @@ import soundfile as sf
 
 from conftest import REPO, free_endpoint, run_cli
 from robot_emotion.client import Subscriber
-from test_record import _wait_audio
 from test_replay import NO_PERCEPTION, collect, spine_cfg
 
 NO_SOUND_SERVER = {"PULSE_SERVER": "unix:/nonexistent/robot-emotion-test"}  # ALSA's default leads nowhere

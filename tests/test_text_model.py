@@ -11,10 +11,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from robot_emotion import EMOTIONS  # noqa: E402
-from robot_emotion.data.meld import MeldClip, read_meld_csv  # noqa: E402
-from robot_emotion.data.meld_text import fix_mojibake, with_past_context  # noqa: E402
-from robot_emotion.train.metrics import classification_report, format_tables  # noqa: E402
+from robot_emotion import EMOTIONS
+from robot_emotion.data.meld import MeldClip, read_meld_csv
+from robot_emotion.data.meld_text import fix_mojibake, with_past_context
+from robot_emotion.train.metrics import classification_report, format_tables
 
 DEV_CSV = Path(os.environ.get("MELD_DIR", Path(__file__).resolve().parents[2] / "shared" / "meld")) / "dev_sent_emo.csv"
 

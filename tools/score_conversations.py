@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.conversations.score import *  # noqa: E402,F401,F403
+from benchmarks.conversations.score import *  # noqa: E402, F403
 from benchmarks.conversations.score import main  # noqa: E402
 
 if __name__ == "__main__":

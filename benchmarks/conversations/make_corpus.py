@@ -28,9 +28,9 @@ import soundfile as sf
 
 if __package__ in (None, ""):   # run as a script: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from benchmarks.conversations.conditions import (  # noqa: E402
+from benchmarks.conversations.conditions import (
     CONDITIONS, placed_speech, condition_params, render, rirs, segments, to_pcm)
-from benchmarks.conversations.voices import SHARED, SR, Library  # noqa: E402
+from benchmarks.conversations.voices import SHARED, SR, Library
 
 SEED = 20250
 SPLITS = ("dev", "test")

@@ -82,7 +82,7 @@ import numpy as np
 
 if __package__ in (None, ""):   # run as a script: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from benchmarks.conversations.replay import (AUDIO_EXTS, SPLITS, _events_path, items,  # noqa: E402,F401
+from benchmarks.conversations.replay import (AUDIO_EXTS, SPLITS, _events_path, items,  # noqa: F401
                                              load_config, replay_bodies, shared_models)
 
 REPO = Path(__file__).resolve().parents[2]

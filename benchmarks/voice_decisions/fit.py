@@ -194,7 +194,7 @@ def main(argv=None) -> int:
         if args.features is not None:
             np.savez(args.features, **{f"{k}_{n}": v for k, (c, s, m) in data.items()
                                        for n, v in (("changed", c), ("same", s), ("n", m))})
-    (cd, sd, n_dev), (ct, st, n_test) = data["dev"], data["test"]
+    (cd, sd, n_dev), (_, _, n_test) = data["dev"], data["test"]
     for name, rows in (("changed", cd[:, 3]), ("same", sd[:, 2])):
         if rows.size == 0 or rows.min() == rows.max():
             print(f"fit: error: the dev split gives no '{name}' examples of both kinds "

@@ -17,10 +17,8 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
-from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 from torch import nn
 

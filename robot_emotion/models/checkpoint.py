@@ -110,7 +110,7 @@ def read_checkpoint(path, map_location="cpu") -> dict:
         raise CheckpointError(f"cannot load {path} onto {map_location}: CUDA is not available")
     try:
         ck = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure means "not a checkpoint"
+    except Exception as e:
         first = (str(e).strip().splitlines() or [""])[0][:160]
         raise CheckpointError(f"{path} is not a readable robot_emotion checkpoint "
                               f"({type(e).__name__}: {first})") from None

@@ -217,12 +217,17 @@ class ExpressionNet(nn.Module):
             mod.depthwise.weight.data.copy_(torch.from_numpy(w["depthwise_kernel"].transpose(2, 3, 0, 1)))
             mod.pointwise.weight.data.copy_(torch.from_numpy(w["pointwise_kernel"].transpose(3, 2, 0, 1)))
 
-        conv(net.conv1, convs_3x3[0]); bn(net.bn1, convs_3x3[0])
-        conv(net.conv2, convs_3x3[1]); bn(net.bn2, convs_3x3[1])
+        conv(net.conv1, convs_3x3[0])
+        bn(net.bn1, convs_3x3[0])
+        conv(net.conv2, convs_3x3[1])
+        bn(net.bn2, convs_3x3[1])
         for i, block in enumerate(net.blocks):
-            sep(block.sep1, seps[2 * i]); bn(block.bn1, seps[2 * i])
-            sep(block.sep2, seps[2 * i + 1]); bn(block.bn2, seps[2 * i + 1])
-            conv(block.short, convs_1x1[i]); bn(block.bn_short, convs_1x1[i])
+            sep(block.sep1, seps[2 * i])
+            bn(block.bn1, seps[2 * i])
+            sep(block.sep2, seps[2 * i + 1])
+            bn(block.bn2, seps[2 * i + 1])
+            conv(block.short, convs_1x1[i])
+            bn(block.bn_short, convs_1x1[i])
         conv(net.head, convs_3x3[2])
         return net.eval()
 

@@ -50,7 +50,9 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     x1 = np.minimum(a[:, None, 2], b[None, :, 2])
     y1 = np.minimum(a[:, None, 3], b[None, :, 3])
     inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area = lambda z: (z[:, 2] - z[:, 0]) * (z[:, 3] - z[:, 1])
+
+    def area(z):
+        return (z[:, 2] - z[:, 0]) * (z[:, 3] - z[:, 1])
     return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
 
 
