@@ -155,7 +155,7 @@ def run_bench(args) -> int:
     if unknown:
         raise CommandError(f"--configs: unknown {', '.join(unknown)} (choose from {', '.join(CONFIGS)})", 2)
     json_out = getattr(args, "json", None)
-    if json_out and (os.path.isdir(json_out) or not os.path.isdir(os.path.dirname(os.path.abspath(json_out)))):
+    if json_out and json_out != "-" and (os.path.isdir(json_out) or not os.path.isdir(os.path.dirname(os.path.abspath(json_out)))):
         raise CommandError(f"--json {json_out}: give the path of a file in an existing folder", 2)
     base = {"repeats": args.repeats, "launch": args.launch or None,
             "calibration": args.calibration, "overrides": check_options(args)}
@@ -178,9 +178,9 @@ def run_bench(args) -> int:
             r["latency_ratio"] = ratios(r["latency"], ref_ms)
     print(format_table(rows, source, reference))
     if json_out:
-        with open(json_out, "w", encoding="utf-8") as f:
-            json.dump({"source": source, "cpu_count": os.cpu_count(), "rows": rows, "reference": reference},
-                      f, indent=1)
+        from robot_emotion.paths import write_output
+        write_output(json_out, json.dumps({"source": source, "cpu_count": os.cpu_count(), "rows": rows,
+                                           "reference": reference}, indent=1))
     return 0
 
 

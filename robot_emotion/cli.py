@@ -48,6 +48,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="robot-emotion", description=__doc__.splitlines()[0])
+    from robot_emotion import __version__
+    ap.add_argument("--version", action="version", version=f"robot-emotion {__version__}")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     p = sub.add_parser("run", help="live camera + microphone of the launch profile (exit 3 if one is missing)")
@@ -55,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo", action="store_true",
                    help="if the profile's devices are missing, replay the demo session instead")
     p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
-    p.add_argument("--out", default=None, help="also write published messages as JSON lines")
+    p.add_argument("--out", default=None, help="also write published messages as JSON lines ('-': stdout)")
     p.add_argument("--quiet", action="store_true", help="do not print the published messages")
 
     p = sub.add_parser("record", help="run on live devices and record a session folder")
@@ -69,9 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo", action="store_true", help="replay the generated demo session")
     _add_config_args(p, _launch("replay.toml"))
     p.add_argument("--speed", default="max", help="'max' (virtual clock) or a factor, 1 = recorded pace")
-    p.add_argument("--out", default=None, help="write every published message as one JSON line")
+    p.add_argument("--out", default=None, help="write every published message as one JSON line ('-': stdout)")
     p.add_argument("--resample", action="store_true", help="accept audio files that are not 16 kHz mono")
     p.add_argument("--quiet", action="store_true", help="do not print the published messages")
+    p.add_argument("--control", action="store_true",
+                   help="serve control.endpoint as a live node does (robot.speaking, mute, reset, ping)")
 
     p = sub.add_parser("monitor", help="print the live message stream of a running node")
     p.add_argument("--endpoint", default="tcp://127.0.0.1:5556", help="the node's ZeroMQ PUB endpoint")
@@ -91,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3, help="replays at --speed max per configuration (RTF median)")
     p.add_argument("--configs", type=lambda s: s.split(","), default=None,
                    help="comma-separated subset of: spine, perception, full (default: all three)")
-    p.add_argument("--json", default=None, help="also write every figure as JSON to this file")
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
+                   help="every figure as JSON, on stdout (the table then goes to stderr) or to FILE")
     _add_config_args(p, _launch("replay.toml"), endpoint_default="a free loopback port per configuration")
 
     p = sub.add_parser("evaluate", help="evaluate an emotion model on a MELD-format CSV, on MELD.Raw, "
@@ -108,15 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="with --meld: extraction processes")
     p.add_argument("--text-source", default=None, choices=("gold", "asr"), help="with --meld")
     p.add_argument("--model", default=None, help="emotion model checkpoint (default: the shipped one)")
-    p.add_argument("--json", default=None, help="also write the tables as JSON")
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
+                   help="the tables as JSON, on stdout (the readable tables then go to stderr) or to FILE")
     p.add_argument("--limit", type=int, default=0, help="only the first N rows (0 = all)")
 
     p = sub.add_parser("plot", help="draw a session's timeline (speakers, emotions, faces, latency) as a PNG")
-    p.add_argument("source", help="session folder or events file (replay --out events.jsonl)")
-    p.add_argument("--out", default="timeline.png", help="PNG to write (default: timeline.png)")
+    p.add_argument("source", help="session folder or events file (replay --out events.jsonl; '-': stdin)")
+    p.add_argument("--out", default="timeline.png", help="PNG to write ('-': stdout; default: timeline.png)")
 
     p = sub.add_parser("export", help="a session's final turns as SRT/VTT subtitles, RTTM or CSV")
-    p.add_argument("source", help="session folder or events file (replay --out events.jsonl)")
+    p.add_argument("source", help="session folder or events file (replay --out events.jsonl; '-': stdin)")
     p.add_argument("--format", required=True, choices=("srt", "vtt", "rttm", "csv"), help="output format")
     p.add_argument("--out", default=None, help="file to write (default: stdout)")
 

@@ -37,7 +37,9 @@ class _Printer:
 
 def _sinks(args):
     from robot_emotion.runner import JsonlSink
-    sinks, closers = [_Printer(getattr(args, "quiet", False))], []
+    # --out -: the JSON lines own stdout, so the readable lines are not printed there too
+    quiet = getattr(args, "quiet", False) or getattr(args, "out", None) == "-"
+    sinks, closers = [_Printer(quiet)], []
     if getattr(args, "out", None):
         sink = JsonlSink(args.out)
         sinks.append(sink)
@@ -72,10 +74,16 @@ def cmd_replay(args) -> int:
         source = demo_session_path()
         if not (Path(source) / "session.json").is_file():
             raise CommandError(f"demo session not found at {source}: run scripts/setup.sh (or make demo)", 3)
+    if getattr(args, "control", False) and cfg.control.enabled:
+        from robot_emotion.control import check_endpoint
+        check_endpoint(cfg.control.endpoint, cfg.publish.endpoint)
     sinks, closers = _sinks(args)
+    quiet = args.quiet or args.out == "-"
     t0 = time.monotonic()
     try:
-        node = replay(cfg, str(source), speed=speed, sinks=sinks, resample=args.resample)
+        node = replay(cfg, str(source), speed=speed, sinks=sinks, resample=args.resample,
+                      control=getattr(args, "control", False) and cfg.control.enabled,
+                      show_progress="quiet" if quiet else "printing")
     finally:
         for c in closers:
             c()
@@ -159,14 +167,30 @@ def cmd_keys(args) -> int:
     return run_keys(args)
 
 
+def _json_on_stdout(run, args) -> int:
+    """``--json`` alone (or ``--json -``): the JSON is the only thing on stdout, the readable
+    tables go to stderr (paths.write_output writes the JSON to the real stdout)."""
+    if getattr(args, "json", None) != "-":
+        return run(args)
+    import contextlib
+
+    from robot_emotion import paths
+    paths.MACHINE_STDOUT = sys.stdout
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            return run(args)
+    finally:
+        paths.MACHINE_STDOUT = None
+
+
 def cmd_bench(args) -> int:
     from robot_emotion.bench import run_bench
-    return run_bench(args)
+    return _json_on_stdout(run_bench, args)
 
 
 def cmd_evaluate(args) -> int:
     from robot_emotion.evaluate import run_evaluate
-    return run_evaluate(args)
+    return _json_on_stdout(run_evaluate, args)
 
 
 def cmd_train(args) -> int:

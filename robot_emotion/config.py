@@ -86,6 +86,7 @@ class ASRConfig:
     min_logprob: float = -1.0        # this AND the mean token log-probability is below this
     window: str = "short"            # short: encode the turn's own length (+3 s); full: 30 s windows
     incremental_s: float = 1.0       # decode the open turn every this much speech (0 = only at its end)
+    language: str = "en"             # what people speak (ISO 639-1); not "en" needs a multilingual asr.model
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,8 @@ _RULES: dict[str, dict[str, _Rule]] = {
     "asr": {"enabled": _FLAG, "backend": _one_of("faster-whisper", "pocketsphinx", "transformers", "none"),
             "model": _PATH, "partial_after_s": _between(1, 60, " s"), "beam_size": _between(1, 10),
             "prompt_turns": _between(0, 16), "incremental_s": _between(0, 30, " s"), "no_speech_prob": _between(0, 1),
-            "min_logprob": _between(-20, 0), "window": _one_of("short", "full")},
+            "min_logprob": _between(-20, 0), "window": _one_of("short", "full"),
+            "language": _matches(r"[a-z]{2,3}", "must be a language code such as en, de, fr")},
     "speakers": {"enabled": _FLAG, "decisions": _PATH,
                  "min_turn_s": _between(0.2, 10, " s"), "probe_s": _between(0.2, 10, " s"),
                  "live_change_s": _between(0, 30, " s")},
@@ -235,6 +237,13 @@ _CONSISTENT: list[tuple[str, typing.Callable, typing.Callable]] = [
                f"and asr.prompt_turns ({c.asr.prompt_turns}) turns"),
     ("speakers.probe_s", lambda c: c.speakers.probe_s < c.vad.max_utterance_s,
      lambda c: f"must be below vad.max_utterance_s ({c.vad.max_utterance_s} s): the probe would never run"),
+    # The embedded recogniser (Whisper tiny.en) and pocketsphinx en-us hear English only; a
+    # multilingual faster-whisper or transformers asr.model is checked when it loads (asr.py).
+    ("asr.language", lambda c: c.asr.language == "en" or not c.asr.enabled or c.asr.backend == "none"
+     or (c.asr.backend != "pocketsphinx" and bool(c.asr.model)),
+     lambda c: "needs a multilingual recogniser: the embedded Whisper tiny.en (and pocketsphinx en-us) "
+               "is English-only; set asr.model to a multilingual Whisper model folder (faster-whisper "
+               "CTranslate2, e.g. Systran/faster-whisper-small); text emotion stays English"),
     ("publish.authorized_keys", lambda c: bool(c.publish.authorized_keys) == bool(c.publish.server_secret_key),
      lambda c: "and publish.server_secret_key go together (create both with: robot-emotion keys DIR)"),
 ]

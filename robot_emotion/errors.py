@@ -10,6 +10,7 @@ module imports only the standard library, so any module can use it without an im
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sys
 import threading
@@ -48,12 +49,36 @@ def printable(text: str) -> str:
     return _UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], text)
 
 
-def say(line: str) -> None:
-    """Write one whole line to stderr. Threads print (progress, a failed output); ``print``
-    writes the text and its newline separately, so two threads could splice their lines."""
-    with _stderr_lock:
-        sys.stderr.write(printable(line) + "\n")
-        sys.stderr.flush()
+class _StderrHandler(logging.Handler):
+    """The package logger's handler: one whole line on the CURRENT sys.stderr (pytest and
+    embedding programs swap it), under the lock quiet_stderr holds. ``print`` writes the text
+    and its newline separately, so two threads could splice their lines."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            with _stderr_lock:
+                sys.stderr.write(printable(self.format(record)) + "\n")
+                sys.stderr.flush()
+        except Exception:
+            self.handleError(record)
+
+
+# Diagnostics go through logging ("robot_emotion" and its children): the CLI's lines are its
+# records at INFO (progress, "# ..."), WARNING and ERROR. An embedding program silences or
+# redirects them with the standard API, e.g. logging.getLogger("robot_emotion").setLevel("ERROR"),
+# or replaces LOG.handlers with its own; the CLI's one-line error contract is unchanged.
+LOG = logging.getLogger("robot_emotion")
+if not any(isinstance(h, _StderrHandler) for h in LOG.handlers):
+    LOG.addHandler(_StderrHandler())
+    LOG.setLevel(logging.INFO)
+    LOG.propagate = False        # the root logger's handlers would print every line twice
+
+
+def say(line: str, logger: str | None = None) -> None:
+    """Log one line (its level read from its prefix: ``robot-emotion: error:`` / ``warning:``)."""
+    level = (logging.ERROR if line.startswith("robot-emotion: error") else
+             logging.WARNING if line.startswith("robot-emotion: warning") else logging.INFO)
+    (logging.getLogger(logger) if logger else LOG).log(level, "%s", line)
 
 
 class quiet_stderr:

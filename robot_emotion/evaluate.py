@@ -35,7 +35,7 @@ class FusionTextModel:
 def check_output_paths(args) -> None:
     """Refuse an unwritable --json file or --out folder before any work (exit 2), not after it."""
     from robot_emotion.errors import UsageError
-    if getattr(args, "json", None):
+    if getattr(args, "json", None) and args.json != "-":      # -: stdout
         f = Path(args.json)
         if f.is_dir():
             raise UsageError(f"--json {f}: is a folder; give a file name (e.g. {f / 'evaluation.json'})")
@@ -92,6 +92,8 @@ def run_evaluate(args) -> int:
           f"text only, past-only context ({scorer.text.model.context_turns} turns)")
     print(format_tables(report))
     if args.json:
-        Path(args.json).write_text(json.dumps({k: v for k, v in report.items() if k != "predictions"}, indent=1))
-        print(f"# tables written to {args.json}", file=sys.stderr)
+        from robot_emotion.paths import write_output
+        write_output(args.json, json.dumps({k: v for k, v in report.items() if k != "predictions"}, indent=1))
+        if args.json != "-":
+            print(f"# tables written to {args.json}", file=sys.stderr)
     return 0

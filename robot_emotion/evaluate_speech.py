@@ -99,5 +99,6 @@ def run_speech_evaluate(args) -> int:
         plots(report, rel, out)
         print(f"# wrote {out / 'confusion.png'} and {out / 'reliability.png'}", file=sys.stderr)
     if args.json:
-        Path(args.json).write_text(json.dumps({**report, "reliability": rel}, indent=1))
+        from robot_emotion.paths import write_output
+        write_output(args.json, json.dumps({**report, "reliability": rel}, indent=1))
     return 0

@@ -17,7 +17,7 @@ from robot_emotion import EMOTIONS
 SCHEMA_VERSION = 2
 
 TOPICS = ("speech.start", "speech.end", "utterance", "utterance.partial",
-          "emotion", "face", "status", "device", "ready")
+          "emotion", "face", "status", "device", "ready", "session.end")
 
 # Fields every body of a topic must carry (the contract controllers rely on).
 REQUIRED = {
@@ -30,12 +30,13 @@ REQUIRED = {
     "face": ("t", "tracks"),
     "status": ("uptime", "stages", "queues", "dropped", "sources"),
     "device": ("device", "state", "t"),       # a camera / microphone lost or restored
-    "ready": ("t", "mode", "devices", "models", "load_s"),  # once: models loaded, devices open
+    "ready": ("t", "mode", "devices", "models", "load_s"),  # models loaded, devices open (repeated: publish.py)
+    "session.end": ("t", "reason", "utterances", "messages"),  # the last message of every session
 }
 COMMON = ("v", "topic", "seq", "session", "stamp")
 
 # Fields that depend on wall-clock time; everything else is reproducible in replay.
-WALL_FIELDS = ("stamp", "latency_ms", "wall", "load_s")
+WALL_FIELDS = ("stamp", "latency_ms", "wall", "load_s", "wall_s")
 
 
 class SchemaError(ValueError):

@@ -38,8 +38,10 @@ def format_event(body: dict) -> str | None:
         if not body.get("label"):
             return f"[{body['end']:7.2f}s] emotion{mark}      {uid}  no estimate"
         mods = "+".join(m for m, on in body["modalities"].items() if on)
-        lat = body.get("latency_ms", {}).get("total")
-        lat_s = f"  {lat:.0f} ms" if lat is not None else ""
+        lat = body.get("latency_ms", {})
+        lat_s = f"  {lat['total']:.0f} ms" if lat.get("total") is not None else ""
+        if lat.get("processing") is not None:   # --speed max: the node's time, the queue's apart
+            lat_s = f"  {lat['processing']:.0f} ms (+{lat.get('backlog', 0):.0f} ms backlog)"
         return (f"[{body['end']:7.2f}s] emotion{mark}      {uid}  {body['label']:<8} "
                 f"p={body['probs'][body['label']]:.2f} ({mods}){lat_s}")
     if topic == "utterance.partial":

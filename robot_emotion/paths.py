@@ -1,12 +1,25 @@
 """Where the node finds its launch profiles and the generated demo session.
 
-Output folders are checked here before any model loads (check_output_folder)."""
+Output folders are checked here before any model loads (check_output_folder); a file named
+``-`` is stdout (write_output)."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+MACHINE_STDOUT = None    # where ``-`` writes while a command's readable output goes to stderr
+
+
+def write_output(path: str | Path, text: str) -> None:
+    """Write text to a file, or to stdout when the file is ``-`` (``--json``, ``--out``)."""
+    import sys
+    if str(path) == "-":
+        out = MACHINE_STDOUT or sys.stdout
+        out.write(text if text.endswith("\n") else text + "\n")
+        out.flush()
+    else:
+        Path(path).write_text(text, encoding="utf-8")
 
 
 def demo_session_path() -> Path:

@@ -274,6 +274,7 @@ class Perception(SpeechInProgress):
                 "speaker_confidence": turn.speaker_confidence if speech else None,
                 "face_track": face_track, "face_confidence": face_conf if face_track is not None else None,
                 "text": text or None, "asr_confidence": asr_conf if speech else None,
+                "language": self.cfg.asr.language if text else None,   # what the recogniser was told
                 "duration": end - start, "segments": turn.segments, "spans": turn.spans, "forced": turn.forced,
                 "latency_ms": lat}
         bodies = [body]

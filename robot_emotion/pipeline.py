@@ -15,6 +15,8 @@ The robot's own voice and the controllers' requests: control.NodeControl (mixed 
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import queue
 import threading
 import time
@@ -41,6 +43,9 @@ class Node(NodeControl):
                  perception=None, sinks=(), zmq_context=None):
         self.cfg, self.clock, self.mode = cfg, clock, mode
         self.session_id = session_id or cfg.node.session_id or uuid.uuid4().hex[:12]
+        # which configuration produced this stream (ready, status): equal digests, equal settings
+        self.config_digest = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str)
+                                            .encode()).hexdigest()[:12]
         self.perception = perception
         self.stats = StageStats()
         self.history = DialogueHistory(cfg.node.history_max_turns)
@@ -118,13 +123,14 @@ class Node(NodeControl):
                 continue
         return False
 
-    def stop(self, drain: bool = True, stall_s: float = 120.0, progress=None) -> None:
+    def stop(self, drain: bool = True, stall_s: float = 120.0, progress=None, reason: str | None = None) -> None:
         """Stop sources, let the stages finish ALL they hold, then close the publisher.
 
         Draining waits as long as the stages make progress (a long replay at --speed max can
         queue minutes of work); it gives up only when nothing finished for ``stall_s``, and
         says so in ``errors``. ``progress(n_queued)`` is called every few seconds meanwhile.
-        Without drain (interrupted) the item in hand is finished and the rest is skipped."""
+        Without drain (interrupted) the item in hand is finished and the rest is skipped.
+        The last message is ``session.end`` (``reason``: end of input, stopped, interrupted, error)."""
         began = time.monotonic()
         for s in self.sources:
             s.stop()
@@ -154,6 +160,10 @@ class Node(NodeControl):
         close = getattr(self.perception, "close", None)
         if close is not None:         # the stages' own worker threads: a node embedded in a
             close()                   # program (api.py) must leave none behind when it stops
+        self.publisher.publish({"topic": "session.end", "t": self.clock.now(),
+                                "reason": "error" if self.errors else reason or ("stopped" if drain else "interrupted"),
+                                "unix_start": getattr(self.clock, "unix_start", None) or None,
+                                "utterances": self.utterances, "wall_s": time.monotonic() - self._t_start})
         self.publisher.stop()
 
     def finish_input(self) -> None:
@@ -177,6 +187,7 @@ class Node(NodeControl):
             block = self.audio_q.get(timeout=0.1)
             if block is None:
                 continue
+            self._audio_picked = time.monotonic()     # (the backlog ends here: publish.py)
             if isinstance(block, _EndOfAudio):
                 for ev in self.segmenter.flush(last_t):
                     self._on_vad_event(ev, time.monotonic())
@@ -210,7 +221,8 @@ class Node(NodeControl):
         elif isinstance(ev, SpeechEnd):
             self.publisher.publish({"topic": "speech.end", "utterance_id": ev.utterance_id,
                                     "start": ev.start, "end": ev.end, "forced": ev.forced,
-                                    "dropped": ev.dropped, "t": ev.decided_at, "_wall_end": wall})
+                                    "dropped": ev.dropped, "t": ev.decided_at, "_wall_end": wall,
+                                    **self._backlog_mark(getattr(self, "_audio_picked", None))})
             if not ev.dropped:
                 self._enqueue(ev)
         elif isinstance(ev, TurnGap) and self.perception is not None:
@@ -300,6 +312,7 @@ class Node(NodeControl):
         (its events must not depend on the machine's speed)."""
         while True:
             queued, item = self.segments.get()
+            self._picked = time.monotonic()
             self.stats.add("wait_utterances", (time.monotonic() - queued) * 1000.0)
             if item is _STOP:
                 if self.perception is not None:
@@ -345,7 +358,15 @@ class Node(NodeControl):
                                           body["start"], body["end"]))
                 elif body["topic"] == "emotion" and body.get("label"):
                     self.history.set_emotion(body["utterance_id"], body["label"], body["probs"])
+            if "_wall_end" in body:
+                body.update(self._backlog_mark(getattr(self, "_picked", None)))
             self.publisher.publish(body)
+
+    def _backlog_mark(self, picked: float | None) -> dict:
+        """A replay at --speed max reads ahead of the node: the time its work waited in the
+        queues is backlog, not the node's latency. ``_picked`` (when the stage took the work up)
+        lets the publisher split latency_ms.total into ``backlog`` + ``processing``."""
+        return {} if self.realtime or picked is None else {"_picked": picked}
 
     def _plain_utterance(self, seg: SpeechEnd) -> dict:
         """Spine only (no perception): every segment is its own final utterance."""
@@ -437,6 +458,10 @@ class Node(NodeControl):
             if hasattr(s, "corrupt_frames"):            # replay: video frames that did not decode
                 skipped["corrupt_frames"] = s.corrupt_frames
         return {"uptime": time.monotonic() - self._t_start, "t": self.clock.now(),
+                # the session's state for a subscriber that joined late (or before the node)
+                "ready": self.publisher.latched_ready is not None, "mode": self.mode,
+                "unix_start": getattr(self.clock, "unix_start", None) or None,
+                "config_digest": self.config_digest,
                 "stages": self.stats.summary(),
                 "queues": {"audio": self.audio_q.qsize(), "frames": self.frame_q.qsize(),
                            "segments": self.segments.qsize(), "publish": self.publisher.pending()},

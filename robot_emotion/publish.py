@@ -6,6 +6,13 @@ sends [topic, JSON] with NOBLOCK and a small send high-water mark (a slow or dea
 subscriber costs dropped messages, never a stalled pipeline), mirrors every body to
 the session's events.jsonl / ``--out`` file, and emits ``status`` at ``status_hz``.
 
+Late and early subscribers: ZeroMQ delivers nothing to a SUB whose connection is not up yet
+(a controller started before the node joins ~100 ms after the bind, when ``ready`` has gone),
+so ``ready`` is sent again with each ``status`` (``repeat``: 1, 2, ...) until the first
+``utterance``; those repeats go on the wire only, not into the files. ``status`` itself
+carries the session's state (ready, ``unix_start``, config digest) for whoever joins later.
+``session.end`` is the last message of every session, with the count of each topic.
+
 Who may subscribe, and how big a subscription may be, is security.py's policy: loopback
 by default, CURVE keys (or ``publish.allow_insecure``) for any other address.
 """
@@ -83,6 +90,9 @@ class Publisher:
         self.bound: str | None = None
         self._failed_sinks: set = set()
         self.sink_failures: list[str] = []    # one line per failed output (--out, session file)
+        self.latched_ready: dict | None = None  # the ready body, re-sent until the first utterance
+        self.counts: dict[str, int] = {}     # messages per topic (status and ready repeats aside)
+        self._ended = False                  # session.end sent: nothing follows it
 
     def start(self) -> None:
         self.security = _security_for(self.endpoint, self.options)  # UsageError/InputError
@@ -160,21 +170,36 @@ class Publisher:
                     self._send(sock, zmq, body)
                 elif self._stop.is_set():
                     break
-                if self.status_fn and time.monotonic() >= next_status:
+                if self.status_fn and time.monotonic() >= next_status and not self._ended:
                     next_status += self.status_period
                     self._send(sock, zmq, {"topic": "status", **self.status_fn()})
+                    if self.latched_ready is not None and "utterance" not in self.counts:
+                        self.latched_ready["repeat"] = self.latched_ready.get("repeat", 0) + 1
+                        self._send(sock, zmq, dict(self.latched_ready), mirror=False)
         finally:
             self._close(ctx, sock, auth)
 
-    def _send(self, sock, zmq, body: dict) -> None:
+    def _send(self, sock, zmq, body: dict, mirror: bool = True) -> None:
         topic = body["topic"]
         wall_end = body.pop("_wall_end", None)  # internal: when speech end was decided
+        picked = body.pop("_picked", None)      # internal (--speed max): when a stage took it up
+        if topic == "ready" and self.latched_ready is None:
+            self.latched_ready = dict(body)
+        elif topic == "session.end":
+            self._ended = True
+            body["messages"] = dict(self.counts)     # what a subscriber should have received
         seq = self.seq.get(topic, 0)
         self.seq[topic] = seq + 1
+        if mirror and topic != "status":
+            self.counts[topic] = self.counts.get(topic, 0) + 1
         body.update(v=messages.SCHEMA_VERSION, seq=seq, session=self.session_id, stamp=time.time())
         if wall_end is not None:
             ms = (time.monotonic() - wall_end) * 1000.0
-            body.setdefault("latency_ms", {})["total"] = ms
+            lat = body.setdefault("latency_ms", {})
+            lat["total"] = ms
+            if picked is not None:      # queued behind a replay that reads ahead: shown apart
+                lat["backlog"] = max(0.0, (picked - wall_end) * 1000.0)
+                lat["processing"] = ms - lat["backlog"]
             self.latencies.append((topic, ms, body.get("utterance_id"), body.get("final"),
                                    bool(body.get("early"))))
         messages.validate(body)
@@ -185,7 +210,7 @@ class Publisher:
         except zmq.Again:
             self.dropped += 1
         clean = json.loads(frames[1])
-        for sink in self.sinks:
+        for sink in self.sinks if mirror else ():
             if sink in self._failed_sinks:
                 continue
             try:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -24,15 +25,17 @@ class JsonlSink:
     def __init__(self, path: str | Path):
         self.name = str(path)
         self.check_path(path)
-        try:
-            self.f = open(path, "w", encoding="utf-8")
+        try:       # "-": stdout, closed by nobody (the readable lines are then not printed)
+            self.f = sys.stdout if str(path) == "-" else open(path, "w", encoding="utf-8")
         except OSError as e:
             raise UsageError(f"--out {path}: cannot write it ({e.strerror or e})") from None
         self._lock = threading.Lock()
 
     @staticmethod
     def check_path(path: str | Path) -> None:
-        """--out must name a file in an existing folder: refused before any model loads (exit 2)."""
+        """--out must name a file in an existing folder (or be -): refused before any model loads (exit 2)."""
+        if str(path) == "-":
+            return
         p = Path(path)
         if p.is_dir():
             raise UsageError(f"--out {path} is a folder; give the path of a file for the JSON lines")
@@ -45,6 +48,9 @@ class JsonlSink:
             self.f.flush()
 
     def close(self) -> None:
+        if self.f is sys.stdout:
+            self.f.flush()
+            return
         try:
             self.f.close()
         except OSError:   # the failure was already reported when a write failed
@@ -75,9 +81,13 @@ def _ready(node: Node, load_s: float, devices: dict | None = None) -> None:
         p = node.perception
         models = {"asr": p.asr is not None, "speakers": p.speakers is not None,
                   "faces": p.faces is not None, "emotion": p.emotion is not None}
+    # unix_start: a capture time t happened at unix_start + t (replay: the recording's own
+    # origin, null for a media file that has none); config_digest: which settings ran
     node.publisher.publish({"topic": "ready", "t": node.clock.now(), "mode": node.mode,
                             "devices": devices if devices is not None else {s.name: s.state for s in node.sources},
-                            "models": models, "load_s": round(load_s, 3)})
+                            "models": models, "load_s": round(load_s, 3),
+                            "unix_start": node.clock.unix_start or None, "config_digest": node.config_digest,
+                            "language": {"asr": node.cfg.asr.language, "text": "en"}})
     _log(f"ready: {node.mode} session {node.session_id}")
 
 
@@ -100,18 +110,66 @@ class _Signals:
             signal.signal(sig, old)
 
 
+class ReplayProgress:
+    """Where the replay reader is, over the recording's duration, on stderr: a tqdm bar where
+    stderr is a terminal of its own (``--quiet``, or stdout redirected: the bar would cut
+    through the printed messages), else one ``# replay: ...`` line every 10 s."""
+
+    def __init__(self, duration: float, clock, quiet: bool, every_s: float = 10.0):
+        import os
+        import sys
+        self.duration, self.clock, self.every_s = duration, clock, every_s
+        self._next = time.monotonic() + every_s
+        self.bar = None
+        try:
+            same = os.isatty(1) and os.path.samestat(os.fstat(1), os.fstat(2))
+            tty = sys.stderr.isatty()
+        except (OSError, ValueError):
+            same, tty = False, False
+        if tty and (quiet or not same):
+            from tqdm import tqdm
+            self.bar = tqdm(total=round(duration, 1), unit="s", desc="replay", leave=False,
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}]")
+
+    def update(self) -> None:
+        t = min(self.clock.now(), self.duration)
+        if self.bar is not None:
+            self.bar.update(round(t, 1) - self.bar.n)
+        elif time.monotonic() >= self._next:
+            self._next += self.every_s
+            _log(f"replay: {t:.1f} of {self.duration:.1f} s read ({100 * t / max(self.duration, 1e-9):.0f}%)")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def _drain_progress(n_queued: int) -> None:
     _log(f"finishing: {n_queued} queued item(s) left")
 
 
 def replay(cfg: Config, source: str, speed: str | float = "max", sinks=(), resample: bool = False,
            perception="auto", progress=_drain_progress, stop_event: threading.Event | None = None,
-           on_node=None, stall_s: float = 120.0) -> Node:
+           on_node=None, stall_s: float = 120.0, control: bool = False, show_progress: str | None = None) -> Node:
     """Replay a recording through the node; returns the stopped node (for its stats).
-    ``stop_event`` set = SIGINT; ``on_node(node)`` is called once the node exists (api.py)."""
+    ``stop_event`` set = SIGINT; ``on_node(node)`` is called once the node exists (api.py).
+    ``control``: serve control.endpoint as live does (a controller's tests on recordings);
+    ``show_progress`` ("quiet": no messages printed, or "printing"): the reader's position over
+    the recording's duration on stderr (ReplayProgress)."""
     check_endpoint(cfg.publish)  # a bad, busy or unauthenticated endpoint fails before models load
     t_load = time.monotonic()
     rec = open_recording(source, resample=resample)
+    server = _start_control(cfg) if control else None
+    try:
+        return _replay(cfg, rec, source, speed, sinks, perception, progress, stop_event, on_node,
+                       stall_s, server, t_load, show_progress)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def _replay(cfg, rec, source, speed, sinks, perception, progress, stop_event, on_node, stall_s,
+            server, t_load, show_progress) -> Node:
     for note in rec.notes:             # a recorded video that will not be replayed, and why
         _log(note)
     clock = VirtualClock(rec.meta.get("unix_start", 0.0))
@@ -121,6 +179,9 @@ def replay(cfg: Config, source: str, speed: str | float = "max", sinks=(), resam
     node = Node(cfg, clock, mode="replay", session_id=cfg.node.session_id or rec.session_id,
                 perception=perception, sinks=sinks)
     node.realtime = speed != "max"     # as fast as possible: faces and turns run side by side
+    if server is not None:
+        server.node = node
+        node.control_server = server
     if on_node is not None:
         on_node(node)
     src = ReplaySource(rec, clock, node.audio_q, node.feed_frame if has_video else None, speed,
@@ -129,11 +190,17 @@ def replay(cfg: Config, source: str, speed: str | float = "max", sinks=(), resam
         # ready before the reader moves the clock: replay's session time starts at 0
         node.start([src], has_video=has_video,
                    before_sources=lambda: _ready(node, time.monotonic() - t_load, {"replay": source}))
+        bar = ReplayProgress(rec.duration, clock, show_progress == "quiet") if show_progress else None
         while not (src.done.is_set() or interrupted.is_set() or node.errors):
             src.done.wait(0.1)
+            if bar is not None:
+                bar.update()
+        if bar is not None:
+            bar.close()
         if src.done.is_set() and not interrupted.is_set():
             node.finish_input()
-        node.stop(drain=not interrupted.is_set(), progress=progress, stall_s=stall_s)
+        reason = "interrupted" if interrupted.is_set() else "error" if src.error else "end of input"
+        node.stop(drain=not interrupted.is_set(), progress=progress, stall_s=stall_s, reason=reason)
     if src.error:
         node.errors.append(src.error)
     node.interrupted = interrupted.is_set()
@@ -226,12 +293,14 @@ def live(cfg: Config, record_to: str | Path | None = None, duration: float | Non
             try:
                 node.start(sources, has_video=use_cam and cfg.faces.enabled)
             except BaseException:     # a device that does not open: no stage thread outlives it
-                node.stop(drain=False)
+                node.stop(drain=False, reason="error")
                 raise
             _ready(node, time.monotonic() - t_load)
             t_end = None if duration is None else clock.now() + duration
+            reason = "stopped"
             while not interrupted.is_set() and not node.errors:
                 if t_end is not None and clock.now() >= t_end:
+                    reason = "duration"
                     break
                 if mic_watch is not None and not mic_watch.check(clock.now()):
                     break
@@ -239,7 +308,8 @@ def live(cfg: Config, record_to: str | Path | None = None, duration: float | Non
                     node.errors.append(control.died or f"control socket {control.endpoint} stopped")
                     break
                 interrupted.wait(0.1)
-            node.stop(drain=True, progress=_drain_progress)
+            node.stop(drain=True, progress=_drain_progress,
+                      reason="interrupted" if interrupted.is_set() else reason)
             node.interrupted = interrupted.is_set()
     finally:
         if control is not None:

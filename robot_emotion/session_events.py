@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +53,7 @@ class SessionEvents:
     segments: list[dict]              # speech.end bodies (start, end, forced, dropped)
     onsets: list[dict]                # speech.start bodies (start, t)
     faces: list[dict] = field(default_factory=list)  # face bodies (t, tracks)
+    backlog: bool = False             # a --speed max replay: latencies are processing times
 
     @property
     def duration(self) -> float:
@@ -84,9 +86,9 @@ def events_path(source: str | Path) -> Path:
 def read_bodies(source: str | Path) -> list[dict]:
     """Every JSON body of the file. A truncated LAST line (a killed recording) is skipped;
     anything else that is not a JSON object is refused with its line number."""
-    path = events_path(source)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+    path = Path("<stdin>") if str(source) == "-" else events_path(source)
+    try:       # "-": the lines of `replay --out -` piped in
+        lines = (sys.stdin.read() if str(source) == "-" else path.read_text(encoding="utf-8")).splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"{path}: cannot read ({e})") from None
     bodies = []
@@ -117,8 +119,12 @@ def last_per_id(bodies: list[dict], topic: str) -> dict[str, dict]:
 
 
 def _latency(body: dict | None, key: str) -> float | None:
+    """latency_ms[key]; for "total", the node's processing time where a --speed max replay
+    queued the work (latency_ms.backlog is then the queueing, shown apart)."""
     lat = (body or {}).get("latency_ms")
-    return lat.get(key) if isinstance(lat, dict) else None
+    if not isinstance(lat, dict):
+        return None
+    return lat.get("processing", lat.get(key)) if key == "total" else lat.get(key)
 
 
 def _turn(utt: dict, emo: dict | None, first_emo: dict | None) -> Turn:
@@ -156,7 +162,8 @@ def load_session_events(source: str | Path) -> SessionEvents:
     except (KeyError, TypeError, ValueError) as e:
         raise InputError(f"{source}: a body lacks a field the schema requires ({e})") from None
     session = next((b.get("session") for b in bodies if b.get("session")), None)
-    events = SessionEvents(str(source), session, turns, segments, onsets, faces)
+    backlog = any("backlog" in (b.get("latency_ms") or {}) for b in bodies if isinstance(b.get("latency_ms"), dict))
+    events = SessionEvents(str(source), session, turns, segments, onsets, faces, backlog)
     check_extent(events, session_length(source))
     return events
 

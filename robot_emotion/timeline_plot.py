@@ -180,7 +180,7 @@ def plot_timeline(events: SessionEvents, out: str | Path) -> tuple[int, int]:
              f"{len(events.speakers)} speakers, {len(tracks)} face tracks, {events.duration:.1f} s   "
              f"│ green tick: speech.start, dark tick: speech.end (red: forced cut)", fontsize=9, va="top")
     try:
-        fig.savefig(out, dpi=DPI)
+        fig.savefig(sys.stdout.buffer if str(out) == "-" else out, dpi=DPI, format="png")
     except OSError as e:
         raise InputError(f"cannot write {out}: {e.strerror or e}") from None
     finally:
@@ -277,6 +277,8 @@ def _latency_panel(lax, events: SessionEvents, x0: float, x1: float, legend: boo
     message. One y scale for the session, so rows compare."""
     every = [t for t in events.turns if t.emotion_ms is not None]
     lax.set_ylabel("emotion\nlatency (ms)", fontsize=8)
+    if events.backlog:            # --speed max: queueing behind the reader is not latency
+        lax.set_ylabel("emotion latency\n(ms, backlog\nleft out)", fontsize=8)
     lax.set_xlabel("session time (s)", fontsize=8)
     lax.tick_params(labelsize=8)
     lax.grid(color="#e8e8e8", lw=0.6)

@@ -196,9 +196,15 @@ class FasterWhisperASR(ASR):
 
     def __init__(self, path: str = "", device: str = "auto", beam_size: int = 5,
                  word_timestamps: bool = False, cpu_threads: int = 0,
-                 no_speech_prob: float = 0.3, min_logprob: float = -1.0, window: str = "short"):
+                 no_speech_prob: float = 0.3, min_logprob: float = -1.0, window: str = "short",
+                 language: str = "en"):
         self.path = path or default_whisper_path()
         self.model = load_faster_whisper(self.path, device, cpu_threads)
+        if language != "en" and not self.model.is_multilingual:
+            from robot_emotion.errors import UsageError
+            raise UsageError(f"asr.language = {language!r} needs a multilingual Whisper model, and "
+                             f"{self.path} is English-only (asr.model)")
+        self.language = language
         self.window = window
         self.incremental = window == "short" and not word_timestamps
         self.fallbacks = 0           # short-window decodes that fell back to the 30 s window
@@ -249,7 +255,7 @@ class FasterWhisperASR(ASR):
         """audio/whisper_short.py; None when its guards say: use the full window."""
         from robot_emotion.audio.whisper_short import ShortWindowDecoder
         if getattr(self, "_short", None) is None:
-            self._short = ShortWindowDecoder(self.model, self.beam_size)
+            self._short = ShortWindowDecoder(self.model, self.beam_size, self.language)
         if not self._short.fits(audio):
             return None
         prefix = hypotheses.stable(self._short.starts_word) if hypotheses is not None else []
@@ -275,7 +281,7 @@ class FasterWhisperASR(ASR):
             # temperature 0 only: no sampled fallback, so a replay gives the same text;
             # no_speech_threshold=None: the no-speech rule is ours (_is_speech), applied below.
             segments, _info = self.model.transcribe(
-                audio, language="en", beam_size=self.beam_size, vad_filter=False, temperature=0.0,
+                audio, language=self.language, beam_size=self.beam_size, vad_filter=False, temperature=0.0,
                 condition_on_previous_text=False, word_timestamps=self.word_timestamps,
                 initial_prompt=prompt or None, no_speech_threshold=None)
             segments = list(segments)
@@ -304,7 +310,7 @@ class FasterWhisperASR(ASR):
         from robot_emotion.audio.whisper_short import ShortWindowDecoder
         a = _as_float_audio(audio)
         if getattr(self, "_short", None) is None:
-            self._short = ShortWindowDecoder(self.model, self.beam_size)
+            self._short = ShortWindowDecoder(self.model, self.beam_size, self.language)
         if not self._short.fits(a):
             return faster_whisper_encoder_states(self.model, a, self._lock)
         with self._lock:
@@ -406,7 +412,7 @@ class PocketSphinxASR(ASR):
 class TransformersWhisperASR(ASR):
     is_whisper = True
 
-    def __init__(self, path: str, device: str = "auto", num_beams: int = 1):
+    def __init__(self, path: str, device: str = "auto", num_beams: int = 1, language: str = "en"):
         if not path or not os.path.isdir(path) or not os.path.isfile(os.path.join(path, "config.json")):
             raise ASRModelNotFound(f"transformers Whisper checkpoint not found: expected a folder with "
                                    f"config.json at {path or '(asr.model is empty)'}")
@@ -429,6 +435,11 @@ class TransformersWhisperASR(ASR):
         gc = self.model.generation_config
         # English-only checkpoints (and old generation configs) take no language/task arguments
         self._pass_language = bool(getattr(gc, "is_multilingual", False)) and bool(getattr(gc, "lang_to_id", None))
+        if language != "en" and not self._pass_language:
+            from robot_emotion.errors import UsageError
+            raise UsageError(f"asr.language = {language!r} needs a multilingual Whisper model, and {path} "
+                             "is English-only (asr.model)")
+        self.language = language
 
     def _features(self, audio: np.ndarray):
         inputs = self.processor.feature_extractor(audio, sampling_rate=SAMPLE_RATE, return_tensors="pt")
@@ -438,7 +449,7 @@ class TransformersWhisperASR(ASR):
         import torch
         # The prompt is not passed here: generate() returns it inside the sequence on some
         # transformers versions, and this backend is the non-default one.
-        kw = {"language": "en", "task": "transcribe"} if self._pass_language else {}
+        kw = {"language": self.language, "task": "transcribe"} if self._pass_language else {}
         with self._lock, torch.inference_mode():
             out = self.model.generate(self._features(audio[:WHISPER_CHUNK_SAMPLES]), num_beams=self.num_beams,
                                       return_dict_in_generate=True, output_scores=True, **kw)
@@ -478,9 +489,11 @@ def make_asr(cfg, device: str = "auto", **kwargs) -> ASR | None:
         kwargs.setdefault("no_speech_prob", getattr(cfg, "no_speech_prob", 0.3))
         kwargs.setdefault("min_logprob", getattr(cfg, "min_logprob", -1.0))
         kwargs.setdefault("window", getattr(cfg, "window", "short"))
+        kwargs.setdefault("language", getattr(cfg, "language", "en"))
         return FasterWhisperASR(cfg.model, device=device, **kwargs)
     if backend == "pocketsphinx":
         return PocketSphinxASR(cfg.model)
     if backend == "transformers":
+        kwargs.setdefault("language", getattr(cfg, "language", "en"))
         return TransformersWhisperASR(cfg.model, device=device, **kwargs)
     raise ValueError(f"unknown ASR backend '{backend}' (faster-whisper, pocketsphinx, transformers, none)")

@@ -69,12 +69,12 @@ def audio_key(audio: np.ndarray) -> tuple[int, int]:
 
 
 class ShortWindowDecoder:
-    def __init__(self, model, beam_size: int = 5):
+    def __init__(self, model, beam_size: int = 5, language: str = "en"):
         from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import get_suppressed_tokens
         self.model, self.beam_size = model, int(beam_size)
         self.tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual,
-                                   task="transcribe", language="en")
+                                   task="transcribe", language=language)
         self.suppress = get_suppressed_tokens(self.tokenizer, [-1])
         self._pieces: dict[int, str] = {}
         self._encoded: dict[tuple, object] = {}   # the last few encodings, by audio_key

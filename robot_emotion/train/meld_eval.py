@@ -109,8 +109,10 @@ def run_meld_evaluate(args) -> int:
                              training)
         print(f"# report written to {args.out}: {', '.join(f.name for f in files.values())}", file=sys.stderr)
     if args.json:
-        Path(args.json).write_text(json.dumps({"meta": info, "rows": rows}, indent=1))
-        print(f"# tables written to {args.json}", file=sys.stderr)
+        from robot_emotion.paths import write_output
+        write_output(args.json, json.dumps({"meta": info, "rows": rows}, indent=1))
+        if args.json != "-":
+            print(f"# tables written to {args.json}", file=sys.stderr)
     return 0
 
 
