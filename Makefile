@@ -1,8 +1,12 @@
-# The two README commands. Both do all the set-up first (idempotent).
+# The two README commands. Both do all the set-up first (idempotent). The shared venv holds
+# the dependencies only; this clone's code comes from PYTHONPATH, so no other checkout's
+# `make` can re-point what these commands run. `demo` always REPLAYS the demo session (it
+# never opens a camera or microphone: `robot-emotion run` is the live verb).
 .PHONY: demo test bench
+RUN = HF_HUB_OFFLINE=1 PYTHONPATH="$(CURDIR)" $$VENV/bin/python
 demo:
-	@VENV=$$(scripts/setup.sh) && HF_HUB_OFFLINE=1 $$VENV/bin/robot-emotion run --demo
+	@VENV=$$(scripts/setup.sh) && $(RUN) -m robot_emotion replay --demo
 test:
-	@VENV=$$(scripts/setup.sh) && HF_HUB_OFFLINE=1 $$VENV/bin/python -m pytest -q tests
+	@VENV=$$(scripts/setup.sh) && $(RUN) -m pytest -q tests
 bench:
-	@VENV=$$(scripts/setup.sh) && HF_HUB_OFFLINE=1 $$VENV/bin/robot-emotion bench
+	@VENV=$$(scripts/setup.sh) && $(RUN) -m robot_emotion bench

