@@ -203,3 +203,22 @@ def test_report_figures():
     assert sum(ln.get_marker() == "*" for ln in loss.lines) == 2
     assert "kept epoch (best dev wF1)" in [t.get_text() for t in f1.get_legend().get_texts()]
     plt.close(fig)
+
+
+def test_each_clip_is_featurized_as_if_first(mini):
+    """The face pipeline starts every clip afresh (FacePipeline.reset: tracks, rate clock, the
+    search schedule, the followed boxes), so a clip's face features do not depend on the clip
+    before it: the real face video gives the same features after itself and after the MELD clip
+    as when it comes first (not following the boxes where the clip before left its faces)."""
+    from conftest import FACE_CLIP, shared_file
+    from robot_emotion.train.extract import ClipFeaturizer, ExtractSpec
+    face, meld = shared_file(FACE_CLIP), shared_file(MELD_CLIP)
+    fz = ClipFeaturizer(ExtractSpec(str(mini["text"]), "gold", "cpu", ("asr.enabled=false",)))
+    first = fz.featurize(str(face), "A", "hello there", [])
+    assert first["meta"]["face_found"] and first["meta"]["tracks"] >= 1
+    for before in (face, meld):
+        if before == meld:
+            fz.featurize(str(meld), "Joey", "the waitress", [])
+        again = fz.featurize(str(face), "A", "hello there", [])
+        assert again["meta"]["tracks"] == first["meta"]["tracks"]
+        np.testing.assert_array_equal(again["arrays"]["face_seq"], first["arrays"]["face_seq"])

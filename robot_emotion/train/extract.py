@@ -126,13 +126,6 @@ class ClipFeaturizer:
         self.faces = FacePipeline(self.cfg.faces, device=self.device)
         self.encoders = configured_encoders(self.text_model, self.asr)
 
-    def _reset_faces(self):
-        import math
-        from robot_emotion.vision.tracker import FaceTracker
-        self.faces.tracker = FaceTracker()
-        self.faces._audio.clear()
-        self.faces._last_processed = -math.inf
-
     def featurize(self, path: str, speaker, text: str, history: list) -> dict:
         from robot_emotion.data.meld import decode_clip
         from robot_emotion.features.utterance import face_features
@@ -140,7 +133,7 @@ class ClipFeaturizer:
         from robot_emotion.sources.base import Frame
         t0 = time.perf_counter()
         audio, frames, dur = decode_clip(path, self.cfg.faces.rate_hz)
-        self._reset_faces()
+        self.faces.reset()     # every clip starts with a whole-frame search, as a live session does
         perc = Perception(self.cfg, faces=self.faces)
         perc.on_audio(0.0, audio)
         perc.close_audio()
