@@ -228,7 +228,8 @@ class NodeControl:
         uid = self.robot.on_block(block.t, samples, seg[0] if seg else None)
         if uid is not None:                    # a person talks over the robot: that is speech
             self.publisher.publish({"topic": "speech.start", "utterance_id": uid, "start": seg[1],
-                                    "t": block.t + samples.size / 16000, "barge_in": True})
+                                    "t": block.t + samples.size / 16000, "barge_in": True,
+                                    "speaker": None})
 
     def _robot_segment(self, ev) -> bool:
         """The robot's own voice (see control.py): dropped or marked, never perceived."""

@@ -216,8 +216,10 @@ class Node(NodeControl):
         if isinstance(ev, (SpeechStart, SpeechEnd)) and self._robot_segment(ev):
             return
         if isinstance(ev, SpeechStart):
+            # speaker: not known at onset (the voice is checked from probe_s on; the turn's
+            # utterance carries it); "robot" for the robot's own segments (control.py)
             self.publisher.publish({"topic": "speech.start", "utterance_id": ev.utterance_id,
-                                    "start": ev.start, "t": ev.decided_at})
+                                    "start": ev.start, "t": ev.decided_at, "speaker": None})
         elif isinstance(ev, SpeechEnd):
             self.publisher.publish({"topic": "speech.end", "utterance_id": ev.utterance_id,
                                     "start": ev.start, "end": ev.end, "forced": ev.forced,

@@ -166,7 +166,7 @@ class SpeechInProgress:
         body = {"topic": "utterance", "utterance_id": turn.id, "final": False, "early": True, "speech": True,
                 "start": turn.start, "end": seg.end, "speaker": turn.speaker, "speaker_confidence": None,
                 "face_track": face_track, "face_confidence": face_conf if face_track is not None else None,
-                "text": e.text, "text_end": e.until, "asr_confidence": e.confidence,
+                "text": e.text, "text_end": e.until, "asr_confidence": e.confidence, "language": self.cfg.asr.language,
                 "duration": seg.end - turn.start, "segments": turn.segments, "spans": turn.spans, "forced": False,
                 "latency_ms": {}}
         a0 = max(0, int(round((turn.start - audio_t0) * SAMPLE_RATE)))
