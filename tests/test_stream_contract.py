@@ -88,12 +88,12 @@ def test_controller_started_5s_before_a_paced_replay_gets_ready_control_and_sess
     assert all("speaker" in b for b in got if b["topic"] == "speech.start")
     end = got[-1]
     assert end["topic"] == "session.end" and end["reason"] == "end of input"
+    # everything but ready (the first one is lost to the slow joiner, then repeats come)
     received = {}
     for b in got:
-        if b["topic"] != "status" and not b.get("repeat"):
+        if b["topic"] not in ("status", "ready", "session.end"):
             received[b["topic"]] = received.get(b["topic"], 0) + 1
-    received.pop("session.end")
-    assert end["messages"] == received
+    assert end["messages"].pop("ready") == 1 and end["messages"] == received
     assert end["utterances"] == sum(1 for b in got if b["topic"] == "utterance" and b["final"]
                                     and b["speaker"] != "robot" and b.get("speech", True))
 
