@@ -52,13 +52,16 @@ class TurnSoFar(PartialAudio):
 
 @dataclass
 class EarlyText:
-    """The last decode of the turn so far (on_turn_so_far): its words, up to ``until``."""
+    """The last decode of the turn so far (on_turn_so_far): its words, up to ``until``, and the
+    audio it decoded (the early estimate's voice is read from that audio's encoding, which the
+    recogniser keeps: whisper_short.py)."""
     segment: str
     turn: str
     origin: float
     until: float
     text: str
     confidence: float | None
+    audio: np.ndarray
 
 
 @dataclass
@@ -139,7 +142,7 @@ class SpeechInProgress:
             began = time.perf_counter()
             tr = self.asr.transcribe(audio, prompt=self._prompt(turn, node), hypotheses=self._hyp, update=item.agree)
             node.stats.add("asr_incremental", (time.perf_counter() - began) * 1000.0)
-            self._early = EarlyText(item.utterance_id, turn.id, t0, item.end, tr.text.strip(), tr.confidence)
+            self._early = EarlyText(item.utterance_id, turn.id, t0, item.end, tr.text.strip(), tr.confidence, audio)
             if self.emotion is not None and self.cfg.emotion.early and self._early.text and not later():
                 began = time.perf_counter()   # the early estimate's text features, now rather than at the pause
                 self.emotion.prepare_text(turn.start, turn.speaker, self._early.text, node)
@@ -160,7 +163,6 @@ class SpeechInProgress:
         turn = self._likely_turn(seg)
         if turn.id != e.turn or abs(turn.pieces[0].pad_from - e.origin) > 1e-6:
             return []
-        audio_t0, audio = turn.audio()
         tracks = self.face_data(turn.start, seg.end)
         face_track, face_conf = self._active_speaker(turn.start, seg.end, tracks) if tracks else (None, None)
         body = {"topic": "utterance", "utterance_id": turn.id, "final": False, "early": True, "speech": True,
@@ -169,8 +171,7 @@ class SpeechInProgress:
                 "text": e.text, "text_end": e.until, "asr_confidence": e.confidence, "language": self.cfg.asr.language,
                 "duration": seg.end - turn.start, "segments": turn.segments, "spans": turn.spans, "forced": False,
                 "latency_ms": {}}
-        a0 = max(0, int(round((turn.start - audio_t0) * SAMPLE_RATE)))
-        emo = self.emotion.score(body, audio[a0:], tracks.get(face_track) if face_track is not None else None, node)
+        emo = self.emotion.score(body, e.audio, tracks.get(face_track) if face_track is not None else None, node)
         emo.update(final=False, early=True, text_end=e.until)
         node.stats.add("early", 1.0)
         return [dict(b, _wall_end=seg.wall) for b in (body, emo)]

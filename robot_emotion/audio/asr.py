@@ -313,8 +313,7 @@ class FasterWhisperASR(ASR):
             self._short = ShortWindowDecoder(self.model, self.beam_size, self.language)
         if not self._short.fits(a):
             return faster_whisper_encoder_states(self.model, a, self._lock)
-        with self._lock:
-            return self._short.states(a)
+        return self._short.states(a, self._lock)
 
 
 def faster_whisper_encoder_states(model, audio, lock: threading.Lock | None = None) -> np.ndarray:

@@ -79,12 +79,18 @@ class ShortWindowDecoder:
         self._pieces: dict[int, str] = {}
         self._encoded: dict[tuple, object] = {}   # the last few encodings, by audio_key
 
-    def states(self, audio: np.ndarray) -> np.ndarray:
+    def states(self, audio: np.ndarray, lock=None) -> np.ndarray:
         """turn_states of this audio, reusing the encoding a decode of the same audio made (the
-        node scores a turn's emotion right after transcribing it: the encoder runs once)."""
+        node scores a turn's emotion right after transcribing it: the encoder runs once). The
+        model ``lock`` is taken only to encode: a reused encoding does not wait behind a decode
+        running on the other core (an early estimate waited 200-400 ms for that)."""
         enc = self._encoded.get(audio_key(audio))
         if enc is None:
-            enc = self._remember(audio, encode(self.model, audio))
+            if lock is None:
+                enc = self._remember(audio, encode(self.model, audio))
+            else:
+                with lock:
+                    enc = self._remember(audio, encode(self.model, audio))
         if str(getattr(enc, "device", "cpu")) != "cpu":   # numpy reads host memory only
             import ctranslate2
             enc = enc.to_device(ctranslate2.Device.cpu)
