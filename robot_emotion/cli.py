@@ -151,6 +151,10 @@ def _interrupt(signum, frame):
 
 
 def _quiet_libraries() -> None:
+    p = sub.add_parser("people", help="the opt-in people store: list | enroll NAME --from FILE | rename | forget")
+    from robot_emotion.people_cli import add_people_args
+    add_people_args(p, _launch("robot.toml"))
+
     """Third-party deprecation notes are not the user's business: torch.jit.load's
     FutureWarning (silero VAD) printed two lines on every run."""
     import warnings

@@ -218,3 +218,9 @@ def cmd_calibrate(args) -> int:
     from robot_emotion.calibrate import run_calibrate
     cfg, provenance = load_config(args)
     return run_calibrate(cfg, provenance, args)
+
+
+def cmd_people(args) -> int:
+    from robot_emotion.people_cli import run_people
+    cfg, _ = load_config(args)
+    return run_people(args, cfg)

@@ -99,6 +99,15 @@ class SpeakersConfig:
 
 
 @dataclass(frozen=True)
+class PeopleConfig:
+    enabled: bool = False            # opt-in: match voices against stored people (README "People")
+    store: str = ""                  # SQLite file (0600); "" = $XDG_DATA_HOME/robot-emotion/people.db
+    remember: bool = False           # a voice that matches nobody is stored as an anonymous person
+    remember_after_s: float = 20.0   # ... once this much of its speech is heard
+    match: str = ""                  # match model (json); "" = the shipped one, fit on dev voices
+
+
+@dataclass(frozen=True)
 class EmotionConfig:
     enabled: bool = True
     model: str = ""                  # checkpoint path; "" = the embedded default
@@ -155,6 +164,7 @@ class Config:
 
 # ---- Validation: every field has a rule (checked at each merge, naming the key); groups of
 # fields that must agree are checked once the whole config is resolved (_CONSISTENT).
+    people: PeopleConfig = field(default_factory=PeopleConfig)
 
 class _Rule(typing.NamedTuple):
     ok: typing.Callable[[typing.Any], bool]
@@ -221,6 +231,8 @@ _RULES: dict[str, dict[str, _Rule]] = {
                 "sndhwm": _between(1, 100000), "status_hz": _between(0, 100, " Hz", lo_open=True),
                 "face_topic": _FLAG, "server_secret_key": _PATH, "authorized_keys": _PATH,
                 "allow_insecure": _FLAG},
+    "people": {"enabled": _FLAG, "store": _ONE_LINE, "remember": _FLAG,
+               "remember_after_s": _between(2, 3600, " s"), "match": _PATH},
 }
 
 # key, condition on the resolved Config, why it fails (what the user would otherwise get).
@@ -249,6 +261,8 @@ _CONSISTENT: list[tuple[str, typing.Callable, typing.Callable]] = [
 ]
 
 
+    ("people.enabled", lambda c: not c.people.enabled or c.speakers.enabled,
+     lambda c: "needs speakers.enabled: people are matched by the speaker tracker's voices"),
 def check_consistent(cfg: Config, origin: str = "") -> Config:
     """Refuse (ConfigError naming the key) a resolved config whose fields disagree."""
     for key, ok, why in _CONSISTENT:
@@ -264,7 +278,8 @@ def _check_paths(cfg: Config) -> None:
     """Files the config names must exist where that is known at load (exit 3, input)."""
     wanted = [("emotion.model", cfg.emotion.model, cfg.emotion.enabled, "checkpoint not found"),
               ("asr.model", cfg.asr.model, cfg.asr.enabled and cfg.asr.backend != "none",
-               "ASR model not found")]
+               "ASR model not found"),
+              ("people.match", cfg.people.match, cfg.people.enabled, "people match model not found")]
     # not camera.source: a camera may be plugged in later (the node retries it)
     for key, path, used, what in wanted:
         if used and path and not Path(path).exists():

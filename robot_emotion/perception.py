@@ -30,8 +30,9 @@ ENERGY_KEEP_S = 60.0
 
 
 class Perception(SpeechInProgress):
-    def __init__(self, cfg: Config, *, asr=None, speakers=None, faces=None, emotion=None):
+    def __init__(self, cfg: Config, *, asr=None, speakers=None, faces=None, emotion=None, people=None):
         self.cfg, self.asr, self.speakers, self.faces, self.emotion = cfg, asr, speakers, faces, emotion
+        self.people = people                     # PeopleLink (people_voice.py) when people.enabled
         self.uses_faces = faces is not None
         self._energy_cond = threading.Condition()
         self._energy_t: list[float] = []
@@ -85,6 +86,12 @@ class Perception(SpeechInProgress):
             from robot_emotion.audio.speakers import SpeakerTracker
             log("loading the speaker encoder")
             speakers = SpeakerTracker(cfg.speakers)
+        people = None
+        if cfg.people.enabled and speakers is not None:
+            from robot_emotion.people import Matcher, PeopleStore, store_path
+            from robot_emotion.people_voice import PeopleLink
+            matcher = Matcher.load(cfg.people.match) if cfg.people.match else Matcher.load()
+            people = PeopleLink(cfg.people, PeopleStore(store_path(cfg.people.store)), matcher)
         if has_video and cfg.faces.enabled:
             from robot_emotion.vision.faces import FacePipeline
             log("loading face detection and expressions")
@@ -97,7 +104,7 @@ class Perception(SpeechInProgress):
         release_free_memory()   # loading left ~120 MB of freed temporaries in malloc's heap
         if not any((asr, speakers, faces, emotion)):
             return None
-        return cls(cfg, asr=asr, speakers=speakers, faces=faces, emotion=emotion)
+        return cls(cfg, asr=asr, speakers=speakers, faces=faces, emotion=emotion, people=people)
 
     # ---- audio energy (audio thread) -----------------------------------------------------
     def on_audio(self, t: float, samples: np.ndarray) -> None:
@@ -231,9 +238,16 @@ class Perception(SpeechInProgress):
                 self.speakers.clusterer.unassign(p.key)
         # Once per turn (not per provisional): check the voice id against the speaking face.
         speaker = self._reconcile(utt["speaker"], utt["face_track"], utt["face_confidence"])
+        person = self._person(speaker)
         for b in bodies:
-            b["speaker"] = speaker
+            b["speaker"], b["person"] = speaker, person
         return bodies
+
+    def _person(self, speaker: str | None) -> dict | None:
+        """The stored person whose voice the speaker's is ({id, name, confidence}), or None."""
+        if self.people is None or speaker is None:
+            return None
+        return self.people.person(speaker, self.speakers.clusterer)
 
     def _prompt(self, turn: Turn, node) -> str | None:
         n = self.cfg.asr.prompt_turns
@@ -271,7 +285,7 @@ class Perception(SpeechInProgress):
         speaker = turn.speaker if speech else None
         body = {"topic": "utterance", "utterance_id": turn.id, "final": final, "speech": speech,
                 "start": start, "end": end, "speaker": speaker,
-                "speaker_confidence": turn.speaker_confidence if speech else None,
+                "speaker_confidence": turn.speaker_confidence if speech else None, "person": self._person(speaker),
                 "face_track": face_track, "face_confidence": face_conf if face_track is not None else None,
                 "text": text or None, "asr_confidence": asr_conf if speech else None,
                 "language": self.cfg.asr.language if text else None,   # what the recogniser was told
@@ -282,7 +296,7 @@ class Perception(SpeechInProgress):
             face = tracks.get(face_track) if face_track is not None else None
             # the whole turn as the recogniser heard it: its encoding is reused (whisper_short.py)
             emo = self.emotion.score(body, audio, face, node)
-            emo["final"] = final
+            emo["final"], emo["person"] = final, body["person"]
             bodies.append(emo)
         for b in bodies:
             b["_wall_end"] = turn.wall_end

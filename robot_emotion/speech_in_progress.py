@@ -170,9 +170,9 @@ class SpeechInProgress:
                 "face_track": face_track, "face_confidence": face_conf if face_track is not None else None,
                 "text": e.text, "text_end": e.until, "asr_confidence": e.confidence, "language": self.cfg.asr.language,
                 "duration": seg.end - turn.start, "segments": turn.segments, "spans": turn.spans, "forced": False,
-                "latency_ms": {}}
+                "latency_ms": {}, "person": self._person(turn.speaker)}
         emo = self.emotion.score(body, e.audio, tracks.get(face_track) if face_track is not None else None, node)
-        emo.update(final=False, early=True, text_end=e.until)
+        emo.update(final=False, early=True, text_end=e.until, person=body["person"])
         node.stats.add("early", 1.0)
         return [dict(b, _wall_end=seg.wall) for b in (body, emo)]
 
