@@ -140,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", default=None, help="also write the measurements as JSON")
     p.add_argument("--yes", action="store_true", help="no prompts: phases start at once, the file is written")
 
+    p = sub.add_parser("people", help="the opt-in people store: list | enroll NAME --from FILE | rename | forget")
+    from robot_emotion.people_cli import add_people_args
+    add_people_args(p, _launch("robot.toml"))
+
     p = sub.add_parser("train", help="retrain the fusion model on MELD.Raw (torchrun-aware)")
     from robot_emotion.train.fit import add_train_args
     add_train_args(p)
@@ -151,10 +155,6 @@ def _interrupt(signum, frame):
 
 
 def _quiet_libraries() -> None:
-    p = sub.add_parser("people", help="the opt-in people store: list | enroll NAME --from FILE | rename | forget")
-    from robot_emotion.people_cli import add_people_args
-    add_people_args(p, _launch("robot.toml"))
-
     """Third-party deprecation notes are not the user's business: torch.jit.load's
     FutureWarning (silero VAD) printed two lines on every run."""
     import warnings

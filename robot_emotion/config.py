@@ -155,6 +155,7 @@ class Config:
     faces: FacesConfig = field(default_factory=FacesConfig)
     asr: ASRConfig = field(default_factory=ASRConfig)
     speakers: SpeakersConfig = field(default_factory=SpeakersConfig)
+    people: PeopleConfig = field(default_factory=PeopleConfig)
     emotion: EmotionConfig = field(default_factory=EmotionConfig)
     publish: PublishConfig = field(default_factory=PublishConfig)
 
@@ -164,7 +165,6 @@ class Config:
 
 # ---- Validation: every field has a rule (checked at each merge, naming the key); groups of
 # fields that must agree are checked once the whole config is resolved (_CONSISTENT).
-    people: PeopleConfig = field(default_factory=PeopleConfig)
 
 class _Rule(typing.NamedTuple):
     ok: typing.Callable[[typing.Any], bool]
@@ -221,6 +221,8 @@ _RULES: dict[str, dict[str, _Rule]] = {
     "speakers": {"enabled": _FLAG, "decisions": _PATH,
                  "min_turn_s": _between(0.2, 10, " s"), "probe_s": _between(0.2, 10, " s"),
                  "live_change_s": _between(0, 30, " s")},
+    "people": {"enabled": _FLAG, "store": _ONE_LINE, "remember": _FLAG,
+               "remember_after_s": _between(2, 3600, " s"), "match": _PATH},
     "emotion": {"enabled": _FLAG, "model": _PATH, "history_turns": _between(0, 64), "text_int8": _FLAG,
                 "early": _FLAG},
     "control": {"enabled": _FLAG, "robot_voice": _one_of("drop", "mark"),
@@ -231,8 +233,6 @@ _RULES: dict[str, dict[str, _Rule]] = {
                 "sndhwm": _between(1, 100000), "status_hz": _between(0, 100, " Hz", lo_open=True),
                 "face_topic": _FLAG, "server_secret_key": _PATH, "authorized_keys": _PATH,
                 "allow_insecure": _FLAG},
-    "people": {"enabled": _FLAG, "store": _ONE_LINE, "remember": _FLAG,
-               "remember_after_s": _between(2, 3600, " s"), "match": _PATH},
 }
 
 # key, condition on the resolved Config, why it fails (what the user would otherwise get).
@@ -249,6 +249,8 @@ _CONSISTENT: list[tuple[str, typing.Callable, typing.Callable]] = [
                f"and asr.prompt_turns ({c.asr.prompt_turns}) turns"),
     ("speakers.probe_s", lambda c: c.speakers.probe_s < c.vad.max_utterance_s,
      lambda c: f"must be below vad.max_utterance_s ({c.vad.max_utterance_s} s): the probe would never run"),
+    ("people.enabled", lambda c: not c.people.enabled or c.speakers.enabled,
+     lambda c: "needs speakers.enabled: people are matched by the speaker tracker's voices"),
     # The embedded recogniser (Whisper tiny.en) and pocketsphinx en-us hear English only; a
     # multilingual faster-whisper or transformers asr.model is checked when it loads (asr.py).
     ("asr.language", lambda c: c.asr.language == "en" or not c.asr.enabled or c.asr.backend == "none"
@@ -261,8 +263,6 @@ _CONSISTENT: list[tuple[str, typing.Callable, typing.Callable]] = [
 ]
 
 
-    ("people.enabled", lambda c: not c.people.enabled or c.speakers.enabled,
-     lambda c: "needs speakers.enabled: people are matched by the speaker tracker's voices"),
 def check_consistent(cfg: Config, origin: str = "") -> Config:
     """Refuse (ConfigError naming the key) a resolved config whose fields disagree."""
     for key, ok, why in _CONSISTENT:
