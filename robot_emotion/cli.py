@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="do not print the published messages")
 
     p = sub.add_parser("replay", help="replay a session folder, a video file or an audio file")
-    p.add_argument("source", nargs="?", help="session folder | mp4/mkv/mov/avi | wav/flac")
+    p.add_argument("source", nargs="?", help="session folder | rosbag2 folder | mp4/mkv/mov/avi | wav/flac")
     p.add_argument("--demo", action="store_true", help="replay the generated demo session")
     _add_config_args(p, _launch("replay.toml"))
     p.add_argument("--speed", default="max", help="'max' (virtual clock) or a factor, 1 = recorded pace")
@@ -76,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="do not print the published messages")
     p.add_argument("--control", action="store_true",
                    help="serve control.endpoint as a live node does (robot.speaking, mute, reset, ping)")
+    p.add_argument("--bag", default=None, metavar="OUT",
+                   help="also write the messages as ROS4HRI-shaped ROS 2 messages into a new rosbag2 folder "
+                        "(bag.storage: mcap or sqlite3)")
+    p.add_argument("--audio-topic", default=None, help="rosbag2 source: its audio topic (sets bag.audio_topic; "
+                                                       "default: the bag's only one)")
+    p.add_argument("--image-topic", default=None, help="rosbag2 source: its camera topic (sets bag.image_topic; "
+                                                       "'none': audio only; default: the bag's only one)")
 
     p = sub.add_parser("monitor", help="print the live message stream of a running node")
     p.add_argument("--endpoint", default="tcp://127.0.0.1:5556", help="the node's ZeroMQ PUB endpoint")

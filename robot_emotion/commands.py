@@ -1,6 +1,7 @@
 """The CLI's sub-commands (argument parsing lives in cli.py)."""
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -66,6 +67,9 @@ def _finish(node) -> int:
 
 def cmd_replay(args) -> int:
     from robot_emotion.runner import replay
+    for key, value in (("audio_topic", args.audio_topic), ("image_topic", args.image_topic)):
+        if value is not None:
+            args.overrides.append(f"bag.{key}={json.dumps(value)}")
     cfg, _ = load_config(args)  # usage errors first: they are the cheapest to report
     speed = args.speed if args.speed == "max" else _speed(args.speed)
     _check_out(args)
@@ -78,6 +82,11 @@ def cmd_replay(args) -> int:
         from robot_emotion.control import check_endpoint
         check_endpoint(cfg.control.endpoint, cfg.publish.endpoint)
     sinks, closers = _sinks(args)
+    if args.bag:                       # (after --out's checks; the bag folder is created now)
+        from robot_emotion.ros_out import BagSink
+        bag = BagSink(args.bag, cfg.bag.storage)
+        sinks.append(bag)
+        closers.append(bag.close)
     quiet = args.quiet or args.out == "-"
     t0 = time.monotonic()
     try:

@@ -145,6 +145,15 @@ class ControlConfig:
 
 
 @dataclass(frozen=True)
+class BagConfig:
+    audio_topic: str = ""            # rosbag2 replay: the audio topic ("" = the bag's only one)
+    image_topic: str = ""            # ... the camera topic ("" = the only one, "none" = audio only)
+    audio_rate: int = 16000          # AudioData without AudioInfo: PCM S16LE at this rate
+    audio_channels: int = 1
+    storage: str = "mcap"            # replay --bag OUT: mcap | sqlite3
+
+
+@dataclass(frozen=True)
 class Config:
     node: NodeConfig = field(default_factory=NodeConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
@@ -158,6 +167,7 @@ class Config:
     people: PeopleConfig = field(default_factory=PeopleConfig)
     emotion: EmotionConfig = field(default_factory=EmotionConfig)
     publish: PublishConfig = field(default_factory=PublishConfig)
+    bag: BagConfig = field(default_factory=BagConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -225,6 +235,8 @@ _RULES: dict[str, dict[str, _Rule]] = {
                "remember_after_s": _between(2, 3600, " s"), "match": _PATH},
     "emotion": {"enabled": _FLAG, "model": _PATH, "history_turns": _between(0, 64), "text_int8": _FLAG,
                 "early": _FLAG},
+    "bag": {"audio_topic": _ONE_LINE, "image_topic": _ONE_LINE, "audio_rate": _between(8000, 192000, " Hz"),
+            "audio_channels": _between(1, 32), "storage": _one_of("mcap", "sqlite3")},
     "control": {"enabled": _FLAG, "robot_voice": _one_of("drop", "mark"),
                 "endpoint": _matches(r"(tcp|ipc|inproc)://\S+", "must be a ZeroMQ endpoint such as tcp://127.0.0.1:5557"),
                 "barge_in_db": _between(0, 40, " dB")},

@@ -158,7 +158,7 @@ def replay(cfg: Config, source: str, speed: str | float = "max", sinks=(), resam
     the recording's duration on stderr (ReplayProgress)."""
     check_endpoint(cfg.publish)  # a bad, busy or unauthenticated endpoint fails before models load
     t_load = time.monotonic()
-    rec = open_recording(source, resample=resample)
+    rec = open_recording(source, resample=resample, bag=cfg.bag)
     server = _start_control(cfg) if control else None
     try:
         return _replay(cfg, rec, source, speed, sinks, perception, progress, stop_event, on_node,

@@ -39,11 +39,18 @@ class Recording:
         return self.audio.size / SAMPLE_RATE
 
 
-def open_recording(source: str | Path, resample: bool = False) -> Recording:
-    """Open a session folder, a video file with audio, or a wav/flac file (MediaError if not)."""
+def open_recording(source: str | Path, resample: bool = False, bag=None) -> Recording:
+    """Open a session folder, a rosbag2 folder (``bag``: config.BagConfig), a video file with
+    audio, or a wav/flac file (MediaError if not)."""
     path = Path(source)
     if not path.exists():
         raise MediaError(f"replay source not found: {path}")
+    from robot_emotion.sources.bag import is_bag
+    if is_bag(path):
+        from robot_emotion.config import BagConfig
+        from robot_emotion.sources.bag import open_bag
+        audio, frames, meta = open_bag(path, bag or BagConfig())
+        return Recording(path.name, safe_id(path.name), audio, frames, meta)
     if path.is_dir():
         s = open_session(path)
         frames = None
