@@ -63,12 +63,18 @@ def _child(job: dict) -> dict:
             for name in STAGES:
                 stages.setdefault(name, []).extend(node.stats.all(name))
             del node                       # its models are freed before the next replay loads its own
+        cpu0, wall0 = _cpu_s(), time.perf_counter()
         paced = replay(cfg, source, speed=1.0)
-    lat = {}
+        cpu_share = (_cpu_s() - cpu0) / max(time.perf_counter() - wall0, 1e-9) / (os.cpu_count() or 1)
+    lat, halves = {}, {}
     for key, ms in latency_groups(paced.publisher.latencies).items():
         if ms:
             lat[key] = (float(np.median(ms)), float(np.percentile(ms, 95)), len(ms))
+            if len(ms) >= 4:      # does latency grow over the run? p95 of its first and second half
+                h = len(ms) // 2
+                halves[key] = (float(np.percentile(ms[:h], 95)), float(np.percentile(ms[h:], 95)))
     return {"config": config, "duration_s": duration, "rtf": rtfs, "latency": lat,
+            "latency_halves_p95": halves, "paced_cpu_share": cpu_share,
             "stages": {k: (float(np.median(v)), float(np.percentile(v, 95)), len(v))
                        for k, v in stages.items() if v},
             "utterances": paced.utterances, "model": model,
@@ -76,6 +82,11 @@ def _child(job: dict) -> dict:
             "memory": {"node": node_mem, "all": dict(mem.peak), "end": snapshot(),
                        "period_s": mem.period_s, "samples": mem.samples,
                        "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX")}}
+
+
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def _emotion_model(node) -> dict | None:
@@ -150,6 +161,8 @@ def run_bench(args) -> int:
     from robot_emotion.paths import demo_session_path
     if args.repeats < 1:
         raise CommandError(f"--repeats must be at least 1, got {args.repeats}", 2)
+    if getattr(args, "contention", 0) < 0 or getattr(args, "hog_mb", 0) < 0:
+        raise CommandError("--contention and --hog-mb must be >= 0", 2)
     configs = getattr(args, "configs", None) or list(CONFIGS)
     unknown = [c for c in configs if c not in CONFIGS]
     if unknown:
@@ -164,23 +177,27 @@ def run_bench(args) -> int:
         raise CommandError(f"bench source not found: {source} (run scripts/setup.sh)", 3)
     rows = []
     from tqdm import tqdm
-    for config in tqdm(configs + ["reference"], desc="bench", unit="config", file=sys.stderr,
-                       dynamic_ncols=True):
-        out = _run_child({**base, "config": config})
-        if config == "reference":
-            reference = out
-        else:
-            rows.append({"config": config, **out} if "error" in out else out)
+
+    from robot_emotion.contention import Contention
+    load = Contention(getattr(args, "contention", 0) or 0, getattr(args, "hog_mb", 0) or 0)
+    with load:
+        for config in tqdm(configs + ["reference"], desc="bench", unit="config", file=sys.stderr,
+                           dynamic_ncols=True):
+            out = _run_child({**base, "config": config})
+            if config == "reference":
+                reference = out
+            else:
+                rows.append({"config": config, **out} if "error" in out else out)
     ref_ms = reference.get("median_ms")
     from robot_emotion.bench_reference import ratios
     for r in rows:
         if "latency" in r:
             r["latency_ratio"] = ratios(r["latency"], ref_ms)
-    print(format_table(rows, source, reference))
+    print(format_table(rows, source, reference, load.describe()))
     if json_out:
         from robot_emotion.paths import write_output
         write_output(json_out, json.dumps({"source": source, "cpu_count": os.cpu_count(), "rows": rows,
-                                           "reference": reference}, indent=1))
+                                           "reference": reference, "contention": load.describe()}, indent=1))
     return 0
 
 
@@ -196,8 +213,9 @@ def _mb(mem: dict | None, key: str) -> str:
     return f"{mem[key]:.0f}" if mem and key in mem else "-"
 
 
-def format_table(rows: list[dict], source: str, reference: dict | None = None) -> str:
-    out = [f"# robot-emotion bench — {source}", f"# {os.cpu_count()} CPU cores; medians unless noted", ""]
+def format_table(rows: list[dict], source: str, reference: dict | None = None, contention: str = "none") -> str:
+    out = [f"# robot-emotion bench — {source}", f"# {os.cpu_count()} CPU cores; medians unless noted; "
+           f"other load on the machine: {contention}", ""]
     out.append("| config | replay RTF (median, --speed max) | speech.end latency ms (median / p95) "
                "| first emotion of a turn ms (early estimate) | first on the whole transcript ms "
                "| final emotion of a turn ms | final utterance ms | peak RSS MB "
@@ -219,6 +237,13 @@ def format_table(rows: list[dict], source: str, reference: dict | None = None) -
                    f"| {fmt('utterance final')} | {r['peak_rss_mb']:.0f} "
                    f"| {_mb(node, 'rss_mb')} / {_mb(node, 'anon_mb')} / {_mb(node, 'pss_mb')} "
                    f"| {model.get('id', '-')} |")
+    out += ["", "| config | node CPU share at recorded pace (of all cores) | final emotion p95 ms, first / second "
+            "half of the run | first emotion p95 ms, first / second half |", "|---|---|---|---|"]
+    for r in rows:
+        if "error" not in r:
+            hv = r.get("latency_halves_p95") or {}
+            cell = [" / ".join(f"{x:.0f}" for x in hv[k]) if k in hv else "-" for k in ("emotion final", "emotion first")]
+            out.append(f"| {r['config']} | {100 * r.get('paced_cpu_share', 0):.0f} % | {cell[0]} | {cell[1]} |")
     out += _reference_lines(rows, reference)
     out += ["", "| config | stage | median ms | p95 ms | calls |", "|---|---|---|---|---|"]
     for r in rows:

@@ -104,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated subset of: spine, perception, full (default: all three)")
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
                    help="every figure as JSON, on stdout (the table then goes to stderr) or to FILE")
+    p.add_argument("--contention", type=int, default=0, metavar="N",
+                   help="run with N other processes each keeping a core busy (the robot's other software)")
+    p.add_argument("--hog-mb", type=int, default=0, metavar="MB",
+                   help="with --contention: also a process streaming through an array of MB (memory bandwidth)")
     _add_config_args(p, _launch("replay.toml"), endpoint_default="a free loopback port per configuration")
 
     p = sub.add_parser("evaluate", help="evaluate an emotion model on a MELD-format CSV, on MELD.Raw, "

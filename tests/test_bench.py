@@ -74,6 +74,21 @@ def test_busy_endpoint_is_one_line_exit_2():
 def test_unknown_config_and_bad_repeats_are_usage_errors():
     _one_line(_bench("--configs", "spine,turbo"), 2, "turbo")
     _one_line(run_cli("bench", "--repeats", "0", timeout=60), 2, "--repeats")
+    _one_line(run_cli("bench", "--contention", "-1", timeout=60), 2, "--contention")
+
+
+def test_contention_load_takes_cpu_while_it_runs_and_is_gone_after():
+    """bench --contention's load: real processes that burn CPU (and stream memory), killed on exit."""
+    from robot_emotion.contention import Contention
+    with Contention(busy=1, hog_mb=8) as load:
+        procs = load.processes
+        deadline = time.monotonic() + 20       # (a busy test machine gives the load less)
+        while load.cpu_s() < 1.0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(procs) == 2 and all(p.poll() is None for p in procs)
+        assert load.cpu_s() >= 1.0, f"the load used only {load.cpu_s():.2f} s of CPU in 20 s"
+        assert load.describe() == "1 busy process(es) + a 8 MB memory-bandwidth hog"
+    assert all(p.poll() is not None for p in procs)
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +127,7 @@ def test_full_bench_uses_the_given_model_and_reports_memory_and_the_stock_whispe
     assert "early:other_family" in r.stdout
     # the existing figures are still there
     assert row["utterances"] == len(truth["turns"]) and len(row["rtf"]) == 1 and row["peak_rss_mb"] > 100
+    assert 0 < row["paced_cpu_share"] <= 1 and data["contention"] == "none"   # what the node took of the machine
     assert {"speech.end", "emotion first", "emotion first full", "emotion final", "utterance final"} <= set(row["latency"])
     # memory: three views of the same samples, consistent with each other
     node = row["memory"]["node"]
