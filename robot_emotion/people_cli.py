@@ -21,7 +21,7 @@ def add_people_args(p: argparse.ArgumentParser, launch: str | None) -> None:
     p.add_argument("--calibration", default=None, help="per-robot calibration TOML")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value (repeatable; default: none)")
-    verbs = p.add_subparsers(dest="verb", required=True)
+    verbs = p.add_subparsers(dest="verb", required=True, help="what to do with the store")
     v = verbs.add_parser("list", help="the stored people: id, name, voices, seconds of speech")
     v.add_argument("--json", action="store_true", help="one JSON array on stdout")
     v = verbs.add_parser("enroll", help="store a person's voice from a recording")
