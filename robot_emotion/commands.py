@@ -67,7 +67,9 @@ def _finish(node) -> int:
 
 def cmd_replay(args) -> int:
     from robot_emotion.runner import replay
-    for key, value in (("audio_topic", args.audio_topic), ("image_topic", args.image_topic)):
+    # (`run --demo` comes here with run's arguments, which have no bag options)
+    for key, value in (("audio_topic", getattr(args, "audio_topic", None)),
+                       ("image_topic", getattr(args, "image_topic", None))):
         if value is not None:
             args.overrides.append(f"bag.{key}={json.dumps(value)}")
     cfg, _ = load_config(args)  # usage errors first: they are the cheapest to report
@@ -82,7 +84,7 @@ def cmd_replay(args) -> int:
         from robot_emotion.control import check_endpoint
         check_endpoint(cfg.control.endpoint, cfg.publish.endpoint)
     sinks, closers = _sinks(args)
-    if args.bag:                       # (after --out's checks; the bag folder is created now)
+    if getattr(args, "bag", None):     # (after --out's checks; the bag folder is created now)
         from robot_emotion.ros_out import BagSink
         bag = BagSink(args.bag, cfg.bag.storage)
         sinks.append(bag)
