@@ -2,11 +2,14 @@
 # the dependencies only; this clone's code comes from PYTHONPATH, so no other checkout's
 # `make` can re-point what these commands run. `demo` always REPLAYS the demo session (it
 # never opens a camera or microphone: `robot-emotion run` is the live verb).
-.PHONY: demo test bench
+.PHONY: demo test check bench
 RUN = HF_HUB_OFFLINE=1 PYTHONPATH="$(CURDIR)" $$VENV/bin/python
 demo:
 	@VENV=$$(scripts/setup.sh) && $(RUN) -m robot_emotion replay --demo
 test:
-	@VENV=$$(scripts/setup.sh) && $(RUN) -m pytest -q tests
+	@VENV=$$(scripts/setup.sh) && $(RUN) -m pytest -q --durations=15 tests
+# the fast tier for every change (slow tests listed in tests/slow.txt left out; ruff included)
+check:
+	@VENV=$$(scripts/setup.sh) && $(RUN) -m pytest -q -m "not slow" tests
 bench:
 	@VENV=$$(scripts/setup.sh) && $(RUN) -m robot_emotion bench

@@ -132,3 +132,15 @@ def espeak(text: str, voice: str = "en-us", pitch: int = 50, speed: int = 160) -
         subprocess.run(["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(speed), "-w", str(wav), text],
                        check=True, capture_output=True)
         return read_audio_file(wav, resample=True)
+
+
+# ---- tiers: `make check` runs -m "not slow" (under 3 minutes on 2 cores), `make test` all ----
+SLOW_LIST = Path(__file__).with_name("slow.txt")     # measured: tools/slow_tests.py
+
+
+def pytest_collection_modifyitems(config, items):
+    slow = {ln.strip() for ln in SLOW_LIST.read_text().splitlines()
+            if ln.strip() and not ln.startswith("#")} if SLOW_LIST.is_file() else set()
+    for item in items:
+        if item.nodeid in slow or item.nodeid.split("::")[0] in slow:   # a test, or a whole module
+            item.add_marker(pytest.mark.slow)
