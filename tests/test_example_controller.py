@@ -42,8 +42,11 @@ def expected_decisions(events: list[dict]) -> list[tuple[str, tuple | None, str]
 def test_controller_prints_one_decision_per_final_turn(short_session, tmp_path):
     folder, truth = short_session
     endpoint = free_endpoint()
+    # SIGINT as a terminal's Ctrl-C: a suite started in the background (nohup ... &) runs with
+    # SIGINT ignored, children inherit that, and Python then installs no KeyboardInterrupt
     ctl = subprocess.Popen([sys.executable, str(TOOL), endpoint], stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True, cwd=REPO)
+                           stderr=subprocess.PIPE, text=True, cwd=REPO,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(ctl.stdout.readline, "")), daemon=True)
     reader.start()
