@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from robot_emotion import EMOTIONS  # noqa: E402
 from robot_emotion.train.metrics import ece  # noqa: E402
-from robot_emotion.train.voice_emotion import ua  # noqa: E402
+from robot_emotion.train.voice_emotion import softmax, ua  # noqa: E402
 
 SHARES = np.round(np.arange(0.0, 1.0001, 0.05), 2)
 
@@ -68,9 +68,7 @@ def fuse(pt, pv, share, T=1.0):
 
 def temper(p, T):
     """Temperature on probabilities: p ** (1/T), renormalised (models/fusion.py's LateFusion)."""
-    z = np.log(np.clip(p, 1e-12, None)) / T
-    e = np.exp(z - z.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
+    return softmax(np.log(np.clip(p, 1e-12, None)), T)
 
 
 def main() -> int:
