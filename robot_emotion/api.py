@@ -133,7 +133,7 @@ class EmotionNode:
     # ---- the background thread ----------------------------------------------------------
     def _run(self, run: Callable) -> None:
         try:
-            from robot_emotion import runner
+            from robot_emotion.node import runner
             node = run(runner, self._deliver, self._stop_event, self._attach)
             self._node = node
             if node.errors and self._failure is None:

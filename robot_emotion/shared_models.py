@@ -3,9 +3,9 @@
 The stages' models (speaker encoder, MTCNN, the expression CNN, the text model, the fusion
 checkpoint; Whisper has its own cache in audio/asr.py) are read-only after loading: all
 per-session state lives in the stages that use them (speaker clusters, face tracks,
-dialogue history). A program that runs many sessions in one process (tools/soak.py,
+dialogue history). A program that runs many sessions in one process (benchmarks/node/soak.py,
 benchmarks/conversations/score.py, the embedding API) then loads each model once instead of
-once per session: measured with `tools/soak.py replays`, reloading per replay grew the
+once per session: measured with `benchmarks/node/soak.py replays`, reloading per replay grew the
 process by ~150 MB of anonymous memory per replay, never returned to the system.
 """
 from __future__ import annotations

@@ -59,12 +59,12 @@ fi
 # reason), in a folder beside it that is renamed into place: a replay reading the old one
 # keeps its open files and never sees a half-written session.
 DEMO="${ROBOT_EMOTION_DEMO:-$HOME/.cache/robot-emotion/demo_session}"
-MADE_BY="$(sha256sum tools/make_demo_session.py | cut -c1-16)"
+MADE_BY="$(sha256sum robot_emotion/sources/demo.py | cut -c1-16)"
 if [ ! -f "$DEMO/session.json" ] || [ "$(cat "$DEMO/.made_by" 2>/dev/null)" != "$MADE_BY" ]; then
   echo "setup: generating demo session $DEMO" >&2
   mkdir -p "$(dirname "$DEMO")"
   tmp="$(mktemp -d "$(dirname "$DEMO")/.demo_session.new.XXXXXX")"
-  "$VENV/bin/python" tools/make_demo_session.py "$tmp" >&2
+  PYTHONPATH="$PWD" "$VENV/bin/python" -m robot_emotion.sources.demo "$tmp" >&2
   echo "$MADE_BY" > "$tmp/.made_by"
   chmod 755 "$tmp"
   if [ -e "$DEMO" ]; then

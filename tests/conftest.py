@@ -59,8 +59,10 @@ def free_endpoint() -> str:
     return f"tcp://127.0.0.1:{free_port()}"
 
 
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+def load_tool(path: str):
+    """A script of the repository (``tools/make_mini_meld``, ``examples/controller``) as a module."""
+    name = Path(path).name
+    spec = importlib.util.spec_from_file_location(name, REPO / f"{path}.py")
     mod = importlib.util.module_from_spec(spec)
     sys.modules[name] = mod
     spec.loader.exec_module(mod)
@@ -77,7 +79,8 @@ def run_cli(*args, timeout=300, env=None) -> subprocess.CompletedProcess:
 def demo_tool():
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed")
-    return load_tool("make_demo_session")
+    from robot_emotion.sources import demo
+    return demo
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from robot_emotion.vision.active_speaker import assign_active_speaker
 
 REPO = Path(__file__).resolve().parents[1]
 CACHED_DEMO = Path("/root/.cache/robot-emotion/demo_session")
-DEMO_TOOL = REPO / "tools" / "make_demo_session.py"
+DEMO_TOOL = REPO / "robot_emotion" / "sources" / "demo.py"
 
 
 def _envelope(t):

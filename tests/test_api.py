@@ -14,7 +14,7 @@ from conftest import REPO, free_endpoint
 from robot_emotion import EMOTIONS, EmotionNode
 from robot_emotion.config import ConfigError, load
 from robot_emotion.errors import InputError, RobotEmotionError, UsageError
-from robot_emotion.runner import JsonlSink
+from robot_emotion.node.runner import JsonlSink
 
 NO_PERCEPTION = ["asr.enabled=false", "speakers.enabled=false", "faces.enabled=false",
                  "emotion.enabled=false", 'publish.endpoint="tcp://127.0.0.1:*"']

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from conftest import REPO, free_endpoint, run_cli
-from robot_emotion.cli import build_parser
+from robot_emotion.cli.main import build_parser
 
 ERROR = "robot-emotion: error: "
 
@@ -79,7 +79,7 @@ def test_unknown_config_and_bad_repeats_are_usage_errors():
 
 def test_contention_load_takes_cpu_while_it_runs_and_is_gone_after():
     """bench --contention's load: real processes that burn CPU (and stream memory), killed on exit."""
-    from robot_emotion.contention import Contention
+    from robot_emotion.cli.contention import Contention
     with Contention(busy=1, hog_mb=8) as load:
         procs = load.processes
         deadline = time.monotonic() + 20       # (a busy test machine gives the load less)
@@ -102,7 +102,7 @@ def two_turns(demo_tool, tmp_path_factory):
 def _other_family_checkpoint(path):
     """A checkpoint of the 'early' family (the shipped one is 'late'), written with the project's writer."""
     from robot_emotion import EMOTIONS
-    from robot_emotion.emotion import DEFAULT_CHECKPOINT
+    from robot_emotion.node.emotion import DEFAULT_CHECKPOINT
     from robot_emotion.models import build_model, read_checkpoint, save_checkpoint
     from robot_emotion.vision.expression import FEATURE_DIM
     shipped = read_checkpoint(DEFAULT_CHECKPOINT)
@@ -145,7 +145,7 @@ def test_full_bench_uses_the_given_model_and_reports_memory_and_the_stock_whispe
 
 
 def test_latency_groups_count_the_early_estimate_first_and_the_whole_transcript_apart():
-    from robot_emotion.bench import latency_groups
+    from robot_emotion.cli.bench import latency_groups
     lat = [("speech.end", 2.0, "0", None, False), ("utterance", 5.0, "0", False, True),
            ("emotion", 6.0, "0", False, True), ("utterance", 150.0, "0", False, False),
            ("emotion", 190.0, "0", False, False), ("emotion", 400.0, "0", True, False),
@@ -200,7 +200,7 @@ def test_calibration_set_and_endpoint_reach_every_child(two_turns, tmp_path):
 ])
 def test_a_profile_imports_only_the_models_it_uses(profile, overrides, absent, present):
     code = ("import sys, json\n"
-            "from robot_emotion.config import load\nfrom robot_emotion.runner import build_perception\n"
+            "from robot_emotion.config import load\nfrom robot_emotion.node.runner import build_perception\n"
             f"cfg, _ = load({str(REPO / 'launch' / profile)!r}, overrides={overrides!r})\n"
             "p = build_perception(cfg, has_video=cfg.camera.enabled and cfg.faces.enabled, log=None)\n"
             "print(json.dumps(sorted(m for m in sys.modules if '.' not in m)))\n")

@@ -19,8 +19,8 @@ import pytest
 import soundfile as sf
 
 from conftest import REPO, espeak
-from robot_emotion import calibration_measure as M
-from robot_emotion.calibrate import HEADER, render_toml
+from robot_emotion.cli import calibration_measure as M
+from robot_emotion.cli.calibrate import HEADER, render_toml
 from robot_emotion.config import Config, load, merge
 
 LAUNCH = REPO / "launch" / "robot.toml"

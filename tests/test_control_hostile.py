@@ -8,7 +8,7 @@ import pytest
 import zmq
 
 from conftest import REPO, free_endpoint
-from robot_emotion.control import MAX_REQUEST_BYTES, ControlServer
+from robot_emotion.bus.control import MAX_REQUEST_BYTES, ControlServer
 
 
 def _request(ctx, endpoint: str, payload: bytes, timeout_ms: int = 3000) -> dict | None:

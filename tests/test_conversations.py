@@ -1,7 +1,7 @@
 """Conversations and their scorer (benchmarks/conversations/score.py: DER and JER with
 pyannote.metrics, WER with jiwer after Whisper's English normaliser): the scorer on hand-made
 cases (hand arithmetic and pyannote itself), the AMI excerpts' truth, the old generator's
-truth (tools/make_conversations.py), and floors on the node's turns, speakers, words and
+truth (benchmarks/conversations/make_conversations.py), and floors on the node's turns, speakers, words and
 non-speech text."""
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def scorer():
 
 @pytest.fixture(scope="module")
 def maker():
-    return load_tool("make_conversations")
+    return load_tool("benchmarks/conversations/make_conversations")
 
 
 # ------------------------------------------------------------------ scorer, hand-made cases
@@ -330,7 +330,7 @@ def test_groups_and_table(scorer):
 
 
 def test_old_set_truth(scorer):
-    """tools/make_conversations.py truth: `speaker`, pauses inside turns, no segments."""
+    """benchmarks/conversations/make_conversations.py truth: `speaker`, pauses inside turns, no segments."""
     old = {"name": "c", "duration": 10.0, "speakers": {"spk1": {}, "spk2": {}},
            "turns": [{"speaker": "spk1", "start": 0.0, "end": 4.0, "text": "a b",
                       "pauses": [[1.0, 1.5], [2.0, 2.5]]},
@@ -367,12 +367,6 @@ def test_corpus_folder_scored_from_saved_events(scorer, tmp_path, capsys):
     assert [a.stem for a, _ in scorer.items(corpus, limit=1)] == ["a", "c"]
     assert [a.stem for a, _ in scorer.items(corpus, split="test")] == ["c"]
     assert scorer.main([str(corpus), "--events-dir", str(events), "--only", "zz"]) == 2
-
-
-def test_the_old_command_is_a_wrapper(scorer):
-    tool = load_tool("score_conversations")
-    assert tool.main is scorer.main and tool.score is scorer.score
-    assert not hasattr(tool, "diarization_error")       # the hand-written DER is gone
 
 
 # ------------------------------------------------------------------- the AMI dev excerpts

@@ -35,9 +35,9 @@ def _meld(root: Path, n_train=24, n_dev=8):
 
 def test_two_process_gloo_training(tmp_path):
     from robot_emotion.data.meld import open_meld
-    from robot_emotion.emotion import AUDIO_ENCODER, FACE_ENCODER
+    from robot_emotion.node.emotion import AUDIO_ENCODER, FACE_ENCODER
     from robot_emotion.train.extract import ExtractSpec, cache_identity, cache_key, save_features, split_dir
-    tool = load_tool("make_mini_meld")
+    tool = load_tool("tools/make_mini_meld")
     text_dir = tool.write_probe_text_model(tmp_path / "text")
     meld = tmp_path / "meld"
     _meld(meld)

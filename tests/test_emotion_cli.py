@@ -4,7 +4,7 @@ import json
 import pytest
 
 from conftest import SHARED, run_cli
-from robot_emotion.emotion import DEFAULT_CHECKPOINT
+from robot_emotion.node.emotion import DEFAULT_CHECKPOINT
 from robot_emotion.models import build_model, read_checkpoint, save_checkpoint
 
 

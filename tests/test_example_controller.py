@@ -1,4 +1,4 @@
-"""tools/example_controller.py, the README's controller: as a subprocess against a real
+"""examples/controller.py, the README's controller: as a subprocess against a real
 `robot-emotion replay` (perception on: it needs speakers and emotions) on a free endpoint."""
 import json
 import re
@@ -10,7 +10,7 @@ import time
 
 from conftest import REPO, free_endpoint, load_tool, run_cli
 
-TOOL = REPO / "tools" / "example_controller.py"
+TOOL = REPO / "examples" / "controller.py"
 LINE = re.compile(r'^(S\d+) sounds (\w+) \((\d\.\d\d)\) -> ([\w -]+): "(.*)"$')
 
 
@@ -68,7 +68,7 @@ def test_controller_prints_one_decision_per_final_turn(short_session, tmp_path):
         err = ctl.stderr.read()
     assert ctl.returncode == 0 and "Traceback" not in err, err
     assert len(expected) == len(truth["turns"])            # one final turn per line of dialogue
-    reactions = load_tool("example_controller").REACTIONS
+    reactions = load_tool("examples/controller").REACTIONS
     got = [LINE.match(line.rstrip("\n")) for line in lines]
     assert all(got), lines
     assert [(m[1], m[5]) for m in got] == [(s, text) for s, _, text in expected]

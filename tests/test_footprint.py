@@ -16,7 +16,7 @@ pytest.importorskip("torch")
 # after the last 150.
 TORCH_GROWTH = r"""
 import ctypes, json, sys
-from robot_emotion.footprint import bound_primitive_caches
+from robot_emotion.node.footprint import bound_primitive_caches
 bound_primitive_caches()
 import torch
 
@@ -40,7 +40,7 @@ with torch.inference_mode():
 CT2_GROWTH = r"""
 import ctypes, json
 import numpy as np
-from robot_emotion.footprint import bound_primitive_caches
+from robot_emotion.node.footprint import bound_primitive_caches
 from robot_emotion.audio.asr import FasterWhisperASR
 
 def anon():

@@ -135,8 +135,8 @@ def test_events_files_are_bounded(tmp_path, tool, name, lines, fragment):
 
 def test_absurd_times_are_refused_in_under_a_second(tmp_path):
     """In-process (no interpreter start-up in the figure): the refusal itself is quick."""
-    from robot_emotion.export import run_export
-    from robot_emotion.timeline_plot import run_plot
+    from robot_emotion.cli.export import run_export
+    from robot_emotion.cli.timeline_plot import run_plot
     cases = [_turn(-1e308, 1e308), _turn(0.0, 3.6e6)]
     for i, line in enumerate(cases):
         events = _events(tmp_path / f"e{i}.jsonl", line)
@@ -160,7 +160,7 @@ def test_a_turn_beyond_the_sessions_audio_is_refused(tmp_path):
 def test_many_busy_minutes_are_refused_before_drawing(tmp_path):
     lines = [_turn(60.0 * k, 60.0 * k + 1, uid=str(k)) for k in range(150)]
     t0 = time.monotonic()
-    from robot_emotion.timeline_plot import run_plot
+    from robot_emotion.cli.timeline_plot import run_plot
     with pytest.raises(InputError, match="more than 100 minutes"):
         run_plot(Namespace(source=str(_events(tmp_path / "e.jsonl", *lines)), out=str(tmp_path / "t.png")))
     assert time.monotonic() - t0 < 1.0
@@ -189,7 +189,7 @@ def test_terminal_output_is_escaped(tmp_path):
     """A recording's text and a folder's name reach the terminal without raw control characters."""
     from robot_emotion.errors import printable
     assert printable("a\nb\x1b[31mc\u202e") == "a\\nb\\x1b[31mc\\u202e"
-    code = ("from robot_emotion.errors import say; from robot_emotion.commands import _Printer\n"
+    code = ("from robot_emotion.errors import say; from robot_emotion.cli.commands import _Printer\n"
             "say('# ready: x\\n# ready: fake \\x1b[2J')\n"
             "_Printer(False)({'topic': 'speech.start', 'utterance_id': 'u\\n# forged\\x1b[31m', 'start': 1.0})\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
@@ -252,8 +252,8 @@ def test_an_ipc_path_in_use_is_refused(tmp_path):
 
 
 def test_control_endpoint_equal_to_publish_endpoint_is_refused_before_models_load(tmp_path):
-    from robot_emotion.control import check_endpoint
-    from robot_emotion.security import same_endpoint
+    from robot_emotion.bus.control import check_endpoint
+    from robot_emotion.bus.security import same_endpoint
     assert same_endpoint("tcp://127.0.0.1:5557", "tcp://localhost:5557")
     assert same_endpoint("tcp://*:5557", "tcp://127.0.0.1:5557")
     assert not same_endpoint("tcp://127.0.0.1:5557", "tcp://127.0.0.1:5556")
@@ -268,7 +268,7 @@ def test_control_endpoint_equal_to_publish_endpoint_is_refused_before_models_loa
 
 @pytest.fixture()
 def keys(tmp_path):
-    from robot_emotion.security import create_keys
+    from robot_emotion.bus.security import create_keys
     return create_keys(tmp_path / "keys")
 
 
@@ -290,8 +290,8 @@ def test_monitor_says_the_curve_handshake_was_refused(keys, tmp_path):
     """Against a real CURVE publisher: a stranger's key, a wrong server key and no keys each
     end in one line and a non-zero exit (not "0 message(s)", exit 0); the right keys work."""
     from robot_emotion.config import load
-    from robot_emotion.publish import Publisher
-    from robot_emotion.security import create_keys
+    from robot_emotion.bus.publish import Publisher
+    from robot_emotion.bus.security import create_keys
     other = create_keys(tmp_path / "other")             # keys the node does not know
     ep = free_endpoint()
     opts = load(None, overrides=[f'publish.endpoint="{ep}"', f'publish.server_secret_key="{keys["server_secret"]}"',

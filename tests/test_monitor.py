@@ -9,8 +9,9 @@ import pytest
 import zmq
 
 from conftest import REPO, free_endpoint
-from robot_emotion import EMOTIONS, messages
-from robot_emotion.client import Subscriber
+from robot_emotion import EMOTIONS
+from robot_emotion.bus import messages
+from robot_emotion.bus.client import Subscriber
 
 # The kinds users hit (one frame, bad JSON, JSON that is not an object, a missing
 # topic/seq/session, a non-string session) and a few more of each family.

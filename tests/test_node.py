@@ -3,9 +3,10 @@ import numpy as np
 import pytest
 
 from conftest import MELD_CLIP, shared_file
-from robot_emotion import EMOTIONS, messages
+from robot_emotion import EMOTIONS
+from robot_emotion.bus import messages
 from robot_emotion.config import load
-from robot_emotion.runner import replay
+from robot_emotion.node.runner import replay
 
 ENDPOINT = 'publish.endpoint="tcp://127.0.0.1:*"'
 

@@ -21,7 +21,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def mini(tmp_path_factory):
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed")
-    tool = load_tool("make_mini_meld")
+    tool = load_tool("tools/make_mini_meld")
     root = tmp_path_factory.mktemp("mini_meld")
     t0 = time.monotonic()
     counts = tool.make_mini_meld(root / "MELD.Raw", train=12, dev=6, test=6, seed=0)
@@ -145,7 +145,7 @@ def test_feature_cache_is_per_dataset(tmp_path):
     from robot_emotion.data.meld import open_meld
     from robot_emotion.train.extract import (ExtractSpec, cache_identity, cache_key, dataset_identity, extract,
                                              save_features, split_dir)
-    text_dir = load_tool("make_mini_meld").write_probe_text_model(tmp_path / "text")
+    text_dir = load_tool("tools/make_mini_meld").write_probe_text_model(tmp_path / "text")
     spec = ExtractSpec(str(text_dir), "gold", "cpu")
     a = open_meld(_tiny_meld(tmp_path / "a", b"A" * 32), ("test",))
     b = open_meld(_tiny_meld(tmp_path / "b", b"B" * 32), ("test",))

@@ -11,8 +11,8 @@ import soundfile as sf
 
 from conftest import SHARED, run_cli, shared_file
 from robot_emotion.config import load
-from robot_emotion.people import Matcher, PeopleError, PeopleStore
-from robot_emotion.runner import replay
+from robot_emotion.people.store import Matcher, PeopleError, PeopleStore
+from robot_emotion.node.runner import replay
 
 LIBRI = SHARED / "speech" / "librispeech"
 

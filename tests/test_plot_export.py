@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from conftest import free_endpoint, run_cli
-from robot_emotion.export import CSV_COLUMNS, timestamp
-from robot_emotion.session_events import load_session_events
-from robot_emotion.timeline_plot import DPI, EMOTION_COLORS, figure_size
+from robot_emotion.cli.export import CSV_COLUMNS, timestamp
+from robot_emotion.cli.session_events import load_session_events
+from robot_emotion.cli.timeline_plot import DPI, EMOTION_COLORS, figure_size
 
 EMOTIONS = ("neutral", "joy", "sadness", "anger", "surprise", "fear", "disgust")
 

@@ -5,9 +5,9 @@ import time
 import zmq
 
 from conftest import free_endpoint
-from robot_emotion import messages
-from robot_emotion.client import Subscriber
-from robot_emotion.publish import Publisher
+from robot_emotion.bus import messages
+from robot_emotion.bus.client import Subscriber
+from robot_emotion.bus.publish import Publisher
 from test_replay import by_topic, collect, spine_cfg
 
 
@@ -163,7 +163,7 @@ def test_port_is_free_the_moment_the_publisher_stops():
     """A node restarted on the same endpoint binds at once, even with a subscriber connected
     to the old one (check_endpoint does not retry: a busy port is a one-line error)."""
     from robot_emotion.config import PublishConfig
-    from robot_emotion.publish import check_endpoint
+    from robot_emotion.bus.publish import check_endpoint
     ep = free_endpoint()
     ctx = zmq.Context.instance()
     sub = ctx.socket(zmq.SUB)

@@ -19,11 +19,11 @@ import zmq
 import zmq.auth
 
 from conftest import REPO, free_endpoint, run_cli
-from robot_emotion.client import Subscriber
+from robot_emotion.bus.client import Subscriber
 from robot_emotion.config import load
 from robot_emotion.errors import UsageError
-from robot_emotion.publish import Publisher
-from robot_emotion.security import MAX_INBOUND_BYTES, is_loopback_host, parse_endpoint
+from robot_emotion.bus.publish import Publisher
+from robot_emotion.bus.security import MAX_INBOUND_BYTES, is_loopback_host, parse_endpoint
 from test_replay import NO_PERCEPTION
 
 SPINE = NO_PERCEPTION[:-1] + ['vad.backend="webrtcvad"']   # no models: the node starts in ~1 s

@@ -5,9 +5,9 @@ import numpy as np
 import soundfile as sf
 
 from conftest import FACE_CLIP, MELD_CLIP, run_cli, shared_file
-from robot_emotion import messages
+from robot_emotion.bus import messages
 from robot_emotion.config import Config, load
-from robot_emotion.runner import replay
+from robot_emotion.node.runner import replay
 
 NO_PERCEPTION = ["asr.enabled=false", "speakers.enabled=false", "faces.enabled=false",
                  "emotion.enabled=false", 'publish.endpoint="tcp://127.0.0.1:*"']

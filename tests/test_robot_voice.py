@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from conftest import REPO, SHARED, espeak, free_endpoint
-from robot_emotion.client import Controller
+from robot_emotion.bus.client import Controller
 from test_record import _play
 
 SR = 16000
@@ -112,7 +112,7 @@ def test_robot_turn_enters_the_dialogue_history():
     """The robot's words are the text context of the next human turn."""
     from robot_emotion.clock import VirtualClock
     from robot_emotion.config import load
-    from robot_emotion.pipeline import Node
+    from robot_emotion.node.core import Node
     cfg = load(None, overrides=['publish.endpoint="tcp://127.0.0.1:*"'])[0]
     clock = VirtualClock()
     node = Node(cfg, clock, mode="live")
@@ -146,7 +146,7 @@ def test_control_port_is_free_the_moment_the_server_stops():
     """A node restarted on the same control endpoint binds at once, even with a controller
     still connected to the old one."""
     import zmq
-    from robot_emotion.control import ControlServer
+    from robot_emotion.bus.control import ControlServer
     ep = free_endpoint()
     req = zmq.Context.instance().socket(zmq.REQ)
     req.setsockopt(zmq.LINGER, 0)

@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from conftest import REPO, free_endpoint
-from robot_emotion.client import Subscriber
+from robot_emotion.bus.client import Subscriber
 from test_replay import NO_PERCEPTION
 
 
@@ -32,7 +32,7 @@ def test_long_replay_at_max_speed_drops_no_utterance(dialogue_session, tmp_path)
     folder, truth = dialogue_session
     wav = _long_wav(folder, tmp_path, 6)
     from robot_emotion.config import load
-    from robot_emotion.runner import replay
+    from robot_emotion.node.runner import replay
     cfg = load(None, overrides=['publish.endpoint="tcp://127.0.0.1:*"', "faces.enabled=false"])[0]
     events = []
     node = replay(cfg, str(wav), sinks=[events.append], stall_s=5.0)

@@ -17,7 +17,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 
 from robot_emotion.config import BagConfig
 from robot_emotion.media import iter_video
-from robot_emotion.ros_types import header, to_ns, typestore
+from robot_emotion.sources.ros_types import header, to_ns, typestore
 from robot_emotion.sources.replay import open_recording
 
 LIBRI = SHARED / "speech" / "librispeech"

@@ -1,5 +1,6 @@
-"""The package has no import circles: every `robot_emotion` import (top-level or inside a
-function) is an edge; the module graph must be acyclic."""
+"""The package's shape: every `robot_emotion` import (top-level or inside a function) is an
+edge; the module graph has no circles, and no import climbs from a lower room to a higher one
+(LAYERS, the README's Layout)."""
 import ast
 from pathlib import Path
 
@@ -67,8 +68,53 @@ def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_no_import_circles():
     graph = import_graph()
-    assert len(graph) > 40 and graph["robot_emotion.commands"]   # the walk really saw the package
+    assert len(graph) > 40 and graph["robot_emotion.cli.commands"]   # the walk really saw the package
     assert find_cycles(graph) == []
+
+
+# Rooms from the bottom up. A module may import its own room and the rooms below it, never one
+# above: the components know nothing of the wire or the node; the wire nothing of the node; the
+# node nothing of training, the embedding API or the command line. (`robot_emotion` itself, the
+# package's constants and its façade, may be imported from anywhere and is not checked.)
+LAYERS = [
+    ("base", ["errors", "paths", "config", "compute", "clock", "media", "shared_models"]),
+    ("components", ["audio", "vision", "sources", "features", "models", "data", "people"]),
+    ("bus", ["bus"]),
+    ("node", ["node"]),
+    ("train", ["train"]),
+    ("api", ["api"]),
+    ("cli", ["cli", "__main__"]),
+]
+
+
+def layer_of(module: str) -> int | None:
+    if module == "robot_emotion":
+        return None
+    room = module.split(".")[1]
+    for rank, (_, rooms) in enumerate(LAYERS):
+        if room in rooms:
+            return rank
+    raise AssertionError(f"{module} is in no room of LAYERS: add it to one (and to the README's Layout)")
+
+
+def climbing_imports(graph: dict[str, set[str]]) -> list[str]:
+    out = []
+    for mod, targets in graph.items():
+        low = layer_of(mod)
+        for t in targets:
+            high = layer_of(t)
+            if low is not None and high is not None and high > low:
+                out.append(f"{mod} ({LAYERS[low][0]}) imports {t} ({LAYERS[high][0]})")
+    return sorted(out)
+
+
+def test_no_import_climbs_to_a_higher_room():
+    assert climbing_imports(import_graph()) == []
+
+
+def test_climb_finder_sees_a_climb():
+    graph = {"robot_emotion.audio.vad": {"robot_emotion.node.core"}, "robot_emotion.node.core": {"robot_emotion.audio.vad"}}
+    assert climbing_imports(graph) == ["robot_emotion.audio.vad (components) imports robot_emotion.node.core (node)"]
 
 
 def test_cycle_finder_sees_a_circle():
@@ -76,11 +122,19 @@ def test_cycle_finder_sees_a_circle():
 
 
 def test_readme_layout_is_the_tree():
-    """README's Layout block is generated from the modules (tools/readme_layout.py --write)."""
+    """README's Layout tree (one line per room) and docs/layout.md (one line per module) are
+    generated from the modules (tools/readme_layout.py --write)."""
     from conftest import load_tool
-    tool = load_tool("readme_layout")
+    tool = load_tool("tools/readme_layout")
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert tool.block() in readme, "README layout is stale: run python tools/readme_layout.py --write"
+    modules = (REPO / "docs" / "layout.md").read_text(encoding="utf-8")
+    assert tool.modules_block() in modules, "docs/layout.md is stale: run python tools/readme_layout.py --write"
+    rooms = {name.rstrip("/").removesuffix(".py") for _, names in tool.ROOMS for name in names}
+    for path in PKG.iterdir():           # every room of the package is in the picture
+        if not path.name.startswith((".", "_")) or path.name in ("__init__.py", "__main__.py"):
+            if path.suffix == ".py" or (path.is_dir() and path.name != "__pycache__"):
+                assert path.name.removesuffix(".py") in rooms, f"{path.name} is not in the README's Layout"
     tree = tool.layout()       # (once: it parses every module)
     for path in PKG.rglob("*.py"):
         if path.name != "__init__.py":

@@ -9,11 +9,11 @@ import pytest
 import soundfile as sf
 
 from conftest import SHARED, shared_file
-from robot_emotion import messages
+from robot_emotion.bus import messages
 from robot_emotion.audio.turns import Piece, TurnBuilder
 from robot_emotion.config import load
 from robot_emotion.media import read_audio_file
-from robot_emotion.runner import replay
+from robot_emotion.node.runner import replay
 
 SR = 16000
 
@@ -152,7 +152,7 @@ def test_skipping_stale_early_work_changes_no_event(conversation, monkeypatch):
     """At --speed max the utterance thread skips a decode that serves only an early estimate
     (and the early text features) when a later decode of the segment already waits; with the
     queue never looked at (nothing skipped), the events are the same."""
-    from robot_emotion.pipeline import Node
+    from robot_emotion.node.core import Node
     monkeypatch.setattr(Node, "queued", lambda self, match: False)
     cfg, _ = load(None, overrides=['publish.endpoint="tcp://127.0.0.1:*"'])
     events = []
@@ -166,7 +166,7 @@ def test_skipping_stale_early_work_changes_no_event(conversation, monkeypatch):
 
 # ------------------------------------------------ a voice change found while still speaking
 def _trimmed(name):
-    """A LibriSpeech sentence without its lead-in and tail silence (as tools/make_conversations.py)."""
+    """A LibriSpeech sentence without its lead-in and tail silence (as benchmarks/conversations/make_conversations.py)."""
     x = _libri(name)
     env = np.abs(x.astype(np.float32))
     on = np.flatnonzero(env > env.max() * 10 ** (-35 / 20))

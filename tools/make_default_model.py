@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 from types import SimpleNamespace  # noqa: E402
 
 from robot_emotion.audio.voice_emotion import VoiceEmotion  # noqa: E402
-from robot_emotion.emotion import ASSETS, DEFAULT_CHECKPOINT, configured_encoders  # noqa: E402
+from robot_emotion.node.emotion import ASSETS, DEFAULT_CHECKPOINT, configured_encoders  # noqa: E402
 from robot_emotion.features.text_emotion import TextEmotionModel  # noqa: E402
 from robot_emotion.models import build_model, save_checkpoint  # noqa: E402
 

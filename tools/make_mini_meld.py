@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
 import shutil
 import sys
 import tempfile
@@ -56,10 +55,8 @@ HEAD_S = 0.62
 
 
 def _demo():
-    spec = importlib.util.spec_from_file_location("make_demo_session", TOOLS / "make_demo_session.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from robot_emotion.sources import demo
+    return demo
 
 
 def _scale_heads(demo) -> dict:

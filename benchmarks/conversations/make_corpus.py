@@ -181,7 +181,7 @@ def _nonspeech(lib, rng, kind, after_s, after_turn) -> dict:
     if kind == "burst":
         files = sorted((lib.shared / "speech" / "noise").glob("*.wav"))
         dur, level = rng.uniform(*BURST_S), rng.uniform(*BURST_DB)
-    else:   # wsj0mix: synthetic harmonic tone complexes, not speech (tools/make_conversations.py)
+    else:   # wsj0mix: synthetic harmonic tone complexes, not speech (benchmarks/conversations/make_conversations.py)
         files = sorted((lib.shared / "speech" / "wsj0mix").glob("*.wav"))
         dur, level = rng.uniform(*TONES_S), rng.uniform(*TONES_DB)
     f = files[int(rng.integers(0, len(files)))]

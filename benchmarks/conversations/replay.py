@@ -35,7 +35,7 @@ def shared_models():
     asr_mod.make_asr = make_asr
     emo_cls = orig_from = None
     try:
-        from robot_emotion.emotion import EmotionScorer as emo_cls
+        from robot_emotion.node.emotion import EmotionScorer as emo_cls
         orig_from = emo_cls.__dict__.get("from_config")
 
         def from_config(cls, cfg, device="cpu", asr=None):
@@ -64,7 +64,7 @@ def load_config(sets=(), launch: str | Path = REPO / "launch" / "replay.toml"):
 
 def replay_bodies(cfg, audio: str | Path, speed: str | float = "max") -> list[dict]:
     """Replay one recording (wav, or flac) through the node; every published body, in order."""
-    from robot_emotion import runner
+    from robot_emotion.node import runner
     from robot_emotion.media import AUDIO_EXTS as READABLE
     audio = Path(audio)
     bodies: list[dict] = []

@@ -9,9 +9,9 @@ DIR is a corpus folder (``DIR/{dev,test}/NAME.wav|flac + NAME.json``, as
 benchmarks/conversations/make_corpus.py writes), or a flat folder of truth files next to
 their audio (``/work/shared/conversations/ami``: ``NAME.flac + NAME.json``; ``--ami``, or
 found by itself when the folder holds .flac files), or the old set of
-tools/make_conversations.py (``NAME.wav + NAME.json + index.json``).
+benchmarks/conversations/make_conversations.py (``NAME.wav + NAME.json + index.json``).
 
-Each recording is replayed in this process through ``robot_emotion.runner.replay``
+Each recording is replayed in this process through ``robot_emotion.node.runner.replay``
 (``--speed max``: virtual clock) with a sink that collects every published body; the
 stateless model weights (ASR, emotion) are loaded once and shared, perception and its
 per-session state are built anew for each recording. ``--events-dir`` scores saved
@@ -113,7 +113,7 @@ def _minus(start: float, end: float, holes) -> list[tuple[float, float]]:
 
 def load_truth(path: str | Path | dict, name: str | None = None) -> dict:
     """A truth file (or dict) in the shared format, whatever its origin (new corpus, AMI,
-    the old set of tools/make_conversations.py)."""
+    the old set of benchmarks/conversations/make_conversations.py)."""
     raw = json.loads(Path(path).read_text()) if not isinstance(path, dict) else path
     stem = Path(path).stem if not isinstance(path, dict) else None
     turns = []

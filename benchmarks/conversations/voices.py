@@ -38,7 +38,7 @@ BACKCHANNEL_DB = -4.0      # backchannels are softer than the turn they accompan
 FADE_S = 0.005
 
 # The published Harvard sentences the LibriSpeech clips read (transcripts.csv is wrong in
-# places: tools/make_conversations.py's docstring lists where).
+# places: benchmarks/conversations/make_conversations.py's docstring lists where).
 LIBRI_TEXT = {
     "spk1_snt1.wav": "The child almost hurt the small dog.",
     "spk1_snt2.wav": "Drop the two when you add the figures.",

@@ -6,7 +6,7 @@ TEST voices (speaker-disjoint, as benchmarks/voice_decisions does):
 
 dev  = RAVDESS actors 01-10 + LibriSpeech spk1;  test = RAVDESS actors 11-20 + LibriSpeech spk2.
 
-Every recording's voice is taken as the node takes a speaker's (robot_emotion/people_voice.py:
+Every recording's voice is taken as the node takes a speaker's (robot_emotion/people/voice.py:
 the node's VAD, the speaker tracker, the cluster centroid and its seconds of speech). Each
 speaker is enrolled from ONE recording (the first: RAVDESS neutral, sentence 1, take 1;
 LibriSpeech snt1); every other recording of every speaker is a probe.
@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from robot_emotion.audio.voice_decisions import Logistic, same_features  # noqa: E402
-from robot_emotion.people import MATCH_ASSET, Matcher  # noqa: E402
+from robot_emotion.people.store import MATCH_ASSET, Matcher  # noqa: E402
 
 SPLITS = {"dev": (range(1, 11), "spk1"), "test": (range(11, 21), "spk2")}
 
@@ -52,7 +52,7 @@ def recordings(shared: Path, split: str) -> dict[str, list[Path]]:
 def embed_all(shared: Path) -> dict:
     from robot_emotion.audio.speakers import SpeakerTracker
     from robot_emotion.errors import InputError
-    from robot_emotion.people_voice import read_recording, voice_of
+    from robot_emotion.people.voice import read_recording, voice_of
     tracker = SpeakerTracker()
     rows = {}
     for split in SPLITS:

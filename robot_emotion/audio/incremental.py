@@ -5,7 +5,7 @@ far (short window, audio/whisper_short.py). Tokens that two consecutive decodes 
 are stable (LocalAgreement-2, as in whisper_streaming): later decodes of the same audio
 stream, and the turn's result at the end of speech, force them as a prefix and decode only
 what follows. A 3 s sentence then costs the encoder pass (~10 ms) and a few tokens at its
-end instead of the whole decode (measured: `tools/score_conversations.py`, README).
+end instead of the whole decode (measured: `benchmarks/conversations/score.py`, README).
 
 The stream is identified by its origin, the capture time of its first sample: the turn's
 result uses the prefix only when its audio starts where the partial decodes' did (a turn

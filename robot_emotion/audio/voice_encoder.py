@@ -177,7 +177,7 @@ class VoiceEncoder:
         embeddings of 1.6 s partials overlapping at 1.3 per second (resemblyzer's
         embed_utterance). Audio under 1.6 s runs the LSTM over its real frames only, unless
         ``pad_short`` zero-pads it to 1.6 s as resemblyzer does. Measured on 0.5-1.0 s pieces
-        of real speech (tools/measure_voice_encoder.py), padding raises the cosines of
+        of real speech (benchmarks/speaker_embedding/measure_voice_encoder.py), padding raises the cosines of
         different voices more than those of one voice: one threshold errs on 12-19 % of
         pairs over real frames, 15-23 % padded (on clean read speech alone, padding is
         slightly better: 1.5-4 % vs 4-5 %)."""

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from robot_emotion.data.meld_text import fix_mojibake
-from robot_emotion.device import torch_device
+from robot_emotion.compute import torch_device
 
 ENCODER_ID = "all-MiniLM-L6-v2"
 ENCODER_VERSION = "1"

@@ -1,5 +1,6 @@
-"""Fusion models: one interface (FusionInput -> FusionOutput) for four families, plus
-self-describing checkpoints. See fusion.py for the families."""
+"""Fusion models: four families behind one interface, and self-describing checkpoints.
+
+One interface (FusionInput -> FusionOutput); see fusion.py for the families."""
 from .base import MODALITIES, FusionInput, FusionModel, FusionOutput, masked_mean
 from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from .fusion import DEFAULT_HPARAMS, FAMILIES, build_model

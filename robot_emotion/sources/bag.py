@@ -36,7 +36,7 @@ def is_bag(path: Path) -> bool:
 def _reader(path: Path):
     from rosbags.highlevel import AnyReader
 
-    from robot_emotion.ros_types import typestore
+    from robot_emotion.sources.ros_types import typestore
     try:
         return AnyReader([path], default_typestore=typestore("drivers"))
     except Exception as e:   # rosbags raises its own errors for a bad metadata.yaml or storage
@@ -63,7 +63,7 @@ def _pick(conns, types, wanted: str, kind: str, path: Path):
 
 
 def _time(msg, bag_ns: int) -> float:
-    from robot_emotion.ros_types import stamp_of
+    from robot_emotion.sources.ros_types import stamp_of
     s = stamp_of(msg)
     return s if s is not None else bag_ns * 1e-9
 

@@ -34,7 +34,7 @@ class Dist:
 
 def init(device: str = "auto") -> Dist:
     import torch
-    from robot_emotion.device import resolve_device
+    from robot_emotion.compute import resolve_device
     world = int(os.environ.get("WORLD_SIZE", "1"))
     dev = resolve_device(device)
     if world <= 1:

@@ -56,7 +56,7 @@ def _file_hash(path: Path) -> str:
 
 def cache_identity(spec: ExtractSpec) -> dict:
     """Everything the cached features depend on (hashed into the cache folder name)."""
-    from robot_emotion.emotion import AUDIO_ENCODER, FACE_ENCODER
+    from robot_emotion.node.emotion import AUDIO_ENCODER, FACE_ENCODER
     cfg = spec.config()
     d = Path(spec.text_model_dir)
     meta_f, w_f = d / "text_emotion.json", d / "text_emotion.safetensors"
@@ -109,8 +109,8 @@ class ClipFeaturizer:
 
     def __init__(self, spec: ExtractSpec):
         from robot_emotion.audio.asr import make_asr
-        from robot_emotion.device import resolve_device
-        from robot_emotion.emotion import configured_encoders
+        from robot_emotion.compute import resolve_device
+        from robot_emotion.node.emotion import configured_encoders
         from robot_emotion.features.text_emotion import TextEmotionModel
         from robot_emotion.features.utterance import AudioFeaturizer, TextFeaturizer
         from robot_emotion.vision.faces import FacePipeline
@@ -129,7 +129,7 @@ class ClipFeaturizer:
     def featurize(self, path: str, speaker, text: str, history: list) -> dict:
         from robot_emotion.data.meld import decode_clip
         from robot_emotion.features.utterance import face_features
-        from robot_emotion.perception import Perception
+        from robot_emotion.node.perception import Perception
         from robot_emotion.sources.base import Frame
         t0 = time.perf_counter()
         audio, frames, dur = decode_clip(path, self.cfg.faces.rate_hz)

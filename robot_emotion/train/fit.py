@@ -147,7 +147,7 @@ def train_main(args) -> int:
     import torch
     from robot_emotion.errors import CommandError
     from robot_emotion.data.meld import MeldError, open_meld
-    from robot_emotion.emotion import ASSETS
+    from robot_emotion.node.emotion import ASSETS
     from robot_emotion.models import build_model, save_checkpoint
     from robot_emotion.train import distributed
     from robot_emotion.train.extract import ExtractSpec, extract, load_split, read_manifest

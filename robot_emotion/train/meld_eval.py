@@ -35,7 +35,7 @@ def run_meld_evaluate(args) -> int:
 
     from robot_emotion.errors import CommandError
     from robot_emotion.data.meld import MeldError, open_meld
-    from robot_emotion.emotion import ASSETS, DEFAULT_CHECKPOINT
+    from robot_emotion.node.emotion import ASSETS, DEFAULT_CHECKPOINT
     from robot_emotion.models import MODALITIES, load_checkpoint
     from robot_emotion.models.checkpoint import CheckpointError, check_encoders
     from robot_emotion.train.extract import ExtractSpec, extract, load_split, read_manifest

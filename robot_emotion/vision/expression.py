@@ -37,7 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from robot_emotion import EMOTIONS
-from robot_emotion.device import torch_device
+from robot_emotion.compute import torch_device
 from robot_emotion.errors import InputError
 
 FER_LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from robot_emotion.device import torch_device
+from robot_emotion.compute import torch_device
 from robot_emotion.vision.expression import torch_threads
 from robot_emotion.vision.mtcnn_search import onet_landmarks, search
 from robot_emotion.vision.tracker import MouthSample

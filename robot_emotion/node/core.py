@@ -1,0 +1,492 @@
+"""The Node: threads and queues from sources to the ZeroMQ publisher.
+
+    sources --audio blocks (bounded queue)--> [audio thread: VAD] --speech.start/end--> publisher
+                                                   | segments (queue)
+                                                   v
+    frames (latest slot live / queue replay) -> [face thread] -> face topic, face tracks
+                                                   v
+                                      [utterance thread: speakers, ASR, active speaker,
+                                       dialogue history, emotion] -> utterance, emotion
+
+Every thread has a stop event and is joined with a timeout. Results depend only on
+capture times: in replay the utterance thread waits until the face thread has seen
+the frames up to an utterance's end, so ``--speed max`` and recorded pace agree.
+The robot's own voice and the controllers' requests: robot_voice.RobotVoiceControl (a part).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import queue
+import threading
+import time
+import uuid
+
+import numpy as np
+
+from robot_emotion.audio.speakers import PROBE_TIMES_S
+from robot_emotion.audio.vad import Segmenter, SpeechEnd, SpeechStart, TurnGap
+from robot_emotion.config import Config
+from robot_emotion.node.dialogue import DialogueHistory, Turn
+from robot_emotion.node.robot_voice import RobotVoice, RobotVoiceControl
+from robot_emotion.bus.publish import Publisher
+from robot_emotion.sources.base import AudioQueue, Frame, LatestFrameSlot
+from robot_emotion.node.speech_in_progress import PartialAudio, SpeakerProbe, TurnSoFar
+from robot_emotion.node.stats import StageStats
+
+_STOP = object()
+FACE_YIELD_S = 1.0      # longest a face frame waits for the utterance thread
+
+
+class Node:
+    def __init__(self, cfg: Config, clock, *, mode: str = "live", session_id: str | None = None,
+                 perception=None, sinks=(), zmq_context=None):
+        self.cfg, self.clock, self.mode = cfg, clock, mode
+        self.session_id = session_id or cfg.node.session_id or uuid.uuid4().hex[:12]
+        # which configuration produced this stream (ready, status): equal digests, equal settings
+        self.config_digest = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str)
+                                            .encode()).hexdigest()[:12]
+        self.perception = perception
+        self.stats = StageStats()
+        self.history = DialogueHistory(cfg.node.history_max_turns)
+        self.audio_q = AudioQueue(cfg.microphone.queue_blocks if mode == "live" else 64)
+        self.slot = LatestFrameSlot()                     # live video
+        self.frame_q: queue.Queue = queue.Queue(maxsize=8)  # replay video: no drops
+        self.segments: queue.Queue = queue.Queue()    # (time queued, item): never bounded, never dropped
+        self.skipped = {"provisional": 0, "partial": 0, "incremental": 0}  # live backlog policy (see _utterance_loop)
+        self._ticks: dict[str, tuple[str, int]] = {}   # per-second work on the open segment (_due)
+        self._probe_times = sorted({cfg.speakers.probe_s, *PROBE_TIMES_S})   # (s into a segment)
+        self.progress = 0             # items the stages have finished (the drain watches it)
+        self.sources: list = []
+        self.recorders: list = []     # session writers (their failures end the run non-zero)
+        self.device_events: list[dict] = []
+        self.control_server = None    # live: control.ControlServer (its state is in status)
+        self.publisher = Publisher(cfg.publish.endpoint, self.session_id, cfg.publish.sndhwm,
+                                   cfg.publish.status_hz, self.status, list(sinks), zmq_context,
+                                   options=cfg.publish)
+        self.segmenter = Segmenter(cfg.vad)
+        self.robot = RobotVoice(cfg.control.barge_in_db, cfg.microphone.block_ms / 1000.0)
+        self.control = RobotVoiceControl(self.robot, cfg.control.robot_voice, self.publisher.publish,
+                                         self.history, clock, self.segmenter.open_segment)
+        self.face_time = -1.0          # capture time of the last frame the face thread handled
+        self._face_cond = threading.Condition()
+        self._utterance_idle = threading.Event()  # clear while a segment's result is computed
+        self._utterance_idle.set()
+        self.realtime = True          # live or paced replay: latency matters more than throughput
+        self._frames_done = threading.Event()    # no more frames will arrive
+        self._faces_finished = threading.Event()  # the face thread has handled all of them
+        self.has_video = False
+        self._input_finished = False
+        self._stop = threading.Event()
+        self._audio_done = threading.Event()
+        self._t_start = time.monotonic()
+        self.utterances = 0
+        self.errors: list[str] = []
+        self._threads: list[threading.Thread] = []
+
+    # ---- lifecycle -------------------------------------------------------------------
+    @property
+    def wants_frames(self) -> bool:
+        return bool(self.has_video and self.perception is not None and self.perception.uses_faces)
+
+    def start(self, sources: list, has_video: bool = False, before_sources=None) -> None:
+        self.has_video = has_video
+        self.publisher.start()
+        self.sources = sources
+        for name, target in (("audio", self._audio_loop), ("utterances", self._utterance_loop),
+                             ("faces", self._face_loop)):
+            th = threading.Thread(target=self._guard(target), name=name, daemon=True)
+            th.start()
+            self._threads.append(th)
+        if before_sources is not None:
+            before_sources()
+        for s in sources:
+            s.start()
+
+    def _guard(self, fn):
+        def run():
+            try:
+                fn()
+            except Exception as e:  # a crashed stage must not hang the node silently
+                self.errors.append(f"{threading.current_thread().name}: {type(e).__name__}: {e}")
+                self._stop.set()
+        return run
+
+    def feed_frame(self, frame: Frame) -> bool:
+        """Replay frame sink: blocking (no drops), returns False once stopping."""
+        if not self.wants_frames:
+            return True
+        while not self._stop.is_set():
+            try:
+                self.frame_q.put(frame, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def stop(self, drain: bool = True, stall_s: float = 120.0, progress=None, reason: str | None = None) -> None:
+        """Stop sources, let the stages finish ALL they hold, then close the publisher.
+
+        Draining waits as long as the stages make progress (a long replay at --speed max can
+        queue minutes of work); it gives up only when nothing finished for ``stall_s``, and
+        says so in ``errors``. ``progress(n_queued)`` is called every few seconds meanwhile.
+        Without drain (interrupted) the item in hand is finished and the rest is skipped.
+        The last message is ``session.end`` (``reason``: end of input, stopped, interrupted, error)."""
+        began = time.monotonic()
+        for s in self.sources:
+            s.stop()
+        if drain:
+            self.finish_input()  # live sources just stopped: flush what the VAD holds
+        else:
+            self._stop.set()
+        self._audio_done.wait(stall_s if drain else 5.0)
+        self._frames_done.set()
+        with self._face_cond:
+            self._face_cond.notify_all()
+        last, last_change, last_report = self.progress, time.monotonic(), time.monotonic()
+        for th in self._threads:
+            while th.is_alive():
+                th.join(timeout=0.5)
+                now = time.monotonic()
+                if self.progress != last:
+                    last, last_change = self.progress, now
+                elif now - last_change > stall_s:
+                    self.errors.append(f"{th.name} made no progress for {stall_s:.0f} s while finishing")
+                    break
+                if progress is not None and now - last_report >= 5.0:
+                    last_report = now
+                    progress(self.segments.qsize())
+        self.drain_s = time.monotonic() - began
+        self._stop.set()
+        close = getattr(self.perception, "close", None)
+        if close is not None:         # the stages' own worker threads: a node embedded in a
+            close()                   # program (api.py) must leave none behind when it stops
+        self.publisher.publish({"topic": "session.end", "t": self.clock.now(),
+                                "reason": "error" if self.errors else reason or ("stopped" if drain else "interrupted"),
+                                "unix_start": getattr(self.clock, "unix_start", None) or None,
+                                "utterances": self.utterances, "wall_s": time.monotonic() - self._t_start})
+        self.publisher.stop()
+
+    def finish_input(self) -> None:
+        """No more input: flush the segmenter, then let every stage drain (idempotent)."""
+        if self._input_finished:
+            return
+        self._input_finished = True
+        if self.wants_frames:
+            while not self._stop.is_set():
+                try:
+                    self.frame_q.put(_STOP, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+        self.audio_q.put(_EndOfAudio(), self._stop)
+
+    # ---- audio: VAD -> speech.start / speech.end --------------------------------------
+    def _audio_loop(self) -> None:
+        last_t = 0.0
+        while not self._stop.is_set():
+            block = self.audio_q.get(timeout=0.1)
+            if block is None:
+                continue
+            self._audio_picked = time.monotonic()     # (the backlog ends here: publish.py)
+            if isinstance(block, _EndOfAudio):
+                for ev in self.segmenter.flush(last_t):
+                    self._on_vad_event(ev, time.monotonic())
+                break
+            samples = block.samples
+            if self.robot.muted:               # the controllers muted us: perceive silence
+                samples = np.zeros_like(samples)
+            if self.perception is not None:
+                self.perception.on_audio(block.t, samples)
+            t0 = time.perf_counter()
+            events = self.segmenter.push(block.t, samples)
+            self.stats.add("vad", (time.perf_counter() - t0) * 1000.0)
+            last_t = block.t + block.samples.size / 16000
+            for ev in events:
+                self._on_vad_event(ev, block.wall)
+            if self.robot.intervals:
+                self.control.check_barge_in(block.t, samples)
+            self._maybe_partial(last_t, block.wall)
+        self._enqueue(_STOP)
+        if self.perception is not None:
+            self.perception.close_audio()
+        self._audio_done.set()
+
+    def _on_vad_event(self, ev, wall: float) -> None:
+        ev.wall = wall
+        if isinstance(ev, (SpeechStart, SpeechEnd)) and self.control.robot_segment(ev):
+            return
+        if isinstance(ev, SpeechStart):
+            # speaker: not known at onset (the voice is checked from probe_s on; the turn's
+            # utterance carries it); "robot" for the robot's own segments (robot_voice.py)
+            self.publisher.publish({"topic": "speech.start", "utterance_id": ev.utterance_id,
+                                    "start": ev.start, "t": ev.decided_at, "speaker": None})
+        elif isinstance(ev, SpeechEnd):
+            self.publisher.publish({"topic": "speech.end", "utterance_id": ev.utterance_id,
+                                    "start": ev.start, "end": ev.end, "forced": ev.forced,
+                                    "dropped": ev.dropped, "t": ev.decided_at, "_wall_end": wall,
+                                    **self._backlog_mark(getattr(self, "_audio_picked", None))})
+            if not ev.dropped:
+                self._enqueue(ev)
+        elif isinstance(ev, TurnGap) and self.perception is not None:
+            self._enqueue(ev)
+
+    def _maybe_partial(self, t: float, wall: float) -> None:
+        """Every asr.partial_after_s of one utterance, hand its audio so far to the recogniser;
+        after speakers.probe_s and at each of PROBE_TIMES_S, hand it to the speaker check (a new voice
+        ends the open turn then, not at the segment's end)."""
+        seg = self.segmenter.open_segment()
+        if seg is None or self.perception is None:
+            self._partial_at = None
+            return
+        uid, start = seg
+        if self.robot.intervals and self.robot.is_robot(uid, start):
+            return                             # the robot's own voice: nothing to probe
+        if self.perception.speakers is not None:
+            sent = self._probes[1] if getattr(self, "_probes", (None,))[0] == uid else 0
+            due = [s for s in self._probe_times if t - start >= s]
+            if len(due) > sent:        # a quick check, then one on enough voice to trust
+                self._probes = (uid, len(due))
+                audio_t0, audio = self.segmenter.open_audio()
+                self._enqueue(SpeakerProbe(uid, start, t, audio, audio_t0, wall))
+        # every asr.incremental_s: decode the turn so far; every speakers.live_change_s: has
+        # the voice changed inside this segment? (one item, one pass over the audio so far)
+        asr, spk = self.perception.asr, self.perception.speakers
+        # (and once at half of it: a segment shorter than asr.incremental_s gets its early estimate too)
+        # A decode holds the utterance thread 0.1-0.4 s: none while the segment may be ending
+        # (its last frame unvoiced; the VAD closes it 2 frames later and the turn is transcribed
+        # then) once it has had one for its early estimate; it runs when speech goes on.
+        ending = self._ticks.get("decode", (None, 0))[0] == uid and self.segmenter.trailing_silence_s() > 0
+        decode = asr is not None and asr.incremental and not ending and self._due(
+            "decode", uid, t - start, self.cfg.asr.incremental_s, early=self.cfg.emotion.early)
+        check = spk is not None and self._due("voice", uid, t - start, self.cfg.speakers.live_change_s)
+        if decode or check:
+            audio_t0, audio = self.segmenter.open_audio()
+            self._enqueue(TurnSoFar(uid, start, t, audio, audio_t0, wall, decode=decode, check_voice=check,
+                                    agree=t - start >= self.cfg.asr.incremental_s))
+        if asr is None:
+            return
+        if getattr(self, "_partial_at", None) is None or self._partial_at[0] != uid:
+            self._partial_at = (uid, start + self.cfg.asr.partial_after_s)
+        if t >= self._partial_at[1]:
+            self._partial_at = (uid, self._partial_at[1] + self.cfg.asr.partial_after_s)
+            audio_t0, audio = self.segmenter.open_audio()
+            self._enqueue(PartialAudio(uid, start, t, audio, audio_t0, wall))
+
+    def _due(self, what: str, uid: str, spoken: float, step: float, early: bool = False) -> bool:
+        """Is another ``step`` seconds of segment ``uid`` spoken since ``what`` was last due?
+        ``early``: also once at half a step."""
+        if step <= 0:
+            return False
+        last_uid, done = self._ticks.get(what, (None, 0))
+        n = int(spoken / step) + (1 if early and spoken >= step / 2 else 0)
+        if n > (done if last_uid == uid else 0):
+            self._ticks[what] = (uid, n)
+            return True
+        return False
+
+    def on_control(self, req: dict) -> dict:
+        """A controller's request (the control thread): see robot_voice.py."""
+        return self.control.on_control(req)
+
+    # ---- utterances: speakers, ASR, faces, dialogue, emotion ---------------------------
+    def wait_for_faces(self, t: float) -> None:
+        """Replay: block until the face thread has handled frames up to capture time t."""
+        if not self.wants_frames or (self.mode == "live" and self._camera_down()):
+            return                     # a lost camera: audio-only until it is back
+        timeout = None if self.mode == "replay" else 0.3
+        with self._face_cond:
+            self._face_cond.wait_for(lambda: self.face_time >= t or self._faces_finished.is_set()
+                                     or self._stop.is_set(), timeout=timeout)
+
+    def _enqueue(self, item) -> None:
+        self.segments.put((time.monotonic(), item))
+
+    def queued(self, match) -> bool:
+        """Is an item that ``match(item)`` accepts already waiting in the utterance queue?"""
+        with self.segments.mutex:
+            return any(match(item) for _, item in self.segments.queue)
+
+    def _backlogged(self) -> bool:
+        """Live only: more work is already queued behind the current item."""
+        return self.mode == "live" and self.segments.qsize() > 0
+
+    def _utterance_loop(self) -> None:
+        """Every queued item is handled, in order; nothing is dropped. Live backlog policy:
+        when more work is already queued, a provisional result (the turn will be extended or
+        closed by that work) and a partial transcript are skipped and counted in status
+        ``skipped``; the final result of every turn is always computed. Replay never skips
+        (its events must not depend on the machine's speed)."""
+        while True:
+            queued, item = self.segments.get()
+            self._picked = time.monotonic()
+            self.stats.add("wait_utterances", (time.monotonic() - queued) * 1000.0)
+            if item is _STOP:
+                if self.perception is not None:
+                    self.publish_results(self.perception.finish(self))
+                break
+            if self._stop.is_set():          # interrupted: no new work, the session is finalised
+                continue
+            if isinstance(item, SpeakerProbe):          # (a PartialAudio: test it first)
+                self.publish_results(self.perception.on_probe(item, self))
+            elif isinstance(item, TurnSoFar):
+                if self._backlogged():
+                    self.skipped["incremental"] += 1
+                else:
+                    self.publish_results(self.perception.on_turn_so_far(item, self))
+            elif isinstance(item, PartialAudio):
+                if self._backlogged():
+                    self.skipped["partial"] += 1
+                else:
+                    body = self.perception.transcribe_partial(item, self)
+                    if body is not None:
+                        self.publisher.publish(body)
+            elif isinstance(item, TurnGap):
+                self.publish_results(self.perception.on_turn_gap(item, self))
+            elif self.perception is None:
+                self.publish_results([self._plain_utterance(item)])
+            else:
+                self.wait_for_faces(item.end)
+                self._utterance_idle.clear()        # faces yield the CPU meanwhile
+                try:
+                    bodies = self.perception.process_segment(item, self, provisional=not self._backlogged())
+                finally:
+                    self._utterance_idle.set()
+                self.publish_results(bodies)
+            self.progress += 1
+
+    def publish_results(self, bodies: list[dict]) -> None:
+        """Only final turns enter the dialogue history (the text context of later turns)."""
+        for body in bodies:
+            if body.get("final"):
+                if body["topic"] == "utterance" and body.get("speech", True):
+                    self.utterances += 1
+                    self.history.add(Turn(body["utterance_id"], body["speaker"], body["text"],
+                                          body["start"], body["end"]))
+                elif body["topic"] == "emotion" and body.get("label"):
+                    self.history.set_emotion(body["utterance_id"], body["label"], body["probs"])
+            if "_wall_end" in body:
+                body.update(self._backlog_mark(getattr(self, "_picked", None)))
+            self.publisher.publish(body)
+
+    def _backlog_mark(self, picked: float | None) -> dict:
+        """A replay at --speed max reads ahead of the node: the time its work waited in the
+        queues is backlog, not the node's latency. ``_picked`` (when the stage took the work up)
+        lets the publisher split latency_ms.total into ``backlog`` + ``processing``."""
+        return {} if self.realtime or picked is None else {"_picked": picked}
+
+    def _plain_utterance(self, seg: SpeechEnd) -> dict:
+        """Spine only (no perception): every segment is its own final utterance."""
+        return {"topic": "utterance", "utterance_id": seg.utterance_id, "final": True, "speech": True,
+                "start": seg.start, "end": seg.end, "speaker": None, "face_track": None, "text": None,
+                "duration": seg.end - seg.start, "segments": [seg.utterance_id], "spans": [[seg.start, seg.end]],
+                "forced": seg.forced,
+                "_wall_end": seg.wall}
+
+    # ---- faces -------------------------------------------------------------------------
+    def _next_frame(self) -> Frame | None:
+        if self.mode == "live":
+            return self.slot.get(timeout=0.1)
+        try:
+            return self.frame_q.get(timeout=0.1)
+        except queue.Empty:
+            return None
+
+    def _face_loop(self) -> None:
+        try:
+            if self.wants_frames:
+                self._face_frames()
+        finally:
+            self._faces_finished.set()
+            with self._face_cond:
+                self._face_cond.notify_all()
+
+    def _face_frames(self) -> None:
+        period = 1.0 / self.cfg.faces.rate_hz
+        next_t = 0.0
+        while not self._stop.is_set():
+            frame = self._next_frame()
+            if frame is _STOP:
+                break
+            if frame is None:
+                if self._frames_done.is_set():
+                    break
+                continue
+            # Sample by CAPTURE time, so replay speed cannot change which frames are seen.
+            if frame.t + 1e-9 >= next_t:
+                next_t = max(next_t + period, frame.t + period / 2) if self.mode == "live" else next_t + period
+                while next_t <= frame.t:
+                    next_t += period
+                # Two cores: a face frame must not delay a turn's result. The face thread
+                # waits (at most FACE_YIELD_S) while the utterance thread computes one; live,
+                # the latest-frame slot drops the frames it misses (counted in status). Not in a
+                # replay at --speed max, where both run side by side for throughput.
+                if self.realtime:
+                    self._utterance_idle.wait(FACE_YIELD_S)
+                t0 = time.perf_counter()
+                body = self.perception.process_frame(frame, self)
+                self.stats.add("faces", (time.perf_counter() - t0) * 1000.0)
+                if body is not None and self.cfg.publish.face_topic:
+                    self.publisher.publish(body)
+            with self._face_cond:
+                self.face_time = frame.t
+                self._face_cond.notify_all()
+            self.progress += 1
+
+    # ---- devices -----------------------------------------------------------------------
+    def device_event(self, device: str, state: str, t: float) -> None:
+        """A device lost or restored: published (``device`` topic) and kept in the session."""
+        self.device_events.append({"device": device, "state": state, "t": t})
+        self.publisher.publish({"topic": "device", "device": device, "state": state, "t": t})
+        for r in self.recorders:
+            r.note_device(device, state, t)
+
+    def _camera_down(self) -> bool:
+        return any(s.name == "camera" and s.state != "running" for s in self.sources)
+
+    # ---- status ------------------------------------------------------------------------
+    def output_failures(self) -> list[str]:
+        """Outputs that failed (reported once each, when they failed)."""
+        return list(self.publisher.sink_failures) + [r.failure for r in self.recorders if r.failure]
+
+    def status(self) -> dict:
+        # Once a minute (status runs at 1 Hz on the publisher thread): hand the heap pages the
+        # stages freed back to the system; a node that runs for days must stay flat.
+        self._status_calls = getattr(self, "_status_calls", 0) + 1
+        if self._status_calls % 60 == 0:
+            from robot_emotion.node.footprint import release_free_memory
+            release_free_memory()
+        dropped = {"frames": self.slot.dropped, "audio_overflows": self.audio_q.overflows,
+                   "publish": self.publisher.dropped}
+        skipped = dict(self.skipped)
+        for s in self.sources:
+            if hasattr(s, "portaudio_overflows"):
+                dropped["portaudio_overflows"] = s.portaudio_overflows
+            if hasattr(s, "corrupt_frames"):            # replay: video frames that did not decode
+                skipped["corrupt_frames"] = s.corrupt_frames
+        return {"uptime": time.monotonic() - self._t_start, "t": self.clock.now(),
+                # the session's state for a subscriber that joined late (or before the node)
+                "ready": self.publisher.latched_ready is not None, "mode": self.mode,
+                "unix_start": getattr(self.clock, "unix_start", None) or None,
+                "config_digest": self.config_digest,
+                "stages": self.stats.summary(),
+                "queues": {"audio": self.audio_q.qsize(), "frames": self.frame_q.qsize(),
+                           "segments": self.segments.qsize(), "publish": self.publisher.pending()},
+                "dropped": dropped,
+                "sources": {s.name: s.state for s in self.sources},
+                "skipped": skipped,
+                "robot": {"speaking": self.robot.speaking, "muted": self.robot.muted,
+                          "segments_dropped": self.robot.robot_segments,
+                          **({"control": self.control_server.state, "control_failures": self.control_server.failures}
+                             if self.control_server is not None else {})},
+                "outputs": {**self.publisher.outputs(),
+                            **{"session": "failed" if r.failure else "recording" for r in self.recorders}},
+                "utterances": self.utterances, "in_speech": self.segmenter.in_speech,
+                "asr_fallbacks": getattr(getattr(self.perception, "asr", None), "fallbacks", 0)}
+
+
+class _EndOfAudio:
+    """Sentinel block: the recording is over."""
+    t = 0.0
+    samples = np.zeros(0, np.int16)
+    wall = 0.0

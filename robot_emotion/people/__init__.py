@@ -1,0 +1,1 @@
+"""Known people (off by default): the SQLite store of names and voice prints, and enrolment."""
