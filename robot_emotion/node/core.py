@@ -108,7 +108,8 @@ class Node:
             try:
                 fn()
             except Exception as e:  # a crashed stage must not hang the node silently
-                self.errors.append(f"{threading.current_thread().name}: {type(e).__name__}: {e}")
+                from robot_emotion.errors import Failure    # a runtime failure (exit 4)
+                self.errors.append(Failure(f"{threading.current_thread().name}: {type(e).__name__}: {e}"))
                 self._stop.set()
         return run
 
@@ -151,7 +152,8 @@ class Node:
                 if self.progress != last:
                     last, last_change = self.progress, now
                 elif now - last_change > stall_s:
-                    self.errors.append(f"{th.name} made no progress for {stall_s:.0f} s while finishing")
+                    from robot_emotion.errors import Failure    # a runtime failure (exit 4)
+                    self.errors.append(Failure(f"{th.name} made no progress for {stall_s:.0f} s while finishing"))
                     break
                 if progress is not None and now - last_report >= 5.0:
                     last_report = now
