@@ -31,7 +31,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
-from robot_emotion.errors import InputError, RobotEmotionError, UsageError
+from robot_emotion.errors import RobotEmotionError, UsageError, as_exception
 
 _END = object()
 DEFAULT_MAX_PENDING = 20_000     # ~an hour of face (5 Hz) + status (1 Hz) bodies, ~80 MB
@@ -59,12 +59,6 @@ def resolve_config(config=None, overrides: Sequence[str] | Mapping[str, object] 
     if config is not None and not isinstance(config, (str, os.PathLike)):
         raise UsageError(f"config must be a launch profile path, a Config or None, got {type(config).__name__}")
     return C.load(config if config is not None else default_launch, calibration, overrides)[0]
-
-
-def _run_failure(errors: list[str]) -> RobotEmotionError:
-    """node.errors as the CLI reports them (commands._finish): a lost device is input (3)."""
-    first = errors[0]
-    return InputError(first) if first.startswith("device lost") else RobotEmotionError(first)
 
 
 class EmotionNode:
@@ -137,7 +131,7 @@ class EmotionNode:
             node = run(runner, self._deliver, self._stop_event, self._attach)
             self._node = node
             if node.errors and self._failure is None:
-                self._failure = _run_failure(node.errors)
+                self._failure = as_exception(node.errors[0])    # as the CLI: commands._finish
         except RobotEmotionError as e:
             self._failure = e
         except Exception as e:    # a bug, not a user error: still one exception in the program

@@ -4,8 +4,12 @@ Every failure a user can cause ends with ONE line on stderr, ``robot-emotion: er
 and the exit code of its class:
   2 = usage / config error, 3 = input (media, files, devices, weights), 4 = runtime failure,
   130 = interrupted (SIGINT / SIGTERM; the session is finalised first).
-Modules raise a subclass of ``RobotEmotionError``; ``cli.main`` maps it to its code. This
-module imports only the standard library, so any module can use it without an import circle.
+Modules raise a subclass of ``RobotEmotionError``; ``cli.main`` maps it to its code. A failure
+while the node runs (a stage thread crashed, a device lost) cannot be raised in the thread that
+meets it: the node records it in ``node.errors`` as a ``Failure`` (its message and its class),
+and the CLI and the API raise ``as_exception(node.errors[0])``, so the class, never the wording,
+decides the exit code. This module imports only the standard library, so any module can use it
+without an import circle.
 """
 from __future__ import annotations
 
@@ -36,6 +40,41 @@ class UsageError(RobotEmotionError):
 class InputError(RobotEmotionError):
     """Missing or unreadable input: media, files, devices, model weights (exit 3)."""
     code = EXIT_INPUT
+
+
+class DeviceLost(InputError):
+    """A device that stopped delivering and did not come back within its grace period, e.g.
+    ``device lost: microphone ...`` (exit 3, as any missing input)."""
+
+
+class Failure(str):
+    """One failure a running node records in ``node.errors``: its one-line message, and the
+    error class that decides how it ends the run (``failure.error``; ``failure.code``).
+
+    A ``str`` on purpose: status, session.end, the bench's JSON, logs and tests read the list as
+    text; only the CLI (``commands._finish``) and the API (``api.EmotionNode``) ask its type,
+    through ``as_exception``. A stage that crashes or stalls is a runtime failure (4); a lost
+    device is ``DeviceLost`` (3)."""
+
+    error: type[RobotEmotionError]
+
+    def __new__(cls, message: str, error: type[RobotEmotionError] = RobotEmotionError) -> Failure:
+        self = super().__new__(cls, message)
+        self.error = error
+        return self
+
+    @property
+    def code(self) -> int:
+        return self.error.code
+
+    def __repr__(self) -> str:
+        return f"{self.error.__name__}({str(self)!r})"
+
+
+def as_exception(failure: str) -> RobotEmotionError:
+    """An entry of ``node.errors`` as the exception that reports it: a ``Failure`` as its own
+    class, plain text as a runtime failure (4)."""
+    return failure.error(str(failure)) if isinstance(failure, Failure) else RobotEmotionError(str(failure))
 
 
 _stderr_lock = threading.Lock()

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from robot_emotion.errors import CommandError, printable
+from robot_emotion.errors import CommandError, as_exception, printable
 from robot_emotion.cli.monitor import format_event
 from robot_emotion.paths import check_output_folder, demo_session_path
 
@@ -57,8 +57,8 @@ def _report(node, wall: float, duration: float | None = None) -> None:
 
 
 def _finish(node) -> int:
-    if node.errors:
-        raise CommandError(node.errors[0], 4 if not node.errors[0].startswith("device lost") else 3)
+    if node.errors:               # the first failure ends the run; its type gives the exit code
+        raise as_exception(node.errors[0])
     if getattr(node, "interrupted", False):
         return 130
     # a failed output (--out, the session recording) was reported once when it failed

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from robot_emotion.clock import VirtualClock, WallClock
 from robot_emotion.config import Config
-from robot_emotion.errors import UsageError, say
+from robot_emotion.errors import DeviceLost, Failure, UsageError, say
 from robot_emotion.node.core import Node
 from robot_emotion.bus.publish import check_endpoint
 from robot_emotion.sources.camera import CameraSource
@@ -202,7 +202,7 @@ def _replay(cfg, rec, source, speed, sinks, perception, progress, stop_event, on
         reason = "interrupted" if interrupted.is_set() else "error" if src.error else "end of input"
         node.stop(drain=not interrupted.is_set(), progress=progress, stall_s=stall_s, reason=reason)
     if src.error:
-        node.errors.append(src.error)
+        node.errors.append(Failure(src.error))
     node.interrupted = interrupted.is_set()
     return node
 
@@ -230,8 +230,8 @@ class _MicrophoneWatch:
                 self.node.device_event("microphone", "restored", t)
                 return True
         if t - self.lost_at > self.grace_s:
-            self.node.errors.append(f"device lost: microphone stopped delivering data "
-                                    f"(not back after {self.grace_s:g} s)")
+            self.node.errors.append(Failure(f"device lost: microphone stopped delivering data "
+                                            f"(not back after {self.grace_s:g} s)", DeviceLost))
             return False
         return True
 
@@ -305,7 +305,7 @@ def live(cfg: Config, record_to: str | Path | None = None, duration: float | Non
                 if mic_watch is not None and not mic_watch.check(clock.now()):
                     break
                 if control is not None and control.state == "failed":
-                    node.errors.append(control.died or f"control socket {control.endpoint} stopped")
+                    node.errors.append(Failure(control.died or f"control socket {control.endpoint} stopped"))
                     break
                 interrupted.wait(0.1)
             node.stop(drain=True, progress=_drain_progress,
