@@ -1,8 +1,9 @@
 """Wire schema: ZeroMQ multipart [topic, UTF-8 JSON].
 
 Every body carries ``v`` (schema version), ``topic``, ``seq`` (per-topic counter from 0),
-``session`` and ``stamp`` (unix seconds at publish). Stage code builds bodies with the
-helpers below; the publisher thread fills in seq/session/stamp. No pickle on the wire.
+``session`` and ``stamp`` (unix seconds at publish). The node builds the bodies of speech and
+utterances with the builders below (one shape per topic, wherever it is published from); the
+publisher thread fills in seq/session/stamp. No pickle on the wire.
 """
 from __future__ import annotations
 
@@ -39,6 +40,53 @@ COMMON = ("v", "topic", "seq", "session", "stamp")
 
 # Fields that depend on wall-clock time; everything else is reproducible in replay.
 WALL_FIELDS = ("stamp", "latency_ms", "wall", "load_s", "wall_s")
+
+
+# ---- builders: every speech.* / utterance* body is made here, so controllers see one shape ----
+def speech_start(utterance_id: str, start: float, t: float, speaker: str | None = None,
+                 barge_in: bool = False) -> dict:
+    """A VAD segment began (``speaker`` is null for a person, "robot" for the robot's voice)."""
+    body = {"topic": "speech.start", "utterance_id": utterance_id, "start": start, "t": t}
+    if barge_in:
+        body["barge_in"] = True
+    body["speaker"] = speaker
+    return body
+
+
+def speech_end(utterance_id: str, start: float, end: float, t: float, forced: bool, dropped: bool,
+               speaker: str | None = None) -> dict:
+    """A VAD segment ended (a pause, or ``forced`` at vad.max_utterance_s; ``dropped``: too short)."""
+    body = {"topic": "speech.end", "utterance_id": utterance_id, "start": start, "end": end,
+            "forced": forced, "dropped": dropped, "t": t}
+    if speaker is not None:
+        body["speaker"] = speaker
+    return body
+
+
+def utterance(utterance_id: str, *, final: bool, start: float, end: float, speaker: str | None,
+              text: str | None, segments: list, spans: list, forced: bool = False, speech: bool = True,
+              speaker_confidence: float | None = None, person: dict | None = None,
+              face_track: int | None = None, face_confidence: float | None = None,
+              asr_confidence: float | None = None, language: str | None = None,
+              latency_ms: dict | None = None, text_end: float | None = None) -> dict:
+    """A speaker's turn (README "ZeroMQ API"). ``text_end`` marks an early estimate: the words
+    heard up to then (``early: true``)."""
+    body = {"topic": "utterance", "utterance_id": utterance_id, "final": final}
+    if text_end is not None:
+        body["early"] = True
+    body.update(speech=speech, start=start, end=end, speaker=speaker, speaker_confidence=speaker_confidence,
+                person=person, face_track=face_track, face_confidence=face_confidence, text=text)
+    if text_end is not None:
+        body["text_end"] = text_end
+    body.update(asr_confidence=asr_confidence, language=language, duration=end - start, segments=segments,
+                spans=spans, forced=forced, latency_ms={} if latency_ms is None else latency_ms)
+    return body
+
+
+def partial(utterance_id: str, start: float, end: float, text: str) -> dict:
+    """The words of a segment still being spoken (``utterance.partial``)."""
+    return {"topic": "utterance.partial", "utterance_id": utterance_id, "start": start, "end": end,
+            "text": text}
 
 
 class SchemaError(ValueError):

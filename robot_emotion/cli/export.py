@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from robot_emotion.errors import InputError
-from robot_emotion.cli.session_events import SessionEvents, Turn, load_session_events
+from robot_emotion.cli.session_events import SessionEvents, PublishedTurn, load_session_events
 
 FORMATS = ("srt", "vtt", "rttm", "csv")
 
@@ -31,7 +31,7 @@ def timestamp(seconds: float, sep: str) -> str:
     return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
 
 
-def caption(turn: Turn) -> str:
+def caption(turn: PublishedTurn) -> str:
     """'S0: text [joy]': one line; no estimate -> no bracket."""
     text = " ".join((turn.text or "").split()) or "…"
     text = text.replace("-->", "->")  # would end a cue's timing line in either format
@@ -39,7 +39,7 @@ def caption(turn: Turn) -> str:
     return f"{turn.speaker}: {text}{emotion}"
 
 
-def _cues(events: SessionEvents) -> list[Turn]:
+def _cues(events: SessionEvents) -> list[PublishedTurn]:
     return [t for t in events.turns if t.is_speech and t.end > t.start]
 
 

@@ -3,7 +3,7 @@
 The node publishes every turn several times: `utterance` + `emotion` with `final: false`
 after each of its segments and once more with `final: true` (same `utterance_id`). The
 LAST body per id is the turn's final version (a body without `final` is final: older
-files and truncated sessions). `Turn` joins a final utterance with its emotion.
+files and truncated sessions). `PublishedTurn` joins a final utterance with its emotion.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from robot_emotion.errors import InputError, loads_json, printable
 
 
 @dataclass
-class Turn:
+class PublishedTurn:
     """One final utterance (a speaker's turn) with its emotion, as published."""
     utterance_id: str
     start: float
@@ -49,7 +49,7 @@ class Turn:
 class SessionEvents:
     source: str
     session: str | None
-    turns: list[Turn]                 # final versions, by start time
+    turns: list[PublishedTurn]                 # final versions, by start time
     segments: list[dict]              # speech.end bodies (start, end, forced, dropped)
     onsets: list[dict]                # speech.start bodies (start, t)
     faces: list[dict] = field(default_factory=list)  # face bodies (t, tracks)
@@ -127,8 +127,8 @@ def _latency(body: dict | None, key: str) -> float | None:
     return lat.get("processing", lat.get(key)) if key == "total" else lat.get(key)
 
 
-def _turn(utt: dict, emo: dict | None, first_emo: dict | None) -> Turn:
-    return Turn(
+def _turn(utt: dict, emo: dict | None, first_emo: dict | None) -> PublishedTurn:
+    return PublishedTurn(
         utterance_id=str(utt["utterance_id"]), start=float(utt["start"]), end=float(utt["end"]),
         speech=utt.get("speech", True) is not False, speaker=utt.get("speaker"),
         face_track=utt.get("face_track"), text=utt.get("text"), final=utt.get("final", True) is not False,
@@ -137,7 +137,7 @@ def _turn(utt: dict, emo: dict | None, first_emo: dict | None) -> Turn:
         emotion_ms=_latency(emo, "total"), first_emotion_ms=_latency(first_emo, "total"))
 
 
-def turns_from(bodies: list[dict]) -> list[Turn]:
+def turns_from(bodies: list[dict]) -> list[PublishedTurn]:
     utts = last_per_id(bodies, "utterance")
     emos = last_per_id(bodies, "emotion")
     first_emos: dict[str, dict] = {}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from robot_emotion import EMOTIONS
 from robot_emotion.errors import InputError
-from robot_emotion.cli.session_events import SessionEvents, Turn, load_session_events
+from robot_emotion.cli.session_events import SessionEvents, PublishedTurn, load_session_events
 
 EMOTION_COLORS = {"neutral": "#c7c7c7", "joy": "#ffd23f", "sadness": "#7fb3e6", "anger": "#f07f68",
                   "surprise": "#f7a95c", "fear": "#b39ddb", "disgust": "#8cc084"}
@@ -134,7 +134,7 @@ def _track_color(tid) -> str:
     return TRACK_COLORS[int(tid) % len(TRACK_COLORS)] if tid is not None else "#7f7f7f"
 
 
-def _turn_caption(turn: Turn) -> tuple[str, str]:
+def _turn_caption(turn: PublishedTurn) -> tuple[str, str]:
     """(header, body): 'joy 0.61' / the transcript (non-speech and unknown voices say so)."""
     if not turn.speech:
         return "non-speech", ""

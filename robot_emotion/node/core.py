@@ -27,8 +27,9 @@ import numpy as np
 from robot_emotion.audio.speakers import PROBE_TIMES_S
 from robot_emotion.audio.vad import Segmenter, SpeechEnd, SpeechStart, TurnGap
 from robot_emotion.config import Config
-from robot_emotion.node.dialogue import DialogueHistory, Turn
+from robot_emotion.node.dialogue import DialogueHistory, DialogueTurn
 from robot_emotion.node.robot_voice import RobotVoice, RobotVoiceControl
+from robot_emotion.bus import messages
 from robot_emotion.bus.publish import Publisher
 from robot_emotion.sources.base import AudioQueue, Frame, LatestFrameSlot
 from robot_emotion.node.speech_in_progress import PartialAudio, SpeakerProbe, TurnSoFar
@@ -83,6 +84,11 @@ class Node:
         self.utterances = 0
         self.errors: list[str] = []
         self._threads: list[threading.Thread] = []
+        if perception is not None:    # what the stages may use of this node (perception.NodeLink)
+            from robot_emotion.node.perception import NodeLink
+            perception.attach(NodeLink(mode=mode, stats=self.stats, history=self.history,
+                                       publish=self.publish_results, queued=self.queued,
+                                       stopping=self._stop.is_set))
 
     # ---- lifecycle -------------------------------------------------------------------
     @property
@@ -221,13 +227,11 @@ class Node:
         if isinstance(ev, SpeechStart):
             # speaker: not known at onset (the voice is checked from probe_s on; the turn's
             # utterance carries it); "robot" for the robot's own segments (robot_voice.py)
-            self.publisher.publish({"topic": "speech.start", "utterance_id": ev.utterance_id,
-                                    "start": ev.start, "t": ev.decided_at, "speaker": None})
+            self.publisher.publish(messages.speech_start(ev.utterance_id, ev.start, ev.decided_at))
         elif isinstance(ev, SpeechEnd):
-            self.publisher.publish({"topic": "speech.end", "utterance_id": ev.utterance_id,
-                                    "start": ev.start, "end": ev.end, "forced": ev.forced,
-                                    "dropped": ev.dropped, "t": ev.decided_at, "_wall_end": wall,
-                                    **self._backlog_mark(getattr(self, "_audio_picked", None))})
+            self.publisher.publish({**messages.speech_end(ev.utterance_id, ev.start, ev.end, ev.decided_at,
+                                                          ev.forced, ev.dropped),
+                                    "_wall_end": wall, **self._backlog_mark(getattr(self, "_audio_picked", None))})
             if not ev.dropped:
                 self._enqueue(ev)
         elif isinstance(ev, TurnGap) and self.perception is not None:
@@ -325,33 +329,33 @@ class Node:
             self.stats.add("wait_utterances", (time.monotonic() - queued) * 1000.0)
             if item is _STOP:
                 if self.perception is not None:
-                    self.publish_results(self.perception.finish(self))
+                    self.publish_results(self.perception.finish())
                 break
             if self._stop.is_set():          # interrupted: no new work, the session is finalised
                 continue
             if isinstance(item, SpeakerProbe):          # (a PartialAudio: test it first)
-                self.publish_results(self.perception.on_probe(item, self))
+                self.publish_results(self.perception.on_probe(item))
             elif isinstance(item, TurnSoFar):
                 if self._backlogged():
                     self.skipped["incremental"] += 1
                 else:
-                    self.publish_results(self.perception.on_turn_so_far(item, self))
+                    self.publish_results(self.perception.on_turn_so_far(item))
             elif isinstance(item, PartialAudio):
                 if self._backlogged():
                     self.skipped["partial"] += 1
                 else:
-                    body = self.perception.transcribe_partial(item, self)
+                    body = self.perception.transcribe_partial(item)
                     if body is not None:
                         self.publisher.publish(body)
             elif isinstance(item, TurnGap):
-                self.publish_results(self.perception.on_turn_gap(item, self))
+                self.publish_results(self.perception.on_turn_gap(item))
             elif self.perception is None:
                 self.publish_results([self._plain_utterance(item)])
             else:
                 self.wait_for_faces(item.end)
                 self._utterance_idle.clear()        # faces yield the CPU meanwhile
                 try:
-                    bodies = self.perception.process_segment(item, self, provisional=not self._backlogged())
+                    bodies = self.perception.process_segment(item, provisional=not self._backlogged())
                 finally:
                     self._utterance_idle.set()
                 self.publish_results(bodies)
@@ -363,7 +367,7 @@ class Node:
             if body.get("final"):
                 if body["topic"] == "utterance" and body.get("speech", True):
                     self.utterances += 1
-                    self.history.add(Turn(body["utterance_id"], body["speaker"], body["text"],
+                    self.history.add(DialogueTurn(body["utterance_id"], body["speaker"], body["text"],
                                           body["start"], body["end"]))
                 elif body["topic"] == "emotion" and body.get("label"):
                     self.history.set_emotion(body["utterance_id"], body["label"], body["probs"])
@@ -379,10 +383,9 @@ class Node:
 
     def _plain_utterance(self, seg: SpeechEnd) -> dict:
         """Spine only (no perception): every segment is its own final utterance."""
-        return {"topic": "utterance", "utterance_id": seg.utterance_id, "final": True, "speech": True,
-                "start": seg.start, "end": seg.end, "speaker": None, "face_track": None, "text": None,
-                "duration": seg.end - seg.start, "segments": [seg.utterance_id], "spans": [[seg.start, seg.end]],
-                "forced": seg.forced,
+        return {**messages.utterance(seg.utterance_id, final=True, start=seg.start, end=seg.end, speaker=None,
+                                     text=None, segments=[seg.utterance_id], spans=[[seg.start, seg.end]],
+                                     forced=seg.forced),
                 "_wall_end": seg.wall}
 
     # ---- faces -------------------------------------------------------------------------
@@ -426,7 +429,7 @@ class Node:
                 if self.realtime:
                     self._utterance_idle.wait(FACE_YIELD_S)
                 t0 = time.perf_counter()
-                body = self.perception.process_frame(frame, self)
+                body = self.perception.process_frame(frame)
                 self.stats.add("faces", (time.perf_counter() - t0) * 1000.0)
                 if body is not None and self.cfg.publish.face_topic:
                     self.publisher.publish(body)

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 
 @dataclass
-class Turn:
+class DialogueTurn:
     utterance_id: str
     speaker: str | None
     text: str | None
@@ -26,10 +26,10 @@ class Turn:
 class DialogueHistory:
     def __init__(self, max_turns: int = 200):
         self.max_turns = max_turns
-        self._turns: deque[Turn] = deque()
+        self._turns: deque[DialogueTurn] = deque()
         self._lock = threading.Lock()
 
-    def add(self, turn: Turn) -> None:
+    def add(self, turn: DialogueTurn) -> None:
         with self._lock:
             starts = [t.start for t in self._turns]
             self._turns.insert(bisect.bisect_right(starts, turn.start), turn)
@@ -44,7 +44,7 @@ class DialogueHistory:
                     return True
         return False
 
-    def context(self, before: float, max_turns: int = 8) -> list[Turn]:
+    def context(self, before: float, max_turns: int = 8) -> list[DialogueTurn]:
         """Up to max_turns turns that started before `before`, oldest first, with text."""
         with self._lock:
             past = [t for t in self._turns if t.start < before and t.text]
@@ -55,7 +55,7 @@ class DialogueHistory:
         with self._lock:
             self._turns.clear()
 
-    def turns(self) -> list[Turn]:
+    def turns(self) -> list[DialogueTurn]:
         with self._lock:
             return list(self._turns)
 

@@ -146,25 +146,22 @@ class EmotionScorer:
                       "weight": round(float(w.get(m, 0.0)) / total, 4) if late and total > 0 else None}
         return out
 
-    def _history(self, start: float, node) -> list:
-        return [(t.speaker, t.text) for t in node.history.context(start, self.history_turns)]
-
-    def prepare_text(self, start: float, speaker: str | None, text: str, node) -> None:
+    def prepare_text(self, history: list, speaker: str | None, text: str) -> None:
         """Compute (and keep: TextFeaturizer's memo) the text features a later ``score`` of
-        this turn with this text will ask for."""
+        this turn with this text and history will ask for. ``history``: the past dialogue
+        turns (DialogueHistory.context, at most ``history_turns``)."""
         if self.text is not None and text:
-            self.text(self._history(start, node), (speaker, text))
+            self.text([(h.speaker, h.text) for h in history], (speaker, text))
 
-    def score(self, utt: dict, audio: np.ndarray, face_track: dict | None, node) -> dict:
+    def score(self, utt: dict, audio: np.ndarray, face_track: dict | None, history: list) -> dict:
+        """The `emotion` body of an `utterance` body; ``latency_ms`` holds each stage's time."""
         lat = {}
-        history = self._history(utt["start"], node)
+        history = [(h.speaker, h.text) for h in history]
         final_key = utt["utterance_id"] if utt.get("final", True) else None
         feats = self.features(utt.get("text"), utt.get("speaker"), history, audio, face_track, lat, final_key)
         t0 = time.perf_counter()
         probs, _, used = self.predict(feats)
         lat["fusion"] = (time.perf_counter() - t0) * 1000.0
-        for k, v in lat.items():
-            node.stats.add(k, v)
         body = {k: utt[k] for k in ("utterance_id", "start", "end", "speaker", "face_track", "text")}
         body.update(topic="emotion", modalities=used, model=self.model_id, latency_ms=lat)
         if probs is None:

@@ -1,13 +1,14 @@
 """Perception stages behind the Node: speakers, ASR, faces, active speaker, emotion.
 
-The Node calls these hooks, each from its own thread:
+The Node attaches a NodeLink (what the stages may use of it: stats, dialogue history,
+publishing, its queue, whether it is stopping) and calls these hooks, each from its own thread:
   on_audio(block)            audio thread   speech energy for the active-speaker match
-  process_frame(frame, node) face thread    faces -> `face` message
-  process_segment(seg, node) utterance thread: a VAD segment extends or closes turns
+  process_frame(frame)       face thread    faces -> `face` message
+  process_segment(seg)       utterance thread: a VAD segment extends or closes turns
                              (audio/turns.py) -> provisional / final `utterance` + `emotion`
   on_turn_gap, finish        the other ways a turn closes (a pause, the end of the input)
-  on_probe, on_turn_so_far   the segment still being spoken (speech_in_progress.py): a new
-                             voice closes the open turn now; decode the turn so far
+  on_probe, on_turn_so_far   the segment still being spoken (speech_in_progress.py, the part
+                             ``live``): a new voice closes the open turn now; decode the turn so far
 
 Face tracks are shared between the face and utterance threads under one lock. In replay
 the face thread waits for the audio energy up to each frame's time, so a replay at max
@@ -17,19 +18,36 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
 from robot_emotion import SAMPLE_RATE
 from robot_emotion.audio.turns import Piece, Turn, TurnBuilder
+from robot_emotion.bus import messages
 from robot_emotion.config import Config
-from robot_emotion.node.speech_in_progress import LiveCut, SpeechInProgress
+from robot_emotion.node.dialogue import DialogueHistory
+from robot_emotion.node.speech_in_progress import SpeechInProgress
+from robot_emotion.node.stats import StageStats
 
 ENERGY_HOP_S = 0.03
 ENERGY_KEEP_S = 60.0
 
 
-class Perception(SpeechInProgress):
+@dataclass
+class NodeLink:
+    """What the perception stages may use of the Node that runs them, and nothing more. The
+    default is a node of one's own (training's feature extraction: replay, nothing published)."""
+    mode: str = "replay"                                          # "live" | "replay"
+    stats: StageStats = field(default_factory=StageStats)         # per-stage timings (status)
+    history: DialogueHistory = field(default_factory=DialogueHistory)  # final turns: text context
+    publish: Callable[[list], None] = lambda bodies: None          # results out now, in order
+    queued: Callable[[Callable], bool] = lambda match: False      # such an item already waiting?
+    stopping: Callable[[], bool] = lambda: False                  # the node is stopping
+
+
+class Perception:
     def __init__(self, cfg: Config, *, asr=None, speakers=None, faces=None, emotion=None, people=None):
         self.cfg, self.asr, self.speakers, self.faces, self.emotion = cfg, asr, speakers, faces, emotion
         self.people = people                     # PeopleLink (people_voice.py) when people.enabled
@@ -43,11 +61,12 @@ class Perception(SpeechInProgress):
         self._seen_speakers: set[str] = set()
         self._face_votes: dict[int, dict[str, int]] = {}  # face track -> voice ids heard from it
         self.turns = TurnBuilder(cfg.vad.turn_gap_ms / 1000.0, cfg.vad.max_utterance_s)
-        self._hyp = None                         # partial decodes of the open turn (incremental.py)
-        self._pool = None                        # the second core's recogniser thread (_speculate)
-        self._cut: LiveCut | None = None         # voice changes found in the segment being spoken
-        self._head = None                        # ((segment, from), d-vector of its first 1.5 s)
-        self._early = None                       # EarlyText: the last decode of the segment being spoken
+        self.link = NodeLink()
+        self.live = SpeechInProgress(self)       # the segment still being spoken
+
+    def attach(self, link: NodeLink) -> None:
+        """The Node that runs these stages (core.Node does this when it is built)."""
+        self.link = link
 
     @classmethod
     def from_config(cls, cfg: Config, has_video: bool, log=None) -> "Perception | None":
@@ -130,11 +149,11 @@ class Perception(SpeechInProgress):
             self._energy_cond.notify_all()
 
     # ---- faces (face thread) -------------------------------------------------------------
-    def process_frame(self, frame, node) -> dict | None:
-        if node.mode == "replay":
+    def process_frame(self, frame) -> dict | None:
+        if self.link.mode == "replay":
             with self._energy_cond:
                 self._energy_cond.wait_for(lambda: self._audio_time >= frame.t or self._audio_closed
-                                           or node._stop.is_set())
+                                           or self.link.stopping())
         with self._energy_cond:
             n = sum(1 for tt in self._energy_t[self._fed:] if tt <= frame.t)
             new_t, new_e = self._energy_t[self._fed:self._fed + n], self._energy[self._fed:self._fed + n]
@@ -144,7 +163,7 @@ class Perception(SpeechInProgress):
         tracks = self.faces.process(frame.image, frame.t)   # (locks its tracker only to update it)
         for name, ms in self.faces.timings_ms.items():
             if name in ("detect", "expression"):
-                node.stats.add(f"face_{name}", ms)
+                self.link.stats.add(f"face_{name}", ms)
         return {"topic": "face", "t": frame.t, "tracks": tracks,
                 "frame_size": [int(frame.image.shape[1]), int(frame.image.shape[0])]}
 
@@ -154,7 +173,7 @@ class Perception(SpeechInProgress):
         with self.faces.lock:
             return self.faces.tracker.tracks_between(t0, t1)
 
-    def _active_speaker(self, t0: float, t1: float, tracks: dict) -> tuple[int | None, float]:
+    def active_speaker(self, t0: float, t1: float, tracks: dict) -> tuple[int | None, float]:
         from robot_emotion.vision.active_speaker import assign_active_speaker
         series = {k: (v["t"], v["mouth_activity"]) for k, v in tracks.items()}
         with self._energy_cond:
@@ -163,7 +182,7 @@ class Perception(SpeechInProgress):
         return assign_active_speaker(series, et[keep], ee[keep], t0, t1)
 
     # ---- utterances (utterance thread) ---------------------------------------------------
-    def _pieces(self, seg, node) -> list[Piece]:
+    def _pieces(self, seg) -> list[Piece]:
         """The segment's speech split at voice changes, every piece with its speaker id."""
         first = getattr(seg, "first_index", 0)
         if self.speakers is None:
@@ -173,61 +192,68 @@ class Perception(SpeechInProgress):
         a1 = int(round((seg.end - seg.audio_t0) * SAMPLE_RATE))
         audio = seg.audio[a0:a1].astype(np.float32) / 32768.0
         voice = self.speakers.label(self.speakers.split(audio, seg.start), seg.utterance_id,
-                                    self._prefer(seg.utterance_id), first)
-        node.stats.add("speakers", (time.perf_counter() - t0) * 1000.0)
+                                    self.live.prefer(seg.utterance_id), first)
+        self.link.stats.add("speakers", (time.perf_counter() - t0) * 1000.0)
         pieces = [Piece(seg, first + i, i == len(voice) - 1, v.start, v.end, v.speaker, v.confidence)
                   for i, v in enumerate(voice)]
         pieces[0].start, pieces[-1].end = seg.start, seg.end     # exact VAD boundaries
         return pieces
 
-    def process_segment(self, seg, node, provisional: bool = True) -> list[dict]:
+    def process_segment(self, seg, provisional: bool = True) -> list[dict]:
         """A VAD segment (speech up to a pause): extend or close turns, publish the open
         turn so far as provisional (``final: false``) unless the node is behind (live)."""
-        seg = self._rest_of(seg)
+        seg = self.live.rest_of(seg)
         began = time.monotonic()
-        guess = self._speculate(seg, node) if provisional else None
+        guess = self.live.speculate(seg) if provisional else None
         if provisional:        # (while the second core transcribes the tail)
-            node.publish_results(self.early_result(seg, node))
-        self._early = None
+            self.link.publish(self.live.early_result(seg))
         bodies = []
         split_began = time.monotonic()
-        pieces = self._pieces(seg, node)
+        pieces = self._pieces(seg)
         # where a provisional result's time went before its own stages: the queue in front of
         # the utterance thread, and the speaker split of the segment (README "Latency")
         pre = {"queue": (began - seg.wall) * 1000.0, "speakers": (time.monotonic() - split_began) * 1000.0}
-        self._cut = None                         # (the segment is over)
+        self.live.segment_over()
         for piece in pieces:
             for closed in self.turns.add(piece):
                 # out now, not after the open turn's result (~100-250 ms of recognition and
                 # text), and into the dialogue history first, as when a probe closes a turn
-                node.publish_results(self._finalize(closed, node))
+                self.link.publish(self.finalize(closed))
         t = self.turns.open
         if t is not None and t.dirty and provisional:
-            bodies += self._result(t, node, final=False, guess=guess, pre=pre)
+            bodies += self._result(t, final=False, guess=guess, pre=pre)
         elif guess is not None:
             guess.result()          # (never leave the recogniser busy behind our back)
         return bodies
 
-    def on_turn_gap(self, gap, node) -> list[dict]:
+    def on_turn_gap(self, gap) -> list[dict]:
         t = self.turns.gap(gap.last_end)
-        return self._finalize(t, node) if t is not None else []
+        return self.finalize(t) if t is not None else []
+
+    # the segment still being spoken (speech_in_progress.py)
+    def on_probe(self, probe) -> list[dict]:
+        return self.live.on_probe(probe)
+
+    def on_turn_so_far(self, item) -> list[dict]:
+        return self.live.on_turn_so_far(item)
+
+    def transcribe_partial(self, part) -> dict | None:
+        return self.live.transcribe_partial(part)
 
     def close(self) -> None:
         """The node stopped: let the recogniser thread go (a process may run many sessions)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        self.live.close()
 
-    def finish(self, node) -> list[dict]:
+    def finish(self) -> list[dict]:
         """End of stream: the open turn is final."""
         t = self.turns.close()
-        return self._finalize(t, node) if t is not None else []
+        return self.finalize(t) if t is not None else []
 
-    def _finalize(self, turn: Turn, node) -> list[dict]:
+    def finalize(self, turn: Turn) -> list[dict]:
         """Publish a closed turn with ``final: true``. Its last provisional result already
         covers all of it unless pieces arrived since: then it is reused, not recomputed."""
         if turn.dirty or turn.bodies is None:
-            bodies = self._result(turn, node, final=True)
+            bodies = self._result(turn, final=True)
         else:
             # (the publisher popped `_wall_end` from the provisional bodies: set it again)
             bodies = [dict(b, final=True, latency_ms=dict(b.get("latency_ms", {})), _wall_end=turn.wall_end)
@@ -238,41 +264,52 @@ class Perception(SpeechInProgress):
                 self.speakers.clusterer.unassign(p.key)
         # Once per turn (not per provisional): check the voice id against the speaking face.
         speaker = self._reconcile(utt["speaker"], utt["face_track"], utt["face_confidence"])
-        person = self._person(speaker)
+        person = self.person(speaker)
         for b in bodies:
             b["speaker"], b["person"] = speaker, person
         return bodies
 
-    def _person(self, speaker: str | None) -> dict | None:
+    def person(self, speaker: str | None) -> dict | None:
         """The stored person whose voice the speaker's is ({id, name, confidence}), or None."""
         if self.people is None or speaker is None:
             return None
         return self.people.person(speaker, self.speakers.clusterer)
 
-    def _prompt(self, turn: Turn, node) -> str | None:
+    def prompt(self, turn: Turn) -> str | None:
+        """The recogniser's prompt: the words of the last asr.prompt_turns turns before this one."""
         n = self.cfg.asr.prompt_turns
-        texts = [t.text for t in node.history.context(turn.start, n)] if n > 0 else []
+        texts = [t.text for t in self.link.history.context(turn.start, n)] if n > 0 else []
         return " ".join(texts)[-400:] or None
 
-    def _result(self, turn: Turn, node, final: bool, guess=None, pre=None) -> list[dict]:
+    def past_turns(self, start: float) -> list:
+        """The dialogue turns before ``start`` that the emotion model reads as context."""
+        return self.link.history.context(start, self.emotion.history_turns)
+
+    def score_emotion(self, body: dict, audio: np.ndarray, face: dict | None) -> dict:
+        """The `emotion` body of an `utterance` body (its stage timings go to status)."""
+        emo = self.emotion.score(body, audio, face, self.past_turns(body["start"]))
+        for k, v in emo["latency_ms"].items():
+            self.link.stats.add(k, v)
+        return emo
+
+    def _result(self, turn: Turn, final: bool, guess=None, pre=None) -> list[dict]:
         """Transcribe the whole turn so far, find its face, score its emotion."""
         audio_t0, audio = turn.audio()
         lat: dict[str, float] = dict(pre or {})
         text, asr_conf, speech = None, None, True
         if self.asr is not None:
             t0 = time.perf_counter()
-            prompt = self._prompt(turn, node)
+            prompt = self.prompt(turn)
             tr = None
             if guess is not None:
                 key, tr = guess.result()
                 if key != (audio_t0, audio.size, prompt):
                     tr = None                    # the turn came out otherwise: decode it now
-                    node.stats.add("asr_guess_missed", 1.0)
+                    self.link.stats.add("asr_guess_missed", 1.0)
             if tr is None:
-                hyp = self._hyp if self._hyp is not None and self._hyp.matches(audio_t0) else None
-                tr = self.asr.transcribe(audio, prompt=prompt, hypotheses=hyp)
+                tr = self.asr.transcribe(audio, prompt=prompt, hypotheses=self.live.hypotheses(audio_t0))
             lat["asr"] = (time.perf_counter() - t0) * 1000.0   # what this result waited for it
-            node.stats.add("asr", tr.ms)                          # what the recognition cost
+            self.link.stats.add("asr", tr.ms)                          # what the recognition cost
             text, asr_conf = tr.text.strip(), tr.confidence
             speech = bool(text)      # Whisper heard no words: noise, applause, a door
         start, end = turn.start, turn.end
@@ -280,22 +317,21 @@ class Perception(SpeechInProgress):
         face_track, face_conf = None, None
         if tracks and speech:
             t0 = time.perf_counter()
-            face_track, face_conf = self._active_speaker(start, end, tracks)
-            node.stats.add("active_speaker", (time.perf_counter() - t0) * 1000.0)
+            face_track, face_conf = self.active_speaker(start, end, tracks)
+            self.link.stats.add("active_speaker", (time.perf_counter() - t0) * 1000.0)
         speaker = turn.speaker if speech else None
-        body = {"topic": "utterance", "utterance_id": turn.id, "final": final, "speech": speech,
-                "start": start, "end": end, "speaker": speaker,
-                "speaker_confidence": turn.speaker_confidence if speech else None, "person": self._person(speaker),
-                "face_track": face_track, "face_confidence": face_conf if face_track is not None else None,
-                "text": text or None, "asr_confidence": asr_conf if speech else None,
-                "language": self.cfg.asr.language if text else None,   # what the recogniser was told
-                "duration": end - start, "segments": turn.segments, "spans": turn.spans, "forced": turn.forced,
-                "latency_ms": lat}
+        body = messages.utterance(
+            turn.id, final=final, speech=speech, start=start, end=end, speaker=speaker,
+            speaker_confidence=turn.speaker_confidence if speech else None, person=self.person(speaker),
+            face_track=face_track, face_confidence=face_conf if face_track is not None else None,
+            text=text or None, asr_confidence=asr_conf if speech else None,
+            language=self.cfg.asr.language if text else None,   # what the recogniser was told
+            segments=turn.segments, spans=turn.spans, forced=turn.forced, latency_ms=lat)
         bodies = [body]
         if self.emotion is not None and speech:
             face = tracks.get(face_track) if face_track is not None else None
             # the whole turn as the recogniser heard it: its encoding is reused (whisper_short.py)
-            emo = self.emotion.score(body, audio, face, node)
+            emo = self.score_emotion(body, audio, face)
             emo["final"], emo["person"] = final, body["person"]
             bodies.append(emo)
         for b in bodies:

@@ -22,7 +22,8 @@ from collections import deque
 import numpy as np
 
 from robot_emotion.audio.vad import SpeechEnd, SpeechStart
-from robot_emotion.node.dialogue import Turn
+from robot_emotion.bus import messages
+from robot_emotion.node.dialogue import DialogueTurn
 
 LEAD_S = 0.2            # audio reaches the VAD a little after the controller says "start"
 ECHO_TAIL_S = 0.5       # ... and the room still rings after "stop"
@@ -113,8 +114,7 @@ class RobotVoiceControl:
         seg = self._open_segment()
         uid = self.robot.on_block(t, samples, seg[0] if seg else None)
         if uid is not None:                    # a person talks over the robot: that is speech
-            self._publish({"topic": "speech.start", "utterance_id": uid, "start": seg[1],
-                           "t": t + samples.size / 16000, "barge_in": True, "speaker": None})
+            self._publish(messages.speech_start(uid, seg[1], t + samples.size / 16000, barge_in=True))
 
     def robot_segment(self, ev) -> bool:
         """Is this VAD event the robot's own voice? Then it is dropped or marked, never perceived."""
@@ -123,12 +123,11 @@ class RobotVoiceControl:
         if isinstance(ev, SpeechEnd):
             self.robot.robot_segments += 1
         if self.robot_voice == "mark":
-            body = {"topic": "speech.start" if isinstance(ev, SpeechStart) else "speech.end",
-                    "utterance_id": ev.utterance_id, "start": ev.start, "t": ev.decided_at,
-                    "speaker": "robot"}
-            if isinstance(ev, SpeechEnd):
-                body.update(end=ev.end, forced=ev.forced, dropped=ev.dropped)
-            self._publish(body)
+            if isinstance(ev, SpeechStart):
+                self._publish(messages.speech_start(ev.utterance_id, ev.start, ev.decided_at, speaker="robot"))
+            else:
+                self._publish(messages.speech_end(ev.utterance_id, ev.start, ev.end, ev.decided_at, ev.forced,
+                                                  ev.dropped, speaker="robot"))
         return True
 
     def on_control(self, req: dict) -> dict:
@@ -156,8 +155,6 @@ class RobotVoiceControl:
         """The robot's words: a turn in the dialogue history (context for the next human turn)."""
         self._robot_turns += 1
         uid = f"robot-{self._robot_turns}"
-        self._history.add(Turn(uid, "robot", text, start, end))
-        self._publish({"topic": "utterance", "utterance_id": uid, "final": True, "speech": True,
-                       "start": start, "end": end, "speaker": "robot", "face_track": None,
-                       "text": text, "duration": end - start, "segments": [], "spans": [[start, end]],
-                       "forced": False})
+        self._history.add(DialogueTurn(uid, "robot", text, start, end))
+        self._publish(messages.utterance(uid, final=True, start=start, end=end, speaker="robot", text=text,
+                                         segments=[], spans=[[start, end]]))

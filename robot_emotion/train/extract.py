@@ -3,7 +3,7 @@
 Per clip (train/serve parity: the SAME objects the live node uses):
   decode (PyAV: audio 16 kHz mono, frames at the face rate) -> perception.Perception with a
   vision.faces.FacePipeline (MTCNN + tracker + FER2013 expression + mouth activity, audio energy
-  pushed causally exactly as in the node) -> Perception._active_speaker picks the speaker's face
+  pushed causally exactly as in the node) -> Perception.active_speaker picks the speaker's face
   track over the clip -> features.utterance.face_features; text = TextFeaturizer(history of the
   CSV dialogue, PAST turns only, (speaker, text)) with gold text or ASR (`text_source="asr"`;
   its context stays the gold past turns); audio = AudioFeaturizer (Whisper tiny.en encoder).
@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -91,19 +90,6 @@ def split_dir(cache, split, identity: dict | None = None) -> Path:
 
 
 # ------------------------------------------------------------------------------ the worker
-class _Stats:
-    def add(self, *_):
-        pass
-
-
-class _OfflineNode:
-    """What Perception.process_frame needs from the node, for one clip (replay semantics)."""
-    mode = "replay"
-
-    def __init__(self):
-        self.stats, self._stop = _Stats(), threading.Event()
-
-
 class ClipFeaturizer:
     """Loads the node's models once; featurize(...) turns one clip into cached arrays."""
 
@@ -137,11 +123,10 @@ class ClipFeaturizer:
         perc = Perception(self.cfg, faces=self.faces)
         perc.on_audio(0.0, audio)
         perc.close_audio()
-        node = _OfflineNode()
-        for i, (t, img) in enumerate(frames):
-            perc.process_frame(Frame(t, img, i), node)
+        for i, (t, img) in enumerate(frames):    # (its default NodeLink: replay, nothing published)
+            perc.process_frame(Frame(t, img, i))
         tracks = perc.face_data(0.0, dur)
-        tid, conf = perc._active_speaker(0.0, dur, tracks) if tracks else (None, 0.0)
+        tid, conf = perc.active_speaker(0.0, dur, tracks) if tracks else (None, 0.0)
         face = face_features(tracks.get(tid)) if tid is not None else None
         a = audio.astype(np.float32) / 32768.0
         used_text, transcript = text, None
