@@ -42,6 +42,7 @@ from robot_emotion import SAMPLE_RATE
 from robot_emotion.audio.transcript_text import (edit_distance, looping, normalize_text,  # noqa: F401
                                                  wer, word_budget)
 from robot_emotion.errors import InputError
+from robot_emotion.threads import asr_cpu_threads
 
 WHISPER_FRAME_SAMPLES = 320          # encoder frame = 2 mel hops of 160 samples = 20 ms
 WHISPER_CHUNK_SAMPLES = 30 * SAMPLE_RATE
@@ -168,8 +169,7 @@ def load_faster_whisper(path: str = "", device: str = "auto", cpu_threads: int =
                                f"folder with model.bin at {path}")
     kind, index = _resolve_device(device)
     compute_type = "float16" if kind == "cuda" else "int8"
-    if cpu_threads <= 0:      # CTranslate2's default is 4 threads: too many on a 2-core robot PC
-        cpu_threads = min(4, os.cpu_count() or 1)
+    cpu_threads = asr_cpu_threads(cpu_threads)   # (0: robot_emotion.threads' choice)
     key = (os.path.realpath(path), kind, index, compute_type, cpu_threads)
     with _WHISPER_CACHE_LOCK:
         model = _WHISPER_CACHE.get(key)

@@ -14,6 +14,8 @@ import signal
 import subprocess
 import sys
 
+from robot_emotion.threads import load_process_env
+
 BUSY = "while True:\n    pass\n"
 HOG = ("import numpy as np, sys\n"
        "a = np.ones(int(sys.argv[1]) * 2**20 // 8)\n"
@@ -32,7 +34,7 @@ class Contention:
         cmds = [[sys.executable, "-c", BUSY] for _ in range(self.busy)]
         if self.hog_mb:
             cmds.append([sys.executable, "-c", HOG, str(self.hog_mb)])
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+        env = load_process_env()          # single-threaded loops: no numpy pool on top
         self._procs = [subprocess.Popen(c, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL, env=env) for c in cmds]
         return self

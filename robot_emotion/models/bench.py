@@ -10,6 +10,8 @@ import time
 
 import torch
 
+from robot_emotion.threads import set_torch_threads
+
 from .base import MODALITIES, FusionInput
 from .fusion import FAMILIES, build_model
 
@@ -55,7 +57,7 @@ def main(argv=None) -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("-n", type=int, default=200)
     a = ap.parse_args(argv)
-    torch.set_num_threads(a.threads)
+    set_torch_threads(a.threads)
     print(f"dims {TYPICAL_DIMS} lens {TYPICAL_LENS} device {a.device} threads {a.threads}")
     for fam in FAMILIES:
         print(f"{fam:24s} {bench_fusion(fam, n=a.n, device=a.device):7.2f} ms/utterance")

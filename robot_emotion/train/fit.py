@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from robot_emotion import EMOTIONS
+from robot_emotion.threads import offline_threads, set_torch_threads
 
 UNIMODAL_FAMILY = "early"
 FAMILIES = ("crossmodal-embracenet", "early", "late", "unified")  # models.FAMILIES, without torch
@@ -144,7 +145,6 @@ def fit_model(model, train, y, dev, ydev, dims, *, epochs, optimizer, lr, batch_
 
 
 def train_main(args) -> int:
-    import torch
     from robot_emotion.errors import CommandError
     from robot_emotion.data.meld import MeldError, open_meld
     from robot_emotion.node.emotion import ASSETS
@@ -164,7 +164,7 @@ def train_main(args) -> int:
             log(s.summary())
         text_dir = args.text_model or str(ASSETS)
         spec = ExtractSpec(str(Path(text_dir).resolve()), args.text_source, dist.device, tuple(args.overrides))
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, dist.world)))
+        set_torch_threads(offline_threads(dist.world))     # the cores shared among the ranks
         try:
             stats = extract(splits, spec, args.cache, workers=args.workers, limit=args.limit,
                             rank=dist.rank, world=dist.world, progress=dist.main and not args.quiet,

@@ -31,6 +31,7 @@ from robot_emotion import EMOTIONS
 from robot_emotion.data.meld import read_meld_csv
 from robot_emotion.data.meld_text import with_past_context
 from robot_emotion.features.text import TextEncoder, masked_mean
+from robot_emotion.threads import set_torch_threads
 from robot_emotion.train.metrics import classification_report, format_tables
 
 
@@ -253,7 +254,7 @@ def run(train_csv: str, dev_csv: str, out_dir: str | None, contexts=(0, 1, 2, 4)
     recipe and data (an interrupted grid resumes; a larger grid trains only what is new).
     """
     if threads:
-        torch.set_num_threads(threads)
+        set_torch_threads(threads)
     base = base or Recipe()
     seeds = tuple(seeds or (base.seed,))
     enc = TextEncoder(device="auto", max_tokens=base.max_tokens)

@@ -23,7 +23,6 @@ module's output (128-d), i.e. the input of the final classification conv.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -39,6 +38,7 @@ import torch.nn.functional as F
 from robot_emotion import EMOTIONS
 from robot_emotion.compute import torch_device
 from robot_emotion.errors import InputError
+from robot_emotion.threads import torch_threads  # noqa: F401 -- its old home: vision.faces imports it here
 
 FER_LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 _FER_TO_MELD_NAME = {"angry": "anger", "disgust": "disgust", "fear": "fear", "happy": "joy",
@@ -60,25 +60,6 @@ def default_weights_path() -> Path:
     if env:
         return Path(env)
     return Path(sys.prefix) / "share" / "robot_emotion" / "emotion_model.hdf5"
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None):
-    """Run a block with n intra-op CPU threads, then restore. With torch's OpenMP backend the
-    setting belongs to the calling thread, so other threads of the process are unaffected.
-    On 2 shared cores, 2 threads that compete with another busy process spin-wait: measured
-    MTCNN 640x360 = 29 ms with 1 thread vs 1450 ms with 2 under such load."""
-    if not n:
-        yield
-        return
-    old = torch.get_num_threads()
-    if old != n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if old != n:
-            torch.set_num_threads(old)
 
 
 def read_keras_h5(path: str | Path) -> tuple[dict, dict[str, dict[str, np.ndarray]]]:
