@@ -84,10 +84,10 @@ class EmotionScorer:
 
     @classmethod
     def from_config(cls, cfg, device: str = "cpu", asr=None) -> "EmotionScorer":
-        import torch
         from robot_emotion.features.text_emotion import TextEmotionModel
         from robot_emotion.models import load_checkpoint
-        torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+        from robot_emotion.threads import cap_scorer_threads
+        cap_scorer_threads()
         path = Path(cfg.emotion.model) if cfg.emotion.model else DEFAULT_CHECKPOINT
         raw = precheck_checkpoint(cfg, asr)  # it names the text branch it was built with
         text_dir = raw.get("training", {}).get("text_model_dir") or str(ASSETS)

@@ -85,11 +85,11 @@ class Perception:
             device = resolve_device(cfg.node.device)
         except ValueError as e:  # e.g. cuda asked for on a machine without one
             raise ConfigError(f"node.device: {e}") from None
-        import torch
+        from robot_emotion.threads import use_node_threads
         # The node's stages run in their own threads (VAD, faces, utterances) on a small CPU:
         # torch's intra-op threads on top oversubscribe it (first emotion p95 on the
         # conversation set 466-515 ms with 2 threads, 400 ms with 1; bench 352 ms).
-        torch.set_num_threads(1)
+        use_node_threads()
         asr = speakers = faces = emotion = None
         if cfg.emotion.enabled:  # a checkpoint that cannot work is refused before any model loads
             from robot_emotion.node.emotion import precheck_checkpoint

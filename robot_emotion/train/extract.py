@@ -155,8 +155,8 @@ _WORKER: ClipFeaturizer | None = None
 
 def _init_worker(spec: ExtractSpec, threads: int) -> None:
     global _WORKER
-    import torch
-    torch.set_num_threads(max(1, threads))
+    from robot_emotion.threads import set_torch_threads
+    set_torch_threads(max(1, threads))
     _WORKER = ClipFeaturizer(spec)
 
 
@@ -249,7 +249,8 @@ def extract(splits: dict, spec: ExtractSpec, cache_root, workers: int = 1, limit
             pool = None
         else:
             import multiprocessing as mp
-            threads = max(1, (os.cpu_count() or 1) // workers)
+            from robot_emotion.threads import offline_threads
+            threads = offline_threads(workers)     # the cores shared among the workers
             pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(spec, threads))
             results = pool.imap_unordered(_work, todo)
         try:
