@@ -134,6 +134,7 @@ class NodeConfig:
     session_id: str = ""             # "" = generated
     history_max_turns: int = 200
     private_sessions: bool = True    # recorded sessions 0700 / files 0600 (people's audio and video)
+    lag_budget_ms: float = 1000.0    # live: work waiting longer sheds optional work (node/load.py); 0 = never
 
 
 @dataclass(frozen=True)
@@ -204,7 +205,7 @@ _RULES: dict[str, dict[str, _Rule]] = {
     "node": {"device": _matches(r"auto|cpu|cuda(:\d+)?", "must be auto, cpu, cuda or cuda:N"),
              "session_id": _matches(SESSION_ID, "must be at most 64 letters, digits, '.', ':', '_' or '-'"),
              "history_max_turns": _between(1, 100000),
-             "private_sessions": _FLAG},
+             "private_sessions": _FLAG, "lag_budget_ms": _between(0, 60000, " ms")},
     "camera": {"enabled": _FLAG,
                "source": _matches(r"\S.*", "must be a device index, a file path or a URL"),
                "width": _between(16, 8192, " px"), "height": _between(16, 8192, " px"),
