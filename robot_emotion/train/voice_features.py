@@ -39,7 +39,7 @@ def read_clip(path) -> np.ndarray:
     except Exception as e:   # soundfile raises its own LibsndfileError and RuntimeError
         raise InputError(f"cannot read audio {path}: {e}") from None
     x = x.mean(1)
-    if sr != SR:
+    if sr != SR:              # (scipy, as media.to_mono_16k says why: evaluate-speech reads it)
         from math import gcd
 
         from scipy.signal import resample_poly
