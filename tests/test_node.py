@@ -169,3 +169,40 @@ def test_long_utterance_publishes_partial_transcripts(tmp_path):
     assert p["utterance_id"] == utts[0]["utterance_id"] and p["end"] < utts[0]["end"]
     assert "robot" in p["text"].lower()
     assert len(p["text"]) < len(utts[0]["text"])
+
+
+def readme_samples() -> dict[str, dict]:
+    """The sample messages of the README's "What a controller receives" (```json blocks)."""
+    import json
+    import re
+    from conftest import REPO
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("## What a controller receives", 1)[1].split("\n## ", 1)[0]
+    return {b["topic"]: b for b in (json.loads(s) for s in re.findall(r"```json\n(.*?)\n```", section, re.S))}
+
+
+def test_readme_samples_are_what_the_node_publishes(full_run):
+    """Every sample in the README is a valid message, one per topic, and has exactly the fields
+    the node publishes for that topic on the demo (status: a subset, its counters vary)."""
+    events, _, _ = full_run
+    samples = readme_samples()
+    assert set(samples) == set(messages.TOPICS) - {"utterance.partial"}, sorted(samples)
+    for body in samples.values():
+        messages.validate(body)
+    real = {}
+    for e in sorted(events, key=lambda e: e["seq"]):
+        if e["topic"] not in real and e.get("final", True) and (e["topic"] != "utterance" or e["speaker"]):
+            real[e["topic"]] = e
+    wall = {"backlog", "processing"}   # (a replay at --speed max only: README shows recorded pace)
+    for name, body in samples.items():
+        if name not in real:
+            continue                   # device: live only
+        if name == "status":
+            assert set(body) <= set(real[name]), set(body) - set(real[name])
+            continue
+        assert set(body) == set(real[name]), (name, set(body) ^ set(real[name]))
+        if isinstance(body.get("latency_ms"), dict):
+            assert set(body["latency_ms"]) == set(real[name]["latency_ms"]) - wall, name
+        if name == "face":
+            assert set(body["tracks"][0]) == set(real[name]["tracks"][0])
+    assert {"face", "utterance", "emotion", "ready", "session.end", "speech.start", "speech.end"} <= set(real)

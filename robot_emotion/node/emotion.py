@@ -162,8 +162,8 @@ class EmotionScorer:
         t0 = time.perf_counter()
         probs, _, used = self.predict(feats)
         lat["fusion"] = (time.perf_counter() - t0) * 1000.0
-        body = {k: utt[k] for k in ("utterance_id", "start", "end", "speaker", "face_track", "text")}
-        body.update(topic="emotion", modalities=used, model=self.model_id, latency_ms=lat)
+        body = {"topic": "emotion", **{k: utt[k] for k in ("utterance_id", "start", "end", "speaker", "face_track", "text")}}
+        body.update(modalities=used, model=self.model_id, latency_ms=lat)
         if probs is None:
             body.update(label=None, probs=None, valence=None, arousal=None, branches={})
         else:
