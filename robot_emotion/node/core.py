@@ -11,7 +11,8 @@
 Every thread has a stop event and is joined with a timeout. Results depend only on
 capture times: in replay the utterance thread waits until the face thread has seen
 the frames up to an utterance's end, so ``--speed max`` and recorded pace agree.
-The robot's own voice and the controllers' requests: robot_voice.RobotVoiceControl (a part).
+The robot's own voice and the controllers' requests: robot_voice.RobotVoiceControl (a part);
+live on a busy machine, what optional work to shed: load.LoadShedder (a part).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from robot_emotion.audio.speakers import PROBE_TIMES_S
 from robot_emotion.audio.vad import Segmenter, SpeechEnd, SpeechStart, TurnGap
 from robot_emotion.config import Config
 from robot_emotion.node.dialogue import DialogueHistory, DialogueTurn
+from robot_emotion.node.load import LoadShedder
 from robot_emotion.node.robot_voice import RobotVoice, RobotVoiceControl
 from robot_emotion.bus import messages
 from robot_emotion.bus.publish import Publisher
@@ -55,6 +57,9 @@ class Node:
         self.frame_q: queue.Queue = queue.Queue(maxsize=8)  # replay video: no drops
         self.segments: queue.Queue = queue.Queue()    # (time queued, item): never bounded, never dropped
         self.skipped = {"provisional": 0, "partial": 0, "incremental": 0}  # live backlog policy (see _utterance_loop)
+        # live, a busy machine: optional work is shed in a fixed order (load.py); a replay never sheds
+        self.load = LoadShedder(cfg.node.lag_budget_ms, enabled=mode == "live")
+        self._faces_due = 0           # face frames due at faces.rate_hz (load: every other one shed)
         self._ticks: dict[str, tuple[str, int]] = {}   # per-second work on the open segment (_due)
         self._probe_times = sorted({cfg.speakers.probe_s, *PROBE_TIMES_S})   # (s into a segment)
         self.progress = 0             # items the stages have finished (the drain watches it)
@@ -201,6 +206,7 @@ class Node:
                 for ev in self.segmenter.flush(last_t):
                     self._on_vad_event(ev, time.monotonic())
                 break
+            self._observe_lag(block.wall)
             samples = block.samples
             if self.robot.muted:               # the controllers muted us: perceive silence
                 samples = np.zeros_like(samples)
@@ -237,6 +243,15 @@ class Node:
         elif isinstance(ev, TurnGap) and self.perception is not None:
             self._enqueue(ev)
 
+    def _observe_lag(self, block_wall: float) -> None:
+        """The load's lag: the oldest work waiting in the utterance queue, or the audio block
+        just taken, whichever waited longer (load.py)."""
+        now = time.monotonic()
+        with self.segments.mutex:
+            oldest = self.segments.queue[0][0] if self.segments.queue else now
+        lag = max(now - oldest, now - block_wall if block_wall else 0.0)
+        self.load.observe(lag * 1000.0, now, busy=self.segmenter.in_speech or oldest < now)
+
     def _maybe_partial(self, t: float, wall: float) -> None:
         """Every asr.partial_after_s of one utterance, hand its audio so far to the recogniser;
         after speakers.probe_s and at each of PROBE_TIMES_S, hand it to the speaker check (a new voice
@@ -265,6 +280,8 @@ class Node:
         ending = self._ticks.get("decode", (None, 0))[0] == uid and self.segmenter.trailing_silence_s() > 0
         decode = asr is not None and asr.incremental and not ending and self._due(
             "decode", uid, t - start, self.cfg.asr.incremental_s, early=self.cfg.emotion.early)
+        if decode and not self.load.allow("incremental"):      # shed (counted): no early estimate
+            decode = False
         check = spk is not None and self._due("voice", uid, t - start, self.cfg.speakers.live_change_s)
         if decode or check:
             audio_t0, audio = self.segmenter.open_audio()
@@ -276,8 +293,9 @@ class Node:
             self._partial_at = (uid, start + self.cfg.asr.partial_after_s)
         if t >= self._partial_at[1]:
             self._partial_at = (uid, self._partial_at[1] + self.cfg.asr.partial_after_s)
-            audio_t0, audio = self.segmenter.open_audio()
-            self._enqueue(PartialAudio(uid, start, t, audio, audio_t0, wall))
+            if self.load.allow("partial"):                      # else shed (counted)
+                audio_t0, audio = self.segmenter.open_audio()
+                self._enqueue(PartialAudio(uid, start, t, audio, audio_t0, wall))
 
     def _due(self, what: str, uid: str, spoken: float, step: float, early: bool = False) -> bool:
         """Is another ``step`` seconds of segment ``uid`` spoken since ``what`` was last due?
@@ -322,7 +340,8 @@ class Node:
         when more work is already queued, a provisional result (the turn will be extended or
         closed by that work) and a partial transcript are skipped and counted in status
         ``skipped``; the final result of every turn is always computed. Replay never skips
-        (its events must not depend on the machine's speed)."""
+        (its events must not depend on the machine's speed). Before that, a busy machine sheds
+        optional work where it is scheduled (``self.load``, load.py: counted in status ``load``)."""
         while True:
             queued, item = self.segments.get()
             self._picked = time.monotonic()
@@ -422,6 +441,10 @@ class Node:
                 next_t = max(next_t + period, frame.t + period / 2) if self.mode == "live" else next_t + period
                 while next_t <= frame.t:
                     next_t += period
+                self._faces_due += 1
+                if self._faces_due % 2 == 0 and not self.load.allow("faces"):
+                    self._frame_seen(frame.t)        # shed (counted): half the face rate
+                    continue
                 # Two cores: a face frame must not delay a turn's result. The face thread
                 # waits (at most FACE_YIELD_S) while the utterance thread computes one; live,
                 # the latest-frame slot drops the frames it misses (counted in status). Not in a
@@ -433,10 +456,13 @@ class Node:
                 self.stats.add("faces", (time.perf_counter() - t0) * 1000.0)
                 if body is not None and self.cfg.publish.face_topic:
                     self.publisher.publish(body)
-            with self._face_cond:
-                self.face_time = frame.t
-                self._face_cond.notify_all()
-            self.progress += 1
+            self._frame_seen(frame.t)
+
+    def _frame_seen(self, t: float) -> None:
+        with self._face_cond:
+            self.face_time = t
+            self._face_cond.notify_all()
+        self.progress += 1
 
     # ---- devices -----------------------------------------------------------------------
     def device_event(self, device: str, state: str, t: float) -> None:
@@ -480,6 +506,7 @@ class Node:
                 "dropped": dropped,
                 "sources": {s.name: s.state for s in self.sources},
                 "skipped": skipped,
+                "load": self.load.snapshot(time.monotonic()),
                 "robot": {"speaking": self.robot.speaking, "muted": self.robot.muted,
                           "segments_dropped": self.robot.robot_segments,
                           **({"control": self.control_server.state, "control_failures": self.control_server.failures}

@@ -207,6 +207,53 @@ def _replay(cfg, rec, source, speed, sinks, perception, progress, stop_event, on
     return node
 
 
+class _AsLiveInput:
+    """A recording fed to a live node as its devices would feed it: audio blocks into the bounded
+    queue without waiting (a full queue counts an overflow), frames into the latest-frame slot."""
+
+    def __init__(self, node: Node):
+        self.node = node
+
+    def put(self, block, stop) -> bool:            # ReplaySource's audio sink
+        self.node.audio_q.put_nowait(block)
+        return True
+
+    def frame(self, frame) -> bool:                # ... and its frame sink
+        self.node.slot.put(frame)
+        return True
+
+
+def paced_live(cfg: Config, source, sinks=(), perception="auto", on_node=None,
+               stall_s: float = 120.0) -> Node:
+    """A recording at recorded pace through a node in LIVE mode: what a robot would see, load
+    shedding included (node/load.py), with the same audio every time. For the bench and soak runs
+    under contention (``robot-emotion bench --contention N``); ``replay`` never does this (a replay's
+    events must not depend on the machine). ``source``: a path or a sources.replay.Recording.
+    The session clock is the recording's capture time, so messages carry the recorded times."""
+    t_load = time.monotonic()
+    rec = open_recording(source, bag=cfg.bag) if isinstance(source, (str, Path)) else source
+    clock = VirtualClock(rec.meta.get("unix_start", 0.0))
+    has_video = rec.frames is not None and cfg.camera.enabled and cfg.faces.enabled
+    if perception == "auto":
+        perception = build_perception(cfg, has_video)
+    node = Node(cfg, clock, mode="live", session_id=cfg.node.session_id or rec.session_id,
+                perception=perception, sinks=sinks)
+    if on_node is not None:
+        on_node(node)
+    feed = _AsLiveInput(node)
+    src = ReplaySource(rec, clock, feed, feed.frame if has_video else None, 1.0,
+                       cfg.microphone.block_ms, cfg.av.offset_ms / 1000.0)
+    node.start([src], has_video=has_video,
+               before_sources=lambda: _ready(node, time.monotonic() - t_load, {"paced": rec.name}))
+    while not (src.done.is_set() or node.errors):
+        src.done.wait(0.1)
+    node.stop(drain=True, stall_s=stall_s, reason="end of input" if src.done.is_set() else "error")
+    if src.error:
+        node.errors.append(Failure(src.error))
+    node.interrupted = False
+    return node
+
+
 class _MicrophoneWatch:
     """A microphone that stops delivering is reopened once a second; the node keeps running
     (and says so: ``device`` messages, session.json) until microphone.lost_grace_s has passed."""
