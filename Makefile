@@ -2,7 +2,7 @@
 # the dependencies only; this clone's code comes from PYTHONPATH, so no other checkout's
 # `make` can re-point what these commands run. `demo` always REPLAYS the demo session (it
 # never opens a camera or microphone: `robot-emotion run` is the live verb).
-.PHONY: demo test check bench
+.PHONY: demo test check bench constraints
 RUN = HF_HUB_OFFLINE=1 PYTHONPATH="$(CURDIR)" $$VENV/bin/python
 demo:
 	@VENV=$$(scripts/setup.sh) && $(RUN) -m robot_emotion replay --demo
@@ -13,3 +13,6 @@ check:
 	@VENV=$$(scripts/setup.sh) && $(RUN) -m pytest -q -m "not slow" tests
 bench:
 	@VENV=$$(scripts/setup.sh) && $(RUN) -m robot_emotion bench
+# constraints.txt from pyproject.toml's lists, every existing pin kept (needs PyPI)
+constraints:
+	@scripts/compile_constraints.sh

@@ -31,6 +31,7 @@ if [ ! -f "$VENV/.complete" ]; then
   rm -rf "$VENV"
   "$PY" -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip setuptools wheel >&2
+  # constraints.txt pins every package (generated from pyproject.toml: make constraints)
   "$VENV/bin/pip" install -q -c constraints.txt -r <("$VENV/bin/python" - <<'PYEOF'
 import tomllib
 d = tomllib.load(open("pyproject.toml", "rb"))
