@@ -178,3 +178,21 @@ def test_a_replay_never_sheds(short_session):
         a = [messages.reproducible(e) for e in _topic(events, name)]
         b = [messages.reproducible(e) for e in _topic(default, name)]
         assert a == b, name
+
+
+def test_the_bench_contention_table_shows_lag_and_what_was_shed():
+    """bench --contention: the paced replay (never sheds) beside the live run, with shed counts."""
+    from robot_emotion.cli.bench import format_table
+    lat = {"emotion first": (300.0, 900.0, 10), "emotion final": (800.0, 2000.0, 10)}
+    load_ = {"peak_lag_ms": 2057.0, "shed": {"partial": 0, "incremental": 6, "faces": 3},
+             "shed_s": {"partial": 11.2, "incremental": 7.0, "faces": 1.4}}
+    row = {"config": "full", "rtf": [0.2], "latency": lat, "latency_halves_p95": {"emotion final": (2100.0, 1900.0)},
+           "paced_cpu_share": 0.4, "peak_rss_mb": 1500, "paced_load": {"peak_lag_ms": 1500.0, "shed": {}, "shed_s": {}},
+           "live": {"latency": lat, "latency_halves_p95": {}, "load": load_, "status_lag_ms": [1.0, 500.0],
+                    "skipped": {"provisional": 1, "partial": 0, "incremental": 3}}}
+    table = format_table([row], "demo", None, "1 busy process(es)")
+    lines = {ln.split(" | ")[1]: ln for ln in table.splitlines() if ln.startswith("| full | replay (") or ln.startswith("| full | live")}
+    assert "0 (0 s), 0 (0 s), 0 (0 s)" in lines["replay (never sheds)"]
+    live = lines["live semantics"]
+    assert "300 / 900" in live and "2057 / " in live and "0 (11 s), 6 (7 s), 3 (1 s)" in live and "| 1, 0, 3 |" in live
+    assert "live semantics" not in format_table([{k: v for k, v in row.items() if k != "live"}], "demo")

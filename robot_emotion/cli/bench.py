@@ -9,6 +9,12 @@ first replay (models loaded once, the whole source processed), the kernel's VmHW
 A last child times stock faster-whisper on the same speech segments (bench_reference.py):
 every latency is also given as a multiple of its median.
 
+With --contention N (the robot's other software, cli/contention.py) each configuration also
+runs the recording at recorded pace through a LIVE node (runner.paced_live: fed as its devices
+would feed it, load shedding on, node/load.py), since a replay never sheds: the contention
+table puts its latencies, peak lag and what it shed beside the paced replay's.
+(`--set node.lag_budget_ms=0`: the same live run without shedding.)
+
 The shared options (--launch, --calibration, --set, --model, --endpoint) are resolved and
 checked here, before any child starts (one line, exit 2/3), and every child loads them.
 """
@@ -66,15 +72,11 @@ def _child(job: dict) -> dict:
         cpu0, wall0 = _cpu_s(), time.perf_counter()
         paced = replay(cfg, source, speed=1.0)
         cpu_share = (_cpu_s() - cpu0) / max(time.perf_counter() - wall0, 1e-9) / (os.cpu_count() or 1)
-    lat, halves = {}, {}
-    for key, ms in latency_groups(paced.publisher.latencies).items():
-        if ms:
-            lat[key] = (float(np.median(ms)), float(np.percentile(ms, 95)), len(ms))
-            if len(ms) >= 4:      # does latency grow over the run? p95 of its first and second half
-                h = len(ms) // 2
-                halves[key] = (float(np.percentile(ms[:h], 95)), float(np.percentile(ms[h:], 95)))
+        live = _live_run(cfg, source) if job.get("live") else None
+    lat, halves = latency_table(paced.publisher.latencies)
     return {"config": config, "duration_s": duration, "rtf": rtfs, "latency": lat,
             "latency_halves_p95": halves, "paced_cpu_share": cpu_share,
+            "paced_load": paced.status()["load"], **({"live": live} if live else {}),
             "stages": {k: (float(np.median(v)), float(np.percentile(v, 95)), len(v))
                        for k, v in stages.items() if v},
             "utterances": paced.utterances, "model": model,
@@ -82,6 +84,32 @@ def _child(job: dict) -> dict:
             "memory": {"node": node_mem, "all": dict(mem.peak), "end": snapshot(),
                        "period_s": mem.period_s, "samples": mem.samples,
                        "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX")}}
+
+
+def latency_table(latencies) -> tuple[dict, dict]:
+    """{group: (median, p95, n)} and {group: (p95 of the first half, p95 of the second half)}."""
+    lat, halves = {}, {}
+    for key, ms in latency_groups(latencies).items():
+        if ms:
+            lat[key] = (float(np.median(ms)), float(np.percentile(ms, 95)), len(ms))
+            if len(ms) >= 4:      # does latency grow over the run? p95 of its first and second half
+                h = len(ms) // 2
+                halves[key] = (float(np.percentile(ms[:h], 95)), float(np.percentile(ms[h:], 95)))
+    return lat, halves
+
+
+def _live_run(cfg, source: str) -> dict:
+    """The recording at recorded pace through a live node (load shedding on): its latencies,
+    the lag status reported each second, what it shed and skipped."""
+    from robot_emotion.node.runner import paced_live
+    lags: list[float] = []
+    node = paced_live(cfg, source, sinks=[lambda b: b.get("topic") == "status" and lags.append(b["load"]["lag_ms"])])
+    if node.errors:
+        return {"error": str(node.errors[0])}
+    lat, halves = latency_table(node.publisher.latencies)
+    return {"latency": lat, "latency_halves_p95": halves, "load": node.status()["load"],
+            "status_lag_ms": lags, "skipped": dict(node.skipped), "utterances": node.utterances,
+            "dropped": {"frames": node.slot.dropped, "audio_overflows": node.audio_q.overflows}}
 
 
 def _cpu_s() -> float:
@@ -170,7 +198,7 @@ def run_bench(args) -> int:
     json_out = getattr(args, "json", None)
     if json_out and json_out != "-" and (os.path.isdir(json_out) or not os.path.isdir(os.path.dirname(os.path.abspath(json_out)))):
         raise CommandError(f"--json {json_out}: give the path of a file in an existing folder", 2)
-    base = {"repeats": args.repeats, "launch": args.launch or None,
+    base = {"repeats": args.repeats, "launch": args.launch or None, "live": bool(getattr(args, "contention", 0)),
             "calibration": args.calibration, "overrides": check_options(args)}
     source = base["source"] = args.source or str(demo_session_path())
     if not os.path.exists(source):
@@ -244,6 +272,7 @@ def format_table(rows: list[dict], source: str, reference: dict | None = None, c
             hv = r.get("latency_halves_p95") or {}
             cell = [" / ".join(f"{x:.0f}" for x in hv[k]) if k in hv else "-" for k in ("emotion final", "emotion first")]
             out.append(f"| {r['config']} | {100 * r.get('paced_cpu_share', 0):.0f} % | {cell[0]} | {cell[1]} |")
+    out += _load_lines(rows)
     out += _reference_lines(rows, reference)
     out += ["", "| config | stage | median ms | p95 ms | calls |", "|---|---|---|---|---|"]
     for r in rows:
@@ -256,6 +285,41 @@ def format_table(rows: list[dict], source: str, reference: dict | None = None, c
             out.append(f"| {r['config']} | " + ", ".join(f"{os.path.basename(n)} {mb:.0f}"
                                                        for n, mb in node["anon_by_mapping"]) + " |")
     return "\n".join(out)
+
+
+def _load_lines(rows: list[dict]) -> list[str]:
+    """Under contention: the paced replay (never sheds) beside the live run (sheds, node/load.py)."""
+    if not any("live" in r for r in rows):
+        return []
+    out = ["", "| config | at recorded pace | first emotion ms median / p95 | final emotion ms median / p95 "
+           "| final emotion p95, first / second half | lag ms: peak / p95 of the 1 Hz status | shed items: partial, "
+           "incremental, faces (seconds shed) | skipped (backlog): provisional, partial, incremental |",
+           "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            continue
+        for run, part in (("replay (never sheds)", {"latency": r["latency"], "latency_halves_p95": r.get("latency_halves_p95", {}),
+                                                     "load": r.get("paced_load")}),
+                          ("live semantics", r.get("live"))):
+            if not part:
+                continue
+            if "error" in part:
+                out.append(f"| {r['config']} | {run} | error: {part['error']} | | | | | |")
+                continue
+            lat, hv, ld = part["latency"], part.get("latency_halves_p95") or {}, part.get("load") or {}
+
+            def fmt(k):
+                return f"{lat[k][0]:.0f} / {lat[k][1]:.0f}" if k in lat else "-"
+            lags = part.get("status_lag_ms") or []
+            lag = f"{ld.get('peak_lag_ms', 0):.0f} / " + (f"{np.percentile(lags, 95):.0f}" if lags else "-")
+            shed, shed_s = ld.get("shed") or {}, ld.get("shed_s") or {}
+            sheds = ", ".join(f"{shed.get(k, 0)} ({shed_s.get(k, 0):.0f} s)" for k in ("partial", "incremental", "faces"))
+            sk = part.get("skipped")
+            skipped = ", ".join(str(sk.get(k, 0)) for k in ("provisional", "partial", "incremental")) if sk else "-"
+            half = " / ".join(f"{x:.0f}" for x in hv["emotion final"]) if "emotion final" in hv else "-"
+            out.append(f"| {r['config']} | {run} | {fmt('emotion first')} | {fmt('emotion final')} | {half} | {lag} "
+                       f"| {sheds} | {skipped} |")
+    return out
 
 
 def _reference_lines(rows: list[dict], reference: dict | None) -> list[str]:
