@@ -113,12 +113,16 @@ def test_int8_weights_are_int8_and_change_the_numbers_a_little(models):
 @pytest.mark.slow
 @needs_dev
 def test_int8_agrees_with_float_on_meld_dev(models, dev_items):
-    """The int8 model picks the float model's emotion on >= 95% of MELD dev (1,109 utterances),
-    scored one at a time as the node does (int8 activation scales are per call, so a batch's
-    padding and neighbours move them a little; float is the same in any batch)."""
+    """The int8 model picks the float model's emotion on >= 95% of MELD dev, scored one at a
+    time as the node does (int8 activation scales are per call, so a batch's padding and
+    neighbours move them a little; float is the same in any batch). Every 4th utterance (278
+    of 1,109, each with its own past turns): the whole set took 2.5-5 min of the suite, and
+    the shipped figure on all of dev is checked by test_emotion_cli's evaluate test."""
+    items = dev_items[::4]
+
     def argmax(m, batch):
-        return np.concatenate([m.predict_batch(dev_items[i:i + batch])[0]
-                               for i in range(0, len(dev_items), batch)]).argmax(1)
+        return np.concatenate([m.predict_batch(items[i:i + batch])[0]
+                               for i in range(0, len(items), batch)]).argmax(1)
     agree = float((argmax(models["int8"], 1) == argmax(models["stacked"], 64)).mean())
     print(f"int8 vs float argmax agreement on MELD dev: {100 * agree:.1f}%")
     assert agree >= 0.95
