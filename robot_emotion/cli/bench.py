@@ -291,7 +291,7 @@ def _load_lines(rows: list[dict]) -> list[str]:
     """Under contention: the paced replay (never sheds) beside the live run (sheds, node/load.py)."""
     if not any("live" in r for r in rows):
         return []
-    out = ["", "| config | at recorded pace | first emotion ms median / p95 | final emotion ms median / p95 "
+    out = ["", "| config | at recorded pace | first emotion ms median / p95 (no emotion: utterance) | final emotion ms median / p95 "
            "| final emotion p95, first / second half | lag ms: peak / p95 of the 1 Hz status | shed items: partial, "
            "incremental, faces (seconds shed) | skipped (backlog): provisional, partial, incremental |",
            "|---|---|---|---|---|---|---|---|"]
@@ -308,7 +308,8 @@ def _load_lines(rows: list[dict]) -> list[str]:
                 continue
             lat, hv, ld = part["latency"], part.get("latency_halves_p95") or {}, part.get("load") or {}
 
-            def fmt(k):
+            def fmt(k):     # (no emotion stage: the utterance's)
+                k = k if k in lat else k.replace("emotion", "utterance")
                 return f"{lat[k][0]:.0f} / {lat[k][1]:.0f}" if k in lat else "-"
             lags = part.get("status_lag_ms") or []
             lag = f"{ld.get('peak_lag_ms', 0):.0f} / " + (f"{np.percentile(lags, 95):.0f}" if lags else "-")
@@ -316,7 +317,8 @@ def _load_lines(rows: list[dict]) -> list[str]:
             sheds = ", ".join(f"{shed.get(k, 0)} ({shed_s.get(k, 0):.0f} s)" for k in ("partial", "incremental", "faces"))
             sk = part.get("skipped")
             skipped = ", ".join(str(sk.get(k, 0)) for k in ("provisional", "partial", "incremental")) if sk else "-"
-            half = " / ".join(f"{x:.0f}" for x in hv["emotion final"]) if "emotion final" in hv else "-"
+            hk = "emotion final" if "emotion final" in hv else "utterance final"
+            half = " / ".join(f"{x:.0f}" for x in hv[hk]) if hk in hv else "-"
             out.append(f"| {r['config']} | {run} | {fmt('emotion first')} | {fmt('emotion final')} | {half} | {lag} "
                        f"| {sheds} | {skipped} |")
     return out
