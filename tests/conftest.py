@@ -147,3 +147,67 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.nodeid in slow or item.nodeid.split("::")[0] in slow:   # a test, or a whole module
             item.add_marker(pytest.mark.slow)
+
+
+# ---- helpers the test modules share (import them from conftest) ----------------------
+NO_PERCEPTION = ["asr.enabled=false", "speakers.enabled=false", "faces.enabled=false",
+                 "emotion.enabled=false", 'publish.endpoint="tcp://127.0.0.1:*"']
+
+
+def spine_cfg(*extra):
+    """The spine alone (VAD, publisher): no model loads."""
+    from robot_emotion.config import load
+    return load(None, overrides=NO_PERCEPTION + list(extra))[0]
+
+
+def collect(cfg, source, speed="max", perception="auto"):
+    """Replay a source in-process; every published body, in publish order, and the node."""
+    from robot_emotion.node.runner import replay
+    out = []
+    node = replay(cfg, str(source), speed=speed, sinks=[out.append], perception=perception)
+    assert not node.errors, node.errors
+    return out, node
+
+
+def by_topic(events, topic):
+    from robot_emotion.bus import messages
+    return sorted((messages.reproducible(e) for e in events if e["topic"] == topic),
+                  key=lambda e: e["seq"])
+
+
+def play(wav, sink):
+    """Play a wav into a PulseAudio sink (the `pulse` fixture's): what a microphone hears."""
+    return subprocess.Popen(["paplay", "--device", sink, str(wav)])
+
+
+def wait_audio(out, seconds=1.5, timeout=90):
+    """Until the recorder has written `seconds` of audio (models load first on a busy machine)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not (
+            (out / "audio.wav").is_file() and (out / "audio.wav").stat().st_size > 2 * 16000 * seconds):
+        time.sleep(0.2)
+
+
+def absent_camera_index() -> str:
+    """A camera index with no device behind it: calibrate then runs without a camera."""
+    return next(str(i) for i in range(9, -1, -1) if not Path(f"/dev/video{i}").exists())
+
+
+def clap_video(path, flash_s: float, seconds: float = 4.0, fps: int = 25) -> Path:
+    """A still grey scene in which a bright square appears at flash_s (the clap, as seen)."""
+    import av
+    from fractions import Fraction
+    with av.open(str(path), "w") as c:
+        st = c.add_stream("libx264", rate=Fraction(fps))
+        st.width, st.height, st.pix_fmt = 160, 120, "yuv420p"
+        for i in range(int(seconds * fps)):
+            img = np.full((120, 160, 3), 70, np.uint8)
+            if i >= round(flash_s * fps):
+                img[30:90, 40:120] = 230
+            vf = av.VideoFrame.from_ndarray(img, format="rgb24")
+            vf.pts = i
+            for pkt in st.encode(vf):
+                c.mux(pkt)
+        for pkt in st.encode():
+            c.mux(pkt)
+    return path
