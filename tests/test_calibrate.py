@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import REPO, espeak
+from conftest import REPO, absent_camera_index, clap_video, espeak
 from robot_emotion.cli import calibration_measure as M
 from robot_emotion.cli.calibrate import HEADER, render_toml
 from robot_emotion.config import Config, load, merge
@@ -44,11 +44,6 @@ def speech_at(dbfs: float) -> np.ndarray:
     x = espeak("The robot listens to the people around it and watches their faces. "
                "It hears how they feel today.").astype(np.float64)
     return x * 10 ** ((dbfs - active_level(x)) / 20)
-
-
-def absent_camera_index() -> str:
-    """A camera index with no device behind it: calibrate then runs without a camera."""
-    return next(str(i) for i in range(9, -1, -1) if not Path(f"/dev/video{i}").exists())
 
 
 def write_wav(path, x: np.ndarray):
@@ -151,26 +146,6 @@ def test_calibrate_measures_known_levels_and_suggests_from_them(calib_sink, tmp_
     assert quiet[0]["vad"]["aggressiveness"] == 1 and noisy[0]["vad"]["aggressiveness"] == 2
     assert noisy[1]["suggested"]["gate_dbfs"] - noisy[0]["microphone"]["gain_db"] > \
         quiet[1]["suggested"]["gate_dbfs"] - quiet[0]["microphone"]["gain_db"] + 10
-
-
-def clap_video(path, flash_s: float, seconds: float = 4.0, fps: int = 25) -> Path:
-    """A still grey scene in which a bright square appears at flash_s (the clap, as seen)."""
-    import av
-    from fractions import Fraction
-    with av.open(str(path), "w") as c:
-        st = c.add_stream("libx264", rate=Fraction(fps))
-        st.width, st.height, st.pix_fmt = 160, 120, "yuv420p"
-        for i in range(int(seconds * fps)):
-            img = np.full((120, 160, 3), 70, np.uint8)
-            if i >= round(flash_s * fps):
-                img[30:90, 40:120] = 230
-            vf = av.VideoFrame.from_ndarray(img, format="rgb24")
-            vf.pts = i
-            for pkt in st.encode(vf):
-                c.mux(pkt)
-        for pkt in st.encode():
-            c.mux(pkt)
-    return path
 
 
 def clap_sound(path, at_s: float, seconds: float = 3.0) -> Path:

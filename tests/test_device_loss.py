@@ -7,7 +7,7 @@ import sys
 import time
 
 from conftest import FACE_CLIP, REPO, free_endpoint, free_port
-from test_record import _play, _wait_audio
+from conftest import play, wait_audio
 
 SPINE_AND_FACES = ["asr.enabled=false", "speakers.enabled=false", "emotion.enabled=false",
                    'vad.backend="webrtcvad"', "faces.enabled=true", 'control.endpoint="tcp://127.0.0.1:*"']
@@ -34,11 +34,11 @@ def test_camera_lost_and_restored_during_a_live_run(pulse, short_session, tmp_pa
            *sum([["--set", o] for o in SPINE_AND_FACES], [])]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     try:
-        _wait_audio(out, seconds=3.0)
+        wait_audio(out, seconds=3.0)
         time.sleep(2.0)
         cam.kill()                                   # unplugged
         cam.wait()
-        player = _play(src / "audio.wav", pulse)     # people keep talking meanwhile
+        player = play(src / "audio.wav", pulse)     # people keep talking meanwhile
         time.sleep(4.0)
         cam = _camera(video, port)                   # plugged back in
         player.wait()

@@ -2,7 +2,7 @@
 import json
 
 from conftest import REPO, run_cli
-from test_calibrate import absent_camera_index, clap_video
+from conftest import absent_camera_index, clap_video
 
 LAUNCH = REPO / "launch" / "robot.toml"
 

@@ -8,7 +8,7 @@ from conftest import free_endpoint
 from robot_emotion.bus import messages
 from robot_emotion.bus.client import Subscriber
 from robot_emotion.bus.publish import Publisher
-from test_replay import by_topic, collect, spine_cfg
+from conftest import by_topic, collect, spine_cfg
 
 
 def _wait_connected(pub: Publisher, sub: Subscriber) -> None:

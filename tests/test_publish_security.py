@@ -24,7 +24,7 @@ from robot_emotion.config import load
 from robot_emotion.errors import UsageError
 from robot_emotion.bus.publish import Publisher
 from robot_emotion.bus.security import MAX_INBOUND_BYTES, is_loopback_host, parse_endpoint
-from test_replay import NO_PERCEPTION
+from conftest import NO_PERCEPTION
 
 SPINE = NO_PERCEPTION[:-1] + ['vad.backend="webrtcvad"']   # no models: the node starts in ~1 s
 STATUS = {"uptime": 0.0, "stages": {}, "queues": {}, "dropped": {}, "sources": {}}

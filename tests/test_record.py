@@ -8,23 +8,15 @@ import time
 
 import numpy as np
 
-from conftest import REPO, free_endpoint
+from conftest import REPO, free_endpoint, play, wait_audio
 from robot_emotion.media import iter_video
 from robot_emotion.sources.session import open_session
-from test_replay import NO_PERCEPTION, by_topic, collect, spine_cfg
+from conftest import NO_PERCEPTION, by_topic, collect, spine_cfg
 
 # The spine with webrtcvad, which loads no model: silero's load (torch) would be counted into
 # the session clock (a record started before models load; left to the start-up work, issue 12).
 SETS = sum([["--set", o] for o in NO_PERCEPTION[:-1] + ['vad.backend="webrtcvad"',
                                                        'control.endpoint="tcp://127.0.0.1:*"']], [])
-
-
-def _wait_audio(out, seconds=1.5, timeout=90):
-    """Until the recorder has written `seconds` of audio (models load first on a busy machine)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not (
-            (out / "audio.wav").is_file() and (out / "audio.wav").stat().st_size > 2 * 16000 * seconds):
-        time.sleep(0.2)
 
 
 def _start_record(out, video, extra=()):
@@ -42,16 +34,12 @@ def _start_record(out, video, extra=()):
     return proc
 
 
-def _play(wav, sink):
-    return subprocess.Popen(["paplay", "--device", sink, str(wav)])
-
-
 def test_record_then_replay(pulse, short_session, tmp_path):
     src, truth = short_session
     out = tmp_path / "rec"
     duration = truth["turns"][-1]["end"] + 2.5
     proc = _start_record(out, src / "video.mp4", ["--duration", str(duration)])
-    _play(src / "audio.wav", pulse).wait()
+    play(src / "audio.wav", pulse).wait()
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
     s = open_session(out)
@@ -76,7 +64,7 @@ def test_sigkill_mid_recording_still_replays(pulse, short_session, tmp_path):
     src, truth = short_session
     out = tmp_path / "killed"
     proc = _start_record(out, src / "video.mp4")
-    player = _play(src / "audio.wav", pulse)
+    player = play(src / "audio.wav", pulse)
     time.sleep(truth["turns"][1]["end"] + 1.5)  # two turns recorded
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -95,7 +83,7 @@ def test_sigterm_finalises_the_session(pulse, short_session, tmp_path):
     src, _ = short_session
     out = tmp_path / "term"
     proc = _start_record(out, src / "video.mp4")
-    _wait_audio(out)
+    wait_audio(out)
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=30)
     assert proc.returncode == 130            # interrupted, like replay (README: exit codes)
@@ -111,7 +99,7 @@ def test_microphone_that_disappears_ends_with_one_line_and_a_session(pulse, shor
     src, _ = short_session
     out = tmp_path / "lost"
     proc = _start_record(out, src / "video.mp4", ["--set", "microphone.lost_grace_s=2"])
-    _wait_audio(out)
+    wait_audio(out)
     subprocess.run(["pulseaudio", "--kill"], capture_output=True)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 3, stderr

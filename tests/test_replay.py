@@ -4,30 +4,9 @@ import json
 import numpy as np
 import soundfile as sf
 
-from conftest import FACE_CLIP, MELD_CLIP, run_cli, shared_file
+from conftest import FACE_CLIP, MELD_CLIP, NO_PERCEPTION, by_topic, collect, run_cli, shared_file, spine_cfg
 from robot_emotion.bus import messages
-from robot_emotion.config import Config, load
 from robot_emotion.node.runner import replay
-
-NO_PERCEPTION = ["asr.enabled=false", "speakers.enabled=false", "faces.enabled=false",
-                 "emotion.enabled=false", 'publish.endpoint="tcp://127.0.0.1:*"']
-
-
-def spine_cfg(*extra) -> Config:
-    return load(None, overrides=NO_PERCEPTION + list(extra))[0]
-
-
-def collect(cfg, source, speed="max", perception="auto"):
-    out = []
-    node = replay(cfg, str(source), speed=speed, sinks=[out.append], perception=perception)
-    assert not node.errors, node.errors
-    return out, node
-
-
-def by_topic(events, topic):
-    return sorted((messages.reproducible(e) for e in events if e["topic"] == topic),
-                  key=lambda e: e["seq"])
-
 
 def test_replay_publishes_schema_complete_messages(dialogue_session):
     folder, truth = dialogue_session

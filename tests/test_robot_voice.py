@@ -12,7 +12,7 @@ import soundfile as sf
 
 from conftest import REPO, SHARED, espeak, free_endpoint
 from robot_emotion.bus.client import Controller
-from test_record import _play
+from conftest import play
 
 SR = 16000
 ROBOT_A = "Hello, I am your robot. It is nice to see you here today."
@@ -75,17 +75,17 @@ def test_robot_speech_is_not_a_person_but_barge_in_is(own_sink, tmp_path):
             ctl.wait_ready()
             time.sleep(1.0)
             ctl.robot_speaking(ROBOT_A)
-            _play(files["a"], pulse).wait()
+            play(files["a"], pulse).wait()
             time.sleep(0.3)
             ctl.robot_done()
             time.sleep(1.5)
             t_b = ctl.robot_speaking(ROBOT_B)["t"]
-            _play(files["b"], pulse).wait()
+            play(files["b"], pulse).wait()
             time.sleep(0.3)
             t_b_end = ctl.robot_done()["t"]
             time.sleep(1.5)
             t_c = time.monotonic()
-            _play(files["c"], pulse).wait()
+            play(files["c"], pulse).wait()
             time.sleep(2.0)
             proc.send_signal(2)
             _, stderr = proc.communicate(timeout=60)

@@ -14,7 +14,7 @@ import soundfile as sf
 
 from conftest import REPO, free_endpoint
 from robot_emotion.bus.client import Subscriber
-from test_replay import NO_PERCEPTION
+from conftest import NO_PERCEPTION
 
 
 def _long_wav(session, tmp_path, times: int):

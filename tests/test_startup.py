@@ -8,7 +8,7 @@ import soundfile as sf
 
 from conftest import REPO, free_endpoint, run_cli
 from robot_emotion.bus.client import Subscriber
-from test_replay import NO_PERCEPTION, collect, spine_cfg
+from conftest import NO_PERCEPTION, collect, spine_cfg
 
 NO_SOUND_SERVER = {"PULSE_SERVER": "unix:/nonexistent/robot-emotion-test"}  # ALSA's default leads nowhere
 
