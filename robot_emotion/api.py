@@ -242,7 +242,7 @@ class EmotionNode:
 
     @property
     def node(self):
-        """The pipeline.Node (None while the models load)."""
+        """The node.core.Node (None while the models load)."""
         return self._node
 
     def status(self) -> dict:

@@ -2,7 +2,7 @@
 
 The store is the config's ``people.store`` (or ``--store``). Enrolment takes the voice of a
 wav/flac file, a video's audio track or a recorded session folder the way the node hears a
-speaker (people_voice.py); only the 256 numbers of that voice are kept, never the audio.
+speaker (people/voice.py); only the 256 numbers of that voice are kept, never the audio.
 """
 from __future__ import annotations
 

@@ -50,7 +50,7 @@ class NodeLink:
 class Perception:
     def __init__(self, cfg: Config, *, asr=None, speakers=None, faces=None, emotion=None, people=None):
         self.cfg, self.asr, self.speakers, self.faces, self.emotion = cfg, asr, speakers, faces, emotion
-        self.people = people                     # PeopleLink (people_voice.py) when people.enabled
+        self.people = people                     # PeopleLink (people/voice.py) when people.enabled
         self.uses_faces = faces is not None
         self._energy_cond = threading.Condition()
         self._energy_t: list[float] = []
