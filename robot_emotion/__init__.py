@@ -1,4 +1,5 @@
 """robot_emotion: per-speaker, per-utterance multimodal emotion perception for social robots."""
+
 from robot_emotion.threads import set_pool_defaults as _set_pool_defaults
 
 __version__ = "0.1.0"
@@ -16,5 +17,6 @@ def __getattr__(name: str):
     package stays cheap (no numpy, torch or ZeroMQ)."""
     if name == "EmotionNode":
         from robot_emotion.api import EmotionNode
+
         return EmotionNode
     raise AttributeError(f"module 'robot_emotion' has no attribute {name!r}")

@@ -23,6 +23,7 @@ once (UsageError / ConfigError, InputError for a missing model), a failure while
 wait for the node's ``ready``, and a failure while running from ``messages()``/``get()`` after
 the messages published before it, or from ``stop()`` / the end of the ``with`` block.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,14 +35,19 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from robot_emotion.errors import RobotEmotionError, UsageError, as_exception
 
 _END = object()
-DEFAULT_MAX_PENDING = 20_000     # ~an hour of face (5 Hz) + status (1 Hz) bodies, ~80 MB
+DEFAULT_MAX_PENDING = 20_000  # ~an hour of face (5 Hz) + status (1 Hz) bodies, ~80 MB
 
 
-def resolve_config(config=None, overrides: Sequence[str] | Mapping[str, object] = (),
-                   calibration=None, default_launch: str | None = None):
+def resolve_config(
+    config=None,
+    overrides: Sequence[str] | Mapping[str, object] = (),
+    calibration=None,
+    default_launch: str | None = None,
+):
     """A Config from a launch profile path (None: ``default_launch``), a Config object, plus
     overrides: ``["asr.enabled=false"]`` as with ``--set``, or ``{"asr.enabled": False}``."""
     from robot_emotion import config as C
+
     if isinstance(overrides, Mapping):
         overrides = [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
     elif isinstance(overrides, str):
@@ -54,7 +60,7 @@ def resolve_config(config=None, overrides: Sequence[str] | Mapping[str, object] 
         for item in overrides:
             cfg = C.merge(cfg, C.parse_override(item), origin="overrides")
         C.check_consistent(cfg)
-        C._check_paths(cfg)       # the same checks as load(): a missing model is InputError now
+        C._check_paths(cfg)  # the same checks as load(): a missing model is InputError now
         return cfg
     if config is not None and not isinstance(config, (str, os.PathLike)):
         raise UsageError(f"config must be a launch profile path, a Config or None, got {type(config).__name__}")
@@ -64,8 +70,16 @@ def resolve_config(config=None, overrides: Sequence[str] | Mapping[str, object] 
 class EmotionNode:
     """A running node; create it with ``EmotionNode.replay(...)`` or ``EmotionNode.live(...)``."""
 
-    def __init__(self, mode: str, cfg, run: Callable, *, topics: Sequence[str] | None = None,
-                 max_pending: int | None = DEFAULT_MAX_PENDING, wait_ready: bool = True):
+    def __init__(
+        self,
+        mode: str,
+        cfg,
+        run: Callable,
+        *,
+        topics: Sequence[str] | None = None,
+        max_pending: int | None = DEFAULT_MAX_PENDING,
+        wait_ready: bool = True,
+    ):
         if max_pending is not None and max_pending < 1:
             raise UsageError(f"max_pending must be a positive number of messages or None, got {max_pending}")
         if isinstance(topics, str):
@@ -74,67 +88,106 @@ class EmotionNode:
         self.topics = None if topics is None else tuple(topics)
         self.max_pending = max_pending
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._stop_event = threading.Event()      # the event SIGINT sets in the CLI
-        self._ready = threading.Event()     # set at the `ready` message, or when the run ends
+        self._stop_event = threading.Event()  # the event SIGINT sets in the CLI
+        self._ready = threading.Event()  # set at the `ready` message, or when the run ends
         self._ready_seen = False
         self._node = None
         self._failure: RobotEmotionError | None = None
         self._failure_reported = False
         self._end_seen = False
-        self.delivered = 0            # messages the program has taken
-        self.queued = 0               # messages put in the queue (by the publisher thread)
+        self.delivered = 0  # messages the program has taken
+        self.queued = 0  # messages put in the queue (by the publisher thread)
         self.peak_pending = 0
-        self._thread = threading.Thread(target=self._run, args=(run,), name=f"robot-emotion-{mode}",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(run,), name=f"robot-emotion-{mode}", daemon=True)
         self._thread.start()
         if wait_ready:
             self.wait_ready()
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
-    def replay(cls, source, config=None, *, overrides=(), calibration=None, speed="max",
-               resample: bool = False, sinks=(), topics=None, max_pending=DEFAULT_MAX_PENDING,
-               wait_ready: bool = True) -> EmotionNode:
+    def replay(
+        cls,
+        source,
+        config=None,
+        *,
+        overrides=(),
+        calibration=None,
+        speed="max",
+        resample: bool = False,
+        sinks=(),
+        topics=None,
+        max_pending=DEFAULT_MAX_PENDING,
+        wait_ready: bool = True,
+    ) -> EmotionNode:
         """Replay a session folder, a video or an audio file (``robot-emotion replay``).
         config: a launch profile path (default launch/replay.toml), a Config, or None."""
         from robot_emotion.paths import launch_path
         from robot_emotion.sources.replay import check_speed
+
         cfg = resolve_config(config, overrides, calibration, launch_path("replay.toml"))
         speed = check_speed(speed)
 
         def run(runner, deliver, stop_event, on_node):
-            return runner.replay(cfg, str(source), speed=speed, sinks=[deliver, *sinks],
-                                 resample=resample, progress=None, stop_event=stop_event,
-                                 on_node=on_node)
+            return runner.replay(
+                cfg,
+                str(source),
+                speed=speed,
+                sinks=[deliver, *sinks],
+                resample=resample,
+                progress=None,
+                stop_event=stop_event,
+                on_node=on_node,
+            )
+
         return cls("replay", cfg, run, topics=topics, max_pending=max_pending, wait_ready=wait_ready)
 
     @classmethod
-    def live(cls, config=None, *, overrides=(), calibration=None, record_to=None, duration=None,
-             sinks=(), topics=None, max_pending=DEFAULT_MAX_PENDING, wait_ready: bool = True) -> EmotionNode:
+    def live(
+        cls,
+        config=None,
+        *,
+        overrides=(),
+        calibration=None,
+        record_to=None,
+        duration=None,
+        sinks=(),
+        topics=None,
+        max_pending=DEFAULT_MAX_PENDING,
+        wait_ready: bool = True,
+    ) -> EmotionNode:
         """Perceive the microphone and camera of the config (``robot-emotion run``, or ``record``
         with ``record_to``) until ``stop()``, ``duration`` seconds, or a lost device.
         config: a launch profile path (default launch/robot.toml), a Config, or None."""
         from robot_emotion.paths import launch_path
+
         cfg = resolve_config(config, overrides, calibration, launch_path("robot.toml"))
         if duration is not None and not (isinstance(duration, (int, float)) and 0 < duration < float("inf")):
             raise UsageError(f"duration must be a positive number of seconds, got {duration!r}")
 
         def run(runner, deliver, stop_event, on_node):
-            return runner.live(cfg, record_to=record_to, duration=duration, sinks=[deliver, *sinks],
-                               stop_event=stop_event, on_node=on_node)
+            return runner.live(
+                cfg,
+                record_to=record_to,
+                duration=duration,
+                sinks=[deliver, *sinks],
+                stop_event=stop_event,
+                on_node=on_node,
+            )
+
         return cls("live", cfg, run, topics=topics, max_pending=max_pending, wait_ready=wait_ready)
 
     # ---- the background thread ----------------------------------------------------------
     def _run(self, run: Callable) -> None:
         try:
             from robot_emotion.node import runner
+
             node = run(runner, self._deliver, self._stop_event, self._attach)
             self._node = node
             if node.errors and self._failure is None:
-                self._failure = as_exception(node.errors[0])    # as the CLI: commands._finish
+                self._failure = as_exception(node.errors[0])  # as the CLI: commands._finish
         except RobotEmotionError as e:
             self._failure = e
-        except Exception as e:    # a bug, not a user error: still one exception in the program
+        except Exception as e:  # a bug, not a user error: still one exception in the program
             self._failure = RobotEmotionError(f"{type(e).__name__}: {e}")
             self._failure.__cause__ = e
         finally:
@@ -154,7 +207,8 @@ class EmotionNode:
             if self.max_pending is not None and pending >= self.max_pending and self._failure is None:
                 self._failure = RobotEmotionError(
                     f"the program fell {pending} messages behind (max_pending={self.max_pending}): "
-                    "the node was stopped; every message published before that was kept")
+                    "the node was stopped; every message published before that was kept"
+                )
                 self._stop_event.set()
         if body["topic"] == "ready":
             self._ready_seen = True
@@ -166,7 +220,7 @@ class EmotionNode:
         what made it fail to start. False if ``timeout`` passed first."""
         if not self._ready.wait(timeout):
             return False
-        if not self._ready_seen:          # the run ended before it was ready: say why
+        if not self._ready_seen:  # the run ended before it was ready: say why
             self._thread.join()
             self._report_failure()
         return True
@@ -247,8 +301,12 @@ class EmotionNode:
 
     def status(self) -> dict:
         """The node's ``status`` body (README "ZeroMQ API") + ``api``: this queue's figures."""
-        api = {"state": "running" if self.running else "stopped", "delivered": self.delivered,
-               "pending": self.queued - self.delivered, "peak_pending": self.peak_pending}
+        api = {
+            "state": "running" if self.running else "stopped",
+            "delivered": self.delivered,
+            "pending": self.queued - self.delivered,
+            "peak_pending": self.peak_pending,
+        }
         node = self._node
         if node is None:
             return {"api": {**api, "state": "loading" if self.running else "stopped"}}

@@ -4,6 +4,7 @@
 from recorded capture times, so a replay "as fast as possible" and one at recorded
 pace see exactly the same times. Times are seconds since the session started.
 """
+
 from __future__ import annotations
 
 import threading

@@ -4,6 +4,7 @@
 `torch_device` the same choice as a torch.device; every model goes through one of them.
 (The CTranslate2 recogniser asks CTranslate2 itself, which may see a GPU torch does not.)
 """
+
 from __future__ import annotations
 
 from robot_emotion.errors import UsageError
@@ -16,6 +17,7 @@ class DeviceError(UsageError, ValueError):
 def resolve_device(spec="auto") -> str:
     """'auto' | 'cpu' | 'cuda' | 'cuda:N' (or a torch.device) -> a usable device string."""
     import torch
+
     spec = str(spec or "auto").strip().lower()
     if spec == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -33,4 +35,5 @@ def resolve_device(spec="auto") -> str:
 def torch_device(spec="auto"):
     """resolve_device(spec) as a torch.device."""
     import torch
+
     return torch.device(resolve_device(spec))

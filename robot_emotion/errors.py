@@ -11,6 +11,7 @@ and the CLI and the API raise ``as_exception(node.errors[0])``, so the class, ne
 decides the exit code. This module imports only the standard library, so any module can use it
 without an import circle.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,6 +25,7 @@ EXIT_OK, EXIT_USAGE, EXIT_INPUT, EXIT_RUNTIME, EXIT_INTERRUPTED = 0, 2, 3, 4, 13
 
 class RobotEmotionError(Exception):
     """A failure with a one-line message and an exit code (default: runtime, 4)."""
+
     code = EXIT_RUNTIME
 
     def __init__(self, msg: str = "", code: int | None = None):
@@ -34,11 +36,13 @@ class RobotEmotionError(Exception):
 
 class UsageError(RobotEmotionError):
     """Bad arguments or configuration (exit 2)."""
+
     code = EXIT_USAGE
 
 
 class InputError(RobotEmotionError):
     """Missing or unreadable input: media, files, devices, model weights (exit 3)."""
+
     code = EXIT_INPUT
 
 
@@ -110,13 +114,18 @@ LOG = logging.getLogger("robot_emotion")
 if not any(isinstance(h, _StderrHandler) for h in LOG.handlers):
     LOG.addHandler(_StderrHandler())
     LOG.setLevel(logging.INFO)
-    LOG.propagate = False        # the root logger's handlers would print every line twice
+    LOG.propagate = False  # the root logger's handlers would print every line twice
 
 
 def say(line: str, logger: str | None = None) -> None:
     """Log one line (its level read from its prefix: ``robot-emotion: error:`` / ``warning:``)."""
-    level = (logging.ERROR if line.startswith("robot-emotion: error") else
-             logging.WARNING if line.startswith("robot-emotion: warning") else logging.INFO)
+    level = (
+        logging.ERROR
+        if line.startswith("robot-emotion: error")
+        else logging.WARNING
+        if line.startswith("robot-emotion: warning")
+        else logging.INFO
+    )
     (logging.getLogger(logger) if logger else LOG).log(level, "%s", line)
 
 
@@ -127,6 +136,7 @@ class quiet_stderr:
 
     def __enter__(self):
         import os
+
         _stderr_lock.acquire()
         try:
             sys.stderr.flush()
@@ -141,6 +151,7 @@ class quiet_stderr:
 
     def __exit__(self, *exc):
         import os
+
         try:
             os.dup2(self._saved, 2)
             os.close(self._saved)
@@ -149,7 +160,7 @@ class quiet_stderr:
 
 
 # ---- bounded parsing of untrusted text: depth, digits and size have limits ----------------
-MAX_DIGITS = 100        # an integer longer than this is no count, time or id of ours
+MAX_DIGITS = 100  # an integer longer than this is no count, time or id of ours
 
 
 def _int(text: str) -> int:

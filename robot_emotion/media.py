@@ -3,6 +3,7 @@
 PyAV (bundled FFmpeg) decodes mp4/mkv/mov/avi, including MELD's 6-channel 48 kHz AAC;
 soundfile reads wav/flac. Every failure becomes a MediaError with a one-line message.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,11 +32,13 @@ class AudioInfo:
 
 def _av():
     import av  # imported lazily: the spine's audio-only paths never need FFmpeg
+
     return av
 
 
 def audio_info(path: str | Path) -> AudioInfo:
     import soundfile as sf
+
     try:
         info = sf.info(str(path))
     except Exception as e:  # soundfile raises RuntimeError/LibsndfileError with long text
@@ -51,6 +54,7 @@ def to_mono_16k(samples: np.ndarray, rate: int) -> np.ndarray:
     # the published events of a replay would change.
     from math import gcd
     from scipy.signal import resample_poly
+
     x = samples.astype(np.float32)
     if x.ndim == 2:
         x = x.mean(axis=1)
@@ -63,6 +67,7 @@ def to_mono_16k(samples: np.ndarray, rate: int) -> np.ndarray:
 def read_audio_file(path: str | Path, resample: bool = False) -> np.ndarray:
     """Read wav/flac as 16 kHz mono int16. Other formats are refused unless resample=True."""
     import soundfile as sf
+
     path = Path(path)
     if not path.is_file():
         raise MediaError(f"audio file not found: {path}")
@@ -70,7 +75,8 @@ def read_audio_file(path: str | Path, resample: bool = False) -> np.ndarray:
     if (info.sample_rate != SAMPLE_RATE or info.channels != 1) and not resample:
         raise MediaError(
             f"{path.name} is {info.sample_rate} Hz, {info.channels} channel(s); the node needs "
-            f"16000 Hz mono (pass --resample, or: sox {path.name} -r 16000 -c 1 out.wav)")
+            f"16000 Hz mono (pass --resample, or: sox {path.name} -r 16000 -c 1 out.wav)"
+        )
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as e:
@@ -95,9 +101,9 @@ def read_wav_tolerant(path: str | Path) -> np.ndarray:
         raise MediaError(f"{path} is {rate} Hz/{channels} ch/{bits} bit; sessions are 16000 Hz mono 16 bit")
     pos = 12  # walk chunks to find "data" (a foreign writer may add LIST chunks)
     while pos + 8 <= len(raw):
-        cid, size = raw[pos:pos + 4], int.from_bytes(raw[pos + 4:pos + 8], "little")
+        cid, size = raw[pos : pos + 4], int.from_bytes(raw[pos + 4 : pos + 8], "little")
         if cid == b"data":
-            body = raw[pos + 8:]
+            body = raw[pos + 8 :]
             if 0 < size <= len(body):
                 body = body[:size]
             body = body[: len(body) // 2 * 2]  # drop a torn last sample
@@ -124,7 +130,7 @@ def _decode_packets(container, stream, counter: dict):
     for packet in container.demux(stream):
         counter["total"] += bool(packet.size)
         try:
-            frames = packet.decode()      # packet.pts None / size 0: the flush packet at the end
+            frames = packet.decode()  # packet.pts None / size 0: the flush packet at the end
         except av.error.FFmpegError:
             counter["packets"] += 1
             counter["missing_s"] += float(packet.duration * stream.time_base) if packet.duration else 0.0
@@ -200,9 +206,9 @@ class VideoFrames:
                             i = int(round(float((frame.pts - start) * stream.time_base) * rate))
                         if i >= len(self.times):
                             break
-                        if i <= last:           # a duplicate pts: the row is taken
+                        if i <= last:  # a duplicate pts: the row is taken
                             continue
-                        self.skipped += i - last - 1      # rows whose frames did not decode
+                        self.skipped += i - last - 1  # rows whose frames did not decode
                         last, t = i, self.times[i]
                     self.decoded += 1
                     yield t, frame.to_ndarray(format="rgb24")

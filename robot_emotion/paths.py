@@ -2,18 +2,20 @@
 
 Output folders are checked here before any model loads (check_output_folder); a file named
 ``-`` is stdout (write_output)."""
+
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-MACHINE_STDOUT = None    # where ``-`` writes while a command's readable output goes to stderr
+MACHINE_STDOUT = None  # where ``-`` writes while a command's readable output goes to stderr
 
 
 def write_output(path: str | Path, text: str) -> None:
     """Write text to a file, or to stdout when the file is ``-`` (``--json``, ``--out``)."""
     import sys
+
     if str(path) == "-":
         out = MACHINE_STDOUT or sys.stdout
         out.write(text if text.endswith("\n") else text + "\n")
@@ -23,8 +25,7 @@ def write_output(path: str | Path, text: str) -> None:
 
 
 def demo_session_path() -> Path:
-    return Path(os.environ.get("ROBOT_EMOTION_DEMO",
-                               Path.home() / ".cache" / "robot-emotion" / "demo_session"))
+    return Path(os.environ.get("ROBOT_EMOTION_DEMO", Path.home() / ".cache" / "robot-emotion" / "demo_session"))
 
 
 def launch_path(name: str) -> str | None:
@@ -39,6 +40,7 @@ def check_output_folder(path: str | Path, what: str = "record") -> None:
     import tempfile
 
     from robot_emotion.errors import UsageError
+
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise UsageError(f"refusing to {what} into {p}: it is a file, not a folder")
@@ -47,7 +49,7 @@ def check_output_folder(path: str | Path, what: str = "record") -> None:
         existing = existing.parent
     if not existing.is_dir():
         raise UsageError(f"cannot {what} into {p}: {existing} is a file, not a folder")
-    try:                       # the kernel's word, not os.access (root, read-only mounts, ACLs)
+    try:  # the kernel's word, not os.access (root, read-only mounts, ACLs)
         tempfile.TemporaryDirectory(dir=existing, prefix=".robot-emotion-probe-").cleanup()
     except OSError as e:
         raise UsageError(f"cannot {what} into {p}: {existing} is not writable ({e.strerror or e})") from None

@@ -8,6 +8,7 @@ benchmarks/conversations/score.py, the embedding API) then loads each model once
 once per session: measured with `benchmarks/node/soak.py replays`, reloading per replay grew the
 process by ~150 MB of anonymous memory per replay, never returned to the system.
 """
+
 from __future__ import annotations
 
 import os

@@ -10,6 +10,7 @@ Offline work (training, feature extraction, benchmarks) owns the machine and tak
 This module imports only the standard library (torch inside the functions that need it), so
 every room of the package, ``robot_emotion/__init__.py`` included, can use it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -57,12 +58,14 @@ def set_pool_defaults(environ: MutableMapping[str, str] = os.environ) -> None:
 def use_node_threads() -> None:
     """torch's intra-op threads for the live node (NODE_TORCH_THREADS)."""
     import torch
+
     torch.set_num_threads(NODE_TORCH_THREADS)
 
 
 def cap_scorer_threads() -> None:
     """At most SCORER_MAX_TORCH_THREADS intra-op threads, never more than already set."""
     import torch
+
     torch.set_num_threads(max(1, min(SCORER_MAX_TORCH_THREADS, torch.get_num_threads())))
 
 
@@ -83,6 +86,7 @@ def set_torch_threads(n: int) -> None:
     """torch's intra-op threads, as a caller chose them (offline_threads, a --threads option);
     torch refuses fewer than one."""
     import torch
+
     torch.set_num_threads(n)
 
 
@@ -95,6 +99,7 @@ def torch_threads(n: int | None):
         yield
         return
     import torch
+
     old = torch.get_num_threads()
     if old != n:
         torch.set_num_threads(n)

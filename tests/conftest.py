@@ -1,4 +1,5 @@
 """Shared test fixtures: real generated speech, sessions, loopback endpoints, PulseAudio."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -42,6 +43,7 @@ def free_port() -> int:
     ephemeral, one retry can land on it and TCP self-connects, holding the port so the node's
     bind fails ("Address already in use" -- seen once in CI). Ports outside the range cannot."""
     import random
+
     lo, _ = _ephemeral_range()
     rng = random.Random()
     for _ in range(200):
@@ -70,9 +72,14 @@ def load_tool(path: str):
 
 
 def run_cli(*args, timeout=300, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "robot_emotion", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, cwd=REPO,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "robot_emotion", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+    )
 
 
 @pytest.fixture(scope="session")
@@ -80,6 +87,7 @@ def demo_tool():
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed")
     from robot_emotion.sources import demo
+
     return demo
 
 
@@ -109,16 +117,18 @@ def pulse():
     if shutil.which("pulseaudio") is None or shutil.which("paplay") is None:
         pytest.skip("pulseaudio is not installed (scripts/setup.sh installs it)")
     if subprocess.run(["pactl", "info"], capture_output=True).returncode != 0:
-        subprocess.run(["pulseaudio", "-D", "--exit-idle-time=-1", "-n",
-                        "--load=module-native-protocol-unix"], capture_output=True)
+        subprocess.run(
+            ["pulseaudio", "-D", "--exit-idle-time=-1", "-n", "--load=module-native-protocol-unix"], capture_output=True
+        )
         for _ in range(50):
             if subprocess.run(["pactl", "info"], capture_output=True).returncode == 0:
                 break
             time.sleep(0.1)
     mods = subprocess.run(["pactl", "list", "short", "sinks"], capture_output=True, text=True).stdout
     if "robot_test" not in mods:
-        subprocess.run(["pactl", "load-module", "module-null-sink", "sink_name=robot_test"],
-                       capture_output=True, check=True)
+        subprocess.run(
+            ["pactl", "load-module", "module-null-sink", "sink_name=robot_test"], capture_output=True, check=True
+        )
     subprocess.run(["pactl", "set-default-sink", "robot_test"], check=True)
     subprocess.run(["pactl", "set-default-source", "robot_test.monitor"], check=True)
     yield "robot_test"
@@ -128,41 +138,55 @@ def espeak(text: str, voice: str = "en-us", pitch: int = 50, speed: int = 160) -
     """Real synthetic speech as 16 kHz mono int16."""
     import tempfile
     from robot_emotion.media import read_audio_file
+
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed")
     with tempfile.TemporaryDirectory() as d:
         wav = Path(d) / "s.wav"
-        subprocess.run(["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(speed), "-w", str(wav), text],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(speed), "-w", str(wav), text],
+            check=True,
+            capture_output=True,
+        )
         return read_audio_file(wav, resample=True)
 
 
 # ---- tiers: `make check` runs -m "not slow" (under 3 minutes on 2 cores), `make test` all ----
-SLOW_LIST = Path(__file__).with_name("slow.txt")     # measured: tools/slow_tests.py
+SLOW_LIST = Path(__file__).with_name("slow.txt")  # measured: tools/slow_tests.py
 
 
 def pytest_collection_modifyitems(config, items):
-    slow = {ln.strip() for ln in SLOW_LIST.read_text().splitlines()
-            if ln.strip() and not ln.startswith("#")} if SLOW_LIST.is_file() else set()
+    slow = (
+        {ln.strip() for ln in SLOW_LIST.read_text().splitlines() if ln.strip() and not ln.startswith("#")}
+        if SLOW_LIST.is_file()
+        else set()
+    )
     for item in items:
-        if item.nodeid in slow or item.nodeid.split("::")[0] in slow:   # a test, or a whole module
+        if item.nodeid in slow or item.nodeid.split("::")[0] in slow:  # a test, or a whole module
             item.add_marker(pytest.mark.slow)
 
 
 # ---- helpers the test modules share (import them from conftest) ----------------------
-NO_PERCEPTION = ["asr.enabled=false", "speakers.enabled=false", "faces.enabled=false",
-                 "emotion.enabled=false", 'publish.endpoint="tcp://127.0.0.1:*"']
+NO_PERCEPTION = [
+    "asr.enabled=false",
+    "speakers.enabled=false",
+    "faces.enabled=false",
+    "emotion.enabled=false",
+    'publish.endpoint="tcp://127.0.0.1:*"',
+]
 
 
 def spine_cfg(*extra):
     """The spine alone (VAD, publisher): no model loads."""
     from robot_emotion.config import load
+
     return load(None, overrides=NO_PERCEPTION + list(extra))[0]
 
 
 def collect(cfg, source, speed="max", perception="auto"):
     """Replay a source in-process; every published body, in publish order, and the node."""
     from robot_emotion.node.runner import replay
+
     out = []
     node = replay(cfg, str(source), speed=speed, sinks=[out.append], perception=perception)
     assert not node.errors, node.errors
@@ -171,8 +195,8 @@ def collect(cfg, source, speed="max", perception="auto"):
 
 def by_topic(events, topic):
     from robot_emotion.bus import messages
-    return sorted((messages.reproducible(e) for e in events if e["topic"] == topic),
-                  key=lambda e: e["seq"])
+
+    return sorted((messages.reproducible(e) for e in events if e["topic"] == topic), key=lambda e: e["seq"])
 
 
 def play(wav, sink):
@@ -184,7 +208,8 @@ def wait_audio(out, seconds=1.5, timeout=90):
     """Until the recorder has written `seconds` of audio (models load first on a busy machine)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not (
-            (out / "audio.wav").is_file() and (out / "audio.wav").stat().st_size > 2 * 16000 * seconds):
+        (out / "audio.wav").is_file() and (out / "audio.wav").stat().st_size > 2 * 16000 * seconds
+    ):
         time.sleep(0.2)
 
 
@@ -197,6 +222,7 @@ def clap_video(path, flash_s: float, seconds: float = 4.0, fps: int = 25) -> Pat
     """A still grey scene in which a bright square appears at flash_s (the clap, as seen)."""
     import av
     from fractions import Fraction
+
     with av.open(str(path), "w") as c:
         st = c.add_stream("libx264", rate=Fraction(fps))
         st.width, st.height, st.pix_fmt = 160, 120, "yuv420p"

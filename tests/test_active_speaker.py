@@ -1,4 +1,5 @@
 """Active-speaker assignment: synthetic series, and the generated two-face demo session."""
+
 from __future__ import annotations
 
 import csv
@@ -34,8 +35,7 @@ def test_track_following_energy_wins():
     rng = np.random.default_rng(1)
     mover = 0.25 * _envelope(face_t) + rng.uniform(0, 0.01, face_t.size)
     still = rng.uniform(0, 0.01, face_t.size)
-    tid, conf = assign_active_speaker({0: (face_t, still), 1: (face_t, mover)},
-                                      audio_t, energy, 1.0, 3.0)
+    tid, conf = assign_active_speaker({0: (face_t, still), 1: (face_t, mover)}, audio_t, energy, 1.0, 3.0)
     assert tid == 1 and conf > 0.5
 
 
@@ -46,8 +46,7 @@ def test_correlation_breaks_a_tie_in_motion():
     face_t = np.arange(0, 4, 0.2)
     with_speech = 0.2 * _envelope(face_t)
     chewing = np.full(face_t.size, with_speech[(face_t >= 1) & (face_t <= 3)].mean())
-    tid, conf = assign_active_speaker({0: (face_t, chewing), 1: (face_t, with_speech)},
-                                      audio_t, energy, 1.0, 3.0)
+    tid, conf = assign_active_speaker({0: (face_t, chewing), 1: (face_t, with_speech)}, audio_t, energy, 1.0, 3.0)
     assert tid == 1 and 0 < conf < 1
 
 
@@ -55,8 +54,10 @@ def test_no_tracks_or_no_data_in_interval():
     audio_t = np.arange(0, 4, 0.02)
     assert assign_active_speaker({}, audio_t, _envelope(audio_t), 1.0, 3.0) == (None, 0.0)
     late = np.arange(5, 6, 0.2)
-    assert assign_active_speaker({3: (late, np.full(late.size, 0.3))}, audio_t,
-                                 _envelope(audio_t), 1.0, 3.0) == (None, 0.0)
+    assert assign_active_speaker({3: (late, np.full(late.size, 0.3))}, audio_t, _envelope(audio_t), 1.0, 3.0) == (
+        None,
+        0.0,
+    )
 
 
 def test_all_still_tracks_give_none():
@@ -97,7 +98,7 @@ def _audio_energy(path: Path, frame_s: float = 0.02):
         x = np.frombuffer(w.readframes(n), np.int16).reshape(-1, w.getnchannels()).mean(axis=1)
     hop = int(sr * frame_s)
     m = len(x) // hop
-    rms = np.sqrt(((x[:m * hop].reshape(m, hop) / 32768.0) ** 2).mean(axis=1))
+    rms = np.sqrt(((x[: m * hop].reshape(m, hop) / 32768.0) ** 2).mean(axis=1))
     return (np.arange(m) + 1) * hop / sr, rms
 
 
@@ -116,7 +117,7 @@ def test_demo_session_speaking_face(demo_session):
     audio_t, energy = _audio_energy(demo_session / "audio.wav")
     pipe = FacePipeline(FacesConfig(), device="cpu")
     width = None
-    per_frame = []      # (t, {side: speaking})
+    per_frame = []  # (t, {side: speaking})
     pushed = 0
     with av.open(str(demo_session / "video.mp4")) as container:
         for i, frame in enumerate(container.decode(video=0)):
@@ -129,8 +130,15 @@ def test_demo_session_speaking_face(demo_session):
             pipe.push_audio(audio_t[pushed:upto], energy[pushed:upto])
             pushed = upto
             faces = pipe.process(img, t)
-            per_frame.append((t, {("left" if (f["box"][0] + f["box"][2]) / 2 < width / 2 else "right"):
-                                  f["speaking"] for f in faces}))
+            per_frame.append(
+                (
+                    t,
+                    {
+                        ("left" if (f["box"][0] + f["box"][2]) / 2 < width / 2 else "right"): f["speaking"]
+                        for f in faces
+                    },
+                )
+            )
 
     hits, report = 0, []
     for turn in truth["turns"]:
@@ -152,6 +160,7 @@ def test_demo_session_speaking_face(demo_session):
             if turn["start"] + 0.6 <= t <= turn["end"]:
                 total += 1
                 good += flags.get(turn["face"], False) and not flags.get(
-                    "left" if turn["face"] == "right" else "right", False)
+                    "left" if turn["face"] == "right" else "right", False
+                )
     print(f"turns: {hits}/{len(truth['turns'])} {report}; speaking flag right in {good}/{total} frames")
     assert total and good / total >= 0.6, f"speaking flag right in {good}/{total} frames"

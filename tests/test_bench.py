@@ -1,6 +1,7 @@
 """`robot-emotion bench` honours every shared option (or refuses it: one line, exit 2/3), measures
 RSS / anonymous RSS / PSS, and times stock faster-whisper on the same speech as its reference;
 `--help` of every sub-command shows defaults and every option explains itself."""
+
 from __future__ import annotations
 
 import argparse
@@ -27,13 +28,16 @@ def test_every_option_of_every_subcommand_has_help_and_shows_its_default():
     subs = _subparsers(build_parser())
     assert {"run", "replay", "bench", "evaluate", "train", "calibrate"} <= set(subs)
     for name, p in subs.items():
-        missing = [a.option_strings or a.dest for a in p._actions
-                   if not isinstance(a, argparse._HelpAction) and not (a.help or "").strip()]
+        missing = [
+            a.option_strings or a.dest
+            for a in p._actions
+            if not isinstance(a, argparse._HelpAction) and not (a.help or "").strip()
+        ]
         assert missing == [], f"{name}: options without help text: {missing}"
         fmt = p._get_formatter()
         for a in p._actions:
             if a.option_strings and not a.required and not isinstance(a, argparse._HelpAction):
-                shown = fmt._expand_help(a)      # the option's help as --help prints it
+                shown = fmt._expand_help(a)  # the option's help as --help prints it
                 assert "default" in shown, f"{name} {a.option_strings}: no default in {shown!r}"
                 if "%(default)" in fmt._get_help_string(a):
                     assert f"(default: {a.default})" in shown
@@ -80,9 +84,10 @@ def test_unknown_config_and_bad_repeats_are_usage_errors():
 def test_contention_load_takes_cpu_while_it_runs_and_is_gone_after():
     """bench --contention's load: real processes that burn CPU (and stream memory), killed on exit."""
     from robot_emotion.cli.contention import Contention
+
     with Contention(busy=1, hog_mb=8) as load:
         procs = load.processes
-        deadline = time.monotonic() + 20       # (a busy test machine gives the load less)
+        deadline = time.monotonic() + 20  # (a busy test machine gives the load less)
         while load.cpu_s() < 1.0 and time.monotonic() < deadline:
             time.sleep(0.2)
         assert len(procs) == 2 and all(p.poll() is None for p in procs)
@@ -105,11 +110,20 @@ def _other_family_checkpoint(path):
     from robot_emotion.node.emotion import DEFAULT_CHECKPOINT
     from robot_emotion.models import build_model, read_checkpoint, save_checkpoint
     from robot_emotion.vision.expression import FEATURE_DIM
+
     shipped = read_checkpoint(DEFAULT_CHECKPOINT)
     dims = {"text": 384, "face": FEATURE_DIM}
-    save_checkpoint(path, build_model("early", dims, len(EMOTIONS)), family="early", dims=dims, hparams={},
-                    labels=EMOTIONS, training={}, metrics={},
-                    encoders={m: shipped["encoders"][m] for m in dims})
+    save_checkpoint(
+        path,
+        build_model("early", dims, len(EMOTIONS)),
+        family="early",
+        dims=dims,
+        hparams={},
+        labels=EMOTIONS,
+        training={},
+        metrics={},
+        encoders={m: shipped["encoders"][m] for m in dims},
+    )
     return path
 
 
@@ -127,13 +141,15 @@ def test_full_bench_uses_the_given_model_and_reports_memory_and_the_stock_whispe
     assert "early:other_family" in r.stdout
     # the existing figures are still there
     assert row["utterances"] == len(truth["turns"]) and len(row["rtf"]) == 1 and row["peak_rss_mb"] > 100
-    assert 0 < row["paced_cpu_share"] <= 1 and data["contention"] == "none"   # what the node took of the machine
-    assert {"speech.end", "emotion first", "emotion first full", "emotion final", "utterance final"} <= set(row["latency"])
+    assert 0 < row["paced_cpu_share"] <= 1 and data["contention"] == "none"  # what the node took of the machine
+    assert {"speech.end", "emotion first", "emotion first full", "emotion final", "utterance final"} <= set(
+        row["latency"]
+    )
     # memory: three views of the same samples, consistent with each other
     node = row["memory"]["node"]
     assert 0 < node["anon_mb"] < node["rss_mb"] <= node["hwm_mb"] + 1
     assert node["anon_mb"] <= node["pss_mb"] <= node["rss_mb"] + 1
-    assert node["file_mb"] > 100                # torch's mapped libraries: resident, not anonymous
+    assert node["file_mb"] > 100  # torch's mapped libraries: resident, not anonymous
     assert row["memory"]["samples"] >= 3
     # the reference: stock faster-whisper on the source's speech segments, and the ratios to it
     ref = data["reference"]
@@ -146,10 +162,16 @@ def test_full_bench_uses_the_given_model_and_reports_memory_and_the_stock_whispe
 
 def test_latency_groups_count_the_early_estimate_first_and_the_whole_transcript_apart():
     from robot_emotion.cli.bench import latency_groups
-    lat = [("speech.end", 2.0, "0", None, False), ("utterance", 5.0, "0", False, True),
-           ("emotion", 6.0, "0", False, True), ("utterance", 150.0, "0", False, False),
-           ("emotion", 190.0, "0", False, False), ("emotion", 400.0, "0", True, False),
-           ("emotion", 210.0, "1", False, False)]
+
+    lat = [
+        ("speech.end", 2.0, "0", None, False),
+        ("utterance", 5.0, "0", False, True),
+        ("emotion", 6.0, "0", False, True),
+        ("utterance", 150.0, "0", False, False),
+        ("emotion", 190.0, "0", False, False),
+        ("emotion", 400.0, "0", True, False),
+        ("emotion", 210.0, "1", False, False),
+    ]
     g = latency_groups(lat)
     assert g["emotion first"] == [6.0, 210.0] and g["emotion first full"] == [190.0, 210.0]
     assert g["emotion final"] == [400.0] and g["utterance first"] == [5.0]
@@ -169,6 +191,7 @@ def test_calibration_set_and_endpoint_reach_every_child(two_turns, tmp_path):
     # the same source without it: two utterances (the calibration was what changed), published
     # on the --endpoint given, where a subscriber hears them
     import zmq
+
     endpoint = free_endpoint()
     ctx = zmq.Context()
     sub = ctx.socket(zmq.SUB)
@@ -176,9 +199,29 @@ def test_calibration_set_and_endpoint_reach_every_child(two_turns, tmp_path):
     sub.connect(endpoint)
     topics = set()
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "robot_emotion", "bench", "--repeats", "1", "--source", src,
-                                 "--configs", "spine", "--set", "vad.min_utterance_ms=250", "--endpoint", endpoint,
-                                 "--json", out], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "robot_emotion",
+                "bench",
+                "--repeats",
+                "1",
+                "--source",
+                src,
+                "--configs",
+                "spine",
+                "--set",
+                "vad.min_utterance_ms=250",
+                "--endpoint",
+                endpoint,
+                "--json",
+                out,
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         deadline = time.monotonic() + 300
         while proc.poll() is None and time.monotonic() < deadline:
             if sub.poll(200):
@@ -192,18 +235,31 @@ def test_calibration_set_and_endpoint_reach_every_child(two_turns, tmp_path):
     assert {"speech.start", "speech.end", "utterance"} <= topics
 
 
-@pytest.mark.parametrize("profile, overrides, absent, present", [
-    ("audio_only.toml", ["emotion.enabled=false", "speakers.enabled=false"],
-     ["facenet_pytorch", "h5py", "transformers", "torchvision"], ["faster_whisper"]),
-    ("replay.toml", ["emotion.enabled=false", "asr.enabled=false", "speakers.enabled=false"],
-     ["transformers", "faster_whisper", "ctranslate2"], ["facenet_pytorch"]),
-])
+@pytest.mark.parametrize(
+    "profile, overrides, absent, present",
+    [
+        (
+            "audio_only.toml",
+            ["emotion.enabled=false", "speakers.enabled=false"],
+            ["facenet_pytorch", "h5py", "transformers", "torchvision"],
+            ["faster_whisper"],
+        ),
+        (
+            "replay.toml",
+            ["emotion.enabled=false", "asr.enabled=false", "speakers.enabled=false"],
+            ["transformers", "faster_whisper", "ctranslate2"],
+            ["facenet_pytorch"],
+        ),
+    ],
+)
 def test_a_profile_imports_only_the_models_it_uses(profile, overrides, absent, present):
-    code = ("import sys, json\n"
-            "from robot_emotion.config import load\nfrom robot_emotion.node.runner import build_perception\n"
-            f"cfg, _ = load({str(REPO / 'launch' / profile)!r}, overrides={overrides!r})\n"
-            "p = build_perception(cfg, has_video=cfg.camera.enabled and cfg.faces.enabled, log=None)\n"
-            "print(json.dumps(sorted(m for m in sys.modules if '.' not in m)))\n")
+    code = (
+        "import sys, json\n"
+        "from robot_emotion.config import load\nfrom robot_emotion.node.runner import build_perception\n"
+        f"cfg, _ = load({str(REPO / 'launch' / profile)!r}, overrides={overrides!r})\n"
+        "p = build_perception(cfg, has_video=cfg.camera.enabled and cfg.faces.enabled, log=None)\n"
+        "print(json.dumps(sorted(m for m in sys.modules if '.' not in m)))\n"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert r.returncode == 0, r.stderr[-2000:]
     loaded = set(json.loads(r.stdout.strip().splitlines()[-1]))

@@ -1,4 +1,5 @@
 """Config loading: launch profiles, calibration, --set overrides, one-line refusals."""
+
 import pytest
 
 from conftest import REPO, run_cli
@@ -15,22 +16,27 @@ def test_launch_profiles_load_with_calibration():
 
 
 def test_overrides_win_and_are_typed():
-    cfg, _ = C.load(REPO / "launch" / "robot.toml",
-                    overrides=["vad.aggressiveness=3", "av.offset_ms=40", 'camera.source="/dev/video2"'])
+    cfg, _ = C.load(
+        REPO / "launch" / "robot.toml",
+        overrides=["vad.aggressiveness=3", "av.offset_ms=40", 'camera.source="/dev/video2"'],
+    )
     assert cfg.vad.aggressiveness == 3 and cfg.av.offset_ms == 40.0 and cfg.camera.source == "/dev/video2"
     # a bare word is taken as a string
     cfg, _ = C.load(None, overrides=["vad.backend=silero"])
     assert cfg.vad.backend == "silero"
 
 
-@pytest.mark.parametrize("override, fragment", [
-    ("vad.nonsense=1", "unknown config key 'vad.nonsense'"),
-    ("nosection.key=1", "unknown config section 'nosection'"),
-    ("vad.aggressiveness=7", "'vad.aggressiveness' must be 0..3"),
-    ("vad.aggressiveness=\"high\"", "'vad.aggressiveness' must be int"),
-    ("camera.enabled=3", "'camera.enabled' must be true or false"),
-    ("novalue", "must look like section.key=value"),
-])
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("vad.nonsense=1", "unknown config key 'vad.nonsense'"),
+        ("nosection.key=1", "unknown config section 'nosection'"),
+        ("vad.aggressiveness=7", "'vad.aggressiveness' must be 0..3"),
+        ("vad.aggressiveness=\"high\"", "'vad.aggressiveness' must be int"),
+        ("camera.enabled=3", "'camera.enabled' must be true or false"),
+        ("novalue", "must look like section.key=value"),
+    ],
+)
 def test_bad_overrides_are_refused(override, fragment):
     with pytest.raises(C.ConfigError) as e:
         C.load(None, overrides=[override])

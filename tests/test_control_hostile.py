@@ -1,6 +1,7 @@
 """The control socket survives anything a client sends (issue 25): deep nesting, huge numbers,
 a handler that fails -- one line on stderr, ``ok: false``, and the next request is answered.
 A control thread that dies anyway shows in ``status`` and ends a live node with an error."""
+
 import json
 import time
 
@@ -31,7 +32,7 @@ def _handler(req: dict) -> dict:
 
 
 HOSTILE = [
-    ("deep-list", b"[" * 60000),                         # RecursionError in json (under the 64 KiB cap)
+    ("deep-list", b"[" * 60000),  # RecursionError in json (under the 64 KiB cap)
     ("deep-dict", b'{"a":' * 12000),
     ("deep-valid", b'{"cmd":"ping","x":' + b"[" * 25000 + b"]" * 25000 + b"}"),
     ("huge-int", b'{"cmd":"ping","n":' + b"9" * 5000 + b"}"),
@@ -57,7 +58,7 @@ def test_hostile_request_is_refused_and_the_socket_lives_on(name, payload, capfd
         ctx.term()
     err = capfd.readouterr().err
     assert "Traceback" not in err, err
-    assert len(err.strip().splitlines()) <= 1, err          # at most one warning line
+    assert len(err.strip().splitlines()) <= 1, err  # at most one warning line
 
 
 def test_warnings_are_bounded_for_a_flood_of_failing_requests(capfd):
@@ -78,6 +79,7 @@ def test_warnings_are_bounded_for_a_flood_of_failing_requests(capfd):
 def test_a_control_thread_that_dies_shows_in_its_state(capfd):
     """Anything beyond Exception (here SystemExit from the handler) ends the thread: one
     error line, ``state`` says failed and ``died`` says why (the live loop ends on it)."""
+
     def fatal(req):
         raise SystemExit("gone")
 
@@ -104,17 +106,24 @@ def test_live_node_ends_with_an_error_when_its_control_thread_dies(pulse):
     ``status.robot.control`` says failed and the run ends with the error (not deaf and silent)."""
     from robot_emotion import EmotionNode
     from robot_emotion.errors import RobotEmotionError
-    overrides = ["asr.enabled=false", "speakers.enabled=false", "faces.enabled=false",
-                 "emotion.enabled=false", 'publish.endpoint="tcp://127.0.0.1:*"',
-                 f'control.endpoint="{free_endpoint()}"']
+
+    overrides = [
+        "asr.enabled=false",
+        "speakers.enabled=false",
+        "faces.enabled=false",
+        "emotion.enabled=false",
+        'publish.endpoint="tcp://127.0.0.1:*"',
+        f'control.endpoint="{free_endpoint()}"',
+    ]
     node = EmotionNode.live(REPO / "launch" / "audio_only.toml", overrides=overrides)
     try:
         assert node.get(timeout=10)["topic"] == "ready"
         runner_node = node.node
         assert node.status()["robot"]["control"] == "running"
 
-        def fatal(req):                 # fault injection: a failure beyond Exception
+        def fatal(req):  # fault injection: a failure beyond Exception
             raise SystemExit("injected")
+
         runner_node.control_server.handle = fatal
         ctx = zmq.Context()
         try:

@@ -1,6 +1,7 @@
 """One corrupt video frame costs that frame, not the rest of the video (issue 25): a session
 with a smashed keyframe, an MJPEG AVI with one bad JPEG, a session whose video is not a video
 or whose capture times are missing -- all generated here from the shared face clip."""
+
 import json
 import shutil
 from pathlib import Path
@@ -12,13 +13,18 @@ from conftest import FACE_CLIP, run_cli, shared_file
 from robot_emotion.media import iter_video
 from robot_emotion.sources.session import SessionWriter, open_session
 
-FPS, N_FRAMES = 15.0, 450           # 30 s; one keyframe a second (the writer's GOP)
-FACES_ONLY = ["asr.enabled=false", "speakers.enabled=false", "emotion.enabled=false",
-              'publish.endpoint="tcp://127.0.0.1:*"']
+FPS, N_FRAMES = 15.0, 450  # 30 s; one keyframe a second (the writer's GOP)
+FACES_ONLY = [
+    "asr.enabled=false",
+    "speakers.enabled=false",
+    "emotion.enabled=false",
+    'publish.endpoint="tcp://127.0.0.1:*"',
+]
 
 
 def _clip_frames(step: int = 2) -> list[np.ndarray]:
     import av
+
     with av.open(str(shared_file(FACE_CLIP))) as c:
         return [f.to_ndarray(format="rgb24")[::step, ::step] for f in c.decode(video=0)]
 
@@ -38,6 +44,7 @@ def _session(folder: Path, n: int = N_FRAMES) -> Path:
 def _smash(path: Path, which: int) -> None:
     """Overwrite most bytes of the which-th keyframe of the file's video stream."""
     import av
+
     with av.open(str(path)) as c:
         keys = [(p.pos, p.size) for p in c.demux(c.streams.video[0]) if p.is_keyframe and p.size]
     pos, size = keys[which]
@@ -53,21 +60,22 @@ def smashed(tmp_path_factory):
     intact = _session(base / "intact")
     broken = base / "smashed"
     shutil.copytree(intact, broken)
-    _smash(broken / "video.mp4", 10)           # the keyframe at ~10 s of 30 s
+    _smash(broken / "video.mp4", 10)  # the keyframe at ~10 s of 30 s
     return intact, broken
 
 
 def test_a_smashed_keyframe_costs_its_frames_not_the_rest(smashed):
     import av
+
     intact, broken = smashed
     with av.open(str(broken / "video.mp4")) as c, pytest.raises(av.error.InvalidDataError):
-        for _ in c.decode(video=0):      # FFmpeg's own loop stops at the bad packet (the old bug)
+        for _ in c.decode(video=0):  # FFmpeg's own loop stops at the bad packet (the old bug)
             pass
     s = open_session(broken)
     video = iter_video(s.video_path, s.frame_times, s.fps)
     got = [(t, img) for t, img in video]
     assert len(got) >= 0.95 * N_FRAMES, len(got)
-    assert got[-1][0] == pytest.approx((N_FRAMES - 1) / FPS)       # decoded to the end
+    assert got[-1][0] == pytest.approx((N_FRAMES - 1) / FPS)  # decoded to the end
     assert video.skipped == N_FRAMES - len(got) and video.skipped > 0
     # every frame keeps its own capture time: the frames after the hole are the intact ones
     ref = {t: img for t, img in iter_video(open_session(intact).video_path, open_session(intact).frame_times)}
@@ -91,11 +99,12 @@ def test_replay_of_a_smashed_session_keeps_its_faces_and_says_what_it_skipped(sm
     assert counts["smashed"] >= 0.95 * counts["intact"], counts
     assert "corrupt video frame(s) skipped" in stderr["smashed"], stderr["smashed"][-800:]
     assert "corrupt" not in stderr["intact"]
-    assert status and status[-1]["skipped"]["corrupt_frames"] > 0      # replay runs for seconds
+    assert status and status[-1]["skipped"]["corrupt_frames"] > 0  # replay runs for seconds
 
 
 def test_one_bad_jpeg_in_an_mjpeg_avi_is_one_frame(tmp_path):
     import av
+
     path = tmp_path / "clip.avi"
     frames = _clip_frames(4)
     with av.open(str(path), "w") as c:
@@ -109,7 +118,7 @@ def test_one_bad_jpeg_in_an_mjpeg_avi_is_one_frame(tmp_path):
     with av.open(str(path)) as c:
         pos, size = [(p.pos, p.size) for p in c.demux(video=0) if p.size][20]
     raw = bytearray(path.read_bytes())
-    raw[pos + 8:pos + size - 8] = bytes(size - 16)      # the JPEG's markers and data zeroed
+    raw[pos + 8 : pos + size - 8] = bytes(size - 16)  # the JPEG's markers and data zeroed
     path.write_bytes(bytes(raw))
     video = iter_video(path)
     got = [t for t, _ in video]
@@ -117,10 +126,13 @@ def test_one_bad_jpeg_in_an_mjpeg_avi_is_one_frame(tmp_path):
     assert got[-1] == pytest.approx(59 / 15)
 
 
-@pytest.mark.parametrize("damage,fragment", [
-    ("not-a-video", "video.mp4 is unreadable"),
-    ("no-times", "video.mp4 has no video_times.csv"),
-])
+@pytest.mark.parametrize(
+    "damage,fragment",
+    [
+        ("not-a-video", "video.mp4 is unreadable"),
+        ("no-times", "video.mp4 has no video_times.csv"),
+    ],
+)
 def test_a_session_video_that_cannot_be_replayed_is_said_in_one_line(tmp_path, damage, fragment):
     folder = _session(tmp_path / "s", n=30)
     if damage == "not-a-video":

@@ -1,4 +1,5 @@
 """The demo-session generator: real audio, real video, ground truth that matches both."""
+
 from __future__ import annotations
 
 import csv
@@ -17,20 +18,20 @@ def read_wav(path) -> np.ndarray:
 
 
 def rms(x: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(x ** 2)))
+    return float(np.sqrt(np.mean(x**2)))
 
 
 def median_f0(x: np.ndarray, fmin=60.0, fmax=400.0) -> float:
     """Median autocorrelation pitch of the voiced 40 ms frames."""
     win, lags = int(0.04 * SR), np.arange(int(SR / fmax), int(SR / fmin))
-    frames = [x[i:i + win] for i in range(0, len(x) - win, win // 2)]
+    frames = [x[i : i + win] for i in range(0, len(x) - win, win // 2)]
     loud = max(rms(f) for f in frames)
     f0s = []
     for f in frames:
         if rms(f) < 0.3 * loud:
             continue
         f = f - f.mean()
-        ac = np.correlate(f, f, "full")[win - 1:]
+        ac = np.correlate(f, f, "full")[win - 1 :]
         a = ac[lags]
         if a.max() > 0.4 * ac[0]:  # clearly periodic: voiced
             # the shortest lag near the best peak, not a multiple of the period (octave error)
@@ -55,28 +56,32 @@ def test_audio_turns_gaps_and_voices(dialogue_session):
     speech = np.zeros(len(audio), bool)
     for t in turns:
         assert 1.2 <= t["end"] - t["start"] <= 3.5, t
-        speech[int(t["start"] * SR):int(t["end"] * SR)] = True
+        speech[int(t["start"] * SR) : int(t["end"] * SR)] = True
     silence = rms(audio[~speech])
     assert 10 < silence < 100  # a low (about -60 dBFS) noise floor, never digital silence
     for t in turns:
-        assert rms(audio[int(t["start"] * SR):int(t["end"] * SR)]) > 10 * silence, t
+        assert rms(audio[int(t["start"] * SR) : int(t["end"] * SR)]) > 10 * silence, t
     # the edges were trimmed to speech: the first and last 50 ms of a turn are not silent
     for t in turns:
         s, e = int(t["start"] * SR), int(t["end"] * SR)
-        assert rms(audio[s:s + 800]) > 2 * silence and rms(audio[e - 800:e]) > 2 * silence
+        assert rms(audio[s : s + 800]) > 2 * silence and rms(audio[e - 800 : e]) > 2 * silence
 
     gaps = [b["start"] - a["end"] for a, b in zip(turns, turns[1:])]
     assert sum(g < 0.3 for g in gaps) >= 3 and max(gaps) >= 1.0 and min(gaps) > 0.1
 
-    f0 = {spk: median_f0(np.concatenate([audio[int(t["start"] * SR):int(t["end"] * SR)]
-                                         for t in turns if t["speaker"] == spk]))
-          for spk in "AB"}
+    f0 = {
+        spk: median_f0(
+            np.concatenate([audio[int(t["start"] * SR) : int(t["end"] * SR)] for t in turns if t["speaker"] == spk])
+        )
+        for spk in "AB"
+    }
     assert f0["B"] > 1.8 * f0["A"], f0  # a low male and a high female voice
     assert 70 < f0["A"] < 150 and 180 < f0["B"] < 350, f0
 
 
 def decode(path) -> list[np.ndarray]:
     import av
+
     with av.open(str(path)) as c:
         return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
 
@@ -109,8 +114,7 @@ def test_video_faces_and_moving_mouths(dialogue_session):
     for t in truth["turns"]:
         i0, i1 = int(np.ceil(t["start"] * 15)), int(t["end"] * 15)
         silent = "right" if t["face"] == "left" else "left"
-        (talk_px, talk_mean), (still_px, still_mean) = (mouth_motion(t["face"], i0, i1),
-                                                        mouth_motion(silent, i0, i1))
+        (talk_px, talk_mean), (still_px, still_mean) = (mouth_motion(t["face"], i0, i1), mouth_motion(silent, i0, i1))
         assert talk_px > 3 * still_px, (t, talk_px, still_px)
         assert talk_mean > 10 * still_mean + 5, (t, talk_mean, still_mean)
 

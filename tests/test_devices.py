@@ -1,4 +1,5 @@
 """`robot-emotion devices` on the PulseAudio virtual microphone and a file-backed camera."""
+
 import json
 
 from conftest import REPO, run_cli
@@ -33,7 +34,7 @@ def test_lists_the_virtual_microphone_and_marks_the_configured_one(pulse, tmp_pa
     s, text = devices(f'camera.source="{video}"', 'camera.enabled=true')
     mics = s["microphone"]["devices"]
     assert s["microphone"]["error"] is None and s["microphone"]["device"] == ""
-    assert {"pulse", "default"} <= {d["name"] for d in mics}            # PulseAudio, through ALSA
+    assert {"pulse", "default"} <= {d["name"] for d in mics}  # PulseAudio, through ALSA
     assert all(d["input_channels"] > 0 and d["default_samplerate"] > 0 for d in mics)
     # "" = the system default input: exactly that device is marked
     (configured,) = [d for d in mics if d["configured"]]
@@ -63,8 +64,8 @@ def test_no_sound_server_is_reported_not_raised(pulse):
     microphone list is empty, and the command says so and exits 0."""
     env = {"PULSE_SERVER": "unix:/nonexistent/pulse/native"}
     s, text = devices(env=env)
-    assert s["pulseaudio"] is None                     # pactl cannot reach a server either
-    if s["microphone"]["devices"]:                     # a machine with a real sound card
+    assert s["pulseaudio"] is None  # pactl cannot reach a server either
+    if s["microphone"]["devices"]:  # a machine with a real sound card
         assert any(d["configured"] for d in s["microphone"]["devices"]) or s["microphone"]["error"]
     else:
         assert "no input device" in s["microphone"]["error"] and "! no input device" in text

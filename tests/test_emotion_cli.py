@@ -1,4 +1,5 @@
 """The shipped emotion model through the CLI: dev figures, refused checkpoints."""
+
 import json
 
 import pytest
@@ -17,8 +18,10 @@ def test_evaluate_on_meld_dev_reproduces_the_shipped_figures(tmp_path):
     assert r.returncode == 0, r.stderr
     report = json.loads(out.read_text())
     shipped = read_checkpoint(DEFAULT_CHECKPOINT)["metrics"]["dev_text"]
-    print(f"MELD dev, text only: acc {report['accuracy']:.3f} bacc {report['balanced_accuracy']:.3f} "
-          f"wF1 {report['weighted_f1']:.3f}")
+    print(
+        f"MELD dev, text only: acc {report['accuracy']:.3f} bacc {report['balanced_accuracy']:.3f} "
+        f"wF1 {report['weighted_f1']:.3f}"
+    )
     assert report["n"] == 1109 if "n" in report else True
     # int8 kernels differ from CPU to CPU: on an AMD EPYC the same model and text give
     # accuracy 0.6087 against the 0.6060 recorded at training (3 of 1109 utterances)
@@ -27,22 +30,31 @@ def test_evaluate_on_meld_dev_reproduces_the_shipped_figures(tmp_path):
     assert "| neutral |" in r.stdout and "weighted F1" in r.stdout
 
 
-@pytest.mark.parametrize("text_id,version", [
-    ("bert-base-uncased", "1"),
-    # same text model name, other weights (a checkpoint fitted on an earlier text model's features)
-    ("text_emotion@all-MiniLM-L6-v2", "1"),
-])
+@pytest.mark.parametrize(
+    "text_id,version",
+    [
+        ("bert-base-uncased", "1"),
+        # same text model name, other weights (a checkpoint fitted on an earlier text model's features)
+        ("text_emotion@all-MiniLM-L6-v2", "1"),
+    ],
+)
 def test_checkpoint_with_other_encoders_is_refused(tmp_path, short_session, text_id, version):
     folder, _ = short_session
     ck = tmp_path / "other.pt"
     dims = {"text": 0, "face": 0}
-    save_checkpoint(ck, build_model("late", dims, 7), family="late", dims=dims, hparams={},
-                    encoders={"text": {"id": text_id, "version": version},
-                              "face": {"id": "fer2013-mini-xception", "version": "1"}},
-                    training={}, metrics={})
+    save_checkpoint(
+        ck,
+        build_model("late", dims, 7),
+        family="late",
+        dims=dims,
+        hparams={},
+        encoders={"text": {"id": text_id, "version": version}, "face": {"id": "fer2013-mini-xception", "version": "1"}},
+        training={},
+        metrics={},
+    )
     r = run_cli("replay", folder, "--model", ck, "--set", 'publish.endpoint="tcp://127.0.0.1:*"')
     assert r.returncode == 3, r.stderr
-    errors = [l for l in r.stderr.splitlines() if not l.startswith("#")]   # (# progress lines)
+    errors = [l for l in r.stderr.splitlines() if not l.startswith("#")]  # (# progress lines)
     assert len(errors) == 1 and errors[0].startswith("robot-emotion: error:")
     assert f"text encoder '{text_id}@{version}'" in errors[0]
 
@@ -68,10 +80,12 @@ def test_evaluate_refuses_unwritable_outputs_before_any_work(tmp_path):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
     (tmp_path / "afile").write_text("x")
-    for extra, why in ((["--json", tmp_path], "is a folder"),
-                       (["--json", tmp_path / "missing" / "x.json"], "does not exist"),
-                       (["--out", tmp_path / "afile"], "not a folder"),
-                       (["--out", tmp_path / "afile" / "report"], "is a file")):
+    for extra, why in (
+        (["--json", tmp_path], "is a folder"),
+        (["--json", tmp_path / "missing" / "x.json"], "does not exist"),
+        (["--out", tmp_path / "afile"], "not a folder"),
+        (["--out", tmp_path / "afile" / "report"], "is a file"),
+    ):
         r = run_cli("evaluate", "--meld-csv", csv, "--model", junk, *extra)
         err = r.stderr.strip()
         assert r.returncode == 2 and err.count("\n") == 0 and err.startswith("robot-emotion: error: --"), err

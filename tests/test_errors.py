@@ -4,6 +4,7 @@
 Every row but one fails before any model loads (`quick`: no "# loading" progress line on stderr);
 a checkpoint whose dims differ from the text encoder's is only known once that encoder loaded.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,8 +25,7 @@ from robot_emotion import config as C
 # The node prints "# loading <stage>" before each model loads (runner.build_perception): a row
 # refused before any model loads has none of these lines; the row that needs a model has them.
 LOADING = "# loading "
-META = {"format": "robot_emotion.session", "version": 1, "session_id": "t", "unix_start": 0.0,
-        "sample_rate": 16000}
+META = {"format": "robot_emotion.session", "version": 1, "session_id": "t", "unix_start": 0.0, "sample_rate": 16000}
 
 
 def _wav(path: Path, seconds: float = 1.0) -> None:
@@ -38,6 +38,7 @@ def _wav(path: Path, seconds: float = 1.0) -> None:
 
 def _session(meta: bytes, times: bytes | None = None):
     """A session folder with the given session.json (and video_times.csv + a video stub)."""
+
     def make(folder: Path) -> None:
         folder.mkdir()
         (folder / "session.json").write_bytes(meta)
@@ -45,25 +46,40 @@ def _session(meta: bytes, times: bytes | None = None):
         if times is not None:
             (folder / "video.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(64))
             (folder / "video_times.csv").write_bytes(times)
+
     return make
 
 
 def _checkpoint(family="late", dims=None, labels=None, n_classes=7):
     """A checkpoint saved with the project's own writer, as `robot-emotion train` would."""
+
     def make(path: Path) -> None:
         from robot_emotion import EMOTIONS
         from robot_emotion.models import build_model, save_checkpoint
+
         d = dims or {"text": 0, "face": 0}
-        save_checkpoint(path, build_model(family, d, n_classes), family=family, dims=d, hparams={},
-                        labels=labels or EMOTIONS[:n_classes], training={}, metrics={},
-                        encoders={"text": {"id": "text_emotion@all-MiniLM-L6-v2", "version": "80877497727e"},
-                                  "face": {"id": "fer2013-mini-xception", "version": "1"}})
+        save_checkpoint(
+            path,
+            build_model(family, d, n_classes),
+            family=family,
+            dims=d,
+            hparams={},
+            labels=labels or EMOTIONS[:n_classes],
+            training={},
+            metrics={},
+            encoders={
+                "text": {"id": "text_emotion@all-MiniLM-L6-v2", "version": "80877497727e"},
+                "face": {"id": "fer2013-mini-xception", "version": "1"},
+            },
+        )
+
     return make
 
 
 def _text(content: str | bytes):
     def make(path: Path) -> None:
         path.write_bytes(content if isinstance(content, bytes) else content.encode())
+
     return make
 
 
@@ -82,60 +98,168 @@ MELD_ROW = '1,"Oh, hi!",Joey,joy,positive,0,0,1,1,"00:00:01,000","00:00:02,000"\
 # files to create, exit code, fragment of the one line, quick (refused before any model loads)
 ROWS = [
     # session folders a user hands to replay
-    ("session-json-array", ["replay", "{tmp}/s"], {"s": _session(b"[1, 2, 3]")}, 3,
-     "expected a JSON object", True),
-    ("session-version-string", ["replay", "{tmp}/s"],
-     {"s": _session(json.dumps({**META, "version": "2"}).encode())}, 3, "'version' must be a positive integer", True),
+    ("session-json-array", ["replay", "{tmp}/s"], {"s": _session(b"[1, 2, 3]")}, 3, "expected a JSON object", True),
+    (
+        "session-version-string",
+        ["replay", "{tmp}/s"],
+        {"s": _session(json.dumps({**META, "version": "2"}).encode())},
+        3,
+        "'version' must be a positive integer",
+        True,
+    ),
     ("session-json-binary", ["replay", "{tmp}/s"], {"s": _session(BINARY)}, 3, "session.json", True),
-    ("session-unix-start-nan", ["replay", "{tmp}/s"],
-     {"s": _session(json.dumps({**META, "unix_start": math.nan}).encode())}, 3, "unix_start", True),
-    ("video-times-binary", ["replay", "{tmp}/s"],
-     {"s": _session(json.dumps(META).encode(), BINARY)}, 3, "video_times.csv", True),
-    ("video-times-bad-row", ["replay", "{tmp}/s"],
-     {"s": _session(json.dumps(META).encode(), b"frame,t\n0,0.0\nbanana\n1,0.1\n")}, 3, "line 3", True),
+    (
+        "session-unix-start-nan",
+        ["replay", "{tmp}/s"],
+        {"s": _session(json.dumps({**META, "unix_start": math.nan}).encode())},
+        3,
+        "unix_start",
+        True,
+    ),
+    (
+        "video-times-binary",
+        ["replay", "{tmp}/s"],
+        {"s": _session(json.dumps(META).encode(), BINARY)},
+        3,
+        "video_times.csv",
+        True,
+    ),
+    (
+        "video-times-bad-row",
+        ["replay", "{tmp}/s"],
+        {"s": _session(json.dumps(META).encode(), b"frame,t\n0,0.0\nbanana\n1,0.1\n")},
+        3,
+        "line 3",
+        True,
+    ),
     # config files and --set
-    ("launch-calibration-not-a-path", ["replay", "{wav}", "--launch", "{tmp}/l.toml"],
-     {"l.toml": _text("calibration = 42\n")}, 2, "'calibration' must be the path", True),
-    ("history-max-turns-negative", ["replay", "{wav}", "--set", "node.history_max_turns=-5"], {}, 2,
-     "node.history_max_turns", True),
-    ("min-face-px-bigger-than-frame", ["replay", "{wav}", "--set", "faces.min_face_px=500"], {}, 2,
-     "faces.min_face_px", True),
-    ("speaker-threshold-nan", ["replay", "{wav}", "--set", "speakers.min_turn_s=nan"], {}, 2,
-     "speakers.min_turn_s", True),
-    ("nan-in-calibration-file", ["replay", "{wav}", "--calibration", "{tmp}/c.toml"],
-     {"c.toml": _text("[av]\noffset_ms = nan\n")}, 2, "av.offset_ms", True),
-    ("min-utterance-above-max", ["replay", "{wav}", "--set", "vad.min_utterance_ms=10000",
-                                 "--set", "vad.max_utterance_s=1"], {}, 2, "vad.min_utterance_ms", True),
-    ("missing-checkpoint-file", ["replay", "{wav}", "--model", "{tmp}/nope.pt"], {}, 3,
-     "checkpoint not found", True),
+    (
+        "launch-calibration-not-a-path",
+        ["replay", "{wav}", "--launch", "{tmp}/l.toml"],
+        {"l.toml": _text("calibration = 42\n")},
+        2,
+        "'calibration' must be the path",
+        True,
+    ),
+    (
+        "history-max-turns-negative",
+        ["replay", "{wav}", "--set", "node.history_max_turns=-5"],
+        {},
+        2,
+        "node.history_max_turns",
+        True,
+    ),
+    (
+        "min-face-px-bigger-than-frame",
+        ["replay", "{wav}", "--set", "faces.min_face_px=500"],
+        {},
+        2,
+        "faces.min_face_px",
+        True,
+    ),
+    (
+        "speaker-threshold-nan",
+        ["replay", "{wav}", "--set", "speakers.min_turn_s=nan"],
+        {},
+        2,
+        "speakers.min_turn_s",
+        True,
+    ),
+    (
+        "nan-in-calibration-file",
+        ["replay", "{wav}", "--calibration", "{tmp}/c.toml"],
+        {"c.toml": _text("[av]\noffset_ms = nan\n")},
+        2,
+        "av.offset_ms",
+        True,
+    ),
+    (
+        "min-utterance-above-max",
+        ["replay", "{wav}", "--set", "vad.min_utterance_ms=10000", "--set", "vad.max_utterance_s=1"],
+        {},
+        2,
+        "vad.min_utterance_ms",
+        True,
+    ),
+    ("missing-checkpoint-file", ["replay", "{wav}", "--model", "{tmp}/nope.pt"], {}, 3, "checkpoint not found", True),
     # arguments
     ("speed-nan", ["replay", "{wav}", "--speed", "nan"], {}, 2, "--speed", True),
     ("speed-inf", ["replay", "{wav}", "--speed", "inf"], {}, 2, "--speed", True),
     ("speed-negative", ["replay", "{wav}", "--speed", "-2"], {}, 2, "--speed", True),
     ("replay-out-is-a-folder", ["replay", "{wav}", "--out", "{tmp}"], {}, 2, "is a folder", True),
-    ("replay-out-in-a-missing-folder", ["replay", "{wav}", "--out", "{tmp}/no/such/x.jsonl"], {}, 2,
-     "does not exist", True),
+    (
+        "replay-out-in-a-missing-folder",
+        ["replay", "{wav}", "--out", "{tmp}/no/such/x.jsonl"],
+        {},
+        2,
+        "does not exist",
+        True,
+    ),
     ("run-out-is-a-folder", ["run", "--out", "{tmp}", "--duration", "1"], {}, 2, "is a folder", True),
-    ("record-onto-a-file", ["record", "{tmp}/taken.txt", "--duration", "1"], {"taken.txt": _text("x")}, 2,
-     "it is a file", True),
+    (
+        "record-onto-a-file",
+        ["record", "{tmp}/taken.txt", "--duration", "1"],
+        {"taken.txt": _text("x")},
+        2,
+        "it is a file",
+        True,
+    ),
     ("record-duration-negative", ["record", "{tmp}/new", "--duration", "-1"], {}, 2, "--duration", True),
     ("run-duration-nan", ["run", "--duration", "nan"], {}, 2, "--duration", True),
     # checkpoints that would fail at the first utterance: refused while the emotion stage loads
-    ("checkpoint-with-5-labels", ["replay", "{wav}", "--model", "{tmp}/five.pt"],
-     {"five.pt": _checkpoint(n_classes=5)}, 3, "are not the node's 7 emotions", True),
-    ("checkpoint-with-other-dims", ["replay", "{wav}", "--model", "{tmp}/dims.pt",
-                                    "--set", "asr.enabled=false", "--set", "speakers.enabled=false"],
-     {"dims.pt": _checkpoint("early", {"text": 300, "face": 128})}, 3, "300-dimensional", False),
+    (
+        "checkpoint-with-5-labels",
+        ["replay", "{wav}", "--model", "{tmp}/five.pt"],
+        {"five.pt": _checkpoint(n_classes=5)},
+        3,
+        "are not the node's 7 emotions",
+        True,
+    ),
+    (
+        "checkpoint-with-other-dims",
+        [
+            "replay",
+            "{wav}",
+            "--model",
+            "{tmp}/dims.pt",
+            "--set",
+            "asr.enabled=false",
+            "--set",
+            "speakers.enabled=false",
+        ],
+        {"dims.pt": _checkpoint("early", {"text": 300, "face": 128})},
+        3,
+        "300-dimensional",
+        False,
+    ),
     # the publisher's endpoint: bound before any model loads (publish.check_endpoint)
     ("endpoint-bad-address", ["replay", "{wav}", "--endpoint", "tcp://300.1.1.1:1"], {}, 2, "300.1.1.1", True),
     ("endpoint-busy-port", ["replay", "{wav}", "--endpoint", "tcp://127.0.0.1:{busy}"], {}, 2, "127.0.0.1", True),
     # MELD CSVs and the evaluation's outputs: refused before the model loads (data/meld.py, evaluate.py)
-    ("meld-csv-cut-mid-row", ["evaluate", "--meld-csv", "{tmp}/cut.csv"],
-     {"cut.csv": _text(MELD_HEADER + MELD_ROW + '2,"Well, I nev')}, 3, "line 3", True),
-    ("meld-csv-short-row", ["evaluate", "--meld-csv", "{tmp}/short.csv"],
-     {"short.csv": _text(MELD_HEADER + MELD_ROW + "2,Okay,Ross,neutral\n" + MELD_ROW)}, 3, "line 3", True),
-    ("evaluate-json-is-a-folder", ["evaluate", "--meld-csv", "{tmp}/ok.csv", "--json", "{tmp}"],
-     {"ok.csv": _text(MELD_HEADER + MELD_ROW)}, 2, "--json", True),
+    (
+        "meld-csv-cut-mid-row",
+        ["evaluate", "--meld-csv", "{tmp}/cut.csv"],
+        {"cut.csv": _text(MELD_HEADER + MELD_ROW + '2,"Well, I nev')},
+        3,
+        "line 3",
+        True,
+    ),
+    (
+        "meld-csv-short-row",
+        ["evaluate", "--meld-csv", "{tmp}/short.csv"],
+        {"short.csv": _text(MELD_HEADER + MELD_ROW + "2,Okay,Ross,neutral\n" + MELD_ROW)},
+        3,
+        "line 3",
+        True,
+    ),
+    (
+        "evaluate-json-is-a-folder",
+        ["evaluate", "--meld-csv", "{tmp}/ok.csv", "--json", "{tmp}"],
+        {"ok.csv": _text(MELD_HEADER + MELD_ROW)},
+        2,
+        "--json",
+        True,
+    ),
 ]
 
 
@@ -150,7 +274,7 @@ def test_one_line_error_and_exit_code(tmp_path, name, args, files, code, fragmen
         argv = [a.format(tmp=tmp_path, wav=tmp_path / "speech.wav", busy=port) for a in args]
         t0 = time.monotonic()
         r = run_cli(*argv, timeout=300)
-        wall = time.monotonic() - t0   # for the message only: this machine's load varies
+        wall = time.monotonic() - t0  # for the message only: this machine's load varies
     finally:
         busy.close()
     err = r.stderr.strip().splitlines()
@@ -167,6 +291,7 @@ def test_one_line_error_and_exit_code(tmp_path, name, args, files, code, fragmen
 
 
 # ---- the config table itself: every field has a rule, refuses NaN/inf and other types ----
+
 
 def _fields():
     hints = typing.get_type_hints(C.Config)
@@ -196,17 +321,20 @@ def test_every_field_refuses_wrong_types_and_non_finite_numbers(section, name, t
             with pytest.raises(C.ConfigError, match=rf"'{section}\.{name}' must be a finite number"):
                 C.load(None, overrides=[f"{section}.{name}={value}"])
     if typ in (int, float) and name not in ("offset_ms", "gain_db", "min_logprob"):
-        with pytest.raises(C.ConfigError, match=rf"'{section}\.{name}'"):   # no count, size,
-            C.load(None, overrides=[f"{section}.{name}=-1000000"])          # rate or time < 0
+        with pytest.raises(C.ConfigError, match=rf"'{section}\.{name}'"):  # no count, size,
+            C.load(None, overrides=[f"{section}.{name}=-1000000"])  # rate or time < 0
 
 
-@pytest.mark.parametrize("overrides,key", [
-    (["vad.min_utterance_ms=10000", "vad.max_utterance_s=1"], "vad.min_utterance_ms"),
-    (["faces.min_face_px=300", "faces.max_face_px=200"], "faces.min_face_px"),
-    (["camera.height=240", "faces.min_face_px=300"], "faces.min_face_px"),
-    (["node.history_max_turns=4"], "node.history_max_turns"),
-    (["speakers.probe_s=5", "vad.max_utterance_s=4"], "speakers.probe_s"),
-])
+@pytest.mark.parametrize(
+    "overrides,key",
+    [
+        (["vad.min_utterance_ms=10000", "vad.max_utterance_s=1"], "vad.min_utterance_ms"),
+        (["faces.min_face_px=300", "faces.max_face_px=200"], "faces.min_face_px"),
+        (["camera.height=240", "faces.min_face_px=300"], "faces.min_face_px"),
+        (["node.history_max_turns=4"], "node.history_max_turns"),
+        (["speakers.probe_s=5", "vad.max_utterance_s=4"], "speakers.probe_s"),
+    ],
+)
 def test_fields_that_must_agree(overrides, key):
     with pytest.raises(C.ConfigError, match=rf"'{key}'"):
         C.load(None, overrides=overrides)
@@ -216,7 +344,8 @@ def test_fields_that_must_agree(overrides, key):
 
 
 def test_config_replaced_by_code_is_checked_too():
-    cfg = dataclasses.replace(C.Config(), vad=dataclasses.replace(C.Config().vad, min_utterance_ms=5000,
-                                                                    max_utterance_s=2.0))
+    cfg = dataclasses.replace(
+        C.Config(), vad=dataclasses.replace(C.Config().vad, min_utterance_ms=5000, max_utterance_s=2.0)
+    )
     with pytest.raises(C.ConfigError, match="vad.min_utterance_ms"):
         C.from_dict(cfg.to_dict())

@@ -1,4 +1,5 @@
 """Faces on real media: MTCNN detection + tracking, FER2013 CNN layout check, expression output."""
+
 from __future__ import annotations
 
 import json
@@ -19,6 +20,7 @@ MELD = FIXTURES / "meld_train_dia1_utt0.mp4"
 
 def _weights() -> Path:
     from robot_emotion.vision.expression import default_weights_path
+
     path = default_weights_path()
     if not path.is_file():
         pytest.skip(f"FER weights not installed at {path}")
@@ -43,8 +45,10 @@ def keras_numpy_forward(h5_path, x_nhwc):
 
         def visit(name, obj):
             if isinstance(obj, h5py.Dataset):
-                weights.setdefault(name.split("/")[0], {})[name.split("/")[-1].split(":")[0]] = \
-                    np.asarray(obj[()], np.float64)
+                weights.setdefault(name.split("/")[0], {})[name.split("/")[-1].split(":")[0]] = np.asarray(
+                    obj[()], np.float64
+                )
+
         f["model_weights"].visititems(visit)
 
     def pad(x, k, s, mode, value=0.0):
@@ -61,7 +65,7 @@ def keras_numpy_forward(h5_path, x_nhwc):
         ho, wo = (x.shape[1] - k) // s + 1, (x.shape[2] - k) // s + 1
         for i in range(k):
             for j in range(k):
-                yield i, j, x[:, i:i + (ho - 1) * s + 1:s, j:j + (wo - 1) * s + 1:s, :]
+                yield i, j, x[:, i : i + (ho - 1) * s + 1 : s, j : j + (wo - 1) * s + 1 : s, :]
 
     def conv(x, kern, s, mode):
         x = pad(x, kern.shape[0], s, mode)
@@ -83,8 +87,7 @@ def keras_numpy_forward(h5_path, x_nhwc):
         elif kind == "SeparableConv2D":
             y = conv(depthwise(ins[0], w["depthwise_kernel"], c["padding"]), w["pointwise_kernel"], 1, "valid")
         elif kind == "BatchNormalization":
-            y = ((ins[0] - w["moving_mean"]) / np.sqrt(w["moving_variance"] + c["epsilon"])
-                 * w["gamma"] + w["beta"])
+            y = (ins[0] - w["moving_mean"]) / np.sqrt(w["moving_variance"] + c["epsilon"]) * w["gamma"] + w["beta"]
         elif kind == "Activation" and c["activation"] == "relu":
             y = np.maximum(ins[0], 0.0)
         elif kind == "Activation" and c["activation"] == "softmax":
@@ -207,6 +210,7 @@ def test_detect_and_track_main_face(pipeline, path):
     assert series["box"].shape == (len(main_ids), 4)
     if path == MELD:  # Joey talks through the whole clip: his mouth must read as active
         from robot_emotion.vision.active_speaker import ACTIVITY_FLOOR
+
         act = series["mouth_activity"][series["t"] >= 0.5]
         assert np.median(act) > 2 * ACTIVITY_FLOOR, act
 
@@ -260,6 +264,7 @@ def test_following_known_faces_matches_a_search(path):
     two stages: on real faces the same faces, boxes and landmarks as a search, and a face that
     is gone is dropped (then the pipeline searches again)."""
     from robot_emotion.vision.faces import FaceDetector
+
     det = FaceDetector(min_face_px=40)
     frames = [img for _, img in _frames_5hz(_need(path))][:12]
     prev = det.detect(frames[0])[0]
@@ -290,6 +295,7 @@ def test_batched_search_finds_what_facenet_finds(path):
     probabilities and landmarks as facenet-pytorch's own MTCNN.detect."""
     from robot_emotion.vision.faces import FaceDetector
     from robot_emotion.vision.mtcnn_search import search
+
     mtcnn = FaceDetector(min_face_px=40).mtcnn
     found = 0
     for _, img in list(_frames_5hz(_need(path)))[:10]:

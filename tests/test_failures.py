@@ -1,9 +1,17 @@
 """node.errors holds typed failures: the class, not the wording, decides the exit code."""
+
 import json
 import pickle
 
-from robot_emotion.errors import (EXIT_INPUT, EXIT_RUNTIME, DeviceLost, Failure, InputError,
-                                  RobotEmotionError, as_exception)
+from robot_emotion.errors import (
+    EXIT_INPUT,
+    EXIT_RUNTIME,
+    DeviceLost,
+    Failure,
+    InputError,
+    RobotEmotionError,
+    as_exception,
+)
 
 
 def test_a_failure_reads_as_its_message():
@@ -11,7 +19,7 @@ def test_a_failure_reads_as_its_message():
     assert f == "faces: RuntimeError: boom" and "boom" in f and f.startswith("faces")
     assert json.dumps({"error": f}) == '{"error": "faces: RuntimeError: boom"}'
     assert f.code == EXIT_RUNTIME
-    back = pickle.loads(pickle.dumps(f))       # the bench's child process sends it back
+    back = pickle.loads(pickle.dumps(f))  # the bench's child process sends it back
     assert back == f and back.error is RobotEmotionError
 
 

@@ -1,6 +1,7 @@
 """footprint.bound_primitive_caches: oneDNN's primitive caches stay bounded, so a node that sees
 a new input length every turn stops growing (README "Running for days"): torch's at 128 (room
 for the face nets' shapes), CTranslate2's at 8 (its encoder's primitives are large)."""
+
 import json
 import os
 import subprocess
@@ -71,23 +72,23 @@ def _growth(script: str, capacity: str | None) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
-                                reason="RssAnon and malloc_trim are Linux/glibc")
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RssAnon and malloc_trim are Linux/glibc")
 
 
 @linux_only
 def test_new_input_lengths_stop_growing_torch_memory():
-    bounded = _growth(TORCH_GROWTH, None)            # the node's default, set in-process
+    bounded = _growth(TORCH_GROWTH, None)  # the node's default, set in-process
     if not bounded["mkldnn"]:
         pytest.skip("this torch has no oneDNN: nothing to bound")
-    unbounded = _growth(TORCH_GROWTH, "1024")        # oneDNN's own default, which the user may still choose
-    assert unbounded["growth_mb"] > 5.0, unbounded   # the growth this guards against is real here
+    unbounded = _growth(TORCH_GROWTH, "1024")  # oneDNN's own default, which the user may still choose
+    assert unbounded["growth_mb"] > 5.0, unbounded  # the growth this guards against is real here
     assert bounded["growth_mb"] < 1.5, bounded
 
 
 @linux_only
 def test_new_turn_lengths_do_not_grow_the_recogniser():
     from robot_emotion.audio.asr import default_whisper_path
+
     if not os.path.isfile(os.path.join(default_whisper_path(), "model.bin")):
         pytest.skip(f"no faster-whisper model at {default_whisper_path()} (run scripts/setup.sh)")
     bounded = _growth(CT2_GROWTH, None)

@@ -1,5 +1,6 @@
 """Fusion models: the interface, the paper's crossmodal-embracenet on a task that needs fusion,
 missing-modality robustness, determinism, and self-describing checkpoints."""
+
 from __future__ import annotations
 
 import functools
@@ -8,8 +9,16 @@ import pytest
 import torch
 
 from robot_emotion import EMOTIONS
-from robot_emotion.models import (FAMILIES, MODALITIES, CheckpointError, FusionInput, bench_fusion,
-                                  build_model, load_checkpoint, save_checkpoint)
+from robot_emotion.models import (
+    FAMILIES,
+    MODALITIES,
+    CheckpointError,
+    FusionInput,
+    bench_fusion,
+    build_model,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 torch.set_num_threads(1)
 
@@ -17,13 +26,17 @@ DIMS = {"text": 12, "audio": 10, "face": 6}
 # three latent binary factors; each is visible in exactly two modalities, so any single modality
 # sees two of three factors while any two modalities together see all three
 VISIBLE = {"text": (0, 1), "audio": (1, 2), "face": (0, 2)}
-ENCODERS = {"text": {"id": "minilm-l6-v2", "version": "1"},
-            "audio": {"id": "whisper-tiny-enc", "version": "1"},
-            "face": {"id": "fer2013-cnn", "version": "1"}}
-SMALL = {"crossmodal-embracenet": {"d": 32, "heads": 2, "c": 64},
-         "early": {"d": 32, "hidden": 64},
-         "late": {"hidden": 32},
-         "unified": {"d": 32, "heads": 2, "enc_layers": 1}}
+ENCODERS = {
+    "text": {"id": "minilm-l6-v2", "version": "1"},
+    "audio": {"id": "whisper-tiny-enc", "version": "1"},
+    "face": {"id": "fer2013-cnn", "version": "1"},
+}
+SMALL = {
+    "crossmodal-embracenet": {"d": 32, "heads": 2, "c": 64},
+    "early": {"d": 32, "hidden": 64},
+    "late": {"hidden": 32},
+    "unified": {"d": 32, "heads": 2, "enc_layers": 1},
+}
 
 
 def make_task(n: int, seed: int, T: int = 8, noise: float = 1.0):
@@ -51,8 +64,7 @@ def make_task(n: int, seed: int, T: int = 8, noise: float = 1.0):
 
 def subset(inp: FusionInput, idx) -> FusionInput:
     pick = lambda d: None if d is None else {k: v[idx] for k, v in d.items()}  # noqa: E731
-    return FusionInput(pick(inp.seqs), pick(inp.seq_mask), pick(inp.pooled), inp.available[idx],
-                       pick(inp.probs))
+    return FusionInput(pick(inp.seqs), pick(inp.seq_mask), pick(inp.pooled), inp.available[idx], pick(inp.probs))
 
 
 def only(inp: FusionInput, keep) -> FusionInput:
@@ -106,7 +118,7 @@ def test_fusion_beats_unimodal_and_survives_a_missing_modality():
     print(f"\nfused {acc:.3f} unimodal {uni} fused-with-one-missing {missing}")
     assert acc > 0.85
     for m in MODALITIES:
-        assert uni[m] < 0.7, uni            # a single modality sees only 2 of the 3 factors
+        assert uni[m] < 0.7, uni  # a single modality sees only 2 of the 3 factors
         assert acc > uni[m] + 0.15, (acc, uni)
         assert missing[m] >= 0.8 * acc, (acc, missing)
 
@@ -116,16 +128,23 @@ def test_missing_modality_has_no_influence_and_eval_is_deterministic():
     model = trained_fused()
     x = subset(xte, slice(0, 64))
     no_face = only(x, ["text", "audio"])
-    garbage = FusionInput({**x.seqs, "face": torch.randn_like(x.seqs["face"]) * 100},
-                          x.seq_mask, {**x.pooled, "face": torch.randn_like(x.pooled["face"])},
-                          no_face.available)
+    garbage = FusionInput(
+        {**x.seqs, "face": torch.randn_like(x.seqs["face"]) * 100},
+        x.seq_mask,
+        {**x.pooled, "face": torch.randn_like(x.pooled["face"])},
+        no_face.available,
+    )
     with torch.no_grad():
         a, b, c = model(no_face), model(no_face), model(garbage)
     assert torch.equal(a.probs, b.probs) and torch.equal(a.embedding, b.embedding)
     torch.testing.assert_close(a.probs, c.probs, rtol=0, atol=1e-6)
     # padding content is irrelevant too
-    padded = FusionInput({m: torch.where(x.seq_mask[m].unsqueeze(-1), s, -s * 7) for m, s in x.seqs.items()},
-                         x.seq_mask, x.pooled, x.available)
+    padded = FusionInput(
+        {m: torch.where(x.seq_mask[m].unsqueeze(-1), s, -s * 7) for m, s in x.seqs.items()},
+        x.seq_mask,
+        x.pooled,
+        x.available,
+    )
     with torch.no_grad():
         torch.testing.assert_close(model(padded).probs, model(x).probs, rtol=0, atol=1e-6)
 
@@ -138,9 +157,9 @@ def test_modality_dropout_keeps_one_and_never_revives():
     torch.manual_seed(0)
     prep = model._prepare(x, modality_dropout=0.9)
     A = prep.avail_matrix(MODALITIES)
-    assert not (A & ~x.available).any()                      # never marks a missing one available
-    assert (A.any(1) == x.available.any(1)).all()             # at least one kept where there was one
-    assert A.sum() < x.available.sum() * 0.5                  # and it does drop
+    assert not (A & ~x.available).any()  # never marks a missing one available
+    assert (A.any(1) == x.available.any(1)).all()  # at least one kept where there was one
+    assert A.sum() < x.available.sum() * 0.5  # and it does drop
     for m in MODALITIES:
         assert not prep.mask[m][~prep.avail[m]].any() and (prep.seq[m][~prep.avail[m]] == 0).all()
 
@@ -179,10 +198,18 @@ def test_family_trains_round_trips_and_handles_no_modality(family, tmp_path):
     assert torch.isfinite(model.loss(o0, y)) and torch.isfinite(model.loss(om, y))
 
     # checkpoint round trip: plain torch.load(weights_only=True) works, outputs identical
-    path = save_checkpoint(tmp_path / f"{family}.pt", model, family=family, dims=DIMS,
-                           hparams=SMALL[family], labels=EMOTIONS, encoders=ENCODERS,
-                           training={"data": "synthetic", "epochs": 4, "optimizer": "adam", "seed": 0},
-                           metrics={"loss": after}, extra_state={"temperature": torch.tensor([1.0])})
+    path = save_checkpoint(
+        tmp_path / f"{family}.pt",
+        model,
+        family=family,
+        dims=DIMS,
+        hparams=SMALL[family],
+        labels=EMOTIONS,
+        encoders=ENCODERS,
+        training={"data": "synthetic", "epochs": 4, "optimizer": "adam", "seed": 0},
+        metrics={"loss": after},
+        extra_state={"temperature": torch.tensor([1.0])},
+    )
     raw = torch.load(path, weights_only=True)
     assert raw["family"] == family and raw["labels"] == list(EMOTIONS) and raw["encoders"] == ENCODERS
     loaded, meta = load_checkpoint(path, expected_encoders=ENCODERS)
@@ -196,8 +223,9 @@ def test_family_trains_round_trips_and_handles_no_modality(family, tmp_path):
 
 def test_checkpoint_refuses_other_encoders_and_bad_files(tmp_path):
     model = build_model("early", DIMS)
-    path = save_checkpoint(tmp_path / "m.pt", model, family="early", dims=DIMS, hparams={},
-                           encoders=ENCODERS, training={}, metrics={})
+    path = save_checkpoint(
+        tmp_path / "m.pt", model, family="early", dims=DIMS, hparams={}, encoders=ENCODERS, training={}, metrics={}
+    )
     other = {**ENCODERS, "text": {"id": "bert-base", "version": "1"}}
     with pytest.raises(CheckpointError) as e:
         load_checkpoint(path, expected_encoders=other)

@@ -2,6 +2,7 @@
 
 The policy on lag sequences (levels in order, hysteresis, counters, shed_s); a real live node
 over a recording at recorded pace that sheds and still finishes every turn; a replay that never sheds."""
+
 import pytest
 
 from robot_emotion.bus import messages
@@ -24,17 +25,18 @@ def _feed(s: LoadShedder, lag_ms: float, t0: float, t1: float, step: float = 0.0
 
 # ---- the policy ---------------------------------------------------------------------------
 
+
 def test_the_order_is_partial_then_incremental_then_faces():
     assert LEVELS == ("partial", "incremental", "faces")
 
 
 def test_levels_go_up_in_order_at_most_one_per_escalate_s():
     s = LoadShedder(BUDGET)
-    s.observe(900, 0.0)                       # under the budget: nothing shed
+    s.observe(900, 0.0)  # under the budget: nothing shed
     assert s.level == 0 and s.shedding == ()
-    s.observe(1200, 1.0)                      # over it: the first level at once
+    s.observe(1200, 1.0)  # over it: the first level at once
     assert s.level == 1 and s.shedding == ("partial",)
-    _feed(s, 5000, 1.03, 1.0 + ESCALATE_S)    # still over, but not a second level within ESCALATE_S
+    _feed(s, 5000, 1.03, 1.0 + ESCALATE_S)  # still over, but not a second level within ESCALATE_S
     assert s.level == 1
     seen = [s.level]
     t = 1.0 + ESCALATE_S
@@ -43,7 +45,7 @@ def test_levels_go_up_in_order_at_most_one_per_escalate_s():
         seen.append(s.level)
         t = round(t + 0.03, 6)
     assert [lv for i, lv in enumerate(seen) if i == 0 or lv != seen[i - 1]] == [1, 2, 3]
-    assert s.shedding == LEVELS and s.level == len(LEVELS)       # the top holds
+    assert s.shedding == LEVELS and s.level == len(LEVELS)  # the top holds
     assert s.changes == 3 and s.peak_lag_ms == 5000
 
 
@@ -51,12 +53,12 @@ def test_hysteresis_leaves_one_level_after_calm_s_under_half_the_budget():
     s = LoadShedder(BUDGET)
     t = _feed(s, 3000, 0.0, 2 * ESCALATE_S + 0.1)
     assert s.level == 3
-    t = _feed(s, 700, t, t + 4 * CALM_S)          # between half and the budget: holds
+    t = _feed(s, 700, t, t + 4 * CALM_S)  # between half and the budget: holds
     assert s.level == 3
-    t = _feed(s, 400, t, t + CALM_S - 0.5)        # under half, not long enough yet
+    t = _feed(s, 400, t, t + CALM_S - 0.5)  # under half, not long enough yet
     assert s.level == 3
-    t = _feed(s, 1200, t, t + 0.03)               # a spike: the calm starts again (and no level
-    assert s.level == 3                           # to go up to)
+    t = _feed(s, 1200, t, t + 0.03)  # a spike: the calm starts again (and no level
+    assert s.level == 3  # to go up to)
     t = _feed(s, 400, t, t + CALM_S - 0.5)
     assert s.level == 3
     t = _feed(s, 400, t, t + 0.6)
@@ -83,17 +85,17 @@ def test_a_silent_robot_proves_nothing():
 def test_every_refusal_is_counted_and_shed_s_is_the_time_each_kind_was_shed():
     s = LoadShedder(BUDGET)
     assert all(s.allow(k) for k in LEVELS) and s.shed == dict.fromkeys(LEVELS, 0)
-    s.observe(2000, 10.0)                              # level 1 from t=10
+    s.observe(2000, 10.0)  # level 1 from t=10
     assert not s.allow("partial") and not s.allow("partial")
     assert s.allow("incremental") and s.allow("faces")
-    s.observe(2000, 11.0)                              # level 2 from t=11
+    s.observe(2000, 11.0)  # level 2 from t=11
     assert not s.allow("incremental")
-    s.observe(2000, 12.0)                              # level 3 from t=12
+    s.observe(2000, 12.0)  # level 3 from t=12
     assert not s.allow("faces")
     assert s.shed == {"partial": 2, "incremental": 1, "faces": 1}
     assert s.shed_s(13.0) == pytest.approx({"partial": 3.0, "incremental": 2.0, "faces": 1.0})
     t, down = 12.0, None
-    while down is None:                                # the lag falls: down to level 2 after CALM_S
+    while down is None:  # the lag falls: down to level 2 after CALM_S
         t = round(t + 0.05, 6)
         s.observe(100, t)
         down = t if s.level == 2 else None
@@ -101,8 +103,8 @@ def test_every_refusal_is_counted_and_shed_s_is_the_time_each_kind_was_shed():
     t = _feed(s, 100, t + 0.05, t + 1.0, step=0.05)
     assert s.level == 2
     shed = s.shed_s(t + 1.0)
-    assert shed["faces"] == pytest.approx(down - 12.0)               # faces no longer shed
-    assert shed["partial"] == pytest.approx(t + 1.0 - 10.0)          # still shed
+    assert shed["faces"] == pytest.approx(down - 12.0)  # faces no longer shed
+    assert shed["partial"] == pytest.approx(t + 1.0 - 10.0)  # still shed
     snap = s.snapshot(t + 1.0)
     assert snap["level"] == 2 and snap["shedding"] == ["partial", "incremental"]
     assert snap["shed"] == {"partial": 2, "incremental": 1, "faces": 1}
@@ -110,8 +112,7 @@ def test_every_refusal_is_counted_and_shed_s_is_the_time_each_kind_was_shed():
     assert snap["lag_ms"] == 100 and snap["peak_lag_ms"] == 2000 and snap["budget_ms"] == BUDGET
 
 
-@pytest.mark.parametrize("shedder", [LoadShedder(BUDGET, enabled=False), LoadShedder(0.0)],
-                         ids=["replay", "budget-0"])
+@pytest.mark.parametrize("shedder", [LoadShedder(BUDGET, enabled=False), LoadShedder(0.0)], ids=["replay", "budget-0"])
 def test_disabled_never_sheds_but_reports_the_lag(shedder):
     _feed(shedder, 60000, 0.0, 10.0)
     assert shedder.level == 0 and all(shedder.allow(k) for k in LEVELS)
@@ -121,6 +122,7 @@ def test_disabled_never_sheds_but_reports_the_lag(shedder):
 
 
 # ---- a real node ----------------------------------------------------------------------------
+
 
 def _topic(events, name):
     return sorted((e for e in events if e["topic"] == name), key=lambda e: e["seq"])
@@ -139,12 +141,16 @@ def test_a_live_node_over_budget_sheds_says_so_and_still_finishes_every_turn(sho
     status = _topic(events, "status")
     assert status and all(s["mode"] == "live" and "load" in s for s in status)
     # status said what was shed, while it was shed
-    assert any(s["load"]["level"] > 0 and s["load"]["shedding"] == list(LEVELS[:s["load"]["level"]])
-               and s["load"]["level_s"] >= 0 for s in status)
+    assert any(
+        s["load"]["level"] > 0
+        and s["load"]["shedding"] == list(LEVELS[: s["load"]["level"]])
+        and s["load"]["level_s"] >= 0
+        for s in status
+    )
     end = node.status()["load"]
     print(f"live node, budget 20 ms: {end}")
     assert end["changes"] >= 1 and end["peak_lag_ms"] > 20
-    assert end["shed"]["incremental"] > 0 and end["shed_s"]["partial"] > 0      # counted, and timed
+    assert end["shed"]["incremental"] > 0 and end["shed_s"]["partial"] > 0  # counted, and timed
     assert end["shed_s"]["partial"] >= end["shed_s"]["incremental"] >= end["shed_s"]["faces"]
     # every turn still has its final utterance and emotion; the queue is empty at the end
     finals = [u for u in _topic(events, "utterance") if u["final"]]
@@ -170,8 +176,8 @@ def test_a_replay_never_sheds(short_session):
         runs.append((events, node))
     (events, node), (default, _) = runs
     end = node.status()["load"]
-    assert end["peak_lag_ms"] > 1 and not end["enabled"]      # the lag is reported ...
-    assert end["level"] == 0 and end["changes"] == 0          # ... and nothing is shed
+    assert end["peak_lag_ms"] > 1 and not end["enabled"]  # the lag is reported ...
+    assert end["level"] == 0 and end["changes"] == 0  # ... and nothing is shed
     assert end["shed"] == dict.fromkeys(LEVELS, 0) and end["shed_s"] == dict.fromkeys(LEVELS, 0.0)
     assert all(s["load"]["level"] == 0 for s in _topic(events, "status"))
     for name in ("utterance", "emotion", "face", "utterance.partial", "speech.end"):
@@ -183,15 +189,35 @@ def test_a_replay_never_sheds(short_session):
 def test_the_bench_contention_table_shows_lag_and_what_was_shed():
     """bench --contention: the paced replay (never sheds) beside the live run, with shed counts."""
     from robot_emotion.cli.bench import format_table
+
     lat = {"emotion first": (300.0, 900.0, 10), "emotion final": (800.0, 2000.0, 10)}
-    load_ = {"peak_lag_ms": 2057.0, "shed": {"partial": 0, "incremental": 6, "faces": 3},
-             "shed_s": {"partial": 11.2, "incremental": 7.0, "faces": 1.4}}
-    row = {"config": "full", "rtf": [0.2], "latency": lat, "latency_halves_p95": {"emotion final": (2100.0, 1900.0)},
-           "paced_cpu_share": 0.4, "peak_rss_mb": 1500, "paced_load": {"peak_lag_ms": 1500.0, "shed": {}, "shed_s": {}},
-           "live": {"latency": lat, "latency_halves_p95": {}, "load": load_, "status_lag_ms": [1.0, 500.0],
-                    "skipped": {"provisional": 1, "partial": 0, "incremental": 3}}}
+    load_ = {
+        "peak_lag_ms": 2057.0,
+        "shed": {"partial": 0, "incremental": 6, "faces": 3},
+        "shed_s": {"partial": 11.2, "incremental": 7.0, "faces": 1.4},
+    }
+    row = {
+        "config": "full",
+        "rtf": [0.2],
+        "latency": lat,
+        "latency_halves_p95": {"emotion final": (2100.0, 1900.0)},
+        "paced_cpu_share": 0.4,
+        "peak_rss_mb": 1500,
+        "paced_load": {"peak_lag_ms": 1500.0, "shed": {}, "shed_s": {}},
+        "live": {
+            "latency": lat,
+            "latency_halves_p95": {},
+            "load": load_,
+            "status_lag_ms": [1.0, 500.0],
+            "skipped": {"provisional": 1, "partial": 0, "incremental": 3},
+        },
+    }
     table = format_table([row], "demo", None, "1 busy process(es)")
-    lines = {ln.split(" | ")[1]: ln for ln in table.splitlines() if ln.startswith("| full | replay (") or ln.startswith("| full | live")}
+    lines = {
+        ln.split(" | ")[1]: ln
+        for ln in table.splitlines()
+        if ln.startswith("| full | replay (") or ln.startswith("| full | live")
+    }
     assert "0 (0 s), 0 (0 s), 0 (0 s)" in lines["replay (never sheds)"]
     live = lines["live semantics"]
     assert "300 / 900" in live and "2057 / " in live and "0 (11 s), 6 (7 s), 3 (1 s)" in live and "| 1, 0, 3 |" in live

@@ -1,5 +1,6 @@
 """MELD.Raw reader: layout, quirks (mojibake, times, gaps, overlaps, corrupt / missing / extra
 clips, final_videos_test*), the skip summary, one-line errors, and the real dev CSV."""
+
 from __future__ import annotations
 
 import csv
@@ -8,11 +9,22 @@ from pathlib import Path
 
 import pytest
 
-from robot_emotion.data.meld import (MeldError, MeldLayout, open_meld, parse_time, read_meld_csv, read_rows)
+from robot_emotion.data.meld import MeldError, MeldLayout, open_meld, parse_time, read_meld_csv, read_rows
 
 SHARED_MELD = Path(os.environ.get("MELD_DIR", Path(__file__).resolve().parents[2] / "shared" / "meld"))
-COLS = ["Sr No.", "Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID",
-        "Season", "Episode", "StartTime", "EndTime"]
+COLS = [
+    "Sr No.",
+    "Utterance",
+    "Speaker",
+    "Emotion",
+    "Sentiment",
+    "Dialogue_ID",
+    "Utterance_ID",
+    "Season",
+    "Episode",
+    "StartTime",
+    "EndTime",
+]
 
 
 def _write_csv(path: Path, rows, encoding="utf-8"):
@@ -33,26 +45,36 @@ def raw(tmp_path):
     root = tmp_path / "MELD.Raw"
     root.mkdir()
     tr, dv, te = root / "train" / "train_splits", root / "dev_splits_complete", root / "output_repeated_splits_test"
-    _write_csv(root / "train_sent_emo.csv", [
-        ("Hi there.", "Ross", "neutral", "neutral", 0, 0, 1, 1, "00:01:00,000", "00:01:02,500"),
-        ("HeÂ’s here!", "Joey", "joy", "positive", 0, 1, 1, 1, "0:01:02,100", "0:01:04,000"),  # overlap
-        ("Later turn.", "Ross", "anger", "negative", 0, 3, 1, 1, "00:01:05,28", "00:01:06,000"),  # gap, 2-digit
-        ("Broken.", "Monica", "sadness", "negative", 125, 3, 1, 1, "00:02:00,000", "00:02:01,000"),
-    ])
+    _write_csv(
+        root / "train_sent_emo.csv",
+        [
+            ("Hi there.", "Ross", "neutral", "neutral", 0, 0, 1, 1, "00:01:00,000", "00:01:02,500"),
+            ("HeÂ’s here!", "Joey", "joy", "positive", 0, 1, 1, 1, "0:01:02,100", "0:01:04,000"),  # overlap
+            ("Later turn.", "Ross", "anger", "negative", 0, 3, 1, 1, "00:01:05,28", "00:01:06,000"),  # gap, 2-digit
+            ("Broken.", "Monica", "sadness", "negative", 125, 3, 1, 1, "00:02:00,000", "00:02:01,000"),
+        ],
+    )
     for n in ("dia0_utt0.mp4", "dia0_utt1.mp4", "dia0_utt3.mp4", "dia125_utt3.mp4"):
         _clip(tr, n)
-    _write_csv(root / "dev_sent_emo.csv", [
-        ("One.", "Rachel", "fear", "negative", 110, 6, 2, 2, "00:00:01,000", "00:00:02,000"),
-        ("Missing clip.", "Phoebe", "surprise", "positive", 110, 7, 2, 2, "00:00:02,000", "00:00:03,000"),
-        ("Empty file.", "Phoebe", "disgust", "negative", 111, 0, 2, 2, "00:00:04,000", "00:00:05,000"),
-    ])
+    _write_csv(
+        root / "dev_sent_emo.csv",
+        [
+            ("One.", "Rachel", "fear", "negative", 110, 6, 2, 2, "00:00:01,000", "00:00:02,000"),
+            ("Missing clip.", "Phoebe", "surprise", "positive", 110, 7, 2, 2, "00:00:02,000", "00:00:03,000"),
+            ("Empty file.", "Phoebe", "disgust", "negative", 111, 0, 2, 2, "00:00:04,000", "00:00:05,000"),
+        ],
+    )
     for n in ("dia110_utt6.mp4", "dia49_utt4.mp4", "dia49_utt5.mp4", "dia66_utt9.mp4", "dia66_utt10.mp4"):
         _clip(dv, n)
     _clip(dv, "dia111_utt0.mp4", size=0)
     # test: a cp1252 file (not UTF-8 at all), an extra clip, final_videos_test*
-    _write_csv(root / "test_sent_emo.csv", [
-        ("It\u2019s fine\u2026", "Chandler", "neutral", "neutral", 108, 1, 3, 3, "00:00:01,000", "00:00:02,000"),
-    ], encoding="cp1252")
+    _write_csv(
+        root / "test_sent_emo.csv",
+        [
+            ("It\u2019s fine\u2026", "Chandler", "neutral", "neutral", 108, 1, 3, 3, "00:00:01,000", "00:00:02,000"),
+        ],
+        encoding="cp1252",
+    )
     for n in ("dia108_utt1.mp4", "dia108_utt2.mp4", "final_videos_testdia0_utt0.mp4"):
         _clip(te, n)
     return root
@@ -69,7 +91,7 @@ def test_quirks_and_summary(raw):
     s = open_meld(raw, ("train", "dev", "test"))
     tr, dv, te = s["train"], s["dev"], s["test"]
     assert [c.name for c in tr.clips] == ["dia0_utt0", "dia0_utt1", "dia0_utt3"]
-    assert tr.rows[1].text == "He’s here!"                       # mojibake repaired
+    assert tr.rows[1].text == "He’s here!"  # mojibake repaired
     assert tr.rows[2].start == pytest.approx(65.28)
     assert tr.notes["overlapping utterances"] == 1
     assert tr.notes["dialogues with Utterance_ID gaps"] >= 1
@@ -82,12 +104,19 @@ def test_quirks_and_summary(raw):
     assert [c.name for c in dv.clips] == ["dia110_utt6"]
     # dia110_utt7 has no clip but is still dialogue context for later turns
     assert [r.name for r in dv.rows][:2] == ["dia110_utt6", "dia110_utt7"]
-    assert te.rows[0].text == "It’s fine…"                        # cp1252 file decoded
+    assert te.rows[0].text == "It’s fine…"  # cp1252 file decoded
     why = dict(te.skipped)
     assert "no CSV row" in why["dia108_utt2.mp4"] and "final_videos_test" in why["final_videos_testdia0_utt0.mp4"]
     text = "\n".join(x.summary() for x in s.values())
-    for item in ("dia125_utt3", "dia110_utt7", "dia111_utt0", "dia49_utt4.mp4", "dia66_utt10.mp4",
-                 "dia108_utt2.mp4", "final_videos_testdia0_utt0.mp4"):
+    for item in (
+        "dia125_utt3",
+        "dia110_utt7",
+        "dia111_utt0",
+        "dia49_utt4.mp4",
+        "dia66_utt10.mp4",
+        "dia108_utt2.mp4",
+        "final_videos_testdia0_utt0.mp4",
+    ):
         assert f"skipped {item}:" in text
     assert "dev: 3 CSV rows, 1 usable clips, 6 skipped" in text
 
@@ -120,10 +149,11 @@ def test_cut_or_short_rows_name_their_line(tmp_path, raw):
     """A CSV cut mid-row (inside a quoted field or between fields) or with a short row is an
     InputError naming the file and the row's line, in both the split reader and the text reader."""
     from robot_emotion.errors import EXIT_INPUT, InputError
+
     good = (raw / "train_sent_emo.csv").read_bytes()
     lines = good.split(b"\r\n")
     cases = {
-        "cut_in_quotes.csv": b"\r\n".join(lines[:3]) + b'\r\n4,"Later tu',        # line 4
+        "cut_in_quotes.csv": b"\r\n".join(lines[:3]) + b'\r\n4,"Later tu',  # line 4
         "cut_between_fields.csv": b"\r\n".join(lines[:3]) + b"\r\n4,Later turn.,Ross",
         "short_row.csv": b"\r\n".join([lines[0], lines[1], b"2,Hi,Joey,joy", *lines[3:]]),  # line 3
     }
@@ -153,8 +183,9 @@ def test_text_reader_is_the_split_reader(raw):
     f = raw / "train_sent_emo.csv"
     text_rows = read_meld_csv(f)
     split_rows, _ = read_rows("train", f)
-    assert [(r.name, r.speaker, r.text, r.emotion) for r in text_rows] == \
-        [(r.name, r.speaker, r.text, r.emotion) for r in split_rows]
+    assert [(r.name, r.speaker, r.text, r.emotion) for r in text_rows] == [
+        (r.name, r.speaker, r.text, r.emotion) for r in split_rows
+    ]
     assert text_rows[1].text == "He’s here!" and read_meld_csv(f, limit=2)[-1].name == "dia0_utt1"
     with pytest.raises(MeldError, match="not found"):
         read_meld_csv(raw / "nope.csv")

@@ -1,5 +1,6 @@
 """Subscriber and `robot-emotion monitor` on a real loopback socket: malformed messages are
 skipped and counted (never a crash), every topic prints as a readable line or as JSON."""
+
 import json
 import subprocess
 import sys
@@ -24,14 +25,22 @@ MALFORMED = {
     "json string": [b"status", b'"status"'],
     "missing topic": [b"status", json.dumps({"seq": 0, "session": "s"}).encode()],
     "topic differs": [b"status", json.dumps({"topic": "face", "seq": 0, "session": "s"}).encode()],
-    "missing seq": [b"speech.start", json.dumps({"topic": "speech.start", "session": "s",
-                                                 "utterance_id": "0", "start": 0.0}).encode()],
-    "seq not int": [b"speech.start", json.dumps({"topic": "speech.start", "seq": "0", "session": "s",
-                                                 "utterance_id": "0", "start": 0.0}).encode()],
-    "missing session": [b"speech.start", json.dumps({"topic": "speech.start", "seq": 0,
-                                                     "utterance_id": "0", "start": 0.0}).encode()],
-    "session not str": [b"speech.start", json.dumps({"topic": "speech.start", "seq": 0, "session": 7,
-                                                     "utterance_id": "0", "start": 0.0}).encode()],
+    "missing seq": [
+        b"speech.start",
+        json.dumps({"topic": "speech.start", "session": "s", "utterance_id": "0", "start": 0.0}).encode(),
+    ],
+    "seq not int": [
+        b"speech.start",
+        json.dumps({"topic": "speech.start", "seq": "0", "session": "s", "utterance_id": "0", "start": 0.0}).encode(),
+    ],
+    "missing session": [
+        b"speech.start",
+        json.dumps({"topic": "speech.start", "seq": 0, "utterance_id": "0", "start": 0.0}).encode(),
+    ],
+    "session not str": [
+        b"speech.start",
+        json.dumps({"topic": "speech.start", "seq": 0, "session": 7, "utterance_id": "0", "start": 0.0}).encode(),
+    ],
     "missing field": [b"emotion", json.dumps({"topic": "emotion", "seq": 0, "session": "s"}).encode()],
     "deep nesting": [b"status", b"[" * 100000 + b"]" * 100000],
 }
@@ -46,16 +55,53 @@ VALID = [
     _body("speech.start", 0, utterance_id="0", start=0.5, t=0.8),
     _body("speech.end", 0, utterance_id="0", start=0.5, end=2.0, forced=False, dropped=False, t=2.1),
     _body("utterance.partial", 0, utterance_id="0", start=0.5, end=1.5, text="hello th"),
-    _body("utterance", 0, utterance_id="0", final=True, speech=True, start=0.5, end=2.0, speaker="S0",
-          face_track=1, text="hello there", segments=["0"]),
-    _body("emotion", 0, utterance_id="0", final=True, start=0.5, end=2.0, speaker="S0", face_track=1,
-          text="hello there", label="joy", probs=PROBS, modalities={"text": True, "audio": True, "face": False},
-          model="m", latency_ms={"total": 120.0}),
-    _body("face", 0, t=2.2, frame_size=[640, 480],
-          tracks=[{"id": 1, "box": [1, 2, 3, 4], "speaking": True, "expression": PROBS}]),
-    _body("status", 0, uptime=3.0, t=2.5, stages={"asr": {"median_ms": 80.0, "p95_ms": 120.0, "n": 3}},
-          queues={"audio": 0, "segments": 1}, dropped={"frames": 2}, sources={"microphone": "running"},
-          utterances=1),
+    _body(
+        "utterance",
+        0,
+        utterance_id="0",
+        final=True,
+        speech=True,
+        start=0.5,
+        end=2.0,
+        speaker="S0",
+        face_track=1,
+        text="hello there",
+        segments=["0"],
+    ),
+    _body(
+        "emotion",
+        0,
+        utterance_id="0",
+        final=True,
+        start=0.5,
+        end=2.0,
+        speaker="S0",
+        face_track=1,
+        text="hello there",
+        label="joy",
+        probs=PROBS,
+        modalities={"text": True, "audio": True, "face": False},
+        model="m",
+        latency_ms={"total": 120.0},
+    ),
+    _body(
+        "face",
+        0,
+        t=2.2,
+        frame_size=[640, 480],
+        tracks=[{"id": 1, "box": [1, 2, 3, 4], "speaking": True, "expression": PROBS}],
+    ),
+    _body(
+        "status",
+        0,
+        uptime=3.0,
+        t=2.5,
+        stages={"asr": {"median_ms": 80.0, "p95_ms": 120.0, "n": 3}},
+        queues={"audio": 0, "segments": 1},
+        dropped={"frames": 2},
+        sources={"microphone": "running"},
+        utterances=1,
+    ),
     _body("robot.gaze", 0, target={"x": 1, "y": 2}, note="from a newer node"),
 ]
 EXPECT = ["speech.start", "speech.end", "partial", "utterance", "emotion", "face", "[status]", "[robot.gaze]"]
@@ -75,7 +121,7 @@ class RawPublisher:
     def wait_for_subscriber(self, timeout_s: float = 20.0) -> None:
         assert self.sock.poll(int(timeout_s * 1000)), "nobody subscribed"
         self.sock.recv()
-        time.sleep(0.1)   # the other subscriptions of a multi-topic SUB
+        time.sleep(0.1)  # the other subscriptions of a multi-topic SUB
 
     def send_interleaved(self, valid=VALID, extra=()) -> None:
         """Malformed messages between the valid ones, all of them before the last valid one
@@ -85,7 +131,7 @@ class RawPublisher:
             if i < len(bad):
                 self.sock.send_multipart(bad[i])
             self.sock.send_multipart(messages.encode(body))
-        for frames in bad[len(valid) - 1:]:
+        for frames in bad[len(valid) - 1 :]:
             self.sock.send_multipart(frames)
         self.sock.send_multipart(messages.encode(valid[-1]))
 
@@ -107,7 +153,7 @@ def test_subscriber_skips_and_counts_every_malformed_kind(raw_pub):
             raw_pub.sock.send_multipart(frames)
             raw_pub.sock.send_multipart(messages.encode(_body("speech.start", i, utterance_id=kind, start=0.0)))
             got = sub.recv(timeout_ms=3000)
-            assert got is not None and got["utterance_id"] == kind, kind   # skipped, the next one arrives
+            assert got is not None and got["utterance_id"] == kind, kind  # skipped, the next one arrives
             assert sub.malformed == i + 1, kind
         assert sub.recv(timeout_ms=200) is None
     assert sub.received == len(MALFORMED) and sub.gaps == 0
@@ -124,9 +170,25 @@ def test_subscriber_timeout_holds_across_a_flood_of_malformed(raw_pub):
 
 
 def _monitor(ep: str, *args) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "robot_emotion", "monitor", "--endpoint", ep,
-                             "--count", str(len(VALID)), "--timeout", "20", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "robot_emotion",
+            "monitor",
+            "--endpoint",
+            ep,
+            "--count",
+            str(len(VALID)),
+            "--timeout",
+            "20",
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
 
 
 def test_monitor_prints_every_topic_readably_in_order_and_counts_malformed(raw_pub):
@@ -139,7 +201,7 @@ def test_monitor_prints_every_topic_readably_in_order_and_counts_malformed(raw_p
     assert len(lines) == len(VALID)
     for line, word in zip(lines, EXPECT):
         assert word in line, (word, line)
-        assert "{'" not in line and "': " not in line            # no Python dict reprs
+        assert "{'" not in line and "': " not in line  # no Python dict reprs
     assert "'hello there'" in lines[3] and "joy" in lines[4] and "#1 speaking joy" in lines[5]
     assert "asr=80/120ms" in lines[6] and "microphone=running" in lines[6]
     assert 'target={"x":1,"y":2}' in lines[7]
@@ -155,14 +217,30 @@ def test_monitor_json_lines_parse_one_by_one(raw_pub):
     out, err = mon.communicate(timeout=60)
     assert mon.returncode == 0, err
     bodies = [json.loads(line) for line in out.splitlines()]
-    assert bodies == [json.loads(messages.encode(b)[1]) for b in VALID]   # as sent, in order
+    assert bodies == [json.loads(messages.encode(b)[1]) for b in VALID]  # as sent, in order
     assert f"{len(MALFORMED)} malformed skipped" in err
 
 
 def test_monitor_curve_flags_go_together(raw_pub, tmp_path):
     import zmq.auth
+
     _, secret = zmq.auth.create_certificates(tmp_path, "c")
-    r = subprocess.run([sys.executable, "-m", "robot_emotion", "monitor", "--endpoint", raw_pub.ep,
-                        "--client-key", secret, "--count", "1"], capture_output=True, text=True, cwd=REPO,
-                       timeout=60)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "robot_emotion",
+            "monitor",
+            "--endpoint",
+            raw_pub.ep,
+            "--client-key",
+            secret,
+            "--count",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr

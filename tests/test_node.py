@@ -1,4 +1,5 @@
 """The whole node on the demo session: transcripts, speakers, faces, active speaker, emotion."""
+
 import numpy as np
 import pytest
 
@@ -35,8 +36,10 @@ def full_run(dialogue_session):
 
 def _truth_turn(truth, utt):
     """The truth turn overlapping an utterance the most."""
+
     def overlap(t):
         return min(t["end"], utt["end"]) - max(t["start"], utt["start"])
+
     return max(truth["turns"], key=overlap)
 
 
@@ -45,6 +48,7 @@ def test_every_utterance_is_transcribed_and_attributed(full_run):
     utts = topic(events, "utterance")
     assert len(utts) >= len(truth["turns"])
     from robot_emotion.audio.asr import wer
+
     errors = [wer(_truth_turn(truth, u)["text"], u["text"]) for u in utts if u["end"] - u["start"] > 1.0]
     print(f"demo transcripts: median WER {np.median(errors):.2f}")
     assert np.median(errors) <= 0.35  # espeak-ng voices through Whisper tiny.en
@@ -62,7 +66,7 @@ def test_every_utterance_is_transcribed_and_attributed(full_run):
 def test_speaking_face_is_assigned(full_run):
     events, node, truth = full_run
     faces = topic(events, "face")
-    assert len(faces) >= 0.8 * 5 * truth["turns"][-1]["end"]        # ~5 Hz
+    assert len(faces) >= 0.8 * 5 * truth["turns"][-1]["end"]  # ~5 Hz
     assert np.median([len(f["tracks"]) for f in faces]) == 2
     # map track ids to the left/right face by box centre
     side = {}
@@ -73,8 +77,7 @@ def test_speaking_face_is_assigned(full_run):
     side = {k: max(set(v), key=v.count) for k, v in side.items()}
     assert sorted(side.values()) == ["left", "right"], side  # one id per face throughout
     utts = topic(events, "utterance")
-    right = [u["face_track"] is not None and side.get(u["face_track"]) == _truth_turn(truth, u)["face"]
-             for u in utts]
+    right = [u["face_track"] is not None and side.get(u["face_track"]) == _truth_turn(truth, u)["face"] for u in utts]
     print(f"active speaker correct for {sum(right)}/{len(right)} utterances")
     assert sum(right) / len(right) >= 0.8
 
@@ -92,7 +95,7 @@ def test_one_emotion_per_utterance(full_run):
         assert set(e["probs"]) == set(EMOTIONS)
         assert abs(sum(e["probs"].values()) - 1.0) < 1e-4
         assert e["label"] == max(e["probs"], key=e["probs"].get)
-        assert e["modalities"]["text"] is True and e["modalities"]["audio"] is True   # the voice branch
+        assert e["modalities"]["text"] is True and e["modalities"]["audio"] is True  # the voice branch
         assert e["modalities"]["face"] == (e["face_track"] is not None)
         assert set(e["branches"]) == {m for m, used in e["modalities"].items() if used}
         assert abs(sum(b["weight"] for b in e["branches"].values()) - 1.0) < 1e-3
@@ -133,6 +136,7 @@ def test_replay_speeds_agree_with_all_stages(short_session):
 def test_meld_clip_transcript(record_property):
     clip = shared_file(MELD_CLIP)
     from robot_emotion.audio.asr import wer
+
     events, _ = run(clip)
     text = " ".join(u["text"] for u in topic(events, "utterance"))
     ref = "But then who? The waitress I went out with last month?"
@@ -153,13 +157,17 @@ def test_long_utterance_publishes_partial_transcripts(tmp_path):
     """A 14 s monologue: partials at 6 s and 12 s, then the final utterance."""
     import soundfile as sf
     from conftest import espeak
+
     # four different lines (the same line four times reads like a decoding loop: asr.py)
-    lines = ["the robot keeps listening while I keep talking about my long day at work",
-             "first the train was late and then the office was locked for an hour",
-             "after lunch we fixed the printer and wrote the weekly report together",
-             "in the evening I walked home slowly and cooked pasta for my sister"]
-    audio = np.concatenate([np.zeros(8000, np.int16)] + [espeak(t, speed=150) for t in lines]
-                           + [np.zeros(16000, np.int16)])
+    lines = [
+        "the robot keeps listening while I keep talking about my long day at work",
+        "first the train was late and then the office was locked for an hour",
+        "after lunch we fixed the printer and wrote the weekly report together",
+        "in the evening I walked home slowly and cooked pasta for my sister",
+    ]
+    audio = np.concatenate(
+        [np.zeros(8000, np.int16)] + [espeak(t, speed=150) for t in lines] + [np.zeros(16000, np.int16)]
+    )
     wav = tmp_path / "mono.wav"
     sf.write(wav, audio, 16000, subtype="PCM_16")
     events, _ = run(wav, "vad.hangover_ms=1000", "emotion.enabled=false", "speakers.enabled=false")
@@ -176,6 +184,7 @@ def readme_samples() -> dict[str, dict]:
     import json
     import re
     from conftest import REPO
+
     text = (REPO / "README.md").read_text(encoding="utf-8")
     section = text.split("## What a controller receives", 1)[1].split("\n## ", 1)[0]
     return {b["topic"]: b for b in (json.loads(s) for s in re.findall(r"```json\n(.*?)\n```", section, re.S))}
@@ -193,10 +202,10 @@ def test_readme_samples_are_what_the_node_publishes(full_run):
     for e in sorted(events, key=lambda e: e["seq"]):
         if e["topic"] not in real and e.get("final", True) and (e["topic"] != "utterance" or e["speaker"]):
             real[e["topic"]] = e
-    wall = {"backlog", "processing"}   # (a replay at --speed max only: README shows recorded pace)
+    wall = {"backlog", "processing"}  # (a replay at --speed max only: README shows recorded pace)
     for name, body in samples.items():
         if name not in real:
-            continue                   # device: live only
+            continue  # device: live only
         if name == "status":
             assert set(body) <= set(real[name]), set(body) - set(real[name])
             continue

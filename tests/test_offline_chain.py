@@ -1,6 +1,7 @@
 """Offline mode on a generated mini-MELD: extraction resumes after an interruption, then
 train (2 epochs) -> evaluate (report md/json/png) -> replay of a demo session with the new
 checkpoint publishes one `emotion` per utterance. Budget: < 3 minutes on the 2-core CPU."""
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,14 @@ def mini(tmp_path_factory):
     t0 = time.monotonic()
     counts = tool.make_mini_meld(root / "MELD.Raw", train=12, dev=6, test=6, seed=0)
     text_dir = tool.write_probe_text_model(root / "text_model")
-    return {"root": root, "meld": root / "MELD.Raw", "text": text_dir, "cache": root / "cache",
-            "counts": counts, "gen_s": time.monotonic() - t0}
+    return {
+        "root": root,
+        "meld": root / "MELD.Raw",
+        "text": text_dir,
+        "cache": root / "cache",
+        "counts": counts,
+        "gen_s": time.monotonic() - t0,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +42,7 @@ def extracted(mini):
     """Interrupted extraction (limit=3, plus a half-written temp file), then the resumed run."""
     from robot_emotion.data.meld import open_meld
     from robot_emotion.train.extract import ExtractSpec, cache_identity, cache_key, extract, split_dir
+
     splits = open_meld(mini["meld"], ("train", "dev"))
     spec = ExtractSpec(str(mini["text"]), "gold", "cpu")
     usable = sum(len(s.clips) for s in splits.values())
@@ -45,32 +53,58 @@ def extracted(mini):
     (d / f"{name}.npz.tmp999.npz").write_bytes(b"half written")  # killed mid-write
     second = extract(splits, spec, mini["cache"], progress=False)
     third = extract(splits, spec, mini["cache"], progress=False)
-    return {"splits": splits, "usable": usable, "first": first, "second": second, "third": third,
-            "seconds": time.monotonic() - t0}
+    return {
+        "splits": splits,
+        "usable": usable,
+        "first": first,
+        "second": second,
+        "third": third,
+        "seconds": time.monotonic() - t0,
+    }
 
 
 def test_extraction_resumes(extracted):
     first, second, third, usable = extracted["first"], extracted["second"], extracted["third"], extracted["usable"]
     assert first["processed"] + len(first["failed"]) == 3 and first["cached"] == 0
-    assert second["cached"] == 3                       # the first 3 are not redone
+    assert second["cached"] == 3  # the first 3 are not redone
     assert second["processed"] + len(second["failed"]) == usable - 3
     assert third["processed"] == 0 and third["cached"] == usable
     found = first["face_found"] + second["face_found"]
     assert found >= 0.7 * (first["processed"] + second["processed"])
-    print(f"\nextraction: {usable} clips, {second['clips_per_s']:.2f} clips/s (resumed run), "
-          f"speaker's face found in {found}/{first['processed'] + second['processed']}")
+    print(
+        f"\nextraction: {usable} clips, {second['clips_per_s']:.2f} clips/s (resumed run), "
+        f"speaker's face found in {found}/{first['processed'] + second['processed']}"
+    )
 
 
 def test_chain_train_evaluate_replay(mini, extracted, tmp_path, demo_tool):
     t0 = time.monotonic()
     ckpt = tmp_path / "model.pt"
-    r = run_cli("train", "--meld", mini["meld"], "--cache", mini["cache"], "--text-model", mini["text"],
-                "--epochs", "2", "--optimizer", "adamw", "--class-weights", "--out", ckpt, "--quiet",
-                "--device", "cpu", timeout=240)
+    r = run_cli(
+        "train",
+        "--meld",
+        mini["meld"],
+        "--cache",
+        mini["cache"],
+        "--text-model",
+        mini["text"],
+        "--epochs",
+        "2",
+        "--optimizer",
+        "adamw",
+        "--class-weights",
+        "--out",
+        ckpt,
+        "--quiet",
+        "--device",
+        "cpu",
+        timeout=240,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "skipped dia125_utt3: known corrupt" in r.stdout and "skipped dia110_utt7" in r.stdout
     assert "speaker's face found in" in r.stdout and ckpt.is_file()
     import torch
+
     ck = torch.load(ckpt, weights_only=True)
     assert ck["family"] == "crossmodal-embracenet" and set(ck["dims"]) == {"text", "audio", "face"}
     assert ck["training"]["text_model_dir"] and len(ck["training"]["history"]) >= 1
@@ -78,15 +112,34 @@ def test_chain_train_evaluate_replay(mini, extracted, tmp_path, demo_tool):
     assert ck["encoders"]["audio"]["id"] == "whisper-tiny.en-encoder"
 
     report = tmp_path / "report"
-    r = run_cli("evaluate", "--meld", mini["meld"], "--split", "test", "--model", ckpt, "--out", report,
-                "--json", tmp_path / "eval.json", timeout=240)
+    r = run_cli(
+        "evaluate",
+        "--meld",
+        mini["meld"],
+        "--split",
+        "test",
+        "--model",
+        ckpt,
+        "--out",
+        report,
+        "--json",
+        tmp_path / "eval.json",
+        timeout=240,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads((tmp_path / "eval.json").read_text())["rows"]["multimodal"]["n"] > 0
     for f in ("report.md", "report.json", "confusion.png", "tsne.png", "training_curves.png"):
         assert (report / f).is_file() and (report / f).stat().st_size > 0, f
     rep = json.loads((report / "report.json").read_text())
-    assert {"audio", "face", "text", "multimodal", "multimodal - text", "multimodal - audio",
-            "multimodal - face"} <= set(rep["rows"])
+    assert {
+        "audio",
+        "face",
+        "text",
+        "multimodal",
+        "multimodal - text",
+        "multimodal - audio",
+        "multimodal - face",
+    } <= set(rep["rows"])
     md = (report / "report.md").read_text()
     assert "Table 1" in md and "Table 2" in md and "balanced acc." in md
     assert rep["meta"]["data"] == "test split of " + "/".join(Path(rep["meta"]["csv"]).parts[-3:])
@@ -106,8 +159,10 @@ def test_chain_train_evaluate_replay(mini, extracted, tmp_path, demo_tool):
         assert e["label"] is not None and abs(sum(e["probs"].values()) - 1) < 1e-4
         assert e["modalities"]["text"] and e["modalities"]["audio"]
     total = extracted["seconds"] + mini["gen_s"] + time.monotonic() - t0
-    print(f"\nchain: generate {mini['gen_s']:.0f} s + extract {extracted['seconds']:.0f} s + "
-          f"train/evaluate/replay {time.monotonic() - t0:.0f} s = {total:.0f} s")
+    print(
+        f"\nchain: generate {mini['gen_s']:.0f} s + extract {extracted['seconds']:.0f} s + "
+        f"train/evaluate/replay {time.monotonic() - t0:.0f} s = {total:.0f} s"
+    )
     assert total < 180
 
 
@@ -116,19 +171,23 @@ def test_fixture_clip_face(mini, extracted):
     if not MELD_CLIP.is_file():
         pytest.skip(f"{MELD_CLIP} is absent")
     from robot_emotion.train.extract import load_split
+
     cache = Path(extracted["second"]["cache"])
     feats, y, metas, names = load_split(cache, extracted["splits"]["train"])
     meta = metas[names.index("dia1_utt0")]
     assert meta["frames"] > 5 and meta["tracks"] >= 1
-    print(f"\nreal MELD clip dia1_utt0: {meta['tracks']} track(s), speaker's face "
-          f"{'found' if meta['face_found'] else 'NOT found'} (confidence {meta['face_confidence']:.2f}), "
-          f"{meta['seconds']:.1f} s")
+    print(
+        f"\nreal MELD clip dia1_utt0: {meta['tracks']} track(s), speaker's face "
+        f"{'found' if meta['face_found'] else 'NOT found'} (confidence {meta['face_confidence']:.2f}), "
+        f"{meta['seconds']:.1f} s"
+    )
 
 
 def _tiny_meld(root: Path, clip_bytes: bytes, n: int = 4) -> Path:
     """A MELD-format test split (CSV + clip files named like MELD's); the clips' content is `clip_bytes`."""
     import csv
     from robot_emotion import EMOTIONS
+
     (root / "output_repeated_splits_test").mkdir(parents=True)
     with open(root / "test_sent_emo.csv", "w", newline="") as fh:
         w = csv.writer(fh)
@@ -143,8 +202,16 @@ def test_feature_cache_is_per_dataset(tmp_path):
     """Two MELD-format folders with the same clip names never share cached features: the second
     finds nothing cached (before the fix it reused all of the first one's); the first still does."""
     from robot_emotion.data.meld import open_meld
-    from robot_emotion.train.extract import (ExtractSpec, cache_identity, cache_key, dataset_identity, extract,
-                                             save_features, split_dir)
+    from robot_emotion.train.extract import (
+        ExtractSpec,
+        cache_identity,
+        cache_key,
+        dataset_identity,
+        extract,
+        save_features,
+        split_dir,
+    )
+
     text_dir = load_tool("tools/make_mini_meld").write_probe_text_model(tmp_path / "text")
     spec = ExtractSpec(str(text_dir), "gold", "cpu")
     a = open_meld(_tiny_meld(tmp_path / "a", b"A" * 32), ("test",))
@@ -167,8 +234,16 @@ def test_feature_cache_is_per_dataset(tmp_path):
 
 
 def _history(f1s):
-    return [{"epoch": i + 1, "train_loss": 2.0 - 0.1 * i, "dev_loss": 1.9 - 0.05 * i, "dev_accuracy": f,
-             "dev_weighted_f1": f} for i, f in enumerate(f1s)]
+    return [
+        {
+            "epoch": i + 1,
+            "train_loss": 2.0 - 0.1 * i,
+            "dev_loss": 1.9 - 0.05 * i,
+            "dev_accuracy": f,
+            "dev_weighted_f1": f,
+        }
+        for i, f in enumerate(f1s)
+    ]
 
 
 def test_report_figures():
@@ -177,6 +252,7 @@ def test_report_figures():
     import matplotlib.pyplot as plt
     from robot_emotion.train.fit import chosen_epoch
     from robot_emotion.train.report import confusion_figure, confusion_title, curves_figure
+
     meta = {"model": "early:m.pt", "data": "dev split of x/MINI/dev_sent_emo.csv", "split": "dev", "n": 9}
     title = confusion_title(meta)
     assert "dev split of x/MINI/dev_sent_emo.csv" in title and "n=9" in title and "MELD test" not in title
@@ -185,8 +261,10 @@ def test_report_figures():
     assert fig.axes[0].get_title() == title
     plt.close(fig)
 
-    training = {"history": _history([0.2, 0.5, 0.4, 0.45]),
-                "unimodal": {"text": {"history": _history([0.3, 0.3, 0.6])}}}
+    training = {
+        "history": _history([0.2, 0.5, 0.4, 0.45]),
+        "unimodal": {"text": {"history": _history([0.3, 0.3, 0.6])}},
+    }
     assert chosen_epoch(training["history"]) == 2 and chosen_epoch(training["unimodal"]["text"]["history"]) == 3
     assert chosen_epoch(_history([0.3, 0.3])) == 1  # ties: the first (fit_model keeps the first best)
     fig = curves_figure(training)
@@ -212,6 +290,7 @@ def test_each_clip_is_featurized_as_if_first(mini):
     as when it comes first (not following the boxes where the clip before left its faces)."""
     from conftest import FACE_CLIP, shared_file
     from robot_emotion.train.extract import ClipFeaturizer, ExtractSpec
+
     face, meld = shared_file(FACE_CLIP), shared_file(MELD_CLIP)
     fz = ClipFeaturizer(ExtractSpec(str(mini["text"]), "gold", "cpu", ("asr.enabled=false",)))
     first = fz.featurize(str(face), "A", "hello there", [])

@@ -1,5 +1,6 @@
 """People: the opt-in store (SQLite, 0600, forget leaves no trace), enrolment from real
 recordings through the CLI, and the node naming an enrolled voice in its messages."""
+
 import json
 import os
 import sqlite3
@@ -38,10 +39,10 @@ def test_store_is_private_and_forget_leaves_no_trace(tmp_path):
     raw = path.read_bytes()
     # neither the name nor any 16-byte run of the vector survives anywhere in the file
     assert b"Ada Lovelace" not in raw
-    assert not any(ada.tobytes()[i:i + 16] in raw for i in range(0, 1024, 16))
+    assert not any(ada.tobytes()[i : i + 16] in raw for i in range(0, 1024, 16))
     assert bob.tobytes() in raw and [p.id for p in store.list()] == ["P2"]
     c = store.add("Cleo", unit(3), 1.0)
-    assert c == "P3"                               # a forgotten id is never handed out again
+    assert c == "P3"  # a forgotten id is never handed out again
     store.forget(None)
     raw = path.read_bytes()
     assert b"Robert" not in raw and b"Cleo" not in raw and bob.tobytes()[:16] not in raw
@@ -64,7 +65,7 @@ def test_cli_enrol_list_rename_forget_on_real_voices(tmp_path):
     assert "enrolled P2 Zed" in r.stdout, r.stderr
     people = json.loads(run_cli("people", "--store", str(store), "list", "--json").stdout)
     assert [(p["id"], p["name"], p["voices"]) for p in people] == [("P1", "Ada", 2), ("P2", "Zed", 1)]
-    assert all(1.0 < p["seconds"] < 10.0 for p in people)   # seconds of speech, not of file
+    assert all(1.0 < p["seconds"] < 10.0 for p in people)  # seconds of speech, not of file
     with sqlite3.connect(store) as db:
         voice = db.execute("SELECT vector FROM embeddings WHERE person = 2").fetchone()[0]
     assert run_cli("people", "--store", str(store), "rename", "P2", "Zoe").returncode == 0
@@ -93,18 +94,30 @@ def _conversation(tmp_path):
 
 
 def _people_in(events):
-    return [(e["speaker"], (e["person"] or {}).get("id"), (e["person"] or {}).get("name"))
-            for e in events if e["topic"] == "utterance" and e["final"]]
+    return [
+        (e["speaker"], (e["person"] or {}).get("id"), (e["person"] or {}).get("name"))
+        for e in events
+        if e["topic"] == "utterance" and e["final"]
+    ]
 
 
 def test_replay_names_the_enrolled_voice_and_remembers_strangers(tmp_path):
     talk = _conversation(tmp_path)
     store = tmp_path / "people.db"
-    assert run_cli("people", "--store", str(store), "enroll", "Ada", "--from",
-                   str(LIBRI / "spk1_snt1.wav")).returncode == 0
-    overrides = ["asr.enabled=false", "faces.enabled=false", "emotion.enabled=false",
-                 'publish.endpoint="tcp://127.0.0.1:*"', "people.enabled=true", f'people.store="{store}"',
-                 "people.remember=true", "people.remember_after_s=3"]
+    assert (
+        run_cli("people", "--store", str(store), "enroll", "Ada", "--from", str(LIBRI / "spk1_snt1.wav")).returncode
+        == 0
+    )
+    overrides = [
+        "asr.enabled=false",
+        "faces.enabled=false",
+        "emotion.enabled=false",
+        'publish.endpoint="tcp://127.0.0.1:*"',
+        "people.enabled=true",
+        f'people.store="{store}"',
+        "people.remember=true",
+        "people.remember_after_s=3",
+    ]
     cfg = load(None, overrides=overrides)[0]
     out = []
     node = replay(cfg, str(talk), sinks=[out.append])
@@ -122,7 +135,7 @@ def test_replay_names_the_enrolled_voice_and_remembers_strangers(tmp_path):
     out2 = []
     replay(cfg, str(talk), sinks=[out2.append])
     assert [g[1:] for g in _people_in(out2)] == [("P1", "Ada"), ("P2", None), ("P1", "Ada"), ("P2", None)]
-    assert len(PeopleStore(store).list()) == 2          # nobody stored twice
+    assert len(PeopleStore(store).list()) == 2  # nobody stored twice
 
 
 def test_people_off_by_default_and_match_model_is_fit_on_dev():

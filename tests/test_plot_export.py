@@ -1,5 +1,6 @@
 """`robot-emotion plot` / `export`: a session's final turns as a timeline PNG and as
 SRT / WebVTT / RTTM / CSV, on a hand-written events file (exact content) and on real node output."""
+
 import csv
 import io
 import json
@@ -34,18 +35,47 @@ class Events:
         self.seq[topic] = seq + 1
         self.bodies.append({"topic": topic, **fields, "v": 2, "seq": seq, "session": "unit 1", "stamp": 0.0})
 
-    def turn(self, uid, start, end, speaker, text, label=None, p=None, final=True, speech=True,
-             face=None, lat=(200.0, 700.0, 710.0)):
-        utt = dict(utterance_id=uid, speech=speech, start=start, end=end, speaker=speaker,
-                   face_track=face, text=text, latency_ms={"asr": lat[0], "total": lat[1]})
+    def turn(
+        self,
+        uid,
+        start,
+        end,
+        speaker,
+        text,
+        label=None,
+        p=None,
+        final=True,
+        speech=True,
+        face=None,
+        lat=(200.0, 700.0, 710.0),
+    ):
+        utt = dict(
+            utterance_id=uid,
+            speech=speech,
+            start=start,
+            end=end,
+            speaker=speaker,
+            face_track=face,
+            text=text,
+            latency_ms={"asr": lat[0], "total": lat[1]},
+        )
         if final is not None:
             utt["final"] = final
         self.pub("utterance", **utt)
         if speech:
-            emo = dict(utterance_id=uid, start=start, end=end, speaker=speaker, face_track=face, text=text,
-                       label=label, probs=_probs(label, p) if label else None,
-                       modalities={"text": True, "audio": False, "face": face is not None},
-                       model="late:test", latency_ms={"text": 50.0, "fusion": 1.0, "total": lat[2]})
+            emo = dict(
+                utterance_id=uid,
+                start=start,
+                end=end,
+                speaker=speaker,
+                face_track=face,
+                text=text,
+                label=label,
+                probs=_probs(label, p) if label else None,
+                modalities={"text": True, "audio": False, "face": face is not None},
+                model="late:test",
+                latency_ms={"text": 50.0, "fusion": 1.0, "total": lat[2]},
+            )
             if final is not None:
                 emo["final"] = final
             self.pub("emotion", **emo)
@@ -64,8 +94,8 @@ def known_session(path):
     ev.turn("0", 0.5, 1.2, "S0", "Hello", "anger", 0.5, final=False, face=0, lat=(100.0, 300.0, 310.0))
     ev.turn("0", 0.5, 2.25, "S0", "Hello there, robot", "joy", 0.8125, final=True, face=0)
     ev.pub("face", t=0.2, tracks=[{"id": 0, "box": [0, 0, 10, 10], "speaking": True}])
-    ev.turn("1", 2.5, 3.0, None, None, speech=False)                       # a door: non-speech
-    ev.turn("2", 3.1, 4.0, None, "who is that", "surprise", 0.4)           # words, no known voice
+    ev.turn("1", 2.5, 3.0, None, None, speech=False)  # a door: non-speech
+    ev.turn("2", 3.1, 4.0, None, "who is that", "surprise", 0.4)  # words, no known voice
     ev.turn("3", 61.002, 65.5, "S1", 'It said "stop" --> and went', None)  # no estimate; quotes; -->
     ev.turn("4", 3725.25, 3727.0, "S10", "an hour later", "sadness", 0.6, final=None)  # no `final`: final
     return ev.write(path)
@@ -127,7 +157,7 @@ def test_exports_of_known_turns_are_exact(known, fmt, expected):
 
 def test_export_to_a_file_and_from_a_session_folder(known, tmp_path):
     out = tmp_path / "subs.srt"
-    r = run_cli("export", tmp_path, "--format", "srt", "--out", out)   # the folder holds events.jsonl
+    r = run_cli("export", tmp_path, "--format", "srt", "--out", out)  # the folder holds events.jsonl
     assert r.returncode == 0, r.stderr
     assert r.stdout == "" and out.read_text() == SRT
 
@@ -158,7 +188,7 @@ def _one_line_error(r, code, fragment):
 def test_bad_inputs_give_one_line_errors(known, tmp_path):
     _one_line_error(run_cli("export", tmp_path / "nope.jsonl", "--format", "csv"), 3, "not found")
     _one_line_error(run_cli("plot", tmp_path / "nope.jsonl", "--out", tmp_path / "x.png"), 3, "not found")
-    r = run_cli("export", known, "--format", "txt")   # argparse: usage, then the error line
+    r = run_cli("export", known, "--format", "txt")  # argparse: usage, then the error line
     assert r.returncode == 2 and "invalid choice: 'txt'" in r.stderr.splitlines()[-1] and not r.stdout
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -170,8 +200,9 @@ def test_bad_inputs_give_one_line_errors(known, tmp_path):
     _one_line_error(run_cli("export", bad, "--format", "csv"), 3, "bad.jsonl:3")
     _one_line_error(run_cli("export", tmp_path / "nope_dir", "--format", "csv"), 3, "nope_dir")
     _one_line_error(run_cli("plot", known, "--out", tmp_path / "no_dir" / "x.png"), 3, "cannot write")
-    _one_line_error(run_cli("export", known, "--format", "srt", "--out", tmp_path / "no_dir" / "x.srt"), 3,
-                    "cannot write")
+    _one_line_error(
+        run_cli("export", known, "--format", "srt", "--out", tmp_path / "no_dir" / "x.srt"), 3, "cannot write"
+    )
     assert not (tmp_path / "x.png").exists()
 
 
@@ -200,7 +231,7 @@ def _png_stats(path):
 
 
 def _has_color(img, hex_color, min_pixels=50):
-    rgb = np.array([int(hex_color[i:i + 2], 16) for i in (1, 3, 5)])
+    rgb = np.array([int(hex_color[i : i + 2], 16) for i in (1, 3, 5)])
     return int(np.all(np.abs(img.astype(int) - rgb) <= 2, axis=-1).sum()) >= min_pixels
 
 
@@ -211,7 +242,7 @@ def test_plot_of_known_turns_draws_their_emotions(known, tmp_path):
     img, n_colors = _png_stats(out)
     w, h = figure_size(load_session_events(known))
     assert img.shape[:2] == (round(h * DPI), round(w * DPI))
-    assert n_colors > 50 and (img < 250).any(axis=-1).mean() > 0.03   # drawn, not a blank canvas
+    assert n_colors > 50 and (img < 250).any(axis=-1).mean() > 0.03  # drawn, not a blank canvas
     # the final emotions have bars; the provisional one's colour (anger) appears only in the legend
     assert _has_color(img, EMOTION_COLORS["joy"], 500) and _has_color(img, EMOTION_COLORS["sadness"], 500)
     assert _has_color(img, EMOTION_COLORS["anger"], 20) and not _has_color(img, EMOTION_COLORS["anger"], 500)
@@ -227,7 +258,7 @@ def test_many_speakers_make_a_taller_figure(tmp_path):
         two.turn(str(i), i * 1.5, i * 1.5 + 1.2, f"S{i % 2}", f"line number {i}", EMOTIONS[i % 7], 0.7)
     few = load_session_events(two.write(tmp_path / "few.jsonl"))
     assert figure_size(many)[0] == figure_size(few)[0]
-    assert figure_size(many)[1] > figure_size(few)[1] + 12 * 0.5   # one lane per speaker
+    assert figure_size(many)[1] > figure_size(few)[1] + 12 * 0.5  # one lane per speaker
     out = tmp_path / "many.png"
     assert run_cli("plot", many.source, "--out", out).returncode == 0
     img, _ = _png_stats(out)
@@ -236,6 +267,7 @@ def test_many_speakers_make_a_taller_figure(tmp_path):
 
 
 # --- real node output ---------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def node_events(short_session, tmp_path_factory):
@@ -258,7 +290,7 @@ def test_plot_of_real_node_output(node_events, tmp_path):
     w, h = figure_size(ev)
     assert img.shape[:2] == (round(h * DPI), round(w * DPI)) and img.shape[1] >= 1200
     assert n_colors > 50 and (img < 250).any(axis=-1).mean() > 0.03
-    for t in ev.turns:   # every final emotion has a bar of its colour
+    for t in ev.turns:  # every final emotion has a bar of its colour
         if t.label:
             assert _has_color(img, EMOTION_COLORS[t.label], 300), t.label
 
@@ -292,7 +324,7 @@ def test_exports_of_real_node_output_parse_back(node_events):
 
     rows = list(csv.DictReader(io.StringIO(run_cli("export", events_file, "--format", "csv").stdout)))
     assert tuple(rows[0]) == CSV_COLUMNS and len(rows) == len(turns)
-    assert len({r["utterance_id"] for r in rows}) == len(rows)       # one row per turn: finals only
+    assert len({r["utterance_id"] for r in rows}) == len(rows)  # one row per turn: finals only
     for r, t in zip(rows, turns):
         assert r["text"] == (t.text or "") and r["emotion"] == (t.label or "")
         if t.label:

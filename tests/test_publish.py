@@ -1,4 +1,5 @@
 """The ZeroMQ API on real loopback sockets."""
+
 import threading
 import time
 
@@ -14,8 +15,7 @@ from conftest import by_topic, collect, spine_cfg
 def _wait_connected(pub: Publisher, sub: Subscriber) -> None:
     """PUB/SUB slow joiner: publish probes until the subscriber sees one."""
     for _ in range(100):
-        pub.publish({"topic": "status", "uptime": 0, "stages": {}, "queues": {}, "dropped": {},
-                     "sources": {}})
+        pub.publish({"topic": "status", "uptime": 0, "stages": {}, "queues": {}, "dropped": {}, "sources": {}})
         if sub.recv(timeout_ms=50) is not None:
             return
     raise AssertionError("subscriber never connected")
@@ -30,9 +30,18 @@ def test_subscriber_receives_topics_in_order_with_schema():
         _wait_connected(pub, sub)
         for i in range(5):
             pub.publish({"topic": "speech.start", "utterance_id": str(i), "start": float(i)})
-            pub.publish({"topic": "utterance", "utterance_id": str(i), "start": 0.0, "end": 1.0,
-                         "speaker": None, "face_track": None, "text": None,
-                         "final": True})  # not subscribed
+            pub.publish(
+                {
+                    "topic": "utterance",
+                    "utterance_id": str(i),
+                    "start": 0.0,
+                    "end": 1.0,
+                    "speaker": None,
+                    "face_track": None,
+                    "text": None,
+                    "final": True,
+                }
+            )  # not subscribed
         got = []
         deadline = time.monotonic() + 5
         while len(got) < 5 and time.monotonic() < deadline:
@@ -54,8 +63,15 @@ def test_gaps_are_reported():
     raw.bind(ep)
     with Subscriber(ep, topics=["speech"]) as sub:
         for seq in [0, 1, 2, 5, 6]:
-            body = {"topic": "speech.start", "v": 1, "seq": seq, "session": "s", "stamp": 0.0,
-                    "utterance_id": "x", "start": 0.0}
+            body = {
+                "topic": "speech.start",
+                "v": 1,
+                "seq": seq,
+                "session": "s",
+                "stamp": 0.0,
+                "utterance_id": "x",
+                "start": 0.0,
+            }
             for _ in range(50 if seq == 0 else 1):  # first one repeatedly, to get past the join
                 raw.send_multipart(messages.encode(body))
                 if seq == 0 and sub.recv(timeout_ms=20):
@@ -84,7 +100,7 @@ def test_stalled_subscriber_never_blocks_the_publisher():
     drain_s = time.perf_counter() - t0
     alive = pub._thread.is_alive()
     stalled.close()
-    assert enqueue_s < 1.0            # the pipeline side never waits for the socket
+    assert enqueue_s < 1.0  # the pipeline side never waits for the socket
     assert not alive and drain_s < 10  # the publisher thread never blocked on the dead reader
     # ZeroMQ PUB drops silently for that subscriber once its HWM is full: nothing was refused
     # at our end, and the subscriber would see the loss as sequence gaps.
@@ -122,7 +138,7 @@ def test_live_subscriber_sees_the_replay(short_session):
     def listen():
         with Subscriber(ep, topics=["utterance"]) as sub:
             ready.set()
-            while True:   # until the replay is over and the stream is quiet (loading may take seconds)
+            while True:  # until the replay is over and the stream is quiet (loading may take seconds)
                 m = sub.recv(timeout_ms=1000)
                 if m is not None:
                     received.append(m)
@@ -145,11 +161,29 @@ def test_monitor_command_prints_the_stream(short_session):
     import subprocess
     import sys
     from conftest import REPO
+
     folder, _ = short_session
     ep = free_endpoint()
-    mon = subprocess.Popen([sys.executable, "-m", "robot_emotion", "monitor", "--endpoint", ep,
-                            "--topics", "speech,utterance", "--count", "6", "--timeout", "20"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    mon = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "robot_emotion",
+            "monitor",
+            "--endpoint",
+            ep,
+            "--topics",
+            "speech,utterance",
+            "--count",
+            "6",
+            "--timeout",
+            "20",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
     time.sleep(2.0)  # the monitor's SUB connects before the node publishes
     collect(spine_cfg(f'publish.endpoint="{ep}"'), folder, speed=2.0)
     out, err = mon.communicate(timeout=60)
@@ -164,6 +198,7 @@ def test_port_is_free_the_moment_the_publisher_stops():
     to the old one (check_endpoint does not retry: a busy port is a one-line error)."""
     from robot_emotion.config import PublishConfig
     from robot_emotion.bus.publish import check_endpoint
+
     ep = free_endpoint()
     ctx = zmq.Context.instance()
     sub = ctx.socket(zmq.SUB)
@@ -176,6 +211,6 @@ def test_port_is_free_the_moment_the_publisher_stops():
             for k in range(50):
                 pub.publish({"topic": "speech.start", "utterance_id": str(k), "start": float(k)})
             pub.stop()
-            check_endpoint(PublishConfig(endpoint=ep))   # raises UsageError if still held
+            check_endpoint(PublishConfig(endpoint=ep))  # raises UsageError if still held
     finally:
         sub.close()

@@ -1,4 +1,5 @@
 """record -> replay round trip on real devices: PulseAudio microphone, file-backed camera."""
+
 import json
 import os
 import signal
@@ -15,14 +16,27 @@ from conftest import NO_PERCEPTION, by_topic, collect, spine_cfg
 
 # The spine with webrtcvad, which loads no model: silero's load (torch) would be counted into
 # the session clock (a record started before models load; left to the start-up work, issue 12).
-SETS = sum([["--set", o] for o in NO_PERCEPTION[:-1] + ['vad.backend="webrtcvad"',
-                                                       'control.endpoint="tcp://127.0.0.1:*"']], [])
+SETS = sum(
+    [["--set", o] for o in NO_PERCEPTION[:-1] + ['vad.backend="webrtcvad"', 'control.endpoint="tcp://127.0.0.1:*"']], []
+)
 
 
 def _start_record(out, video, extra=()):
-    cmd = [sys.executable, "-m", "robot_emotion", "record", str(out), "--launch",
-           str(REPO / "launch" / "robot.toml"), "--set", f'camera.source="{video}"',
-           "--set", f'publish.endpoint="{free_endpoint()}"', *SETS, *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "robot_emotion",
+        "record",
+        str(out),
+        "--launch",
+        str(REPO / "launch" / "robot.toml"),
+        "--set",
+        f'camera.source="{video}"',
+        "--set",
+        f'publish.endpoint="{free_endpoint()}"',
+        *SETS,
+        *extra,
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     for _ in range(300):  # wait until the recorder has opened its files
         if (out / "audio.wav").exists() and (out / "session.json").exists():
@@ -51,9 +65,9 @@ def test_record_then_replay(pulse, short_session, tmp_path):
     assert len(frames) >= 0.8 * len(s.frame_times) > 10
     logged = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
     live_utts = [e for e in logged if e["topic"] == "utterance"]
-    assert len(live_utts) >= len(truth["turns"])   # the spine: one per segment (pauses split turns)
+    assert len(live_utts) >= len(truth["turns"])  # the spine: one per segment (pauses split turns)
     # replaying the recording finds the same utterances at the same capture times
-    events, _ = collect(spine_cfg('vad.backend="webrtcvad"'), out)   # the VAD the recording ran with
+    events, _ = collect(spine_cfg('vad.backend="webrtcvad"'), out)  # the VAD the recording ran with
     replayed = by_topic(events, "utterance")
     assert len(replayed) == len(live_utts)
     for a, b in zip(live_utts, replayed):
@@ -86,10 +100,11 @@ def test_sigterm_finalises_the_session(pulse, short_session, tmp_path):
     wait_audio(out)
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=30)
-    assert proc.returncode == 130            # interrupted, like replay (README: exit codes)
+    assert proc.returncode == 130  # interrupted, like replay (README: exit codes)
     meta = json.loads((out / "session.json").read_text())
     assert meta["complete"] is True and meta["duration"] > 1.0
     import soundfile as sf
+
     info = sf.info(str(out / "audio.wav"))  # a standard reader accepts the finalised header
     assert info.samplerate == 16000 and abs(info.frames / 16000 - meta["duration"]) < 0.05
 

@@ -1,4 +1,5 @@
 """Replay: sessions, media files, determinism across speeds, and one-line errors."""
+
 import json
 
 import numpy as np
@@ -7,6 +8,7 @@ import soundfile as sf
 from conftest import FACE_CLIP, MELD_CLIP, NO_PERCEPTION, by_topic, collect, run_cli, shared_file, spine_cfg
 from robot_emotion.bus import messages
 from robot_emotion.node.runner import replay
+
 
 def test_replay_publishes_schema_complete_messages(dialogue_session):
     folder, truth = dialogue_session
@@ -41,11 +43,11 @@ def test_video_and_audio_files(tmp_path):
     assert len(utts) >= 1 and utts[0]["start"] < 1.0 and utts[-1]["end"] > 1.5
     # the same speech written as a 16 kHz wav replays to the same segments
     from robot_emotion.media import decode_audio
+
     wav = tmp_path / "clip.wav"
     sf.write(wav, decode_audio(clip), 16000, subtype="PCM_16")
     events2, _ = collect(spine_cfg(), wav)
-    assert [(u["start"], u["end"]) for u in by_topic(events2, "utterance")] == \
-           [(u["start"], u["end"]) for u in utts]
+    assert [(u["start"], u["end"]) for u in by_topic(events2, "utterance")] == [(u["start"], u["end"]) for u in utts]
 
 
 def test_out_file_has_one_json_body_per_message(short_session, tmp_path):
@@ -96,6 +98,7 @@ def test_resample_flag_accepts_48k_stereo(tmp_path, dialogue_session):
     folder, _ = dialogue_session
     import scipy.signal as ss
     from robot_emotion.media import read_wav_tolerant
+
     audio = read_wav_tolerant(folder / "audio.wav")[: 16000 * 6].astype(np.float32) / 32768
     up = ss.resample_poly(audio, 3, 1)
     wav = tmp_path / "s48.wav"

@@ -1,5 +1,6 @@
 """Speaker change detection and clustering (GE2E d-vectors) on espeak-ng dialogues generated
 here and on real read speech (../shared/speech)."""
+
 from __future__ import annotations
 
 import shutil
@@ -33,26 +34,26 @@ LINES = [
     (VOICE_B, "Deal, but I am not singing."),
 ]
 GAP_S = 0.06
-T0 = 12.5          # session time of the segment start: results must be in session seconds
+T0 = 12.5  # session time of the segment start: results must be in session seconds
 
-CFG = SpeakersConfig()     # the shipped decisions
+CFG = SpeakersConfig()  # the shipped decisions
 
 
 @pytest.fixture(scope="module")
 def tracker_factory():
     from robot_emotion.audio.voice_encoder import VoiceEncoder
+
     enc = VoiceEncoder()
     return lambda: SpeakerTracker(CFG, encoder=enc)
 
 
 def say(tmp_path, text, voice, pitch, name):
     wav = tmp_path / f"{name}.wav"
-    subprocess.run(["espeak-ng", "-v", voice, "-p", str(pitch), "-w", str(wav), text],
-                   check=True, capture_output=True)
+    subprocess.run(["espeak-ng", "-v", voice, "-p", str(pitch), "-w", str(wav), text], check=True, capture_output=True)
     x, sr = sf.read(wav, dtype="float32")
     x = resample_poly(x, SR, sr).astype(np.float32) if sr != SR else x
-    loud = np.flatnonzero(np.abs(x) > 0.01)               # trim espeak's leading/trailing silence
-    return x[max(0, loud[0] - 80): loud[-1] + 80]
+    loud = np.flatnonzero(np.abs(x) > 0.01)  # trim espeak's leading/trailing silence
+    return x[max(0, loud[0] - 80) : loud[-1] + 80]
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +104,10 @@ def test_changes_found_at_true_boundaries(dialogue, tracker_factory, record_prop
     errors = [float(np.min(np.abs(changes - b))) if len(changes) else np.inf for b in bounds]
     matched = {int(np.argmin(np.abs(changes - b))) for b in bounds if len(changes)}
     spurious = len(changes) - len(matched)
-    print(f"\ntrue boundaries {np.round(bounds, 2).tolist()}\nfound {np.round(changes, 2).tolist()}"
-          f"\nerrors (s) {np.round(errors, 2).tolist()} spurious {spurious}; split {len(audio) / SR:.1f} s in {ms:.0f} ms")
+    print(
+        f"\ntrue boundaries {np.round(bounds, 2).tolist()}\nfound {np.round(changes, 2).tolist()}"
+        f"\nerrors (s) {np.round(errors, 2).tolist()} spurious {spurious}; split {len(audio) / SR:.1f} s in {ms:.0f} ms"
+    )
     record_property("boundary_errors_s", [round(e, 3) for e in errors])
     assert max(errors) <= 0.5
     assert spurious <= 1
@@ -125,7 +128,7 @@ def test_each_voice_keeps_one_id(dialogue, tracker_factory):
         ids.setdefault(voice, set()).add(p.speaker)
         assert 0.0 <= p.confidence <= 1.0
     assert len(ids[VOICE_A]) == 1 and len(ids[VOICE_B]) == 1, ids
-    assert ids[VOICE_A] == {"S0"} and ids[VOICE_B] == {"S1"}     # order of appearance
+    assert ids[VOICE_A] == {"S0"} and ids[VOICE_B] == {"S1"}  # order of appearance
 
 
 def _libri(name):
@@ -136,8 +139,18 @@ def test_real_voices_keep_their_ids_turn_by_turn(tracker_factory):
     """Two real LibriSpeech readers, one sentence per VAD segment, alternating: S0 and S1 only,
     and no sentence of one reader is split."""
     tracker = tracker_factory()
-    order = ["spk1_snt1", "spk2_snt1", "spk1_snt2", "spk2_snt2", "spk2_snt3", "spk1_snt3",
-             "spk1_snt4", "spk2_snt4", "spk1_snt5", "spk2_snt5"]
+    order = [
+        "spk1_snt1",
+        "spk2_snt1",
+        "spk1_snt2",
+        "spk2_snt2",
+        "spk2_snt3",
+        "spk1_snt3",
+        "spk1_snt4",
+        "spk2_snt4",
+        "spk1_snt5",
+        "spk2_snt5",
+    ]
     got, t = [], 0.0
     for i, name in enumerate(order):
         x = _libri(name)
@@ -151,7 +164,7 @@ def test_real_voices_keep_their_ids_turn_by_turn(tracker_factory):
 
 def _speech_start(x: np.ndarray) -> np.ndarray:
     on = np.flatnonzero(np.abs(x) > np.abs(x).max() * 10 ** (-35 / 20))
-    return x[max(0, on[0] - 320):]
+    return x[max(0, on[0] - 320) :]
 
 
 def test_probes_of_a_segment_start_tell_voices_apart(tracker_factory):
@@ -164,11 +177,15 @@ def test_probes_of_a_segment_start_tell_voices_apart(tracker_factory):
         tracker.process(_libri(name), 10.0 * (i + 1), str(i + 1))
     own = [_speech_start(_libri(f"spk1_snt{k}")) for k in (3, 4, 5)]
     other = [_speech_start(_libri(f"spk2_snt{k}")) for k in (3, 4, 5)]
-    assert not any(tracker.differs(x[:int(1.5 * SR)], "S0") for x in own)
-    assert all(tracker.differs(x[:int(1.5 * SR)], "S0") for x in other)
-    short = [(tracker.differs(x[:int(d * SR)], "S0"), want) for d in (0.25, 0.4)
-             for want, xs in ((False, own), (True, other)) for x in xs]
-    assert sum(got == want for got, want in short) >= 9, short      # of 12
+    assert not any(tracker.differs(x[: int(1.5 * SR)], "S0") for x in own)
+    assert all(tracker.differs(x[: int(1.5 * SR)], "S0") for x in other)
+    short = [
+        (tracker.differs(x[: int(d * SR)], "S0"), want)
+        for d in (0.25, 0.4)
+        for want, xs in ((False, own), (True, other))
+        for x in xs
+    ]
+    assert sum(got == want for got, want in short) >= 9, short  # of 12
 
 
 @pytest.mark.parametrize("first,second", [("spk1", "spk2"), ("spk2", "spk1")])
@@ -199,6 +216,7 @@ def test_single_voice_is_not_split(dialogue, tracker_factory):
 def test_real_speech_clip_is_one_speaker(tracker_factory):
     """The MELD clip (Joey, one line, 2.5 s of real emotional speech) is one speaker."""
     import av
+
     path = shared_file(MELD_CLIP)
     with av.open(str(path)) as c:
         a = np.concatenate([f.to_ndarray() for f in c.decode(audio=0)], axis=1).astype(np.float32)
@@ -210,10 +228,10 @@ def test_real_speech_clip_is_one_speaker(tracker_factory):
 
 def test_clusterer_short_pieces_and_unassign():
     rng = np.random.default_rng(0)
-    unit = lambda v: v / np.linalg.norm(v)          # noqa: E731
+    unit = lambda v: v / np.linalg.norm(v)  # noqa: E731
     a, b = unit(rng.normal(size=256)), unit(rng.normal(size=256))
     c = SpeakerClusterer(shipped())
-    assert c.assign("x", None, 1.0, prefer="S9") == ("S9", 0.0)   # no audio: keep the open turn's
+    assert c.assign("x", None, 1.0, prefer="S9") == ("S9", 0.0)  # no audio: keep the open turn's
     assert c.assign("a", a, 2.0)[0] == "S0"
     # a short piece near S0 does not found a speaker and does not move S0
     near = unit(a + 0.4 * unit(rng.normal(size=256)))
@@ -229,13 +247,13 @@ def test_clusterer_short_pieces_and_unassign():
 
 def test_merge_folds_a_speaker_and_never_reuses_ids():
     rng = np.random.default_rng(1)
-    unit = lambda v: v / np.linalg.norm(v)          # noqa: E731
+    unit = lambda v: v / np.linalg.norm(v)  # noqa: E731
     a, b, d = (unit(rng.normal(size=256)) for _ in range(3))
     c = SpeakerClusterer(shipped())
     assert c.assign("a", a, 2.0)[0] == "S0" and c.assign("b", b, 2.0)[0] == "S1"
     assert c.merge("S1", "S0") and c.speakers == ["S0"]
     assert c.assign("d", d, 2.0)[0] == "S2"  # a fresh id, not the merged one
-    assert not c.merge("S1", "S0")           # already gone
+    assert not c.merge("S1", "S0")  # already gone
 
 
 def test_silence_and_tiny_audio_do_not_crash(tracker_factory):
@@ -248,6 +266,7 @@ def test_a_speaker_keeps_a_bounded_number_of_pieces_and_the_same_centroid():
     """A node runs for days: a speaker's pieces beyond MAX_MEMBERS are summed, not kept one by
     one; the centroid is the one all pieces give, and a recent piece can still be taken back."""
     from robot_emotion.audio.speakers import MAX_MEMBERS, SpeakerClusterer
+
     rng = np.random.default_rng(0)
     base = rng.normal(size=256)
     c = SpeakerClusterer(shipped())

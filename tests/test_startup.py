@@ -1,5 +1,6 @@
 """Honest start-up: no devices -> exit 3 and nothing published; --demo replays; a `ready`
 message once models are loaded; the session clock starts at ready (not during loading)."""
+
 import json
 import subprocess
 import sys
@@ -27,8 +28,13 @@ def test_run_without_devices_exits_3_and_publishes_nothing():
 
 def test_run_demo_replays_the_demo_when_devices_are_missing(dialogue_session):
     folder, truth = dialogue_session
-    r = run_cli("run", "--demo", *sum([["--set", o] for o in NO_PERCEPTION[:-1]], []),
-                env={**NO_SOUND_SERVER, "ROBOT_EMOTION_DEMO": str(folder)}, timeout=300)
+    r = run_cli(
+        "run",
+        "--demo",
+        *sum([["--set", o] for o in NO_PERCEPTION[:-1]], []),
+        env={**NO_SOUND_SERVER, "ROBOT_EMOTION_DEMO": str(folder)},
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert "replaying the demo session (--demo)" in r.stderr
     assert r.stdout.count("utterance ") >= len(truth["turns"]) - 1
@@ -49,10 +55,26 @@ def test_session_clock_starts_when_models_are_loaded(pulse, tmp_path):
     `record --duration 3`: 3 s of audio, not 3 s plus the loading."""
     out = tmp_path / "rec"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "robot_emotion", "record", str(out), "--duration", "3",
-         "--launch", str(REPO / "launch" / "audio_only.toml"), "--endpoint", free_endpoint(),
-         "--set", 'control.endpoint="tcp://127.0.0.1:*"'],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+        [
+            sys.executable,
+            "-m",
+            "robot_emotion",
+            "record",
+            str(out),
+            "--duration",
+            "3",
+            "--launch",
+            str(REPO / "launch" / "audio_only.toml"),
+            "--endpoint",
+            free_endpoint(),
+            "--set",
+            'control.endpoint="tcp://127.0.0.1:*"',
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
     _, stderr = proc.communicate(timeout=240)
     assert proc.returncode == 0, stderr
     assert "# loading speech recognition" in stderr and "# ready: live" in stderr

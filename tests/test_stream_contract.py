@@ -3,6 +3,7 @@
 session ends with `session.end` and its counts, the control socket works in replays at
 --speed 1 and max, and the conventions: `--out -`, `--json` on stdout, `--version`, English
 only unless a multilingual recogniser is configured, `make demo` replays."""
+
 from __future__ import annotations
 
 import json
@@ -15,12 +16,18 @@ import zmq
 
 from conftest import REPO, free_endpoint, run_cli, shared_file, SHARED
 
-LIGHT = ["--set", "faces.enabled=false"]     # (the control and stream contract need no faces)
+LIGHT = ["--set", "faces.enabled=false"]  # (the control and stream contract need no faces)
 
 
 def _popen(*args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "robot_emotion", *map(str, args)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "robot_emotion", *map(str, args)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 def _request(ctx, endpoint: str, req: dict, timeout_ms: int = 3000) -> dict:
@@ -47,8 +54,19 @@ def test_controller_started_5s_before_a_paced_replay_gets_ready_control_and_sess
     sub.setsockopt(zmq.LINGER, 0)
     sub.connect(pub)
     time.sleep(5.0)
-    proc = _popen("replay", folder, "--speed", "1", "--control", "--quiet", "--endpoint", pub,
-                  "--set", f'control.endpoint="{ctl}"', *LIGHT)
+    proc = _popen(
+        "replay",
+        folder,
+        "--speed",
+        "1",
+        "--control",
+        "--quiet",
+        "--endpoint",
+        pub,
+        "--set",
+        f'control.endpoint="{ctl}"',
+        *LIGHT,
+    )
     got, robot_said, spoke_at = [], False, None
     try:
         deadline = time.monotonic() + 240
@@ -58,8 +76,9 @@ def test_controller_started_5s_before_a_paced_replay_gets_ready_control_and_sess
             body = json.loads(sub.recv_multipart()[1])
             got.append(body)
             if body["topic"] == "ready" and spoke_at is None:
-                assert _request(ctx, ctl, {"cmd": "robot.speaking", "state": "start",
-                                           "text": "Hello, I am the robot"})["ok"]
+                assert _request(ctx, ctl, {"cmd": "robot.speaking", "state": "start", "text": "Hello, I am the robot"})[
+                    "ok"
+                ]
                 spoke_at = time.monotonic()
             if spoke_at and not robot_said and time.monotonic() - spoke_at > 2.5:
                 assert _request(ctx, ctl, {"cmd": "robot.speaking", "state": "stop"})["ok"]
@@ -94,8 +113,9 @@ def test_controller_started_5s_before_a_paced_replay_gets_ready_control_and_sess
         if b["topic"] not in ("status", "ready", "session.end"):
             received[b["topic"]] = received.get(b["topic"], 0) + 1
     assert end["messages"].pop("ready") == 1 and end["messages"] == received
-    assert end["utterances"] == sum(1 for b in got if b["topic"] == "utterance" and b["final"]
-                                    and b["speaker"] != "robot" and b.get("speech", True))
+    assert end["utterances"] == sum(
+        1 for b in got if b["topic"] == "utterance" and b["final"] and b["speaker"] != "robot" and b.get("speech", True)
+    )
 
 
 def test_replay_at_max_speed_serves_control_writes_stdout_and_splits_latency(short_session):
@@ -104,8 +124,18 @@ def test_replay_at_max_speed_serves_control_writes_stdout_and_splits_latency(sho
     progress and the stream's last line is session.end."""
     folder, _ = short_session
     ctl = free_endpoint()
-    proc = _popen("replay", folder, "--control", "--out", "-", "--endpoint", free_endpoint(),
-                  "--set", f'control.endpoint="{ctl}"', *LIGHT)
+    proc = _popen(
+        "replay",
+        folder,
+        "--control",
+        "--out",
+        "-",
+        "--endpoint",
+        free_endpoint(),
+        "--set",
+        f'control.endpoint="{ctl}"',
+        *LIGHT,
+    )
     ctx = zmq.Context()
     answered = None
     try:
@@ -128,14 +158,20 @@ def test_replay_at_max_speed_serves_control_writes_stdout_and_splits_latency(sho
         ctx.term()
     assert proc.returncode == 0, err
     assert answered is not None and isinstance(answered["t"], float)
-    bodies = [json.loads(line) for line in out.splitlines()]        # stdout: JSON lines only
+    bodies = [json.loads(line) for line in out.splitlines()]  # stdout: JSON lines only
     assert bodies[0]["topic"] == "ready" and bodies[-1]["topic"] == "session.end"
     assert any(b["topic"] == "utterance" and b["speaker"] == "robot" and b["text"] == "One moment" for b in bodies)
     emo = [b["latency_ms"] for b in bodies if b["topic"] == "emotion"]
     assert emo and all(abs(x["backlog"] + x["processing"] - x["total"]) < 0.01 for x in emo)
     # the pipe carries on: export reads `-` from stdin
-    r = subprocess.run([sys.executable, "-m", "robot_emotion", "export", "-", "--format", "csv"],
-                       input=out, capture_output=True, text=True, cwd=REPO, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "robot_emotion", "export", "-", "--format", "csv"],
+        input=out,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert r.returncode == 0 and r.stdout.startswith("utterance_id,"), r.stderr
 
 
@@ -148,18 +184,19 @@ def test_version_json_on_stdout_and_language():
     csv = shared_file(SHARED / "meld" / "dev_sent_emo.csv")
     r = run_cli("evaluate", "--meld-csv", csv, "--limit", "8", "--json")
     assert r.returncode == 0, r.stderr
-    report = json.loads(r.stdout)                  # stdout is the JSON alone
-    assert "accuracy" in json.dumps(report) and "accuracy" in r.stderr   # the tables went to stderr
+    report = json.loads(r.stdout)  # stdout is the JSON alone
+    assert "accuracy" in json.dumps(report) and "accuracy" in r.stderr  # the tables went to stderr
 
 
 def test_diagnostics_go_through_logging(capfd):
     import logging
 
     from robot_emotion.errors import say
+
     log = logging.getLogger("robot_emotion")
     say("# shown")
     old = log.level
-    log.setLevel(logging.ERROR)          # what an embedding program does to quiet the node
+    log.setLevel(logging.ERROR)  # what an embedding program does to quiet the node
     try:
         say("# hidden")
         say("robot-emotion: error: still one line")
@@ -177,9 +214,14 @@ def test_make_demo_replays_even_with_a_microphone_present(pulse, dialogue_sessio
     command = command.replace("$$", "$").replace("$(CURDIR)", str(REPO))
     assert " run" not in command and "replay --demo" in command
     folder, _ = dialogue_session
-    r = subprocess.run(["bash", "-c", f"{command} --quiet --endpoint {free_endpoint()} --set faces.enabled=false"],
-                       capture_output=True, text=True, cwd=REPO, timeout=300,
-                       env={**__import__("os").environ, "VENV": sys.prefix, "ROBOT_EMOTION_DEMO": str(folder)})
+    r = subprocess.run(
+        ["bash", "-c", f"{command} --quiet --endpoint {free_endpoint()} --set faces.enabled=false"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+        env={**__import__("os").environ, "VENV": sys.prefix, "ROBOT_EMOTION_DEMO": str(folder)},
+    )
     assert r.returncode == 0, r.stderr
     assert "ready: replay session" in r.stderr and "ready: live" not in r.stderr
 

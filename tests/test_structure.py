@@ -1,6 +1,7 @@
 """The package's shape: every `robot_emotion` import (top-level or inside a function) is an
 edge; the module graph has no circles, and no import climbs from a lower room to a higher one
 (LAYERS, the README's Layout)."""
+
 import ast
 from pathlib import Path
 
@@ -26,8 +27,9 @@ def import_graph() -> dict[str, set[str]]:
                 targets = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 # `from pkg import submodule` imports the submodule; `from mod import name` the module
-                targets = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in files else node.module
-                           for a in node.names]
+                targets = [
+                    f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in files else node.module for a in node.names
+                ]
             for t in targets:
                 if t in files and t != mod and not mod.startswith(t + "."):  # a package's own __init__
                     graph[mod].add(t)
@@ -68,7 +70,7 @@ def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_no_import_circles():
     graph = import_graph()
-    assert len(graph) > 40 and graph["robot_emotion.cli.commands"]   # the walk really saw the package
+    assert len(graph) > 40 and graph["robot_emotion.cli.commands"]  # the walk really saw the package
     assert find_cycles(graph) == []
 
 
@@ -113,7 +115,10 @@ def test_no_import_climbs_to_a_higher_room():
 
 
 def test_climb_finder_sees_a_climb():
-    graph = {"robot_emotion.audio.vad": {"robot_emotion.node.core"}, "robot_emotion.node.core": {"robot_emotion.audio.vad"}}
+    graph = {
+        "robot_emotion.audio.vad": {"robot_emotion.node.core"},
+        "robot_emotion.node.core": {"robot_emotion.audio.vad"},
+    }
     assert climbing_imports(graph) == ["robot_emotion.audio.vad (components) imports robot_emotion.node.core (node)"]
 
 
@@ -125,31 +130,38 @@ def test_readme_layout_is_the_tree():
     """README's Layout tree (one line per room) and docs/layout.md (one line per module) are
     generated from the modules (tools/readme_layout.py --write)."""
     from conftest import load_tool
+
     tool = load_tool("tools/readme_layout")
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert tool.block() in readme, "README layout is stale: run python tools/readme_layout.py --write"
     modules = (REPO / "docs" / "layout.md").read_text(encoding="utf-8")
     assert tool.modules_block() in modules, "docs/layout.md is stale: run python tools/readme_layout.py --write"
     rooms = {name.rstrip("/").removesuffix(".py") for _, names in tool.ROOMS for name in names}
-    for path in PKG.iterdir():           # every room of the package is in the picture
+    for path in PKG.iterdir():  # every room of the package is in the picture
         if not path.name.startswith((".", "_")) or path.name in ("__init__.py", "__main__.py"):
             if path.suffix == ".py" or (path.is_dir() and path.name != "__pycache__"):
                 assert path.name.removesuffix(".py") in rooms, f"{path.name} is not in the README's Layout"
-    tree = tool.layout()       # (once: it parses every module)
+    tree = tool.layout()  # (once: it parses every module)
     for path in PKG.rglob("*.py"):
         if path.name != "__init__.py":
             assert str(path.relative_to(REPO)) in tree
 
 
-def test_ruff_lint_clean():
+def test_ruff_lint_and_format_clean():
     """ruff (pyflakes + pycodestyle errors, pyproject's [tool.ruff]) finds nothing: unused
-    imports, undefined names and stale noqa markers fail here, not in review."""
+    imports, undefined names and stale noqa markers fail here, not in review; and every file is
+    formatted as `ruff format` writes it."""
     import shutil
     import subprocess
     import sys
+
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
     if ruff is None:
         pytest.skip("ruff is not installed (it is in the dev extra: scripts/setup.sh installs it)")
-    r = subprocess.run([ruff, "check", "--output-format", "concise", "."], cwd=REPO,
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [ruff, "check", "--output-format", "concise", "."], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0, r.stdout[-3000:]
+    # and formatted as `ruff format` writes it (pyproject's [tool.ruff.format]): no style debates
+    r = subprocess.run([ruff, "format", "--check", "."], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, "run `ruff format .`:\n" + r.stdout[-3000:]

@@ -1,5 +1,6 @@
 """The text model's fast path: the ensemble members in one batched forward (same outputs as one
 pass per member), int8 weights (same decisions as float on real MELD dev), token ids cached per turn."""
+
 from __future__ import annotations
 
 import os
@@ -25,7 +26,7 @@ DIALOGUE = [
 
 
 def _items(turns, history_turns=8):
-    return [(turns[max(0, i - history_turns):i], turns[i]) for i in range(len(turns))]
+    return [(turns[max(0, i - history_turns) : i], turns[i]) for i in range(len(turns))]
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +34,13 @@ def models():
     import torch
 
     from robot_emotion.features.text_emotion import TextEmotionModel
+
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    return {"per_member": TextEmotionModel.load(None, device="cpu", stacked=False),
-            "stacked": TextEmotionModel.load(None, device="cpu"),
-            "int8": TextEmotionModel.load(None, device="cpu", int8=True)}
+    return {
+        "per_member": TextEmotionModel.load(None, device="cpu", stacked=False),
+        "stacked": TextEmotionModel.load(None, device="cpu"),
+        "int8": TextEmotionModel.load(None, device="cpu", int8=True),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +49,7 @@ def dev_items():
         pytest.skip(f"MELD dev CSV not available at {DEV_CSV}")
     from robot_emotion.data.meld import read_meld_csv
     from robot_emotion.data.meld_text import with_past_context
+
     return [(h, (u.speaker, u.text)) for u, h in with_past_context(read_meld_csv(DEV_CSV), max_turns=8)]
 
 
@@ -84,6 +89,7 @@ def test_members_with_other_inputs_form_their_own_stacks(models, tmp_path):
     import json
 
     from robot_emotion.features.text_emotion import ASSET_DIR, TextEmotionModel
+
     meta = json.loads((ASSET_DIR / "text_emotion.json").read_text())
     meta["members"][1]["context_turns"] = 0
     (tmp_path / "text_emotion.json").write_text(json.dumps(meta))
@@ -99,6 +105,7 @@ def test_members_with_other_inputs_form_their_own_stacks(models, tmp_path):
 
 def test_int8_weights_are_int8_and_change_the_numbers_a_little(models):
     from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantLinear
+
     _, _, stack = models["int8"].groups[0]
     layer = stack.layers[1]
     assert isinstance(stack.layers[0].qkv.linear, DynamicQuantLinear)
@@ -121,8 +128,8 @@ def test_int8_agrees_with_float_on_meld_dev(models, dev_items):
     items = dev_items[::4]
 
     def argmax(m, batch):
-        return np.concatenate([m.predict_batch(items[i:i + batch])[0]
-                               for i in range(0, len(items), batch)]).argmax(1)
+        return np.concatenate([m.predict_batch(items[i : i + batch])[0] for i in range(0, len(items), batch)]).argmax(1)
+
     agree = float((argmax(models["int8"], 1) == argmax(models["stacked"], 64)).mean())
     print(f"int8 vs float argmax agreement on MELD dev: {100 * agree:.1f}%")
     assert agree >= 0.95
@@ -132,6 +139,7 @@ def test_int8_agrees_with_float_on_meld_dev(models, dev_items):
 @pytest.fixture
 def encoder():
     from robot_emotion.features.text import TextEncoder
+
     return TextEncoder(device="cpu", max_tokens=40)
 
 
@@ -143,9 +151,9 @@ def test_cached_ids_equal_tokenizing_the_built_input(encoder):
     long_turn = "well I was thinking that maybe we could go to the beach or the museum tomorrow afternoon"
     cases = [
         ([], ("Joey", "Hi.")),
-        ([("Ross", "heÂ’s here")], (None, "Whatâ€™s up?")),          # mojibake, no speaker
+        ([("Ross", "heÂ’s here")], (None, "Whatâ€™s up?")),  # mojibake, no speaker
         ([("A", long_turn), ("B", long_turn), ("A", "Sure!")], ("B", "Great, let's go.")),  # partial oldest turn
-        ([("A", "Hey")], ("B", " ".join(["word"] * 60))),               # the current turn alone overflows
+        ([("A", "Hey")], ("B", " ".join(["word"] * 60))),  # the current turn alone overflows
         ([("A", "Caf\u00e9 [SEP] na\u00efve")], ("B", "It\u2019s fine\u2026 really")),
     ]
     for history, current in cases:
@@ -160,10 +168,10 @@ def test_cached_ids_equal_tokenizing_the_built_input(encoder):
 @needs_dev
 def test_cached_ids_equal_tokenizer_on_all_meld_dev(encoder, dev_items):
     from robot_emotion.features.text import TextEncoder
+
     enc = TextEncoder(device="cpu", max_tokens=160)  # the shipped model's budget
     for enc_ in (encoder, enc):
-        bad = [i for i, (h, c) in enumerate(dev_items)
-               if enc_.build_ids(h[-2:], c) != _tokenizer_ids(enc_, h[-2:], c)]
+        bad = [i for i, (h, c) in enumerate(dev_items) if enc_.build_ids(h[-2:], c) != _tokenizer_ids(enc_, h[-2:], c)]
         assert not bad, f"{len(bad)} dev items differ (first {bad[:5]})"
 
 
@@ -186,6 +194,7 @@ def test_past_turns_are_tokenized_once_and_the_cache_is_bounded(encoder):
 
 def test_text_int8_is_a_validated_config_key():
     from robot_emotion.config import ConfigError, load
+
     assert load(None)[0].emotion.text_int8 is True
     assert load(None, overrides=["emotion.text_int8=false"])[0].emotion.text_int8 is False
     with pytest.raises(ConfigError, match="text_int8"):

@@ -1,5 +1,6 @@
 """Text emotion branch: input building (past-only, left truncation), MELD CSV text reading,
 the shipped default model, metrics and CSV evaluation."""
+
 from __future__ import annotations
 
 import csv
@@ -34,8 +35,10 @@ def model():
 
 
 def test_mojibake_repair():
-    assert fix_mojibake("Oh my God, heÂ’s lost it. HeÂ’s totally lost it.") == \
-        "Oh my God, he’s lost it. He’s totally lost it."
+    assert (
+        fix_mojibake("Oh my God, heÂ’s lost it. HeÂ’s totally lost it.")
+        == "Oh my God, he’s lost it. He’s totally lost it."
+    )
     assert fix_mojibake("Itâ€™s okay â€” really") == "It’s okay — really"
     assert fix_mojibake("You\x92re a genius\x85") == "You’re a genius…"
     assert fix_mojibake("Ross: I’m fine, café") == "Ross: I’m fine, café"  # clean text untouched
@@ -43,8 +46,12 @@ def test_mojibake_repair():
 
 def test_csv_reader_repairs_and_groups(tmp_path):
     f = tmp_path / "m.csv"
-    rows = [("1", "Utt two", "Ross", "joy", "1", "2"), ("2", "heÂ’s here", "Joey", "neutral", "1", "0"),
-            ("3", "Utt one", "Rachel", "anger", "1", "1"), ("4", "Other", "Monica", "fear", "0", "0")]
+    rows = [
+        ("1", "Utt two", "Ross", "joy", "1", "2"),
+        ("2", "heÂ’s here", "Joey", "neutral", "1", "0"),
+        ("3", "Utt one", "Rachel", "anger", "1", "1"),
+        ("4", "Other", "Monica", "fear", "0", "0"),
+    ]
     with open(f, "w", encoding="utf-8", newline="") as fh:
         w = csv.writer(fh, lineterminator="\r\n")
         w.writerow(["Sr No.", "Utterance", "Speaker", "Emotion", "Dialogue_ID", "Utterance_ID"])
@@ -58,12 +65,14 @@ def test_csv_reader_repairs_and_groups(tmp_path):
 
 
 def test_build_input_never_sees_future_turns(encoder):
-    utts = [MeldClip("dev", 7, i, spk, f"turn number {w} here", "neutral")
-            for i, (spk, w) in enumerate([("Joey", "zero"), ("Ross", "one"), ("Joey", "two"), ("Ross", "three")])]
+    utts = [
+        MeldClip("dev", 7, i, spk, f"turn number {w} here", "neutral")
+        for i, (spk, w) in enumerate([("Joey", "zero"), ("Ross", "one"), ("Joey", "two"), ("Ross", "three")])
+    ]
     for u, hist in with_past_context(utts, max_turns=4):
         text = encoder.build_input(hist, (u.speaker, u.text))
         words = ["zero", "one", "two", "three"]
-        for later in words[u.utterance_id + 1:]:
+        for later in words[u.utterance_id + 1 :]:
             assert later not in text
         assert text.endswith(f"turn number {words[u.utterance_id]} here")
         if u.utterance_id:
@@ -117,10 +126,12 @@ def test_default_model_clear_cases(model):
     probs, feat = model.predict([], ("A", "This is the best day of my life, I love it!"))
     assert probs.shape == (7,) and abs(float(probs.sum()) - 1) < 1e-4 and feat.shape == (384,)
     assert EMOTIONS[int(probs.argmax())] == "joy"
-    batch, feats = model.predict_batch([
-        ([("B", "You ate my sandwich?")], ("A", "I hate you! Get out of my house!")),
-        ([], ("A", "Oh my God! Really?! No way!")),
-    ])
+    batch, feats = model.predict_batch(
+        [
+            ([("B", "You ate my sandwich?")], ("A", "I hate you! Get out of my house!")),
+            ([], ("A", "Oh my God! Really?! No way!")),
+        ]
+    )
     top2 = [{EMOTIONS[i] for i in np.argsort(-p)[:2]} for p in batch]
     assert top2[0] & {"anger", "disgust"}
     assert "surprise" in top2[1]
@@ -192,9 +203,15 @@ def test_trained_layers_round_trip_through_asset(encoder, tmp_path, lora_rank, n
         state = tops[0][1]
         assert any(k.endswith(".lora_A") for k in state)
         assert sum(v.numel() for v in state.values()) < 0.15 * sum(
-            p.numel() for p in encoder.model.encoder.layer[4:].parameters())
-    meta = {"kind": "text_emotion", "labels": list(EMOTIONS), "pooling": "current", "max_tokens": 40,
-            "encoder": {"id": encoder.id, "version": encoder.version}}
+            p.numel() for p in encoder.model.encoder.layer[4:].parameters()
+        )
+    meta = {
+        "kind": "text_emotion",
+        "labels": list(EMOTIONS),
+        "pooling": "current",
+        "max_tokens": 40,
+        "encoder": {"id": encoder.id, "version": encoder.version},
+    }
     bias = np.zeros(len(EMOTIONS))
     if n_members == 1:
         state = tops[0][1]
@@ -211,8 +228,13 @@ def test_trained_layers_round_trip_through_asset(encoder, tmp_path, lora_rank, n
 
     texts = [encoder.build_input([], ("A", t)) for t in ["I can't believe you did that!", "Okay, fine."]]
     with torch.no_grad():
-        ref = np.mean([torch.softmax(top(*collate(cache_bottom(encoder, texts, top.first), "cpu"))[0], -1).numpy()
-                       for top, _ in tops], axis=0)
+        ref = np.mean(
+            [
+                torch.softmax(top(*collate(cache_bottom(encoder, texts, top.first), "cpu"))[0], -1).numpy()
+                for top, _ in tops
+            ],
+            axis=0,
+        )
         ref = ref * np.exp(bias)
         ref /= ref.sum(1, keepdims=True)
         _, _, pooled = encoder.encode(texts)  # the same heads on plain MiniLM: the layers must matter
@@ -238,23 +260,36 @@ def test_trainer_end_to_end_ships_and_resumes(tmp_path):
     from robot_emotion.features.text_emotion import TextEmotionModel
     from robot_emotion.train.text_model import Recipe, run
 
-    lines = {"joy": "I love this, it's wonderful!", "anger": "Get out of my house right now!",
-             "neutral": "The meeting is at three.", "surprise": "What?! No way! Really?",
-             "sadness": "I miss her so much.", "fear": "Oh no, something is in the dark.",
-             "disgust": "Ew, that is gross."}
+    lines = {
+        "joy": "I love this, it's wonderful!",
+        "anger": "Get out of my house right now!",
+        "neutral": "The meeting is at three.",
+        "surprise": "What?! No way! Really?",
+        "sadness": "I miss her so much.",
+        "fear": "Oh no, something is in the dark.",
+        "disgust": "Ew, that is gross.",
+    }
     rows = [(d, u, "AB"[u % 2], lines[e], e) for d in range(4) for u, e in enumerate(lines)]
     _write_meld_csv(tmp_path / "train.csv", rows)
     _write_meld_csv(tmp_path / "dev.csv", rows[:14])
     base = Recipe(epochs=1, batch_size=8, max_tokens=40)
-    args = dict(contexts=(0,), alphas=(0.5,), base=base, ensemble=True, prior_betas=(0.0, 0.3),
-                work_dir=str(tmp_path / "work"))
+    args = dict(
+        contexts=(0,), alphas=(0.5,), base=base, ensemble=True, prior_betas=(0.0, 0.3), work_dir=str(tmp_path / "work")
+    )
     logs: list[str] = []
-    first = run(str(tmp_path / "train.csv"), str(tmp_path / "dev.csv"), str(tmp_path / "a"), seeds=(1,),
-                log=logs.append, **args)
+    first = run(
+        str(tmp_path / "train.csv"), str(tmp_path / "dev.csv"), str(tmp_path / "a"), seeds=(1,), log=logs.append, **args
+    )
     assert len(list((tmp_path / "work").glob("member-*.pt"))) == 1 and not any("reused" in s for s in logs)
     logs.clear()
-    second = run(str(tmp_path / "train.csv"), str(tmp_path / "dev.csv"), str(tmp_path / "b"), seeds=(1, 2),
-                 log=logs.append, **args)
+    second = run(
+        str(tmp_path / "train.csv"),
+        str(tmp_path / "dev.csv"),
+        str(tmp_path / "b"),
+        seeds=(1, 2),
+        log=logs.append,
+        **args,
+    )
     assert sum("reused" in s for s in logs) == 1 and len(list((tmp_path / "work").glob("member-*.pt"))) == 2
     assert second["results"][0]["dev_probs"] == first["results"][0]["dev_probs"]
     model = TextEmotionModel.load(str(tmp_path / "b"), device="cpu")

@@ -1,5 +1,6 @@
 """Turns: pauses inside one voice do not end an utterance, a new voice does; provisional
 results at each pause, the final one when the turn closes (same utterance_id)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ SR = 16000
 
 
 @dataclass
-class _Seg:          # the fields of vad.SpeechEnd that turns.py reads
+class _Seg:  # the fields of vad.SpeechEnd that turns.py reads
     utterance_id: str
     audio_t0: float
     audio: np.ndarray
@@ -37,15 +38,15 @@ def piece(uid, start, end, speaker, index=0, last=True):
 def test_builder_pause_change_gap_and_length():
     b = TurnBuilder(turn_gap_s=0.5, max_turn_s=15.0)
     assert b.add(piece("0", 0.0, 2.0, "S0")) == []
-    assert b.add(piece("1", 2.3, 4.0, "S0")) == []            # a 300 ms pause: same turn
+    assert b.add(piece("1", 2.3, 4.0, "S0")) == []  # a 300 ms pause: same turn
     assert b.open.segments == ["0", "1"] and b.open.dirty
-    closed = b.add(piece("2", 4.05, 6.0, "S1"))                # 50 ms, another voice: new turn
+    closed = b.add(piece("2", 4.05, 6.0, "S1"))  # 50 ms, another voice: new turn
     assert [t.id for t in closed] == ["0"] and closed[0].end == 4.0
     assert b.open.id == "2"
-    assert b.gap(last_end=5.0) is None                         # not the open turn's end
+    assert b.gap(last_end=5.0) is None  # not the open turn's end
     assert b.gap(last_end=6.0).id == "2" and b.open is None
     assert b.add(piece("3", 7.0, 9.0, "S1")) == []
-    assert [t.id for t in b.add(piece("4", 9.7, 10.0, "S1"))] == ["3"]   # 700 ms pause > gap
+    assert [t.id for t in b.add(piece("4", 9.7, 10.0, "S1"))] == ["3"]  # 700 ms pause > gap
     assert b.add(piece("5", 10.2, 24.0, "S1")) == []
     assert [t.id for t in b.add(piece("6", 24.2, 26.0, "S1"))] == ["4"]  # would pass 15 s
 
@@ -59,11 +60,11 @@ def test_builder_split_segment_ids_and_audio_tiling():
     first.segment.decided_at = 6.15
     assert b.add(first) == []
     closed = b.add(second)
-    assert closed[0].id == "0" and b.open.id == "1.1"         # opened at the 2nd piece of "1"
+    assert closed[0].id == "0" and b.open.id == "1.1"  # opened at the 2nd piece of "1"
     t0, audio = closed[0].audio()
-    assert t0 == pytest.approx(0.85)                           # pre-roll of the first segment
-    assert audio.size / SR == pytest.approx(5.0 - 0.85, abs=1e-3)   # ends at the voice change
-    assert audio.min() > 0                                     # the pause is real audio, no hole
+    assert t0 == pytest.approx(0.85)  # pre-roll of the first segment
+    assert audio.size / SR == pytest.approx(5.0 - 0.85, abs=1e-3)  # ends at the voice change
+    assert audio.min() > 0  # the pause is real audio, no hole
 
 
 def _libri(name):
@@ -74,11 +75,20 @@ def _libri(name):
 def conversation(tmp_path_factory):
     """spk1 says two sentences with a 350 ms pause, spk2 answers after 100 ms, spk1 again
     after 700 ms. Real read speech, a low noise floor. -> [events of two replays, the wav]"""
-    sil = lambda s: np.zeros(int(s * SR), np.int16)               # noqa: E731
-    parts = [sil(0.5), _libri("spk1_snt1"), sil(0.35), _libri("spk1_snt2"), sil(0.1),
-             _libri("spk2_snt1"), sil(0.7), _libri("spk1_snt3"), sil(0.8)]
+    sil = lambda s: np.zeros(int(s * SR), np.int16)  # noqa: E731
+    parts = [
+        sil(0.5),
+        _libri("spk1_snt1"),
+        sil(0.35),
+        _libri("spk1_snt2"),
+        sil(0.1),
+        _libri("spk2_snt1"),
+        sil(0.7),
+        _libri("spk1_snt3"),
+        sil(0.8),
+    ]
     x = np.concatenate(parts).astype(np.float32)
-    x += np.random.default_rng(0).normal(0, 30, x.size)           # -60 dBFS floor
+    x += np.random.default_rng(0).normal(0, 30, x.size)  # -60 dBFS floor
     path = tmp_path_factory.mktemp("turns") / "conv.wav"
     sf.write(path, np.clip(x, -32768, 32767).astype(np.int16), SR)
     cfg, _ = load(None, overrides=['publish.endpoint="tcp://127.0.0.1:*"'])
@@ -105,8 +115,8 @@ def test_three_turns_with_pauses_inside(conversation):
     # benchmarks/voice_decisions): at most once here, and the speaker is right either way
     voices = [s for i, (s, _) in enumerate(said) if i == 0 or s != said[i - 1][0]]
     assert voices == ["S0", "S1", "S0"] and len(finals) <= 4, said
-    assert len(finals[0]["segments"]) >= 2            # the 350 ms pause did not end the turn
-    assert len(_of(events, "speech.end")) >= 4         # but it was marked for barge-in
+    assert len(finals[0]["segments"]) >= 2  # the 350 ms pause did not end the turn
+    assert len(_of(events, "speech.end")) >= 4  # but it was marked for barge-in
     for u in utts:
         messages.validate(u)
 
@@ -132,7 +142,7 @@ def test_an_early_estimate_leads_the_result_of_a_pause(conversation):
     events = conversation[0]
     utts = _of(events, "utterance")
     early = [i for i, u in enumerate(utts) if u.get("early")]
-    assert len(early) >= 3, [(u["utterance_id"], u["text"]) for u in utts]   # 4 sentences of 2-4 s
+    assert len(early) >= 3, [(u["utterance_id"], u["text"]) for u in utts]  # 4 sentences of 2-4 s
     for i in early:
         e, full = utts[i], utts[i + 1]
         messages.validate(e)
@@ -153,13 +163,15 @@ def test_skipping_stale_early_work_changes_no_event(conversation, monkeypatch):
     (and the early text features) when a later decode of the segment already waits; with the
     queue never looked at (nothing skipped), the events are the same."""
     from robot_emotion.node.core import Node
+
     monkeypatch.setattr(Node, "queued", lambda self, match: False)
     cfg, _ = load(None, overrides=['publish.endpoint="tcp://127.0.0.1:*"'])
     events = []
     node = replay(cfg, str(conversation[2]), speed="max", sinks=[events.append])
     assert not node.errors, node.errors
-    plain = [messages.reproducible(e) for e in sorted(events, key=lambda e: (e["topic"], e["seq"]))
-             if e["topic"] != "status"]
+    plain = [
+        messages.reproducible(e) for e in sorted(events, key=lambda e: (e["topic"], e["seq"])) if e["topic"] != "status"
+    ]
     assert plain == [messages.reproducible(e) for e in conversation[0] if e["topic"] != "status"]
     assert any(e.get("early") for e in plain)
 
@@ -170,14 +182,14 @@ def _trimmed(name):
     x = _libri(name)
     env = np.abs(x.astype(np.float32))
     on = np.flatnonzero(env > env.max() * 10 ** (-35 / 20))
-    return x[max(0, on[0] - 320):on[-1] + 320]
+    return x[max(0, on[0] - 320) : on[-1] + 320]
 
 
 @pytest.fixture(scope="module")
 def quick_exchange(tmp_path_factory):
     """Two turns with pauses make both voices known; then spk1, spk2, spk1 speak with 50 ms
     between them: one VAD segment that holds three turns."""
-    sil = lambda s: np.zeros(int(s * SR), np.int16)               # noqa: E731
+    sil = lambda s: np.zeros(int(s * SR), np.int16)  # noqa: E731
     parts = [sil(0.5), _trimmed("spk1_snt1"), sil(0.9), _trimmed("spk2_snt1"), sil(0.9)]
     t_seg = sum(p.size for p in parts) / SR
     a, b, c = _trimmed("spk1_snt3"), _trimmed("spk2_snt4"), _trimmed("spk1_snt4")
@@ -188,10 +200,10 @@ def quick_exchange(tmp_path_factory):
     path = tmp_path_factory.mktemp("quick") / "quick.wav"
     sf.write(path, np.clip(x, -32768, 32767).astype(np.int16), SR)
     cfg, _ = load(None, overrides=['publish.endpoint="tcp://127.0.0.1:*"'])
-    events = []         # at recorded pace: "before the segment ends" is a matter of time
+    events = []  # at recorded pace: "before the segment ends" is a matter of time
     node = replay(cfg, str(path), speed=1.0, sinks=[events.append])
     assert not node.errors, node.errors
-    return events, t_seg, changes           # (in the order they were published)
+    return events, t_seg, changes  # (in the order they were published)
 
 
 def test_a_voice_change_inside_a_segment_closes_the_turn_while_speech_goes_on(quick_exchange):

@@ -1,4 +1,5 @@
 """The streaming segmenter on real (espeak-ng) speech."""
+
 import dataclasses
 
 import numpy as np
@@ -13,7 +14,7 @@ from robot_emotion.media import read_wav_tolerant
 def segment(audio, cfg=VADConfig(), block=480):
     seg, events = Segmenter(cfg), []
     for i in range(0, audio.size, block):
-        events += seg.push(i / 16000, audio[i:i + block])
+        events += seg.push(i / 16000, audio[i : i + block])
     return events + seg.flush(audio.size / 16000)
 
 
@@ -47,7 +48,7 @@ def test_start_precedes_end_and_ids_pair_up(dialogue_session):
             assert ev.audio.size / 16000 == pytest.approx(ev.decided_at - ev.audio_t0, abs=0.021)
             assert ev.audio_t0 <= ev.start - 0.1 or ev.audio_t0 == 0.0
             if prev_end is not None and ev.start - prev_end.decided_at < GAP_AUDIO_S:
-                assert ev.audio_t0 <= prev_end.decided_at + 0.011   # no hole
+                assert ev.audio_t0 <= prev_end.decided_at + 0.011  # no hole
             prev_end = ev
         else:
             assert isinstance(ev, TurnGap) and not open_ids

@@ -1,5 +1,6 @@
 """The speaker tracker's learned decisions (audio/voice_decisions.py) and the script that fits
 them on the conversation corpus's development voices (benchmarks/voice_decisions/fit.py)."""
+
 from __future__ import annotations
 
 import json
@@ -21,7 +22,7 @@ def test_the_shipped_models_say_where_they_were_fit_and_how_they_did_on_test():
         for model in ("changed", "same"):
             fig = d.meta[split][model]
             assert fig["n"] > 500, (split, model, fig)
-            assert fig["balanced_accuracy"] > 0.7, (split, model, fig)   # far above chance (0.5)
+            assert fig["balanced_accuracy"] > 0.7, (split, model, fig)  # far above chance (0.5)
 
 
 def test_the_shipped_models_behave_like_voices():
@@ -39,13 +40,17 @@ def test_the_shipped_models_behave_like_voices():
     # a new segment nearer another known voice than the open turn's: a change; the reverse: not
     assert d.changed(own=0.45, other=0.85, dur=1.0) and not d.changed(own=0.85, other=0.45, dur=1.0)
     p = d.p_changed(np.linspace(0.3, 0.95, 14), 0.5, 1.0)
-    assert np.all(np.diff(p) < 0)                 # the nearer the own voice, the less a change
+    assert np.all(np.diff(p) < 0)  # the nearer the own voice, the less a change
 
 
 def test_a_bad_decisions_file_is_one_clear_error(tmp_path):
-    for text in ("not json", json.dumps({"same": {"coef": [1, 2], "intercept": 0}}),
-                 json.dumps({"same": {"coef": [1, 2, "nan"], "intercept": 0},
-                             "changed": {"coef": [1, 2, 3, 4, 5], "intercept": 0}})):
+    for text in (
+        "not json",
+        json.dumps({"same": {"coef": [1, 2], "intercept": 0}}),
+        json.dumps(
+            {"same": {"coef": [1, 2, "nan"], "intercept": 0}, "changed": {"coef": [1, 2, 3, 4, 5], "intercept": 0}}
+        ),
+    ):
         p = tmp_path / "d.json"
         p.write_text(text)
         with pytest.raises(DecisionsUnreadable, match="cannot read speaker decision models"):
@@ -71,12 +76,18 @@ def test_fit_replays_the_nodes_situations_on_a_small_corpus(tmp_path):
     if not (SHARED / "emotion_speech" / "ravdess").is_dir():
         pytest.skip(f"{SHARED}/emotion_speech/ravdess is not here: no corpus to fit on")
     import soundfile as sf
+
     sys.path.insert(0, str(REPO))
     from benchmarks.voice_decisions import fit
     from robot_emotion.audio.voice_encoder import VoiceEncoder
+
     corpus, out = tmp_path / "corpus", tmp_path / "d.json"
-    subprocess.run([sys.executable, str(REPO / "benchmarks/conversations/make_corpus.py"), str(corpus), "--small"],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [sys.executable, str(REPO / "benchmarks/conversations/make_corpus.py"), str(corpus), "--small"],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     enc, rows_c, rows_s = VoiceEncoder(), [], []
     for js in sorted((corpus / "test").glob("*.json")):
         truth = json.loads(js.read_text())
@@ -85,18 +96,26 @@ def test_fit_replays_the_nodes_situations_on_a_small_corpus(tmp_path):
         rows_c += c
         rows_s += s
         spans = [(a, b) for _, a, b in truth["segments"]]
-        assert all(any(a - 0.5 <= r[4] <= b for a, b in spans) for r in c)   # probes start on speech
+        assert all(any(a - 0.5 <= r[4] <= b for a, b in spans) for r in c)  # probes start on speech
     assert rows_c and rows_s
     assert {r[2] for r in rows_c} <= set(fit.PROBE_TIMES) and {r[3] for r in rows_c} <= {0, 1}
     assert all(-1 <= r[0] <= 1 and -1 <= r[1] <= 1 for r in rows_c)
-    assert {r[2] for r in rows_s} == {0, 1}           # own voice and others' voices both met
-    r = subprocess.run([sys.executable, str(REPO / "benchmarks/voice_decisions/fit.py"), str(corpus), "--out", str(out)],
-                       capture_output=True, text=True, timeout=300)
+    assert {r[2] for r in rows_s} == {0, 1}  # own voice and others' voices both met
+    r = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks/voice_decisions/fit.py"), str(corpus), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if r.returncode == 0:
         d = VoiceDecisions.load(out)
         assert "dev split" in d.meta["data"] and "test figures are reported only" in d.meta["note"]
     else:
         assert r.returncode == 2 and "examples of both kinds" in r.stderr.strip().splitlines()[-1], r.stderr[-500:]
-    r = subprocess.run([sys.executable, str(REPO / "benchmarks/voice_decisions/fit.py"), str(tmp_path / "nope")],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks/voice_decisions/fit.py"), str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and "no dev/" in r.stderr

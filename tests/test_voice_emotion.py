@@ -1,5 +1,6 @@
 """The voice-emotion branch: its model file, the speaker baseline, the encoder reuse, a held-out
 RAVDESS actor replayed through the node, and `evaluate --speech`."""
+
 from __future__ import annotations
 
 import json
@@ -26,13 +27,13 @@ def ravdess_or_skip():
 def test_speaker_baseline_is_the_shrunk_mean_of_earlier_final_turns():
     b = SpeakerBaselines(prior=1.0)
     z = np.array([1.0, 2.0])
-    np.testing.assert_allclose(b.relative("S0", z), z)             # no turns yet: z itself
+    np.testing.assert_allclose(b.relative("S0", z), z)  # no turns yet: z itself
     b.add("S0", np.array([2.0, 2.0]), key="u1")
     b.add("S0", np.array([4.0, 0.0]), key="u2")
-    np.testing.assert_allclose(b.relative("S0", z), z - np.array([6.0, 2.0]) / 3)   # n / (n + 1)
-    np.testing.assert_allclose(b.relative("S1", z), z)             # another voice's turns do not count
-    np.testing.assert_allclose(b.relative(None, z), z)             # no speaker id: no baseline
-    b.add("S0", np.array([0.0, 0.0]), key="u2")                    # u2 re-finalised: replaced, not added
+    np.testing.assert_allclose(b.relative("S0", z), z - np.array([6.0, 2.0]) / 3)  # n / (n + 1)
+    np.testing.assert_allclose(b.relative("S1", z), z)  # another voice's turns do not count
+    np.testing.assert_allclose(b.relative(None, z), z)  # no speaker id: no baseline
+    b.add("S0", np.array([0.0, 0.0]), key="u2")  # u2 re-finalised: replaced, not added
     assert b.turns("S0") == 2
     np.testing.assert_allclose(b.relative("S0", z), z - np.array([2.0, 2.0]) / 3)
     b.add(None, z, key="u3")
@@ -43,8 +44,8 @@ def test_shipped_model_describes_itself_and_gives_calibrated_probabilities():
     m = VoiceEmotion.load()
     assert m.labels == EMOTIONS and m.temperature > 0 and m.prior > 0
     assert "non-commercial" in m.card["licence"] and "RAVDESS" in m.card["training"]
-    assert 19 not in m.card["actors"] and 20 not in m.card["actors"]    # the replay check's actors
-    assert (ASSET.parent / "voice_emotion.md").is_file()                # the model card
+    assert 19 not in m.card["actors"] and 20 not in m.card["actors"]  # the replay check's actors
+    assert (ASSET.parent / "voice_emotion.md").is_file()  # the model card
     z = np.random.default_rng(0).normal(size=(3, m.mean.size)).astype(np.float32)
     p = m.probs(z)
     assert p.shape == (3, 7) and np.allclose(p.sum(1), 1) and (p > 0).all()
@@ -59,8 +60,9 @@ def test_unreadable_or_foreign_model_is_one_clear_error(tmp_path):
     with pytest.raises(InputError, match="unreadable"):
         VoiceEmotion.load(bad)
     m = VoiceEmotion.load()
-    other = VoiceEmotion(m.mean, m.scale, m.coef, m.intercept, m.temperature, m.prior,
-                         tuple(reversed(EMOTIONS)), m.card)
+    other = VoiceEmotion(
+        m.mean, m.scale, m.coef, m.intercept, m.temperature, m.prior, tuple(reversed(EMOTIONS)), m.card
+    )
     other.save(tmp_path / "w.npz")
     with pytest.raises(InputError, match="labels"):
         VoiceEmotion.load(tmp_path / "w.npz")
@@ -72,6 +74,7 @@ def test_emotion_features_reuse_the_recognisers_encoding():
     from robot_emotion.audio.asr import ASRModelNotFound, FasterWhisperASR
     from robot_emotion.audio.whisper_short import encode, turn_states
     from robot_emotion.train.voice_features import as_turn, read_clip
+
     clip = ravdess_or_skip() / "Actor_20" / "03-01-05-02-01-01-20.flac"
     try:
         asr = FasterWhisperASR(device="cpu")
@@ -93,15 +96,19 @@ def held_out_session(tmp_path, actor: int):
     in a seeded shuffled order, 1.5 s apart: a conversation with one voice."""
     from robot_emotion.data.ravdess import ravdess_clips
     from robot_emotion.train.voice_features import read_clip, speech_span
-    clips = [c for c in ravdess_clips(ravdess_or_skip() / f"Actor_{actor:02d}")
-             if (c.intensity == "02" or c.label == "neutral") and c.path.split("-")[-2] == "01"]
+
+    clips = [
+        c
+        for c in ravdess_clips(ravdess_or_skip() / f"Actor_{actor:02d}")
+        if (c.intensity == "02" or c.label == "neutral") and c.path.split("-")[-2] == "01"
+    ]
     clips = [clips[i] for i in np.random.default_rng(actor).permutation(len(clips))]
     gap = np.zeros(24000, np.float32)
     parts, truth, t = [gap], [], 1.5
     for c in clips:
         x = read_clip(c.path)
         a, b = speech_span(x)
-        x = x[max(0, a - 1600):b + 1600]
+        x = x[max(0, a - 1600) : b + 1600]
         truth.append((t, t + x.size / 16000, c.label))
         parts += [x, gap]
         t += x.size / 16000 + 1.5
@@ -119,19 +126,22 @@ def test_held_out_actors_voice_read_right_through_the_node(tmp_path):
     for actor in (19, 20):
         wav, truth = held_out_session(tmp_path, actor)
         out = tmp_path / f"a{actor}.jsonl"
-        r = run_cli("replay", wav, "--speed", "max", "--out", out, "--quiet",
-                    env={"HF_HUB_OFFLINE": "1"}, timeout=600)
+        r = run_cli("replay", wav, "--speed", "max", "--out", out, "--quiet", env={"HF_HUB_OFFLINE": "1"}, timeout=600)
         assert r.returncode == 0, r.stderr[-2000:]
-        emo = [m for m in map(json.loads, out.read_text().splitlines())
-               if m.get("topic") == "emotion" and m.get("final") and m.get("label")]
+        emo = [
+            m
+            for m in map(json.loads, out.read_text().splitlines())
+            if m.get("topic") == "emotion" and m.get("final") and m.get("label")
+        ]
         for m in emo:
             assert m["modalities"]["audio"] and set(m["branches"]) >= {"audio"}
             assert abs(sum(b["weight"] for b in m["branches"].values()) - 1) < 1e-3
             assert -1 <= m["valence"] <= 1 and 0 <= m["arousal"] <= 1
-            assert m["latency_ms"]["audio"] < 50      # the recogniser's encoding, not a second pass
+            assert m["latency_ms"]["audio"] < 50  # the recogniser's encoding, not a second pass
         for a, b, label in truth:
-            said = [m["branches"]["audio"]["label"] for m in emo
-                    if min(b, m["end"]) - max(a, m["start"]) > 0.3 * (b - a)]
+            said = [
+                m["branches"]["audio"]["label"] for m in emo if min(b, m["end"]) - max(a, m["start"]) > 0.3 * (b - a)
+            ]
             total += 1
             right += label in said
     assert right > total / 2, f"voice right on {right} of {total} held-out clips"

@@ -17,6 +17,7 @@ bytes), the missing dev dia110_utt7, clips without a CSV row (dev dia49_utt4, te
 a final_videos_test*.mp4 file. With ../shared/fixtures/meld_train_dia1_utt0.mp4 present, that
 real clip is copied in at run time as train dia1_utt0 (never committed).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,10 +34,28 @@ TOOLS = Path(__file__).resolve().parent
 REPO = TOOLS.parent
 FIXTURE = REPO.parent / "shared" / "fixtures" / "meld_train_dia1_utt0.mp4"
 SHARED_TRAIN_CSV = REPO.parent / "shared" / "meld" / "train_sent_emo.csv"
-COLUMNS = ["Sr No.", "Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID",
-           "Season", "Episode", "StartTime", "EndTime"]
-SENTIMENT = {"neutral": "neutral", "joy": "positive", "surprise": "positive", "sadness": "negative",
-             "anger": "negative", "fear": "negative", "disgust": "negative"}
+COLUMNS = [
+    "Sr No.",
+    "Utterance",
+    "Speaker",
+    "Emotion",
+    "Sentiment",
+    "Dialogue_ID",
+    "Utterance_ID",
+    "Season",
+    "Episode",
+    "StartTime",
+    "EndTime",
+]
+SENTIMENT = {
+    "neutral": "neutral",
+    "joy": "positive",
+    "surprise": "positive",
+    "sadness": "negative",
+    "anger": "negative",
+    "fear": "negative",
+    "disgust": "negative",
+}
 # emotion -> (phrases, espeak pitch, speed, gain)
 CONTENT = {
     "neutral": (["the meeting is at three", "I put the keys on the table", "we take the bus today"], 45, 160, 0.8),
@@ -48,19 +67,27 @@ CONTENT = {
     "disgust": (["ugh that is so gross", "eww what is that smell", "that is nasty get it away"], 30, 150, 0.9),
 }
 SPEAKERS = ["Ross", "Rachel", "Monica", "Chandler", "Joey", "Phoebe"]
-VOICE = {"Ross": "en-us", "Chandler": "en-us", "Joey": "en-us",
-         "Rachel": "en-gb-x-rp+f3", "Monica": "en-gb-x-rp+f3", "Phoebe": "en-gb-x-rp+f3"}
+VOICE = {
+    "Ross": "en-us",
+    "Chandler": "en-us",
+    "Joey": "en-us",
+    "Rachel": "en-gb-x-rp+f3",
+    "Monica": "en-gb-x-rp+f3",
+    "Phoebe": "en-gb-x-rp+f3",
+}
 W, H, FPS = 320, 240, 10
 HEAD_S = 0.62
 
 
 def _demo():
     from robot_emotion.sources import demo
+
     return demo
 
 
 def _scale_heads(demo) -> dict:
     import cv2
+
     heads = demo.make_heads()
     for h in heads.values():
         w, hh = int(round(h.w * HEAD_S)), int(round(h.h * HEAD_S))
@@ -77,6 +104,7 @@ def write_clip(path: Path, speech: np.ndarray, side: str, demo, heads, seed: int
     """speech: 16 kHz float mono. Writes H.264 + 6-channel AAC 48 kHz; returns the duration."""
     import av
     from scipy.signal import resample_poly
+
     lead, tail = 0.25, 0.3
     sr = demo.SR
     x = np.concatenate([np.zeros(int(lead * sr)), speech, np.zeros(int(tail * sr))])
@@ -84,7 +112,7 @@ def write_clip(path: Path, speech: np.ndarray, side: str, demo, heads, seed: int
     dur = x.size / sr
     n = int(np.ceil(dur * FPS))
     track = np.zeros_like(x)
-    track[int(lead * sr):int(lead * sr) + speech.size] = speech
+    track[int(lead * sr) : int(lead * sr) + speech.size] = speech
     opening = demo.mouth_openness(track, n, FPS)
     x48 = np.clip(resample_poly(x, 3, 1), -1, 1).astype(np.float32)
     bg = np.empty((H, W, 3), np.float32)
@@ -110,7 +138,7 @@ def write_clip(path: Path, speech: np.ndarray, side: str, demo, heads, seed: int
         multi[3] *= 0.1  # LFE
         step = 1024
         for k in range(0, x48.size, step):
-            chunk = np.ascontiguousarray(multi[:, k:k + step])
+            chunk = np.ascontiguousarray(multi[:, k : k + step])
             af = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="5.1")
             af.sample_rate, af.pts = 48000, k
             for p in aus.encode(af):
@@ -124,7 +152,7 @@ def fmt_time(t: float, style: str) -> str:
     h, rem = divmod(t, 3600)
     m, s = divmod(rem, 60)
     si, ms = int(s), int(round((s - int(s)) * 1000)) % 1000
-    if style == "short_h":   # H:MM:SS,mmm (~24 % of MELD's times)
+    if style == "short_h":  # H:MM:SS,mmm (~24 % of MELD's times)
         return f"{int(h)}:{int(m):02d}:{si:02d},{ms:03d}"
     if style == "two_digit":  # 2-digit milliseconds
         return f"{int(h):02d}:{int(m):02d}:{si:02d},{ms // 10:02d}"
@@ -145,21 +173,29 @@ def plan_split(split: str, n: int, rng) -> list[dict]:
         spk = rng.choice(SPEAKERS, 2, replace=False)
         utt_ids = list(range(k))
         if split == "train" and d == 125:
-            utt_ids = [0, 1, 2, 3]                    # utt3 will be the corrupt clip
+            utt_ids = [0, 1, 2, 3]  # utt3 will be the corrupt clip
         elif split == "dev" and d == 110:
-            utt_ids = [0, 1, 2, 7][:k]                # Utterance_ID gap; utt7's clip is missing
+            utt_ids = [0, 1, 2, 7][:k]  # Utterance_ID gap; utt7's clip is missing
         elif di == 3:
-            utt_ids = [0, 1, 3, 4][:k]                # an ordinary Utterance_ID gap
+            utt_ids = [0, 1, 3, 4][:k]  # an ordinary Utterance_ID gap
         for j, u in enumerate(utt_ids):
             # class balance with a MELD-like neutral/joy lean
             emo = emos[(len(rows) + int(rng.integers(0, 2))) % len(emos)] if rng.random() < 0.8 else "neutral"
-            rows.append({"dia": d, "utt": u, "speaker": str(spk[j % 2]), "side": "left" if j % 2 == 0 else "right",
-                         "emotion": emo})
+            rows.append(
+                {
+                    "dia": d,
+                    "utt": u,
+                    "speaker": str(spk[j % 2]),
+                    "side": "left" if j % 2 == 0 else "right",
+                    "emotion": emo,
+                }
+            )
     return rows[:n]
 
 
 def make_split(out: Path, split: str, n: int, seed: int, demo, heads, with_fixture: bool) -> list[dict]:
     from robot_emotion.data.meld import SPLITS
+
     csv_name, dir_name = SPLITS[split]
     clip_dir = out / dir_name
     clip_dir.mkdir(parents=True, exist_ok=True)
@@ -180,29 +216,49 @@ def make_split(out: Path, split: str, n: int, seed: int, demo, heads, with_fixtu
                 (clip_dir / name).write_bytes(b"\x00\x00\x00\x18ftypmp42" + rng.bytes(2048))
                 dur = 2.0
             elif not missing:
-                dur = write_clip(clip_dir / name, np.clip(speech, -0.95, 0.95), p["side"], demo, heads,
-                                 seed * 1000 + i)
+                dur = write_clip(clip_dir / name, np.clip(speech, -0.95, 0.95), p["side"], demo, heads, seed * 1000 + i)
             else:
                 dur = speech.size / demo.SR + 0.55
             if i == 1:
                 words = text.split()  # a cp1252-mojibake apostrophe, as in old MELD CSVs
                 text = words[0] + "Â’s " + " ".join(words[1:])
-            start = t - (0.4 if i == 5 else 0.0)        # row 5 overlaps the previous utterance
+            start = t - (0.4 if i == 5 else 0.0)  # row 5 overlaps the previous utterance
             end = start + dur
             style = "short_h" if i % 4 == 1 else "two_digit" if i == 2 else "long"
-            rows.append({"Sr No.": str(len(rows) + 1), "Utterance": text, "Speaker": p["speaker"],
-                         "Emotion": p["emotion"], "Sentiment": SENTIMENT[p["emotion"]],
-                         "Dialogue_ID": str(p["dia"]), "Utterance_ID": str(p["utt"]),
-                         "Season": "1", "Episode": str(1 + seed), "StartTime": fmt_time(start, style),
-                         "EndTime": fmt_time(end, "long")})
+            rows.append(
+                {
+                    "Sr No.": str(len(rows) + 1),
+                    "Utterance": text,
+                    "Speaker": p["speaker"],
+                    "Emotion": p["emotion"],
+                    "Sentiment": SENTIMENT[p["emotion"]],
+                    "Dialogue_ID": str(p["dia"]),
+                    "Utterance_ID": str(p["utt"]),
+                    "Season": "1",
+                    "Episode": str(1 + seed),
+                    "StartTime": fmt_time(start, style),
+                    "EndTime": fmt_time(end, "long"),
+                }
+            )
             t = end + 0.5
         if split == "train" and with_fixture and FIXTURE.is_file():
             shutil.copyfile(FIXTURE, clip_dir / "dia1_utt0.mp4")
             text, speaker = _fixture_row()
-            rows.append({"Sr No.": str(len(rows) + 1), "Utterance": text, "Speaker": speaker,
-                         "Emotion": "surprise", "Sentiment": "positive", "Dialogue_ID": "1",
-                         "Utterance_ID": "0", "Season": "8", "Episode": "21",
-                         "StartTime": "0:00:16,880", "EndTime": "0:00:20,590"})
+            rows.append(
+                {
+                    "Sr No.": str(len(rows) + 1),
+                    "Utterance": text,
+                    "Speaker": speaker,
+                    "Emotion": "surprise",
+                    "Sentiment": "positive",
+                    "Dialogue_ID": "1",
+                    "Utterance_ID": "0",
+                    "Season": "8",
+                    "Episode": "21",
+                    "StartTime": "0:00:16,880",
+                    "EndTime": "0:00:20,590",
+                }
+            )
         # clips without a CSV row, and a non-utterance file, as in MELD.Raw
         some = next(clip_dir.glob("dia*_utt*.mp4"))
         extra = {"dev": ["dia49_utt4.mp4"], "test": ["dia108_utt2.mp4", "final_videos_testdia0_utt0.mp4"]}
@@ -232,22 +288,37 @@ def write_probe_text_model(out_dir, seed: int = 0) -> Path:
 
     import torch
     from safetensors.torch import save_file
+
     sys.path.insert(0, str(REPO))
     from robot_emotion import EMOTIONS
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(seed)
-    save_file({"head.weight": torch.randn(len(EMOTIONS), 384, generator=g) * 0.05,
-               "head.bias": torch.zeros(len(EMOTIONS))}, str(out / "text_emotion.safetensors"))
-    (out / "text_emotion.json").write_text(json.dumps({
-        "kind": "text_emotion", "id": f"text_emotion@probe-{seed}",
-        "encoder": {"id": "all-MiniLM-L6-v2", "version": "1"}, "labels": list(EMOTIONS),
-        "context_turns": 2, "max_tokens": 128, "pooling": "current"}, indent=1))
+    save_file(
+        {"head.weight": torch.randn(len(EMOTIONS), 384, generator=g) * 0.05, "head.bias": torch.zeros(len(EMOTIONS))},
+        str(out / "text_emotion.safetensors"),
+    )
+    (out / "text_emotion.json").write_text(
+        json.dumps(
+            {
+                "kind": "text_emotion",
+                "id": f"text_emotion@probe-{seed}",
+                "encoder": {"id": "all-MiniLM-L6-v2", "version": "1"},
+                "labels": list(EMOTIONS),
+                "context_turns": 2,
+                "max_tokens": 128,
+                "pooling": "current",
+            },
+            indent=1,
+        )
+    )
     return out
 
 
-def make_mini_meld(out_dir, train: int = 24, dev: int = 12, test: int = 12, seed: int = 0,
-                   with_fixture: bool = True) -> dict:
+def make_mini_meld(
+    out_dir, train: int = 24, dev: int = 12, test: int = 12, seed: int = 0, with_fixture: bool = True
+) -> dict:
     sys.path.insert(0, str(REPO))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ A camera you can unplug: kill this process and the node reports the camera ``los
 on audio-only and reconnects when it is started again (tests/test_device_loss.py). Also
 handy to feed a recorded face video to `run` / `record` / `calibrate` on a robot-less desk.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,9 @@ def main() -> None:
             try:
                 while True:
                     jpg = frames[i % len(frames)]
-                    self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
-                                     % len(jpg) + jpg + b"\r\n")
+                    self.wfile.write(
+                        b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpg) + jpg + b"\r\n"
+                    )
                     i += 1
                     time.sleep(max(0.0, t0 + i / fps - time.monotonic()))
             except (BrokenPipeError, ConnectionResetError):
@@ -55,8 +57,7 @@ def main() -> None:
         def log_message(self, *a):
             pass
 
-    print(f"serving {len(frames)} frames at {fps:g} fps on http://{args.host}:{args.port}/stream.mjpg",
-          flush=True)
+    print(f"serving {len(frames)} frames at {fps:g} fps on http://{args.host}:{args.port}/stream.mjpg", flush=True)
     ThreadingHTTPServer((args.host, args.port), Stream).serve_forever()
 
 

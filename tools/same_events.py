@@ -8,6 +8,7 @@ A refactor must print "same" for every topic (the order ACROSS topics may differ
 the face and utterance threads publish side by side; within a topic it may not). REF is checked
 out into a temporary git worktree; both run with this interpreter. Exit 1 when anything differs.
 """
+
 from __future__ import annotations
 
 import collections
@@ -27,14 +28,20 @@ def replay(checkout: Path, source: str, out: Path) -> dict[str, list[str]]:
     args = ["--demo"] if source == "demo" else [source]
     env = {**os.environ, "PYTHONPATH": str(checkout), "HF_HUB_OFFLINE": "1"}
     endpoint = f"ipc://{tempfile.gettempdir()}/same-events-{os.getpid()}"
-    subprocess.run([sys.executable, "-m", "robot_emotion", "replay", *args, "--quiet", "--endpoint", endpoint,
-                    "--out", str(out)], cwd=checkout, env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "robot_emotion", "replay", *args, "--quiet", "--endpoint", endpoint, "--out", str(out)],
+        cwd=checkout,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     by_topic: dict[str, list[str]] = collections.defaultdict(list)
     for line in out.read_text(encoding="utf-8").splitlines():
         body = json.loads(line)
         if body["topic"] not in ("status", "ready"):
-            by_topic[body["topic"]].append(json.dumps({k: v for k, v in body.items() if k not in VARYING},
-                                                      sort_keys=True))
+            by_topic[body["topic"]].append(
+                json.dumps({k: v for k, v in body.items() if k not in VARYING}, sort_keys=True)
+            )
     return by_topic
 
 
@@ -54,8 +61,10 @@ def main(argv: list[str]) -> int:
                 for topic in sorted(set(a) | set(b)):
                     same = a[topic] == b[topic]
                     differ |= not same
-                    print(f"{Path(source).name:<28} {topic:<18} {len(a[topic]):>5} {len(b[topic]):>5}  "
-                          f"{'same' if same else 'DIFFERENT'}")
+                    print(
+                        f"{Path(source).name:<28} {topic:<18} {len(a[topic]):>5} {len(b[topic]):>5}  "
+                        f"{'same' if same else 'DIFFERENT'}"
+                    )
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(other)], cwd=REPO, check=False)
     return 1 if differ else 0

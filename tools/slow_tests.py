@@ -6,6 +6,7 @@
 tests/conftest.py marks every test listed in tests/slow.txt ``slow``: `make check` leaves them
 out (the fast tier), `make test` runs everything. A new test is fast until a report says not.
 """
+
 from __future__ import annotations
 
 import sys
@@ -15,8 +16,13 @@ SLOW_S = 3.0
 # Whole modules whose module-scoped fixtures replay or build whole sessions (5-15 s of setup
 # in the fast tier's `--durations` report, 2026-12-07): leaving out only their slow tests would
 # hand the fixture to the first fast one.
-FIXTURE_MODULES = ("tests/test_node.py", "tests/test_offline_chain.py", "tests/test_turns.py",
-                   "tests/test_demo_session.py", "tests/test_corpus.py")
+FIXTURE_MODULES = (
+    "tests/test_node.py",
+    "tests/test_offline_chain.py",
+    "tests/test_turns.py",
+    "tests/test_demo_session.py",
+    "tests/test_corpus.py",
+)
 
 
 def main(paths: list[str]) -> int:
@@ -28,8 +34,10 @@ def main(paths: list[str]) -> int:
             module = tc.get("classname", "").replace(".", "/") + ".py"
             if float(tc.get("time", 0)) > SLOW_S and module not in FIXTURE_MODULES:
                 slow.add(f"{module}::{tc.get('name')}")
-    print(f"# tests (or whole modules) over {SLOW_S:g} s on 2 cores: make check leaves them out. "
-          "Regenerate: tools/slow_tests.py JUNIT.xml [FAST_TIER_JUNIT.xml]")
+    print(
+        f"# tests (or whole modules) over {SLOW_S:g} s on 2 cores: make check leaves them out. "
+        "Regenerate: tools/slow_tests.py JUNIT.xml [FAST_TIER_JUNIT.xml]"
+    )
     print("\n".join(sorted(slow)))
     return 0
 

@@ -8,6 +8,7 @@ It trains 3 seeds at 0 and at 2 past turns (~60 min on a 2-core CPU: ~6 min per 
 ~14 at 2) and ships the three seeds of the better context as one averaged ensemble. With
 --work-dir, trained members are kept there, so an interrupted run resumes where it stopped.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,13 @@ def main(argv=None) -> int:
     ap.add_argument("--contexts", type=int, nargs="+", default=SHIPPED_CONTEXTS, help="past turns to try")
     ap.add_argument("--poolings", nargs="+", default=[d.pooling], choices=["current", "all"])
     ap.add_argument("--alphas", type=float, nargs="+", default=[d.alpha], help="class weight = freq^-alpha")
-    ap.add_argument("--prior-betas", type=float, nargs="+", default=SHIPPED_BETAS,
-                    help="decision rule argmax p(y|x)/prior(y)^beta: betas to choose from on dev (0 = none)")
+    ap.add_argument(
+        "--prior-betas",
+        type=float,
+        nargs="+",
+        default=SHIPPED_BETAS,
+        help="decision rule argmax p(y|x)/prior(y)^beta: betas to choose from on dev (0 = none)",
+    )
     ap.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
     ap.add_argument("--epochs", type=int, default=d.epochs)
     ap.add_argument("--n-frozen", type=int, default=d.n_frozen)
@@ -46,10 +52,16 @@ def main(argv=None) -> int:
     ap.add_argument("--lora-alpha", type=float, default=d.lora_alpha)
     ap.add_argument("--batch-size", type=int, default=d.batch_size)
     ap.add_argument("--seeds", type=int, nargs="+", default=SHIPPED_SEEDS, help="training seeds to try")
-    ap.add_argument("--best-only", action="store_true",
-                    help="ship the best single model of the grid, not the best recipe's seeds as an averaged ensemble")
-    ap.add_argument("--work-dir", default=None,
-                    help="save each trained member here and reuse it when a later run has the same recipe and data")
+    ap.add_argument(
+        "--best-only",
+        action="store_true",
+        help="ship the best single model of the grid, not the best recipe's seeds as an averaged ensemble",
+    )
+    ap.add_argument(
+        "--work-dir",
+        default=None,
+        help="save each trained member here and reuse it when a later run has the same recipe and data",
+    )
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--summary-json", default=None, help="write the grid results here")
     a = ap.parse_args(argv)
@@ -59,12 +71,31 @@ def main(argv=None) -> int:
         if not f.is_file():
             print(f"error: missing MELD file {f}", file=sys.stderr)
             return 2
-    base = Recipe(epochs=a.epochs, n_frozen=a.n_frozen, lr_layers=a.lr_layers, lr_head=a.lr_head,
-                  batch_size=a.batch_size, label_smoothing=a.label_smoothing,
-                  lora_rank=a.lora_rank, lora_alpha=a.lora_alpha)
-    res = run(str(train_csv), str(dev_csv), a.out or None, contexts=a.contexts, alphas=a.alphas,
-              poolings=a.poolings, seeds=a.seeds, base=base, threads=a.threads, prior_betas=a.prior_betas,
-              ensemble=not a.best_only, work_dir=a.work_dir, log=lambda s: print(s, flush=True))
+    base = Recipe(
+        epochs=a.epochs,
+        n_frozen=a.n_frozen,
+        lr_layers=a.lr_layers,
+        lr_head=a.lr_head,
+        batch_size=a.batch_size,
+        label_smoothing=a.label_smoothing,
+        lora_rank=a.lora_rank,
+        lora_alpha=a.lora_alpha,
+    )
+    res = run(
+        str(train_csv),
+        str(dev_csv),
+        a.out or None,
+        contexts=a.contexts,
+        alphas=a.alphas,
+        poolings=a.poolings,
+        seeds=a.seeds,
+        base=base,
+        threads=a.threads,
+        prior_betas=a.prior_betas,
+        ensemble=not a.best_only,
+        work_dir=a.work_dir,
+        log=lambda s: print(s, flush=True),
+    )
     if a.summary_json:
         Path(a.summary_json).write_text(json.dumps(res, indent=1, default=str))
     return 0

@@ -40,6 +40,7 @@ Truth (``NAME.json``)::
 A turn is one speaker's speech until another speaker or a non-speech stretch comes;
 its span includes the pauses inside it. Times are seconds from the start of the wav.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,10 +67,10 @@ MELD_TEXT = "But then who? The waitress I went out with last month?"  # MELD tra
 sys.path.insert(0, str(REPO))
 from benchmarks.conversations.voices import LIBRI_TEXT as TEXTS  # noqa: E402
 
-SPEECH_DBFS = -24.0        # active-speech RMS of every voice
-GAUSS_FLOOR_DBFS = -60.0   # a realistic floor where no noise clip is mixed (never digital 0)
+SPEECH_DBFS = -24.0  # active-speech RMS of every voice
+GAUSS_FLOOR_DBFS = -60.0  # a realistic floor where no noise clip is mixed (never digital 0)
 FADE_S = 0.005
-PAUSE_MIN_S = 0.15         # silences at least this long inside a clip are listed as pauses
+PAUSE_MIN_S = 0.15  # silences at least this long inside a clip are listed as pauses
 
 SPEAKERS = {
     "spk1": {"source": "LibriSpeech spk1 (speech/librispeech)", "sex": "F", "f0_hz": 200},
@@ -79,8 +80,7 @@ SPEAKERS = {
     "esp_b": {"source": "espeak-ng en-gb-x-rp+f3 -p 70 -s 170", "sex": "F", "f0_hz": None},
     "esp_c": {"source": "espeak-ng en-gb-x-rp -p 60 -s 150", "sex": "M", "f0_hz": None},
 }
-ESPEAK = {"esp_a": ("en-us", 35, 165), "esp_b": ("en-gb-x-rp+f3", 70, 170),
-          "esp_c": ("en-gb-x-rp", 60, 150)}
+ESPEAK = {"esp_a": ("en-us", 35, 165), "esp_b": ("en-gb-x-rp+f3", 70, 170), "esp_c": ("en-gb-x-rp", 60, 150)}
 
 
 # ----------------------------------------------------------------------------- the recipe
@@ -93,6 +93,7 @@ ESPEAK = {"esp_a": ("en-us", 35, 165), "esp_b": ("en-gb-x-rp+f3", 70, 170),
 # knocks/claps, n3 stationary with a tonal tail, n4 machinery with harmonics, n5 busy
 # broadband (crowd-like); "tones" = wsj0mix/mix0_spkA (synthetic harmonics); "room" =
 # the audio of single_face.mp4.
+
 
 def T(spk, parts, pauses=()):
     return ("turn", spk, list(parts), list(pauses))
@@ -110,7 +111,7 @@ def N(clip, seconds, level_db, kind="noise"):
 class Spec:
     name: str
     steps: list
-    floor: tuple | None = None          # (clip, snr_db) or None for a -60 dBFS gaussian floor
+    floor: tuple | None = None  # (clip, snr_db) or None for a -60 dBFS gaussian floor
     notes: str = ""
     lead_s: float = 0.8
     trail_s: float = 1.2
@@ -119,115 +120,329 @@ class Spec:
 
 
 CONVERSATIONS = [
-    Spec("c01_alternating_clean", [
-        T("spk1", ["L1:1"]), G(600), T("spk2", ["L2:1"]), G(150), T("spk1", ["L1:2"]), G(900),
-        T("spk2", ["L2:2"]), G(80), T("spk1", ["L1:3"]), G(400), T("spk2", ["L2:3"]), G(180),
-        T("spk1", ["L1:4"]), G(700), T("spk2", ["L2:4"]), G(120), T("spk1", ["L1:5"]), G(300),
-        T("spk2", ["L2:5"])], floor=None, seed=1, tags=["f-m", "gaps"],
-        notes="two real voices (F/M) alternating one sentence a turn, gaps 80-900 ms "
-              "(4 under 200 ms), quiet floor"),
-    Spec("c02_quick_exchange_20db", [
-        T("spk2", ["L2:2"]), G(50), T("spk1", ["L1:3"]), G(120), T("spk2", ["L2:4"]), G(180),
-        T("spk1", ["L1:1"]), G(70), T("spk2", ["L2:5"]), G(150), T("spk1", ["L1:5"]), G(100),
-        T("spk2", ["L2:1"]), G(60), T("spk1", ["L1:2"]), G(200), T("spk2", ["L2:3"]), G(90),
-        T("spk1", ["L1:4"])], floor=("n3", 20), seed=2, tags=["f-m", "short-gaps", "snr20"],
-        notes="rapid exchange: every gap 50-200 ms, stationary noise at 20 dB SNR"),
-    Spec("c03_pauses_in_turns_20db", [
-        T("spk1", ["L1:1", "L1:2"], [300]), G(400), T("spk2", ["L2:1", "L2:2"], [250]), G(150),
-        T("spk1", ["L1:3", "L1:4"], [450]), G(700), T("spk2", ["L2:3", "L2:4"], [350]), G(100),
-        T("spk1", ["L1:5"]), G(250), T("spk2", ["L2:5", "L2:1"], [200])],
-        floor=("n5", 20), seed=3, tags=["f-m", "pauses", "snr20"],
+    Spec(
+        "c01_alternating_clean",
+        [
+            T("spk1", ["L1:1"]),
+            G(600),
+            T("spk2", ["L2:1"]),
+            G(150),
+            T("spk1", ["L1:2"]),
+            G(900),
+            T("spk2", ["L2:2"]),
+            G(80),
+            T("spk1", ["L1:3"]),
+            G(400),
+            T("spk2", ["L2:3"]),
+            G(180),
+            T("spk1", ["L1:4"]),
+            G(700),
+            T("spk2", ["L2:4"]),
+            G(120),
+            T("spk1", ["L1:5"]),
+            G(300),
+            T("spk2", ["L2:5"]),
+        ],
+        floor=None,
+        seed=1,
+        tags=["f-m", "gaps"],
+        notes="two real voices (F/M) alternating one sentence a turn, gaps 80-900 ms (4 under 200 ms), quiet floor",
+    ),
+    Spec(
+        "c02_quick_exchange_20db",
+        [
+            T("spk2", ["L2:2"]),
+            G(50),
+            T("spk1", ["L1:3"]),
+            G(120),
+            T("spk2", ["L2:4"]),
+            G(180),
+            T("spk1", ["L1:1"]),
+            G(70),
+            T("spk2", ["L2:5"]),
+            G(150),
+            T("spk1", ["L1:5"]),
+            G(100),
+            T("spk2", ["L2:1"]),
+            G(60),
+            T("spk1", ["L1:2"]),
+            G(200),
+            T("spk2", ["L2:3"]),
+            G(90),
+            T("spk1", ["L1:4"]),
+        ],
+        floor=("n3", 20),
+        seed=2,
+        tags=["f-m", "short-gaps", "snr20"],
+        notes="rapid exchange: every gap 50-200 ms, stationary noise at 20 dB SNR",
+    ),
+    Spec(
+        "c03_pauses_in_turns_20db",
+        [
+            T("spk1", ["L1:1", "L1:2"], [300]),
+            G(400),
+            T("spk2", ["L2:1", "L2:2"], [250]),
+            G(150),
+            T("spk1", ["L1:3", "L1:4"], [450]),
+            G(700),
+            T("spk2", ["L2:3", "L2:4"], [350]),
+            G(100),
+            T("spk1", ["L1:5"]),
+            G(250),
+            T("spk2", ["L2:5", "L2:1"], [200]),
+        ],
+        floor=("n5", 20),
+        seed=3,
+        tags=["f-m", "pauses", "snr20"],
         notes="each turn two sentences of one speaker joined by 200-450 ms of silence; "
-              "gaps between speakers 100-700 ms (shorter than some pauses); crowd-like "
-              "noise at 20 dB SNR"),
-    Spec("c04_noise_10db", [
-        T("spk2", ["L2:3"]), G(300), T("spk1", ["L1:4", "L1:6"], [350]), G(120),
-        T("spk2", ["L2:1", "L2:6"], [300]), G(500), T("spk1", ["L1:2"]), G(180),
-        T("spk2", ["L2:5"]), G(800), T("spk1", ["L1:1", "L1:5"], [250]), G(90),
-        T("spk2", ["L2:2", "L2:4"], [400])],
-        floor=("n1", 10), seed=4, tags=["f-m", "pauses", "snr10"],
-        notes="broadband noise at 10 dB SNR, single and two-sentence turns, gaps 90-800 ms"),
-    Spec("c05_noise_stretches", [
-        T("spk1", ["L1:2"]), G(200), T("spk2", ["L2:4"]), G(300),
-        N("n4", 2.0, 0.0), G(300), T("spk1", ["L1:5", "L1:1"], [300]), G(150),
-        T("spk2", ["L2:3"]), G(250), N("n1", 3.0, 3.0), G(250), T("spk2", ["L2:1"]), G(400),
-        T("spk1", ["L1:3"]), G(200), N("tones", 1.5, 0.0, "tones"), G(300),
-        T("spk2", ["L2:5", "L2:2"], [300]), G(120), T("spk1", ["L1:4"])],
-        floor=("n3", 20), seed=5, tags=["f-m", "noise-only", "snr20"],
+        "gaps between speakers 100-700 ms (shorter than some pauses); crowd-like "
+        "noise at 20 dB SNR",
+    ),
+    Spec(
+        "c04_noise_10db",
+        [
+            T("spk2", ["L2:3"]),
+            G(300),
+            T("spk1", ["L1:4", "L1:6"], [350]),
+            G(120),
+            T("spk2", ["L2:1", "L2:6"], [300]),
+            G(500),
+            T("spk1", ["L1:2"]),
+            G(180),
+            T("spk2", ["L2:5"]),
+            G(800),
+            T("spk1", ["L1:1", "L1:5"], [250]),
+            G(90),
+            T("spk2", ["L2:2", "L2:4"], [400]),
+        ],
+        floor=("n1", 10),
+        seed=4,
+        tags=["f-m", "pauses", "snr10"],
+        notes="broadband noise at 10 dB SNR, single and two-sentence turns, gaps 90-800 ms",
+    ),
+    Spec(
+        "c05_noise_stretches",
+        [
+            T("spk1", ["L1:2"]),
+            G(200),
+            T("spk2", ["L2:4"]),
+            G(300),
+            N("n4", 2.0, 0.0),
+            G(300),
+            T("spk1", ["L1:5", "L1:1"], [300]),
+            G(150),
+            T("spk2", ["L2:3"]),
+            G(250),
+            N("n1", 3.0, 3.0),
+            G(250),
+            T("spk2", ["L2:1"]),
+            G(400),
+            T("spk1", ["L1:3"]),
+            G(200),
+            N("tones", 1.5, 0.0, "tones"),
+            G(300),
+            T("spk2", ["L2:5", "L2:2"], [300]),
+            G(120),
+            T("spk1", ["L1:4"]),
+        ],
+        floor=("n3", 20),
+        seed=5,
+        tags=["f-m", "noise-only", "snr20"],
         notes="loud noise-only stretches between turns: 2 s machinery (0 dB re speech), 3 s "
-              "broadband (+3 dB, the same speaker talks before and after it), 1.5 s synthetic "
-              "harmonic tones (wsj0mix, not speech); no text may come out of them"),
-    Spec("c06_bursts_after_speech", [
-        T("spk2", ["L2:1"]), G(120), N("n2", 2.0, 6.0, "burst"), G(400), T("spk1", ["L1:1"]),
-        G(300), T("spk2", ["L2:2", "L2:3"], [300]), G(100), N("n5", 2.5, 6.0, "burst"), G(500),
-        T("spk1", ["L1:2"]), G(150), N("n2", 1.5, 6.0, "burst"), G(300),
-        T("spk2", ["L2:4"]), G(200), T("spk1", ["L1:3", "L1:5"], [350]), G(150),
-        T("spk2", ["L2:5"])],
-        floor=None, seed=6, tags=["f-m", "bursts"],
+        "broadband (+3 dB, the same speaker talks before and after it), 1.5 s synthetic "
+        "harmonic tones (wsj0mix, not speech); no text may come out of them",
+    ),
+    Spec(
+        "c06_bursts_after_speech",
+        [
+            T("spk2", ["L2:1"]),
+            G(120),
+            N("n2", 2.0, 6.0, "burst"),
+            G(400),
+            T("spk1", ["L1:1"]),
+            G(300),
+            T("spk2", ["L2:2", "L2:3"], [300]),
+            G(100),
+            N("n5", 2.5, 6.0, "burst"),
+            G(500),
+            T("spk1", ["L1:2"]),
+            G(150),
+            N("n2", 1.5, 6.0, "burst"),
+            G(300),
+            T("spk2", ["L2:4"]),
+            G(200),
+            T("spk1", ["L1:3", "L1:5"], [350]),
+            G(150),
+            T("spk2", ["L2:5"]),
+        ],
+        floor=None,
+        seed=6,
+        tags=["f-m", "bursts"],
         notes="a loud noise burst (+6 dB re speech: knocks/claps, crowd) 100-150 ms after a "
-              "turn ends, a stand-in for applause; quiet floor"),
-    Spec("c07_single_speaker_f", [
-        N("room", 2.4, None, "room_tone"),
-        T("spk1", ["L1:1", "L1:2", "L1:3", "L1:4", "L1:5"], [250, 400, 300, 500])],
-        floor=("n3", 20), seed=7, lead_s=0.0, tags=["single"],
+        "turn ends, a stand-in for applause; quiet floor",
+    ),
+    Spec(
+        "c07_single_speaker_f",
+        [N("room", 2.4, None, "room_tone"), T("spk1", ["L1:1", "L1:2", "L1:3", "L1:4", "L1:5"], [250, 400, 300, 500])],
+        floor=("n3", 20),
+        seed=7,
+        lead_s=0.0,
+        tags=["single"],
         notes="one voice, five sentences with 250-500 ms pauses: no turn change at all; "
-              "starts with the room tone of single_face.mp4 (no speech in it)"),
-    Spec("c08_single_speaker_m_10db", [
-        T("spk2", ["L2:1", "L2:2", "L2:3"], [300, 450]), G(400), N("n4", 2.0, 0.0), G(400),
-        T("spk2", ["L2:4", "L2:5"], [350])],
-        floor=("n5", 10), seed=8, tags=["single", "snr10", "noise-only"],
+        "starts with the room tone of single_face.mp4 (no speech in it)",
+    ),
+    Spec(
+        "c08_single_speaker_m_10db",
+        [
+            T("spk2", ["L2:1", "L2:2", "L2:3"], [300, 450]),
+            G(400),
+            N("n4", 2.0, 0.0),
+            G(400),
+            T("spk2", ["L2:4", "L2:5"], [350]),
+        ],
+        floor=("n5", 10),
+        seed=8,
+        tags=["single", "snr10", "noise-only"],
         notes="one male voice at 10 dB SNR (crowd-like), pauses 300-450 ms, a 2 s machinery "
-              "noise stretch between his two halves: no speaker change at all"),
-    Spec("c09_male_male", [
-        T("joey", ["J"]), G(300), T("spk2", ["L2:1", "L2:2"], [300]), G(150), T("joey", ["J"]),
-        G(500), T("spk2", ["L2:3"]), G(120), T("joey", ["J"]), G(700),
-        T("spk2", ["L2:4", "L2:5"], [400])],
-        floor=("n1", 20), seed=9, tags=["m-m"],
+        "noise stretch between his two halves: no speaker change at all",
+    ),
+    Spec(
+        "c09_male_male",
+        [
+            T("joey", ["J"]),
+            G(300),
+            T("spk2", ["L2:1", "L2:2"], [300]),
+            G(150),
+            T("joey", ["J"]),
+            G(500),
+            T("spk2", ["L2:3"]),
+            G(120),
+            T("joey", ["J"]),
+            G(700),
+            T("spk2", ["L2:4", "L2:5"], [400]),
+        ],
+        floor=("n1", 20),
+        seed=9,
+        tags=["m-m"],
         notes="male-male: LibriSpeech spk2 (~135 Hz) and Joey from MELD (~150 Hz, TV audio, "
-              "the same clip three times; it starts mid-word), 20 dB broadband noise"),
-    Spec("c10_three_speakers", [
-        T("spk1", ["L1:1"]), G(300), T("spk2", ["L2:1"]), G(150), T("joey", ["J"]), G(600),
-        T("spk1", ["L1:2", "L1:3"], [300]), G(90), T("spk2", ["L2:2"]), G(400),
-        T("joey", ["J"]), G(200), T("spk1", ["L1:4"]), G(800),
-        T("spk2", ["L2:3", "L2:4"], [250]), G(120), T("spk1", ["L1:5"])],
-        floor=("n3", 20), seed=10, tags=["three", "pauses"],
-        notes="three real speakers (spk1 F, spk2 M, Joey M), gaps 90-800 ms"),
-    Spec("c11_espeak_commas", [
-        T("esp_a", ["Well, I went to the market this morning, and guess what, "
-                    "they had fresh strawberries."]), G(150),
-        T("esp_b", ["Really, that is great, did you buy some for me?"]), G(400),
-        T("esp_a", ["Of course, I bought two boxes, one for you and one for me."]), G(80),
-        T("esp_b", ["You are the best, honestly, thank you so much."]), G(700),
-        T("esp_a", ["No problem, but I have to say, the prices were terrible."]), G(180),
-        T("esp_b", ["Yes, everything is expensive now, even bread."])],
-        floor=("n5", 20), seed=11, tags=["espeak", "commas", "f-m"],
-        notes="espeak-ng, male vs female; commas give ~150-250 ms pauses inside turns"),
-    Spec("c12_espeak_male_male", [
-        T("esp_a", ["So, about the robot, I think it needs a new battery."]), G(200),
-        T("esp_c", ["Maybe, but the old one worked fine yesterday, right?"]), G(120),
-        T("esp_a", ["It did, until the update, then it started shutting down."]), G(600),
-        T("esp_c", ["Okay, then let us order one today, before the demo."]), G(90),
-        T("esp_a", ["Good idea, I will write to the lab, and ask them."])],
-        floor=("n1", 20), seed=12, tags=["espeak", "commas", "m-m"],
-        notes="espeak-ng, two male voices (en-us -p 35 vs en-gb-x-rp -p 60), commas"),
+        "the same clip three times; it starts mid-word), 20 dB broadband noise",
+    ),
+    Spec(
+        "c10_three_speakers",
+        [
+            T("spk1", ["L1:1"]),
+            G(300),
+            T("spk2", ["L2:1"]),
+            G(150),
+            T("joey", ["J"]),
+            G(600),
+            T("spk1", ["L1:2", "L1:3"], [300]),
+            G(90),
+            T("spk2", ["L2:2"]),
+            G(400),
+            T("joey", ["J"]),
+            G(200),
+            T("spk1", ["L1:4"]),
+            G(800),
+            T("spk2", ["L2:3", "L2:4"], [250]),
+            G(120),
+            T("spk1", ["L1:5"]),
+        ],
+        floor=("n3", 20),
+        seed=10,
+        tags=["three", "pauses"],
+        notes="three real speakers (spk1 F, spk2 M, Joey M), gaps 90-800 ms",
+    ),
+    Spec(
+        "c11_espeak_commas",
+        [
+            T("esp_a", ["Well, I went to the market this morning, and guess what, they had fresh strawberries."]),
+            G(150),
+            T("esp_b", ["Really, that is great, did you buy some for me?"]),
+            G(400),
+            T("esp_a", ["Of course, I bought two boxes, one for you and one for me."]),
+            G(80),
+            T("esp_b", ["You are the best, honestly, thank you so much."]),
+            G(700),
+            T("esp_a", ["No problem, but I have to say, the prices were terrible."]),
+            G(180),
+            T("esp_b", ["Yes, everything is expensive now, even bread."]),
+        ],
+        floor=("n5", 20),
+        seed=11,
+        tags=["espeak", "commas", "f-m"],
+        notes="espeak-ng, male vs female; commas give ~150-250 ms pauses inside turns",
+    ),
+    Spec(
+        "c12_espeak_male_male",
+        [
+            T("esp_a", ["So, about the robot, I think it needs a new battery."]),
+            G(200),
+            T("esp_c", ["Maybe, but the old one worked fine yesterday, right?"]),
+            G(120),
+            T("esp_a", ["It did, until the update, then it started shutting down."]),
+            G(600),
+            T("esp_c", ["Okay, then let us order one today, before the demo."]),
+            G(90),
+            T("esp_a", ["Good idea, I will write to the lab, and ask them."]),
+        ],
+        floor=("n1", 20),
+        seed=12,
+        tags=["espeak", "commas", "m-m"],
+        notes="espeak-ng, two male voices (en-us -p 35 vs en-gb-x-rp -p 60), commas",
+    ),
 ]
 
 # Short ones for the test suite (a few seconds of speech each, three voices in total).
 SMALL = [
-    Spec("t1_pair_pause", [
-        T("spk1", ["L1:1", "L1:3"], [300]), G(150), T("spk2", ["L2:1"]), G(600),
-        T("spk1", ["L1:2"]), G(100), T("spk2", ["L2:4", "L2:2"], [250])],
-        floor=("n3", 20), seed=21, lead_s=0.5, trail_s=1.0, tags=["f-m", "pauses"],
-        notes="small: F/M pair, pauses in turns, short gaps"),
-    Spec("t2_noise_stretch", [
-        T("spk2", ["L2:3"]), G(200), N("n1", 2.0, 3.0), G(200), T("spk1", ["L1:4"]), G(120),
-        N("n2", 1.5, 6.0, "burst"), G(300), T("spk2", ["L2:5"])],
-        floor=None, seed=22, lead_s=0.5, trail_s=1.0, tags=["noise-only", "bursts"],
-        notes="small: a loud noise stretch and a burst between turns"),
-    Spec("t3_single", [
-        T("spk1", ["L1:5", "L1:4", "L1:1"], [300, 450])],
-        floor=("n5", 20), seed=23, lead_s=0.5, trail_s=1.0, tags=["single"],
-        notes="small: one speaker, pauses, no turn change"),
+    Spec(
+        "t1_pair_pause",
+        [
+            T("spk1", ["L1:1", "L1:3"], [300]),
+            G(150),
+            T("spk2", ["L2:1"]),
+            G(600),
+            T("spk1", ["L1:2"]),
+            G(100),
+            T("spk2", ["L2:4", "L2:2"], [250]),
+        ],
+        floor=("n3", 20),
+        seed=21,
+        lead_s=0.5,
+        trail_s=1.0,
+        tags=["f-m", "pauses"],
+        notes="small: F/M pair, pauses in turns, short gaps",
+    ),
+    Spec(
+        "t2_noise_stretch",
+        [
+            T("spk2", ["L2:3"]),
+            G(200),
+            N("n1", 2.0, 3.0),
+            G(200),
+            T("spk1", ["L1:4"]),
+            G(120),
+            N("n2", 1.5, 6.0, "burst"),
+            G(300),
+            T("spk2", ["L2:5"]),
+        ],
+        floor=None,
+        seed=22,
+        lead_s=0.5,
+        trail_s=1.0,
+        tags=["noise-only", "bursts"],
+        notes="small: a loud noise stretch and a burst between turns",
+    ),
+    Spec(
+        "t3_single",
+        [T("spk1", ["L1:5", "L1:4", "L1:1"], [300, 450])],
+        floor=("n5", 20),
+        seed=23,
+        lead_s=0.5,
+        trail_s=1.0,
+        tags=["single"],
+        notes="small: one speaker, pauses, no turn change",
+    ),
 ]
 
 
@@ -238,6 +453,7 @@ def _read(path: Path) -> np.ndarray:
     if sr != SR:
         from math import gcd
         from scipy.signal import resample_poly
+
         g = gcd(sr, SR)
         x = resample_poly(x, SR // g, sr // g)
     return x
@@ -245,7 +461,7 @@ def _read(path: Path) -> np.ndarray:
 
 def frame_rms(x: np.ndarray, hop: int = 160) -> np.ndarray:
     n = len(x) // hop
-    return np.sqrt(np.mean(x[:n * hop].reshape(n, hop) ** 2, axis=1) + 1e-20)
+    return np.sqrt(np.mean(x[: n * hop].reshape(n, hop) ** 2, axis=1) + 1e-20)
 
 
 def trim(x: np.ndarray, rel_db: float = -35.0, margin_s: float = 0.02) -> np.ndarray:
@@ -253,7 +469,7 @@ def trim(x: np.ndarray, rel_db: float = -35.0, margin_s: float = 0.02) -> np.nda
     r = frame_rms(x)
     loud = np.flatnonzero(r > np.percentile(r, 95) * 10 ** (rel_db / 20))
     m = int(margin_s * SR)
-    return x[max(0, loud[0] * 160 - m):min(len(x), (loud[-1] + 1) * 160 + m)]
+    return x[max(0, loud[0] * 160 - m) : min(len(x), (loud[-1] + 1) * 160 + m)]
 
 
 def active_rms(x: np.ndarray, rel_db: float = -30.0) -> float:
@@ -311,6 +527,7 @@ class Sources:
             text, src = TEXTS[fname], f"librispeech/{fname}"
         elif part == "J":
             from robot_emotion.media import decode_audio
+
             x = decode_audio(self.shared / "fixtures" / MELD_CLIP.name).astype(np.float64) / 32768
             # TV audio: the background never drops 35 dB, speech starts ~0.25 s in
             x, text, src = trim(x, rel_db=-20.0), MELD_TEXT, "fixtures/" + MELD_CLIP.name
@@ -325,8 +542,11 @@ class Sources:
             raise RuntimeError("espeak-ng is not installed (scripts/setup.sh installs it)")
         with tempfile.TemporaryDirectory() as d:
             wav = Path(d) / "s.wav"
-            subprocess.run(["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(speed),
-                            "-w", str(wav), text], check=True, capture_output=True)
+            subprocess.run(
+                ["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(speed), "-w", str(wav), text],
+                check=True,
+                capture_output=True,
+            )
             return trim(_read(wav), rel_db=-40.0)
 
     def noise(self, clip: str) -> np.ndarray:
@@ -335,6 +555,7 @@ class Sources:
                 x = _read(self.shared / "speech" / "wsj0mix" / "mix0_spkA.wav")
             elif clip == "room":
                 from robot_emotion.media import decode_audio
+
                 x = decode_audio(self.shared / "fixtures" / FACE_CLIP.name).astype(np.float64) / 32768
             else:
                 x = _read(self.shared / "speech" / "noise" / f"noise{clip[1:]}.wav")
@@ -347,7 +568,7 @@ def noise_piece(src: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray
     reps = int(np.ceil((n + len(src)) / len(src)))
     long = np.tile(src, reps)
     off = int(rng.integers(0, len(src)))
-    return long[off:off + n]
+    return long[off : off + n]
 
 
 # ------------------------------------------------------------------------------- building
@@ -367,11 +588,17 @@ def build(spec: Spec, src: Sources) -> tuple[np.ndarray, dict]:
             n = min(int(seconds * SR), len(raw)) if clip == "room" else int(seconds * SR)
             x = noise_piece(raw, n, rng) if clip != "room" else raw[:n]
             if level_db is not None:  # RMS relative to the speech level; None = as recorded
-                x = x * (speech_level * 10 ** (level_db / 20) / max(np.sqrt(np.mean(x ** 2)), 1e-9))
+                x = x * (speech_level * 10 ** (level_db / 20) / max(np.sqrt(np.mean(x**2)), 1e-9))
             pieces.append((pos, fade(x)))
-            nonspeech.append({"start": round(pos / SR, 3), "end": round((pos + n) / SR, 3),
-                              "kind": nkind, "clip": clip,
-                              "level_db": level_db})
+            nonspeech.append(
+                {
+                    "start": round(pos / SR, 3),
+                    "end": round((pos + n) / SR, 3),
+                    "kind": nkind,
+                    "clip": clip,
+                    "level_db": level_db,
+                }
+            )
             pos += n
         elif kind == "turn":
             _, spk, parts, pauses = step
@@ -380,8 +607,9 @@ def build(spec: Spec, src: Sources) -> tuple[np.ndarray, dict]:
                 x, text, where = src.speech(spk, part)
                 pieces.append((pos, x))
                 pause_list += [(pos / SR + a, pos / SR + b) for a, b in inner_pauses(x)]
-                part_info.append({"source": where, "start": round(pos / SR, 3),
-                                  "end": round((pos + len(x)) / SR, 3), "text": text})
+                part_info.append(
+                    {"source": where, "start": round(pos / SR, 3), "end": round((pos + len(x)) / SR, 3), "text": text}
+                )
                 texts.append(text)
                 pos += len(x)
                 if i < len(parts) - 1:
@@ -390,33 +618,48 @@ def build(spec: Spec, src: Sources) -> tuple[np.ndarray, dict]:
                     pos += p
             if turns and turns[-1]["speaker"] == spk and not _noise_between(turns[-1], nonspeech):
                 raise ValueError(f"{spec.name}: two consecutive turns of {spk} (join them)")
-            turns.append({"speaker": spk, "start": round(t0 / SR, 3), "end": round(pos / SR, 3),
-                          "text": None if any(t is None for t in texts) else " ".join(texts),
-                          "pauses": [[round(a, 3), round(b, 3)] for a, b in sorted(pause_list)],
-                          "parts": part_info})
+            turns.append(
+                {
+                    "speaker": spk,
+                    "start": round(t0 / SR, 3),
+                    "end": round(pos / SR, 3),
+                    "text": None if any(t is None for t in texts) else " ".join(texts),
+                    "pauses": [[round(a, 3), round(b, 3)] for a, b in sorted(pause_list)],
+                    "parts": part_info,
+                }
+            )
         else:
             raise ValueError(f"unknown step {step!r}")
     total = pos + int(spec.trail_s * SR)
     mix = np.zeros(total)
     for at, x in pieces:
-        mix[at:at + len(x)] += x
+        mix[at : at + len(x)] += x
     if spec.floor is None:
         mix += rng.normal(0.0, 10 ** (GAUSS_FLOOR_DBFS / 20), total)
         floor = {"gauss_dbfs": GAUSS_FLOOR_DBFS}
     else:
         clip, snr = spec.floor
         x = noise_piece(src.noise(clip), total, rng)
-        mix += x * (speech_level * 10 ** (-snr / 20) / max(np.sqrt(np.mean(x ** 2)), 1e-9))
+        mix += x * (speech_level * 10 ** (-snr / 20) / max(np.sqrt(np.mean(x**2)), 1e-9))
         mix += rng.normal(0.0, 10 ** (GAUSS_FLOOR_DBFS / 20), total)
         floor = {"clip": clip, "snr_db": snr}
     clipped = float(np.mean(np.abs(mix) > 0.99))
     pcm = np.clip(np.round(mix * 32767), -32768, 32767).astype(np.int16)
     speakers = sorted({t["speaker"] for t in turns})
-    truth = {"name": spec.name, "duration": round(total / SR, 3), "sample_rate": SR,
-             "speakers": {s: SPEAKERS[s] for s in speakers},
-             "turns": turns, "nonspeech": nonspeech, "floor": floor,
-             "speech_dbfs": SPEECH_DBFS, "clipped_fraction": clipped,
-             "tags": list(spec.tags), "notes": spec.notes, "seed": spec.seed}
+    truth = {
+        "name": spec.name,
+        "duration": round(total / SR, 3),
+        "sample_rate": SR,
+        "speakers": {s: SPEAKERS[s] for s in speakers},
+        "turns": turns,
+        "nonspeech": nonspeech,
+        "floor": floor,
+        "speech_dbfs": SPEECH_DBFS,
+        "clipped_fraction": clipped,
+        "tags": list(spec.tags),
+        "notes": spec.notes,
+        "seed": spec.seed,
+    }
     return pcm, truth
 
 
@@ -435,17 +678,24 @@ def write(out_dir, specs=None, only=None, shared: Path = SHARED) -> dict:
             raise ValueError(f"unknown conversation(s): {', '.join(sorted(unknown))}")
         specs = [s for s in specs if s.name in only]
     src = Sources(shared)
-    index = {"generator": "benchmarks/conversations/make_conversations.py", "sample_rate": SR,
-             "conversations": []}
+    index = {"generator": "benchmarks/conversations/make_conversations.py", "sample_rate": SR, "conversations": []}
     for spec in specs:
         pcm, truth = build(spec, src)
         sf.write(out / f"{spec.name}.wav", pcm, SR, subtype="PCM_16")
         (out / f"{spec.name}.json").write_text(json.dumps(truth, indent=1))
-        index["conversations"].append({
-            "name": spec.name, "audio": f"{spec.name}.wav", "truth": f"{spec.name}.json",
-            "duration": truth["duration"], "turns": len(truth["turns"]),
-            "speakers": list(truth["speakers"]), "nonspeech": len(truth["nonspeech"]),
-            "tags": truth["tags"], "notes": spec.notes})
+        index["conversations"].append(
+            {
+                "name": spec.name,
+                "audio": f"{spec.name}.wav",
+                "truth": f"{spec.name}.json",
+                "duration": truth["duration"],
+                "turns": len(truth["turns"]),
+                "speakers": list(truth["speakers"]),
+                "nonspeech": len(truth["nonspeech"]),
+                "tags": truth["tags"],
+                "notes": spec.notes,
+            }
+        )
     index["total_s"] = round(sum(c["duration"] for c in index["conversations"]), 2)
     (out / "index.json").write_text(json.dumps(index, indent=1))
     return index
@@ -459,16 +709,19 @@ def main(argv=None) -> int:
     p.add_argument("--shared", default=str(SHARED), help="the shared/ folder (default: %(default)s)")
     a = p.parse_args(argv)
     try:
-        index = write(a.out_dir, SMALL if a.small else CONVERSATIONS,
-                      [s for s in a.only.split(",") if s] or None, Path(a.shared))
+        index = write(
+            a.out_dir, SMALL if a.small else CONVERSATIONS, [s for s in a.only.split(",") if s] or None, Path(a.shared)
+        )
     except (ValueError, RuntimeError, OSError) as e:
         print(f"make_conversations: error: {e}", file=sys.stderr)
         return 2
     for c in index["conversations"]:
-        print(f"{c['name']:28s} {c['duration']:6.1f} s  {c['turns']:2d} turns  "
-              f"{'/'.join(c['speakers'])}", file=sys.stderr)
-    print(f"wrote {len(index['conversations'])} conversations, {index['total_s']:.1f} s "
-          f"to {a.out_dir}", file=sys.stderr)
+        print(
+            f"{c['name']:28s} {c['duration']:6.1f} s  {c['turns']:2d} turns  {'/'.join(c['speakers'])}", file=sys.stderr
+        )
+    print(
+        f"wrote {len(index['conversations'])} conversations, {index['total_s']:.1f} s to {a.out_dir}", file=sys.stderr
+    )
     return 0
 
 

@@ -1,6 +1,7 @@
 """Replaying conversations through the node for the scorer (score.py): the heavy models
 loaded once, a fresh node per file, and the list of files (corpus splits or a flat folder).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -23,6 +24,7 @@ def shared_models():
     tracks), is still built for each recording by runner.replay.
     """
     import robot_emotion.audio.asr as asr_mod
+
     cache: dict = {}
     orig_make_asr = asr_mod.make_asr
 
@@ -36,6 +38,7 @@ def shared_models():
     emo_cls = orig_from = None
     try:
         from robot_emotion.node.emotion import EmotionScorer as emo_cls
+
         orig_from = emo_cls.__dict__.get("from_config")
 
         def from_config(cls, cfg, device="cpu", asr=None):
@@ -58,6 +61,7 @@ def shared_models():
 
 def load_config(sets=(), launch: str | Path = REPO / "launch" / "replay.toml"):
     from robot_emotion import config
+
     cfg, _ = config.load(str(launch), overrides=[*sets, 'publish.endpoint="tcp://127.0.0.1:*"'])
     return cfg
 
@@ -66,12 +70,14 @@ def replay_bodies(cfg, audio: str | Path, speed: str | float = "max") -> list[di
     """Replay one recording (wav, or flac) through the node; every published body, in order."""
     from robot_emotion.node import runner
     from robot_emotion.media import AUDIO_EXTS as READABLE
+
     audio = Path(audio)
     bodies: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         src = audio
-        if audio.suffix.lower() not in READABLE:     # the node reads wav/flac today
+        if audio.suffix.lower() not in READABLE:  # the node reads wav/flac today
             import soundfile as sf
+
             x, sr = sf.read(str(audio), dtype="int16")
             src = Path(tmp) / f"{audio.stem}.wav"
             sf.write(str(src), x, sr, subtype="PCM_16")
@@ -96,12 +102,12 @@ def _names(folder: Path) -> list[str]:
         items = data.get("conversations") or data.get("items") or data.get("files")
         if isinstance(items, list) and items:
             return [c["name"] if isinstance(c, dict) else str(c) for c in items]
-    return sorted(p.stem for p in folder.glob("*.json")
-                  if p.name != "index.json" and _audio_for(p) is not None)
+    return sorted(p.stem for p in folder.glob("*.json") if p.name != "index.json" and _audio_for(p) is not None)
 
 
-def items(folder, split: str | None = None, only=None, limit: int | None = None,
-          ami: bool | None = None) -> list[tuple[Path, dict]]:
+def items(
+    folder, split: str | None = None, only=None, limit: int | None = None, ami: bool | None = None
+) -> list[tuple[Path, dict]]:
     """(audio path, truth) of every file to score, dev before test.
 
     A folder with dev/ and/or test/ subfolders is a corpus (their items get that split unless
@@ -122,6 +128,7 @@ def items(folder, split: str | None = None, only=None, limit: int | None = None,
             if audio is None:
                 raise FileNotFoundError(f"no {n}.wav or {n}.flac in {sub}")
             from benchmarks.conversations.score import load_truth
+
             truth = load_truth(tp)
             truth["split"] = truth["split"] or sp
             found.add(truth["name"])

@@ -67,6 +67,7 @@ What is scored, per file and pooled over each split / condition and over everyth
   first-emotion latency by how the turn closed (a pause, a new voice after a short pause, a
   voice change inside a segment), from the ``speech.end`` bodies.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,13 +81,20 @@ from pathlib import Path
 import robot_emotion  # noqa: F401  (first: it sizes the thread pools before numpy loads, as the node does)
 import numpy as np
 
-if __package__ in (None, ""):   # run as a script: make the repo importable
+if __package__ in (None, ""):  # run as a script: make the repo importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from benchmarks.conversations.replay import (AUDIO_EXTS, SPLITS, _events_path, items,  # noqa: F401
-                                             load_config, replay_bodies, shared_models)
+from benchmarks.conversations.replay import (  # noqa: F401 (re-exported for callers)
+    AUDIO_EXTS,
+    SPLITS,
+    _events_path,
+    items,
+    load_config,
+    replay_bodies,
+    shared_models,
+)
 
 REPO = Path(__file__).resolve().parents[2]
-COLLAR_S = 0.5          # pyannote's collar: the total width, 0.25 s each side of a boundary
+COLLAR_S = 0.5  # pyannote's collar: the total width, 0.25 s each side of a boundary
 
 
 # ----------------------------------------------------------------------------- the truth
@@ -123,22 +131,23 @@ def load_truth(path: str | Path | dict, name: str | None = None) -> dict:
     turns.sort(key=lambda t: (t["start"], t["end"]))
     if "segments" in raw:
         segments = [(str(s), float(a), float(b)) for s, a, b in raw["segments"]]
-    else:   # old set: a turn's span less the pauses inside it
-        segments = [(str(t["spk"]), a, b) for t in turns
-                    for a, b in _minus(t["start"], t["end"], t.get("pauses", []))]
+    else:  # old set: a turn's span less the pauses inside it
+        segments = [(str(t["spk"]), a, b) for t in turns for a, b in _minus(t["start"], t["end"], t.get("pauses", []))]
     words = raw.get("words")
     if words is not None:
-        words = sorted(([str(w[0]), float(w[1]), float(w[2]), str(w[3])] for w in words),
-                       key=lambda w: (w[1], w[2]))
+        words = sorted(([str(w[0]), float(w[1]), float(w[2]), str(w[3])] for w in words), key=lambda w: (w[1], w[2]))
     speakers = raw.get("speakers") or sorted({s for s, _, _ in segments})
     return {
         "name": name or raw.get("name") or raw.get("item") or stem,
         "duration": float(raw["duration"]),
-        "speakers": list(speakers),     # a dict (old set) gives its keys
-        "segments": segments, "turns": turns, "words": words,
+        "speakers": list(speakers),  # a dict (old set) gives its keys
+        "segments": segments,
+        "turns": turns,
+        "words": words,
         "nonspeech": [dict(zip(("start", "end", "kind"), _span(n))) for n in raw.get("nonspeech", [])],
         "negative": bool(raw.get("negative", False)),
-        "split": raw.get("split"), "condition": raw.get("condition"),
+        "split": raw.get("split"),
+        "condition": raw.get("condition"),
     }
 
 
@@ -184,8 +193,11 @@ def first_emotions(bodies: list[dict], early: bool = True) -> dict[str, dict]:
 
 
 def _is_span(x) -> bool:
-    return (isinstance(x, (list, tuple)) and len(x) == 2
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in x))
+    return (
+        isinstance(x, (list, tuple))
+        and len(x) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in x)
+    )
 
 
 def speech_spans(u: dict) -> list[tuple[float, float]]:
@@ -207,6 +219,7 @@ def annotation(spans, uri: str = "file"):
     """pyannote Annotation from (label, start, end); one label's overlapping or touching
     spans are merged first (pyannote would count a label twice where its spans overlap)."""
     from pyannote.core import Annotation, Segment, Timeline
+
     by: dict[str, list] = {}
     for label, a, b in spans:
         if b > a:
@@ -228,16 +241,20 @@ def hypothesis_annotation(hyps: list[dict], uri: str = "file"):
 
 def uem(duration: float):
     from pyannote.core import Segment, Timeline
+
     return Timeline([Segment(0.0, float(duration))])
 
 
 def metrics():
     """Fresh pyannote metric objects: name -> metric."""
     from pyannote.metrics.diarization import DiarizationErrorRate, JaccardErrorRate
-    return {"der": DiarizationErrorRate(collar=0.0, skip_overlap=False),
-            "der_collar": DiarizationErrorRate(collar=COLLAR_S, skip_overlap=False),
-            "jer": JaccardErrorRate(collar=0.0, skip_overlap=False),
-            "jer_collar": JaccardErrorRate(collar=COLLAR_S, skip_overlap=False)}
+
+    return {
+        "der": DiarizationErrorRate(collar=0.0, skip_overlap=False),
+        "der_collar": DiarizationErrorRate(collar=COLLAR_S, skip_overlap=False),
+        "jer": JaccardErrorRate(collar=0.0, skip_overlap=False),
+        "jer_collar": JaccardErrorRate(collar=COLLAR_S, skip_overlap=False),
+    }
 
 
 def diarization(reference, hypothesis, duration: float) -> dict:
@@ -247,7 +264,7 @@ def diarization(reference, hypothesis, duration: float) -> dict:
         comp = m(reference, hypothesis, uem=uem(duration), detailed=True)
         out[key] = {k: float(v) for k, v in comp.items()}
     m = metrics()["der"]
-    mapping = m.optimal_mapping(reference, hypothesis, uem=uem(duration))   # hyp -> ref
+    mapping = m.optimal_mapping(reference, hypothesis, uem=uem(duration))  # hyp -> ref
     out["mapping"] = {str(r): str(h) for h, r in mapping.items()}
     return out
 
@@ -269,6 +286,7 @@ def pooled(key: str, components: list[dict]) -> float | None:
 @lru_cache(maxsize=1)
 def _normalizer():
     from whisper_normalizer.english import EnglishTextNormalizer
+
     return EnglishTextNormalizer()
 
 
@@ -281,17 +299,34 @@ def normalize(text: str | None) -> str:
 def word_errors(ref: str, hyp: str) -> dict:
     """jiwer counts on the normalised texts."""
     import jiwer
+
     r, h = normalize(ref), normalize(hyp)
     if not r:
         n = len(h.split())
-        return {"substitutions": 0, "deletions": 0, "insertions": n, "hits": 0,
-                "errors": n, "ref_words": 0, "hyp_words": n, "ref": r, "hyp": h}
+        return {
+            "substitutions": 0,
+            "deletions": 0,
+            "insertions": n,
+            "hits": 0,
+            "errors": n,
+            "ref_words": 0,
+            "hyp_words": n,
+            "ref": r,
+            "hyp": h,
+        }
     o = jiwer.process_words(r, h)
     errors = o.substitutions + o.deletions + o.insertions
-    return {"substitutions": o.substitutions, "deletions": o.deletions,
-            "insertions": o.insertions, "hits": o.hits, "errors": errors,
-            "ref_words": o.substitutions + o.deletions + o.hits, "hyp_words": len(h.split()),
-            "ref": r, "hyp": h}
+    return {
+        "substitutions": o.substitutions,
+        "deletions": o.deletions,
+        "insertions": o.insertions,
+        "hits": o.hits,
+        "errors": errors,
+        "ref_words": o.substitutions + o.deletions + o.hits,
+        "hyp_words": len(h.split()),
+        "ref": r,
+        "hyp": h,
+    }
 
 
 # ------------------------------------------------------------------------ other measures
@@ -343,12 +378,11 @@ def closed_by(u: dict, bodies: list[dict], turn_gap_s: float) -> str:
 # --------------------------------------------------------------------------------- score
 def score(truth: dict, bodies: list[dict], turn_gap_s: float = 0.5) -> dict:
     """Every figure of one file; components and counts are kept so that sets can be pooled."""
-    truth = load_truth(truth)   # idempotent: a raw truth dict is accepted too
+    truth = load_truth(truth)  # idempotent: a raw truth dict is accepted too
     unconfirmed: list = []
     finals = final_utterances(bodies, unconfirmed)
     ns_dets = [u for u in finals if is_nonspeech(u)]
-    hyps = [dict(u, start=float(u["start"]), end=float(u["end"])) for u in finals
-            if not is_nonspeech(u)]
+    hyps = [dict(u, start=float(u["start"]), end=float(u["end"])) for u in finals if not is_nonspeech(u)]
     turns = truth["turns"]
     ref_ann = reference_annotation(truth)
     hyp_ann = hypothesis_annotation(hyps, truth["name"])
@@ -375,45 +409,62 @@ def score(truth: dict, bodies: list[dict], turn_gap_s: float = 0.5) -> dict:
         return d[key]["jaccard error rate"] if d[key]["speaker count"] > 0 else None
 
     return {
-        "name": truth["name"], "split": truth.get("split"), "condition": truth.get("condition"),
-        "negative": truth["negative"], "duration": truth["duration"],
-        "turns": len(turns), "utterances": len(hyps),
+        "name": truth["name"],
+        "split": truth.get("split"),
+        "condition": truth.get("condition"),
+        "negative": truth["negative"],
+        "duration": truth["duration"],
+        "turns": len(turns),
+        "utterances": len(hyps),
         "utts_per_turn": len(hyps) / len(turns) if turns else None,
-        "true_speakers": true_spk, "speaker_ids": found_spk,
-        "speakers_equal": found_spk == true_spk, "speakers_within_one": abs(found_spk - true_spk) <= 1,
-        "nonspeech_detections": len(ns_dets), "unconfirmed": len(unconfirmed),
+        "true_speakers": true_spk,
+        "speaker_ids": found_spk,
+        "speakers_equal": found_spk == true_spk,
+        "speakers_within_one": abs(found_spk - true_spk) <= 1,
+        "nonspeech_detections": len(ns_dets),
+        "unconfirmed": len(unconfirmed),
         "forced": sum(1 for u in hyps if u.get("forced")),
-        "der": rate("der"), "der_collar": rate("der_collar"),
-        "jer": rate("jer"), "jer_collar": rate("jer_collar"),
+        "der": rate("der"),
+        "der_collar": rate("der_collar"),
+        "jer": rate("jer"),
+        "jer_collar": rate("jer_collar"),
         "speech_s": speech_s,
         # speech published with speaker null (a label of its own per utterance)
-        "null_speaker_s": sum(b - a for u in hyps if u.get("speaker") is None
-                              for a, b in speech_spans(u)),
+        "null_speaker_s": sum(b - a for u in hyps if u.get("speaker") is None for a, b in speech_spans(u)),
         "miss": d["der"]["missed detection"] / speech_s if speech_s else None,
         "false_alarm": d["der"]["false alarm"] / speech_s if speech_s else None,
         "confusion": d["der"]["confusion"] / speech_s if speech_s else None,
-        "miss_s": d["der"]["missed detection"], "fa_s": d["der"]["false alarm"],
+        "miss_s": d["der"]["missed detection"],
+        "fa_s": d["der"]["false alarm"],
         "conf_s": d["der"]["confusion"],
         "components": {k: d[k] for k in ("der", "der_collar", "jer", "jer_collar")},
         "mapping": d["mapping"],
         "wer": w["errors"] / w["ref_words"] if w["ref_words"] else None,
-        "word_errors": w["errors"], "ref_words": w["ref_words"], "hyp_words": w["hyp_words"],
+        "word_errors": w["errors"],
+        "ref_words": w["ref_words"],
+        "hyp_words": w["hyp_words"],
         "wer_counts": {k: w[k] for k in ("substitutions", "deletions", "insertions", "hits")},
         "negative_words": w["hyp_words"] if truth["negative"] else None,
         "negative_text": [u.get("text") for u in wer_hyps if (u.get("text") or "").strip()]
-        if truth["negative"] else None,
-        "ref_normalised": w["ref"], "hyp_normalised": w["hyp"],
-        "text_on_nonspeech": [{"start": u["start"], "end": u["end"], "text": u.get("text")}
-                              for u in on_ns],
+        if truth["negative"]
+        else None,
+        "ref_normalised": w["ref"],
+        "hyp_normalised": w["hyp"],
+        "text_on_nonspeech": [{"start": u["start"], "end": u["end"], "text": u.get("text")} for u in on_ns],
         "utt_latency_ms": [x for x in (_lat(u) for u in finals) if x is not None],
         "emo_latency_ms": [x for x in (_lat(e) for e in emos.values()) if x is not None],
-        "utt_latency_by_close": {k: [x for u in hyps if closes[str(u["utterance_id"])] == k
-                                     and (x := _lat(u)) is not None] for k in CLOSES},
-        "emo_latency_by_close": {k: [x for i, c in closes.items() if c == k and i in emos
-                                     and (x := _lat(emos[i])) is not None] for k in CLOSES},
+        "utt_latency_by_close": {
+            k: [x for u in hyps if closes[str(u["utterance_id"])] == k and (x := _lat(u)) is not None] for k in CLOSES
+        },
+        "emo_latency_by_close": {
+            k: [x for i, c in closes.items() if c == k and i in emos and (x := _lat(emos[i])) is not None]
+            for k in CLOSES
+        },
         "emo_full_latency_ms": [x for i in closes if i in full and (x := _lat(full[i])) is not None],
-        "hypothesis": [{k: u.get(k) for k in ("utterance_id", "start", "end", "speaker", "text",
-                                              "forced", "segments")} for u in finals],
+        "hypothesis": [
+            {k: u.get(k) for k in ("utterance_id", "start", "end", "speaker", "text", "forced", "segments")}
+            for u in finals
+        ],
     }
 
 
@@ -429,25 +480,48 @@ def total_row(rows: list[dict], name: str = "TOTAL") -> dict:
     speech = s("speech_s")
     neg = [r for r in rows if r["negative"]]
     return {
-        "name": name, "files": len(rows), "negative": bool(neg), "duration": s("duration"),
-        "turns": s("turns"), "utterances": s("utterances"),
+        "name": name,
+        "files": len(rows),
+        "negative": bool(neg),
+        "duration": s("duration"),
+        "turns": s("turns"),
+        "utterances": s("utterances"),
         "utts_per_turn": s("utterances") / s("turns") if s("turns") else None,
-        "true_speakers": s("true_speakers"), "speaker_ids": s("speaker_ids"),
+        "true_speakers": s("true_speakers"),
+        "speaker_ids": s("speaker_ids"),
         "speakers_equal": sum(r["speakers_equal"] for r in rows),
         "speakers_within_one": sum(r["speakers_within_one"] for r in rows),
-        "nonspeech_detections": s("nonspeech_detections"), "unconfirmed": s("unconfirmed"),
+        "nonspeech_detections": s("nonspeech_detections"),
+        "unconfirmed": s("unconfirmed"),
         "forced": s("forced"),
         **{k: pooled(k, comps[k]) for k in comps},
-        "speech_s": speech, "null_speaker_s": s("null_speaker_s"), "miss_s": s("miss_s"), "fa_s": s("fa_s"), "conf_s": s("conf_s"),
+        "speech_s": speech,
+        "null_speaker_s": s("null_speaker_s"),
+        "miss_s": s("miss_s"),
+        "fa_s": s("fa_s"),
+        "conf_s": s("conf_s"),
         "miss": s("miss_s") / speech if speech else None,
         "false_alarm": s("fa_s") / speech if speech else None,
         "confusion": s("conf_s") / speech if speech else None,
         "wer": s("word_errors") / s("ref_words") if s("ref_words") else None,
-        "word_errors": s("word_errors"), "ref_words": s("ref_words"), "hyp_words": s("hyp_words"),
+        "word_errors": s("word_errors"),
+        "ref_words": s("ref_words"),
+        "hyp_words": s("hyp_words"),
         "negative_words": sum(r["negative_words"] for r in neg) if neg else None,
-        "mean": {k: _mean(r[k] for r in rows)
-                 for k in ("der", "der_collar", "jer", "jer_collar", "miss", "false_alarm",
-                           "confusion", "wer", "utts_per_turn")},
+        "mean": {
+            k: _mean(r[k] for r in rows)
+            for k in (
+                "der",
+                "der_collar",
+                "jer",
+                "jer_collar",
+                "miss",
+                "false_alarm",
+                "confusion",
+                "wer",
+                "utts_per_turn",
+            )
+        },
         "text_on_nonspeech": [dict(t, name=r["name"]) for r in rows for t in r["text_on_nonspeech"]],
         "utt_latency_ms": [x for r in rows for x in r["utt_latency_ms"]],
         "emo_latency_ms": [x for r in rows for x in r["emo_latency_ms"]],
@@ -461,8 +535,9 @@ def group_totals(rows: list[dict]) -> dict[str, dict]:
     """Pooled rows: each split/condition, each split (when it has several conditions), then
     everything (key ``all``)."""
     out: dict[str, dict] = {}
-    splits = sorted({r["split"] for r in rows if r["split"]},
-                    key=lambda x: (SPLITS.index(x) if x in SPLITS else len(SPLITS), x))
+    splits = sorted(
+        {r["split"] for r in rows if r["split"]}, key=lambda x: (SPLITS.index(x) if x in SPLITS else len(SPLITS), x)
+    )
     conditions = list(dict.fromkeys(r["condition"] for r in rows if r["condition"]))
     for sp in splits or [None]:
         in_split = [r for r in rows if sp is None or r["split"] == sp]
@@ -487,30 +562,82 @@ def _ms(xs) -> str:
     return f"{np.median(xs):.0f}/{np.percentile(xs, 95):.0f}"
 
 
-COLUMNS = ["file", "dur s", "spk", "spk=", "spk±1", "turns", "utts", "u/t", "DER%", "DER.25%",
-           "miss%", "fa%", "conf%", "JER%", "WER%", "ref w", "txt@ns", "neg w", "utt ms", "emo ms"]
+COLUMNS = [
+    "file",
+    "dur s",
+    "spk",
+    "spk=",
+    "spk±1",
+    "turns",
+    "utts",
+    "u/t",
+    "DER%",
+    "DER.25%",
+    "miss%",
+    "fa%",
+    "conf%",
+    "JER%",
+    "WER%",
+    "ref w",
+    "txt@ns",
+    "neg w",
+    "utt ms",
+    "emo ms",
+]
 
 
 def row_cells(r: dict, mean: bool = False) -> list[str]:
     total = "files" in r
     if mean:
         m = r["mean"]
-        return [f"mean {r['name']}" if r["name"] != "TOTAL" else "mean", "", "", "", "", "", "",
-                "" if m["utts_per_turn"] is None else f"{m['utts_per_turn']:.2f}",
-                _pct(m["der"]), _pct(m["der_collar"]), _pct(m["miss"]), _pct(m["false_alarm"]),
-                _pct(m["confusion"]), _pct(m["jer"]), _pct(m["wer"]), "", "", "", "", ""]
+        return [
+            f"mean {r['name']}" if r["name"] != "TOTAL" else "mean",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "",
+            "" if m["utts_per_turn"] is None else f"{m['utts_per_turn']:.2f}",
+            _pct(m["der"]),
+            _pct(m["der_collar"]),
+            _pct(m["miss"]),
+            _pct(m["false_alarm"]),
+            _pct(m["confusion"]),
+            _pct(m["jer"]),
+            _pct(m["wer"]),
+            "",
+            "",
+            "",
+            "",
+            "",
+        ]
     if total:
         eq, w1 = f"{r['speakers_equal']}/{r['files']}", f"{r['speakers_within_one']}/{r['files']}"
     else:
         eq, w1 = ("y" if r["speakers_equal"] else "n"), ("y" if r["speakers_within_one"] else "n")
-    return [r["name"], f"{r['duration']:.1f}", f"{r['true_speakers']}/{r['speaker_ids']}", eq, w1,
-            str(r["turns"]), str(r["utterances"]),
-            "-" if r["utts_per_turn"] is None else f"{r['utts_per_turn']:.2f}",
-            _pct(r["der"]), _pct(r["der_collar"]), _pct(r["miss"]), _pct(r["false_alarm"]),
-            _pct(r["confusion"]), _pct(r["jer"]), _pct(r["wer"]), str(r["ref_words"]),
-            str(len(r["text_on_nonspeech"])),
-            "-" if r["negative_words"] is None else str(r["negative_words"]),
-            _ms(r["utt_latency_ms"]), _ms(r["emo_latency_ms"])]
+    return [
+        r["name"],
+        f"{r['duration']:.1f}",
+        f"{r['true_speakers']}/{r['speaker_ids']}",
+        eq,
+        w1,
+        str(r["turns"]),
+        str(r["utterances"]),
+        "-" if r["utts_per_turn"] is None else f"{r['utts_per_turn']:.2f}",
+        _pct(r["der"]),
+        _pct(r["der_collar"]),
+        _pct(r["miss"]),
+        _pct(r["false_alarm"]),
+        _pct(r["confusion"]),
+        _pct(r["jer"]),
+        _pct(r["wer"]),
+        str(r["ref_words"]),
+        str(len(r["text_on_nonspeech"])),
+        "-" if r["negative_words"] is None else str(r["negative_words"]),
+        _ms(r["utt_latency_ms"]),
+        _ms(r["emo_latency_ms"]),
+    ]
 
 
 def format_table(rows: list[dict], groups: dict[str, dict] | None = None) -> str:
@@ -521,42 +648,62 @@ def format_table(rows: list[dict], groups: dict[str, dict] | None = None) -> str
         foot += [row_cells(g), row_cells(g, mean=True)]
     cells = [COLUMNS] + body + foot
     widths = [max(len(c[i]) for c in cells) for i in range(len(COLUMNS))]
-    fmt = lambda c: "  ".join(x.ljust(w) if i == 0 else x.rjust(w)  # noqa: E731
-                              for i, (x, w) in enumerate(zip(c, widths))).rstrip()
+
+    def fmt(c):
+        return "  ".join(x.ljust(w) if i == 0 else x.rjust(w) for i, (x, w) in enumerate(zip(c, widths))).rstrip()
+
     rule = "-" * len(fmt(COLUMNS))
     lines = [fmt(COLUMNS), rule] + [fmt(c) for c in body] + [rule] + [fmt(c) for c in foot]
-    lines += ["", "spk: true/found; spk= / spk±1: files with as many ids as speakers / within one; "
-              "DER.25: 0.25 s collar (pyannote collar=0.5); miss/fa/conf: no-collar DER parts; "
-              "TOTAL rows pooled (pyannote abs(metric), WER = errors/ref words), mean rows: per-file mean"]
-    notes = [f"  {r['name']} {t['start']:.2f}-{t['end']:.2f}: {t['text']!r}"
-             for r in rows for t in r["text_on_nonspeech"]]
+    lines += [
+        "",
+        "spk: true/found; spk= / spk±1: files with as many ids as speakers / within one; "
+        "DER.25: 0.25 s collar (pyannote collar=0.5); miss/fa/conf: no-collar DER parts; "
+        "TOTAL rows pooled (pyannote abs(metric), WER = errors/ref words), mean rows: per-file mean",
+    ]
+    notes = [
+        f"  {r['name']} {t['start']:.2f}-{t['end']:.2f}: {t['text']!r}" for r in rows for t in r["text_on_nonspeech"]
+    ]
     if notes:
         lines += ["", "text on non-speech:"] + notes
-    neg = [f"  {r['name']}: {' | '.join(r['negative_text']) or '(nothing)'}"
-           for r in rows if r["negative"]]
+    neg = [f"  {r['name']}: {' | '.join(r['negative_text']) or '(nothing)'}" for r in rows if r["negative"]]
     if neg:
         lines += ["", "text on negative files:"] + neg
     total = groups.get("all")
     if total:
         by = total["utt_latency_by_close"]
-        lines += ["", "final utterance latency ms (median/p95) by how the turn closed: " + ", ".join(
-            f"{k} n={len(by[k])} {_ms(by[k])}" for k in CLOSES)]
+        lines += [
+            "",
+            "final utterance latency ms (median/p95) by how the turn closed: "
+            + ", ".join(f"{k} n={len(by[k])} {_ms(by[k])}" for k in CLOSES),
+        ]
         by = total["emo_latency_by_close"]
         after_pause = by["pause"] + by["voice"]
         every = after_pause + by["inside"]
-        lines += ["first emotion latency ms (median/p95) of final turns: all "
-                  f"n={len(every)} {_ms(every)}; after a pause (pause, voice) "
-                  f"n={len(after_pause)} {_ms(after_pause)}, inside n={len(by['inside'])} {_ms(by['inside'])}; "
-                  f"first on the whole transcript (not early) n={len(total['emo_full_latency_ms'])} "
-                  f"{_ms(total['emo_full_latency_ms'])}"]
+        lines += [
+            "first emotion latency ms (median/p95) of final turns: all "
+            f"n={len(every)} {_ms(every)}; after a pause (pause, voice) "
+            f"n={len(after_pause)} {_ms(after_pause)}, inside n={len(by['inside'])} {_ms(by['inside'])}; "
+            f"first on the whole transcript (not early) n={len(total['emo_full_latency_ms'])} "
+            f"{_ms(total['emo_full_latency_ms'])}"
+        ]
         if total["unconfirmed"]:
             lines += [f"utterance ids never published final (left out): {total['unconfirmed']}"]
     return "\n".join(lines)
 
 
-def run(folder, sets=(), only=None, events_dir=None, save_events=None, launch=None,
-        log=sys.stderr, speed: str | float = "max", split: str | None = None,
-        limit: int | None = None, ami: bool | None = None) -> tuple[list[dict], dict[str, dict]]:
+def run(
+    folder,
+    sets=(),
+    only=None,
+    events_dir=None,
+    save_events=None,
+    launch=None,
+    log=sys.stderr,
+    speed: str | float = "max",
+    split: str | None = None,
+    limit: int | None = None,
+    ami: bool | None = None,
+) -> tuple[list[dict], dict[str, dict]]:
     """Score every file: (per-file rows, pooled groups; ``groups["all"]`` is the total)."""
     todo = items(folder, split, only, limit, ami)
     if not todo:
@@ -587,32 +734,45 @@ def run(folder, sets=(), only=None, events_dir=None, save_events=None, launch=No
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("dir", help="corpus folder (dev/, test/), or a flat folder of NAME.json + audio")
-    p.add_argument("--ami", action="store_true",
-                   help="a flat folder of truth jsons with .flac audio (found by itself too)")
+    p.add_argument(
+        "--ami", action="store_true", help="a flat folder of truth jsons with .flac audio (found by itself too)"
+    )
     p.add_argument("--split", choices=SPLITS, help="score only this split")
     p.add_argument("--only", default="", help="comma-separated file names")
     p.add_argument("--limit", type=int, help="only the first N files of each split (quick runs)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE")
     p.add_argument("--json", help="write every figure (rows, group totals) to this file")
     p.add_argument("--launch", default=str(REPO / "launch" / "replay.toml"))
-    p.add_argument("--speed", default="max",
-                   help="replay pace: max (virtual clock, default) or a factor (1 = recorded "
-                        "pace, the one that gives meaningful latencies)")
+    p.add_argument(
+        "--speed",
+        default="max",
+        help="replay pace: max (virtual clock, default) or a factor (1 = recorded "
+        "pace, the one that gives meaningful latencies)",
+    )
     p.add_argument("--events-dir", help="score NAME.jsonl files found here instead of replaying")
     p.add_argument("--save-events", help="write the published bodies as EDIR/NAME.jsonl")
     a = p.parse_args(argv)
     try:
-        rows, groups = run(a.dir, a.sets, [s for s in a.only.split(",") if s] or None,
-                           a.events_dir, a.save_events, a.launch,
-                           speed=a.speed if a.speed == "max" else float(a.speed),
-                           split=a.split, limit=a.limit, ami=True if a.ami else None)
+        rows, groups = run(
+            a.dir,
+            a.sets,
+            [s for s in a.only.split(",") if s] or None,
+            a.events_dir,
+            a.save_events,
+            a.launch,
+            speed=a.speed if a.speed == "max" else float(a.speed),
+            split=a.split,
+            limit=a.limit,
+            ami=True if a.ami else None,
+        )
     except (FileNotFoundError, RuntimeError, ValueError) as e:
         print(f"score: error: {e}", file=sys.stderr)
         return 2
     print(format_table(rows, groups))
     if a.json:
-        Path(a.json).write_text(json.dumps({"settings": a.sets, "dir": str(a.dir), "rows": rows,
-                                            "groups": groups}, indent=1))
+        Path(a.json).write_text(
+            json.dumps({"settings": a.sets, "dir": str(a.dir), "rows": rows, "groups": groups}, indent=1)
+        )
     return 0
 
 

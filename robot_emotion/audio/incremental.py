@@ -11,6 +11,7 @@ The stream is identified by its origin, the capture time of its first sample: th
 result uses the prefix only when its audio starts where the partial decodes' did (a turn
 that turned out to be someone else's starts elsewhere and is decoded whole).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -30,11 +31,12 @@ def common_prefix(a: list[int], b: list[int]) -> list[int]:
 @dataclass
 class Hypotheses:
     """The last two decodes of one growing audio stream (origin ``t0``, session seconds)."""
+
     t0: float
     previous: list[int] = field(default_factory=list)
     last: list[int] = field(default_factory=list)
     decodes: int = 0
-    logprob: float | None = None          # mean token log-prob of the last decode
+    logprob: float | None = None  # mean token log-prob of the last decode
 
     def matches(self, t0: float) -> bool:
         return abs(self.t0 - t0) < 1e-6
@@ -49,7 +51,7 @@ class Hypotheses:
         if starts_word is None or hold_back <= 0:
             return agreed
         starts = [i for i, tok in enumerate(agreed) if starts_word(tok)]
-        return agreed[:starts[-hold_back]] if len(starts) >= hold_back else []
+        return agreed[: starts[-hold_back]] if len(starts) >= hold_back else []
 
     def push(self, tokens: list[int], logprob: float | None) -> None:
         self.previous, self.last = self.last, list(tokens)

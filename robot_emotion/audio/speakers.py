@@ -17,6 +17,7 @@ so short pieces are trusted less (below).
 Both decisions are calibrated logistic models of cosine and duration fit on development
 voices (audio/voice_decisions.py, benchmarks/voice_decisions/fit.py), not hand-set margins.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -25,22 +26,22 @@ import numpy as np
 
 from robot_emotion import SAMPLE_RATE
 
-RELIABLE_S = 1.5          # pieces shorter than this do not move a speaker's voice (noisy d-vectors)
+RELIABLE_S = 1.5  # pieces shorter than this do not move a speaker's voice (noisy d-vectors)
 PROBE_TIMES_S = (0.32, 0.4, 0.5, 0.6, 0.8, 1.0, RELIABLE_S)  # probes after speakers.probe_s: when
-                          # to ask again whether a new segment's voice changed (each asks ~10 ms)
-STAND_IN_S = 1.6          # with fewer than 2 known voices: a segment's first/last 1.6 s stand in
-MAX_MEMBERS = 200         # pieces a speaker keeps one by one (older ones are summed: _Speaker)
+# to ask again whether a new segment's voice changed (each asks ~10 ms)
+STAND_IN_S = 1.6  # with fewer than 2 known voices: a segment's first/last 1.6 s stand in
+MAX_MEMBERS = 200  # pieces a speaker keeps one by one (older ones are summed: _Speaker)
 
 
 @dataclass
 class VoicePiece:
-    start: float                  # session seconds
+    start: float  # session seconds
     end: float
     embedding: np.ndarray | None  # (256,) unit vector, None when the piece has no audio
     speaker: str | None = None
     confidence: float | None = None
-    voice: int | None = None      # which voice of the split (known or stand-in) it matched
-    new_voice: bool = False       # that voice is a stand-in: not one of the speakers known
+    voice: int | None = None  # which voice of the split (known or stand-in) it matched
+    new_voice: bool = False  # that voice is a stand-in: not one of the speakers known
 
     @property
     def duration(self) -> float:
@@ -66,12 +67,19 @@ class SpeakerChangeDetector:
     segment stand in for the voices not yet known (below).
     """
 
-    def __init__(self, encoder, decisions, min_turn_s: float = 0.8, window_s: float = 1.0,
-                 hop_s: float = 0.2, switch_penalty: float = 0.3):
+    def __init__(
+        self,
+        encoder,
+        decisions,
+        min_turn_s: float = 0.8,
+        window_s: float = 1.0,
+        hop_s: float = 0.2,
+        switch_penalty: float = 0.3,
+    ):
         self.encoder, self.decisions = encoder, decisions
         self.min_turn_s, self.window_s, self.hop_s = float(min_turn_s), float(window_s), float(hop_s)
         self.switch_penalty = float(switch_penalty)
-        self.last_path: tuple[np.ndarray, np.ndarray] | None = None   # (window centres s, speaker index)
+        self.last_path: tuple[np.ndarray, np.ndarray] | None = None  # (window centres s, speaker index)
 
     def split(self, audio: np.ndarray, t0: float, centroids: np.ndarray | None = None) -> list[VoicePiece]:
         """Pieces of one voice each (session seconds), with their d-vectors. ``centroids``
@@ -102,12 +110,14 @@ class SpeakerChangeDetector:
         self.last_path = (t0 + centres, path)
         cuts = [0.5 * (centres[i] + centres[i + 1]) for i in range(len(path) - 1) if path[i] != path[i + 1]]
         edges = [0.0]
-        for c in cuts:          # no piece shorter than min_turn_s
+        for c in cuts:  # no piece shorter than min_turn_s
             if c - edges[-1] >= self.min_turn_s and dur - c >= self.min_turn_s:
                 edges.append(c)
         edges.append(dur)
-        pieces = [VoicePiece(t0 + a, t0 + z, self.encoder.embed(audio[int(a * SAMPLE_RATE):int(z * SAMPLE_RATE)]))
-                  for a, z in zip(edges[:-1], edges[1:])]
+        pieces = [
+            VoicePiece(t0 + a, t0 + z, self.encoder.embed(audio[int(a * SAMPLE_RATE) : int(z * SAMPLE_RATE)]))
+            for a, z in zip(edges[:-1], edges[1:])
+        ]
         # keep a cut only where each whole piece, heard after the other, is another voice
         out = [pieces[0]]
         for p in pieces[1:]:
@@ -115,12 +125,12 @@ class SpeakerChangeDetector:
             ia, ib = int(np.argmax(a)), int(np.argmax(b))
             d = self.decisions
             clear = ia != ib and d.changed(b[ia], b[ib], p.duration) and d.changed(a[ib], a[ia], out[-1].duration)
-            if clear and max(ia, ib) >= known:       # a stand-in involved: demand more
+            if clear and max(ia, ib) >= known:  # a stand-in involved: demand more
                 clear = not d.same(float(out[-1].embedding @ p.embedding), min(p.duration, out[-1].duration))
             if clear:
                 out.append(p)
-            else:   # one voice after all: join (and re-embed the joined piece)
-                x = audio[int((out[-1].start - t0) * SAMPLE_RATE):int((p.end - t0) * SAMPLE_RATE)]
+            else:  # one voice after all: join (and re-embed the joined piece)
+                x = audio[int((out[-1].start - t0) * SAMPLE_RATE) : int((p.end - t0) * SAMPLE_RATE)]
                 out[-1] = VoicePiece(out[-1].start, p.end, self.encoder.embed(x))
         if len(out) == 1:
             return whole
@@ -150,8 +160,8 @@ def _viterbi(scores: np.ndarray, penalty: float) -> np.ndarray:
 @dataclass
 class _Speaker:
     id: str
-    members: dict = field(default_factory=dict)   # piece key -> duration-weighted d-vector (the latest)
-    older: np.ndarray | None = None               # the sum of the members folded out of `members`
+    members: dict = field(default_factory=dict)  # piece key -> duration-weighted d-vector (the latest)
+    older: np.ndarray | None = None  # the sum of the members folded out of `members`
     centroid: np.ndarray | None = None
 
     def update(self) -> None:
@@ -198,8 +208,9 @@ class SpeakerClusterer:
         spk.update()
         return spk
 
-    def assign(self, key: str, emb: np.ndarray | None, dur: float,
-               prefer: str | None = None) -> tuple[str | None, float]:
+    def assign(
+        self, key: str, emb: np.ndarray | None, dur: float, prefer: str | None = None
+    ) -> tuple[str | None, float]:
         """(speaker id, confidence 0..1) for a piece; ``prefer`` = the open turn's speaker.
         The open turn's voice goes on unless ``changed`` says it did; otherwise the nearest
         known voice if ``same`` accepts it, else a new speaker. The confidence is ``same``'s
@@ -222,7 +233,7 @@ class SpeakerClusterer:
 
     @staticmethod
     def _keep(spk: _Speaker, key: str, emb: np.ndarray, dur: float) -> str:
-        if dur >= RELIABLE_S:          # a short piece's d-vector is too noisy to move a voice
+        if dur >= RELIABLE_S:  # a short piece's d-vector is too noisy to move a voice
             spk.members[key] = emb * dur
             spk.update()
         return spk.id
@@ -241,7 +252,7 @@ class SpeakerClusterer:
                 if s.empty:
                     self._speakers.remove(s)
                     if s.id == f"S{self._next - 1}":
-                        self._next -= 1          # ids stay dense: no phantom S2 between S1 and S3
+                        self._next -= 1  # ids stay dense: no phantom S2 between S1 and S3
 
     def merge(self, src: str, dst: str) -> bool:
         """Fold speaker `src` into `dst` (e.g. the face says they are one person)."""
@@ -266,18 +277,19 @@ class SpeakerTracker:
     def __init__(self, cfg=None, encoder=None):
         from robot_emotion.audio.voice_decisions import VoiceDecisions, shipped
         from robot_emotion.audio.voice_encoder import VoiceEncoder
+
         path = cfg.decisions if cfg is not None else ""
         self.decisions = VoiceDecisions.load(path) if path else shipped()
         min_turn = cfg.min_turn_s if cfg is not None else 0.8
         if encoder is None:
             from robot_emotion.shared_models import shared
+
             encoder = shared(("voice_encoder", "cpu"), VoiceEncoder)
         self.encoder = encoder
         self.detector = SpeakerChangeDetector(self.encoder, self.decisions, min_turn)
         self.clusterer = SpeakerClusterer(self.decisions)
 
-    def process(self, audio: np.ndarray, t0: float, key: str,
-                prefer: str | None = None) -> list[VoicePiece]:
+    def process(self, audio: np.ndarray, t0: float, key: str, prefer: str | None = None) -> list[VoicePiece]:
         """Split ``audio`` (float32, starting at session time t0) and label every piece.
         Piece keys are ``key`` + ".index"; the first piece may continue ``prefer``."""
         return self.label(self.split(audio, t0), key, prefer)
@@ -286,13 +298,12 @@ class SpeakerTracker:
         """The pieces of one voice each, against the voices known so far (nothing assigned)."""
         return self.detector.split(audio, t0, self.clusterer.centroids())
 
-    def label(self, pieces: list[VoicePiece], key: str, prefer: str | None = None,
-              index0: int = 0) -> list[VoicePiece]:
+    def label(self, pieces: list[VoicePiece], key: str, prefer: str | None = None, index0: int = 0) -> list[VoicePiece]:
         """Give the pieces of ``split`` speaker ids (keys ``key``.index0, .index0+1, ...)."""
-        ids: dict[int, str] = {}           # voice of the split -> speaker id given to it
+        ids: dict[int, str] = {}  # voice of the split -> speaker id given to it
         for i, p in enumerate(pieces):
             k = f"{key}.{index0 + i}"
-            if p.voice in ids:             # A B A inside one segment: the second A is A
+            if p.voice in ids:  # A B A inside one segment: the second A is A
                 p.speaker, p.confidence = self.clusterer.join(k, p.embedding, p.duration, ids[p.voice])
                 continue
             # after a detected change the voice is by definition not the previous one

@@ -4,6 +4,7 @@ Pure functions on text, shared by the recogniser (audio/asr.py, audio/whisper_sh
 its tests. The conversation scorer (benchmarks/conversations/score.py) does not use them: its
 WER is jiwer's after Whisper's English text normaliser, as published figures are.
 """
+
 from __future__ import annotations
 
 import re
@@ -19,14 +20,26 @@ def looping(text: str, seconds: float) -> bool:
     """A decoding loop: more words than the audio can hold, or text that compresses like a
     repetition (zlib ratio > 2.4, Whisper's own threshold for its fallback)."""
     import zlib
+
     if not text:
         return False
     raw = text.encode("utf-8")
     return len(text.split()) > word_budget(seconds) or (len(raw) > 60 and len(raw) / len(zlib.compress(raw)) > 2.4)
 
 
-_NUMBERS = {"0": "zero", "1": "one", "2": "two", "3": "three", "4": "four", "5": "five",
-            "6": "six", "7": "seven", "8": "eight", "9": "nine", "10": "ten"}
+_NUMBERS = {
+    "0": "zero",
+    "1": "one",
+    "2": "two",
+    "3": "three",
+    "4": "four",
+    "5": "five",
+    "6": "six",
+    "7": "seven",
+    "8": "eight",
+    "9": "nine",
+    "10": "ten",
+}
 
 
 def normalize_text(text: str) -> list[str]:

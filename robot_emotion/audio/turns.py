@@ -19,6 +19,7 @@ It is pure bookkeeping (no models, no threads): perception.py runs the stages an
 what to publish. A turn's id is the id of the segment that opened it (plus ".k" when it
 opened at the k-th piece of a segment split by a speaker change).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ class SegmentPart:
     before the change is handed on as a segment of its own (``decided_at`` = the change,
     ``wall`` = when it was found), and what follows becomes the rest of the segment, whose
     pieces are numbered on from ``first_index``."""
+
     utterance_id: str
     start: float
     end: float
@@ -48,16 +50,26 @@ class SegmentPart:
 
     @classmethod
     def rest_of(cls, seg, start: float, first_index: int) -> "SegmentPart":
-        return cls(seg.utterance_id, start, seg.end, seg.audio, seg.audio_t0, seg.decided_at,
-                   getattr(seg, "wall", 0.0), getattr(seg, "forced", False), first_index)
+        return cls(
+            seg.utterance_id,
+            start,
+            seg.end,
+            seg.audio,
+            seg.audio_t0,
+            seg.decided_at,
+            getattr(seg, "wall", 0.0),
+            getattr(seg, "forced", False),
+            first_index,
+        )
 
 
 @dataclass
 class Piece:
     """One voice's stretch of a VAD segment (the whole segment when nobody else spoke)."""
-    segment: object                 # the audio/vad.py SpeechEnd it came from
-    index: int                      # position among the segment's pieces
-    last: bool                      # the segment's last piece
+
+    segment: object  # the audio/vad.py SpeechEnd it came from
+    index: int  # position among the segment's pieces
+    last: bool  # the segment's last piece
     start: float
     end: float
     speaker: str | None = None
@@ -83,8 +95,8 @@ class Piece:
 class Turn:
     id: str
     pieces: list[Piece] = field(default_factory=list)
-    bodies: list[dict] | None = None    # the last result published for it (provisional)
-    dirty: bool = True                  # pieces added since `bodies` were computed
+    bodies: list[dict] | None = None  # the last result published for it (provisional)
+    dirty: bool = True  # pieces added since `bodies` were computed
 
     @property
     def start(self) -> float:
@@ -144,7 +156,7 @@ class Turn:
             dst0 = max(0, int(round((seg.audio_t0 - t0) * SAMPLE_RATE)))
             n = min(seg.audio.size - src0, out.size - dst0)
             if n > 0:
-                out[dst0:dst0 + n] = seg.audio[src0:src0 + n].astype(np.float32) / 32768.0
+                out[dst0 : dst0 + n] = seg.audio[src0 : src0 + n].astype(np.float32) / 32768.0
         return t0, out
 
 

@@ -26,6 +26,7 @@ before the start, or, when the previous segment closed less than ``GAP_AUDIO_S``
 the moment it closed: consecutive segments then tile the timeline without holes, so a turn
 made of several segments has its real pauses, not silence pasted in.
 """
+
 from __future__ import annotations
 
 import collections
@@ -36,8 +37,8 @@ import numpy as np
 from robot_emotion import SAMPLE_RATE
 from robot_emotion.config import VADConfig
 
-PREROLL_S = 0.15     # audio kept before the detected start, for the recogniser's sake
-GAP_AUDIO_S = 1.0    # a pause shorter than this is handed on with the next segment
+PREROLL_S = 0.15  # audio kept before the detected start, for the recogniser's sake
+GAP_AUDIO_S = 1.0  # a pause shorter than this is handed on with the next segment
 MIN_FLOOR_DB = 20.0  # ~rms 10 in int16: quieter than any real microphone's self-noise
 
 
@@ -45,7 +46,7 @@ MIN_FLOOR_DB = 20.0  # ~rms 10 in int16: quieter than any real microphone's self
 class SpeechStart:
     utterance_id: str
     start: float
-    decided_at: float          # capture time at which onset was confirmed
+    decided_at: float  # capture time at which onset was confirmed
     wall: float = 0.0
 
 
@@ -54,10 +55,10 @@ class SpeechEnd:
     utterance_id: str
     start: float
     end: float
-    audio: np.ndarray = field(repr=False)   # int16, from audio_t0 to decided_at
-    audio_t0: float = 0.0                   # capture time of audio[0]
-    forced: bool = False                    # cut at max_utterance_s
-    dropped: bool = False                   # shorter than min_utterance_ms
+    audio: np.ndarray = field(repr=False)  # int16, from audio_t0 to decided_at
+    audio_t0: float = 0.0  # capture time of audio[0]
+    forced: bool = False  # cut at max_utterance_s
+    dropped: bool = False  # shorter than min_utterance_ms
     decided_at: float = 0.0
     wall: float = 0.0
 
@@ -65,6 +66,7 @@ class SpeechEnd:
 @dataclass
 class TurnGap:
     """No speech for ``turn_gap_ms`` since the last segment ended at ``last_end``."""
+
     t: float
     last_end: float
     wall: float = 0.0
@@ -81,6 +83,7 @@ class WebRtcFrames:
 
     def __init__(self, aggressiveness: int, frame_ms: int, margin_db: float = 12.0):
         import webrtcvad
+
         self._vad = webrtcvad.Vad(aggressiveness)
         self.frame_len = SAMPLE_RATE * frame_ms // 1000
         self.margin_db = margin_db
@@ -103,6 +106,7 @@ class SileroFrames:
     def __init__(self, threshold: float = 0.5):
         import torch
         from silero_vad import load_silero_vad
+
         self._torch = torch
         self._model = load_silero_vad()
         self.frame_len = 512
@@ -119,8 +123,11 @@ class Segmenter:
 
     def __init__(self, cfg: VADConfig, id_prefix: str = ""):
         self.cfg = cfg
-        self.frames = (SileroFrames() if cfg.backend == "silero"
-                       else WebRtcFrames(cfg.aggressiveness, cfg.frame_ms, cfg.energy_margin_db))
+        self.frames = (
+            SileroFrames()
+            if cfg.backend == "silero"
+            else WebRtcFrames(cfg.aggressiveness, cfg.frame_ms, cfg.energy_margin_db)
+        )
         self.flen = self.frames.frame_len
         self.fdur = self.flen / SAMPLE_RATE
         self.ring = collections.deque(maxlen=max(1, round(cfg.padding_ms / 1000 / self.fdur)))
@@ -130,8 +137,8 @@ class Segmenter:
         self._history = collections.deque(maxlen=int(GAP_AUDIO_S / self.fdur) + self.ring.maxlen + 1)
         self._speech: list[np.ndarray] | None = None  # frames of the open segment
         self._start = self._last_voiced_end = self._audio_t0 = 0.0
-        self._prev_close: float | None = None         # decided_at of the last segment
-        self._last_end: float | None = None           # end of the last segment, until its TurnGap
+        self._prev_close: float | None = None  # decided_at of the last segment
+        self._last_end: float | None = None  # end of the last segment, until its TurnGap
         self.turn_gap_s = cfg.turn_gap_ms / 1000.0
         self._id_prefix, self._count = id_prefix, 0
         self._open_id = ""
@@ -146,7 +153,7 @@ class Segmenter:
         self._pending = np.concatenate([self._pending, samples.astype(np.int16)])
         events = []
         while self._pending.size >= self.flen:
-            frame, self._pending = self._pending[:self.flen], self._pending[self.flen:]
+            frame, self._pending = self._pending[: self.flen], self._pending[self.flen :]
             ft = self._pending_t
             self._pending_t += self.fdur
             events.extend(self._step(ft, frame))
@@ -189,7 +196,7 @@ class Segmenter:
         self._last_voiced_end = decided_at
         self._audio_t0 = max(0.0, start - PREROLL_S) if start < decided_at else start
         if self._prev_close is not None and start - self._prev_close < GAP_AUDIO_S:
-            self._audio_t0 = min(self._audio_t0, self._prev_close)   # tile the pause too
+            self._audio_t0 = min(self._audio_t0, self._prev_close)  # tile the pause too
         # The pre-roll and the ring's frames are already in history: seed the segment with them.
         self._speech = [f for ft, f in self._history if ft >= self._audio_t0 - 1e-9]
         if self._speech and start < decided_at:
@@ -209,8 +216,7 @@ class Segmenter:
         self._speech = None
         self.ring.clear()
         self.tail.clear()
-        return SpeechEnd(self._open_id, self._start, end, audio, self._audio_t0, forced, dropped,
-                         decided_at)
+        return SpeechEnd(self._open_id, self._start, end, audio, self._audio_t0, forced, dropped, decided_at)
 
     def open_segment(self) -> tuple[str, float] | None:
         """(id, start) of the utterance in progress, or None."""

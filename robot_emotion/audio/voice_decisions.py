@@ -21,6 +21,7 @@ right per dev segment, 0.8, was worse end to end on the dev conversations: DER 3
 terms let the fit trust a 0.3 s probe less than a 2 s turn, which the old hand-set ladder
 of margins per duration tried to do by hand.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,7 +34,7 @@ import numpy as np
 from robot_emotion.errors import InputError
 
 ASSET = Path(__file__).resolve().parent.parent / "assets" / "voice_decisions.json"
-MIN_DUR_S = 0.1          # (log of a duration: clamp empty audio)
+MIN_DUR_S = 0.1  # (log of a duration: clamp empty audio)
 
 
 def same_features(cos, dur) -> np.ndarray:
@@ -100,8 +101,9 @@ class VoiceDecisions:
         return bool(self.p_changed(own, other, dur)[0] >= 0.5)
 
     def save(self, path: str | Path, fit: dict) -> None:
-        Path(path).write_text(json.dumps({"same": self._same.to_dict(), "changed": self._changed.to_dict(),
-                                          "fit": fit}, indent=1) + "\n")
+        Path(path).write_text(
+            json.dumps({"same": self._same.to_dict(), "changed": self._changed.to_dict(), "fit": fit}, indent=1) + "\n"
+        )
 
 
 _SHARED: VoiceDecisions | None = None

@@ -14,6 +14,7 @@ differs (held-out actors: unweighted accuracy 0.69 without, 0.75 with; the card 
 The output is class probabilities over MELD's seven emotions, calibrated (temperature fit on
 held-out actors), so fusion can weigh it against the text and the face.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,14 +38,14 @@ def pool(states: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class VoiceEmotion:
-    mean: np.ndarray          # (D,) feature standardisation
-    scale: np.ndarray         # (D,)
-    coef: np.ndarray          # (C, D)
-    intercept: np.ndarray     # (C,)
-    temperature: float        # fit on held-out actors' logits
-    prior: float              # baseline shrinkage: the mean of n turns counts n / (n + prior)
+    mean: np.ndarray  # (D,) feature standardisation
+    scale: np.ndarray  # (D,)
+    coef: np.ndarray  # (C, D)
+    intercept: np.ndarray  # (C,)
+    temperature: float  # fit on held-out actors' logits
+    prior: float  # baseline shrinkage: the mean of n turns counts n / (n + prior)
     labels: tuple[str, ...]
-    card: dict                # provenance and validation figures
+    card: dict  # provenance and validation figures
 
     def standardize(self, feats: np.ndarray) -> np.ndarray:
         return (np.asarray(feats, np.float32) - self.mean) / self.scale
@@ -59,17 +60,33 @@ class VoiceEmotion:
         return p[0] if np.ndim(z) == 1 else p
 
     def save(self, path) -> None:
-        np.savez(path, mean=self.mean, scale=self.scale, coef=self.coef, intercept=self.intercept,
-                 temperature=np.float64(self.temperature), prior=np.float64(self.prior),
-                 labels=np.array(self.labels), card=np.array(json.dumps(self.card, indent=1)))
+        np.savez(
+            path,
+            mean=self.mean,
+            scale=self.scale,
+            coef=self.coef,
+            intercept=self.intercept,
+            temperature=np.float64(self.temperature),
+            prior=np.float64(self.prior),
+            labels=np.array(self.labels),
+            card=np.array(json.dumps(self.card, indent=1)),
+        )
 
     @classmethod
     def load(cls, path=None) -> "VoiceEmotion":
         path = Path(path) if path else ASSET
         try:
             z = np.load(path, allow_pickle=False)
-            m = cls(z["mean"], z["scale"], z["coef"], z["intercept"], float(z["temperature"]),
-                    float(z["prior"]), tuple(str(s) for s in z["labels"]), json.loads(str(z["card"])))
+            m = cls(
+                z["mean"],
+                z["scale"],
+                z["coef"],
+                z["intercept"],
+                float(z["temperature"]),
+                float(z["prior"]),
+                tuple(str(s) for s in z["labels"]),
+                json.loads(str(z["card"])),
+            )
         except (OSError, KeyError, ValueError) as e:
             raise InputError(f"voice-emotion model {path} is unreadable: {e}") from None
         if m.labels != EMOTIONS:
@@ -88,7 +105,8 @@ class SpeakerBaselines:
     Only final turns are added, in the order they close, so a replay gives the same numbers; a
     turn scored again under the same key (re-finalised) replaces its earlier contribution.
     """
-    KEYS = 64     # re-finalising happens within a few turns; older keys are forgotten
+
+    KEYS = 64  # re-finalising happens within a few turns; older keys are forgotten
 
     def __init__(self, prior: float):
         self.prior = float(prior)

@@ -15,6 +15,7 @@ normalisation is part of the model, not a nicety.
 
 Audio in is mono 16 kHz, float in [-1, 1] (int16 is accepted and scaled by 1/32768).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -27,14 +28,14 @@ from torch import nn
 from robot_emotion import SAMPLE_RATE
 from robot_emotion.errors import InputError
 
-N_FFT = 400                 # 25 ms
-HOP = 160                   # 10 ms: 100 mel frames per second
+N_FFT = 400  # 25 ms
+HOP = 160  # 10 ms: 100 mel frames per second
 N_MELS = 40
-PARTIAL_FRAMES = 160        # the 1.6 s windows the model was trained on
-PARTIALS_PER_S = 1.3        # resemblyzer's embed_utterance defaults
+PARTIAL_FRAMES = 160  # the 1.6 s windows the model was trained on
+PARTIALS_PER_S = 1.3  # resemblyzer's embed_utterance defaults
 MIN_COVERAGE = 0.75
 TARGET_DBFS = -30.0
-INT16_MAX = 2 ** 15 - 1     # resemblyzer measures dBFS against 32767, not 32768
+INT16_MAX = 2**15 - 1  # resemblyzer measures dBFS against 32767, not 32768
 EMBED_DIM = 256
 PIP_HINT = "pip install --no-deps resemblyzer==0.1.4 (scripts/setup.sh does this)"
 
@@ -45,9 +46,11 @@ class VoiceEncoderUnavailable(InputError, RuntimeError):
 
 def weights_path() -> Path:
     """pretrained.pt inside the installed resemblyzer package, found without importing it."""
-    spec = importlib.util.find_spec("resemblyzer")   # top-level: does not run __init__.py
+    spec = importlib.util.find_spec("resemblyzer")  # top-level: does not run __init__.py
     if spec is None or not spec.submodule_search_locations:
-        raise VoiceEncoderUnavailable(f"speaker encoder weights missing: package 'resemblyzer' is not installed; {PIP_HINT}")
+        raise VoiceEncoderUnavailable(
+            f"speaker encoder weights missing: package 'resemblyzer' is not installed; {PIP_HINT}"
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / "pretrained.pt"
     if not path.is_file():
         raise VoiceEncoderUnavailable(f"speaker encoder weights missing: {path} not found; {PIP_HINT}")
@@ -81,8 +84,9 @@ def mel_filterbank() -> np.ndarray:
     differ (up to 1.7e-8), which can move the speaker embeddings, and importing torchaudio would add
     ~0.2 s and ~7 MB to the live node (tests/test_dsp.py checks the float64 equality)."""
     fft_hz = np.linspace(0.0, SAMPLE_RATE / 2, N_FFT // 2 + 1)
-    edges = _slaney_hz(np.linspace(_slaney_mel(np.array([0.0]))[0],
-                                   _slaney_mel(np.array([SAMPLE_RATE / 2]))[0], N_MELS + 2))
+    edges = _slaney_hz(
+        np.linspace(_slaney_mel(np.array([0.0]))[0], _slaney_mel(np.array([SAMPLE_RATE / 2]))[0], N_MELS + 2)
+    )
     width = np.diff(edges)
     ramps = edges[:, None] - fft_hz[None, :]
     rising = -ramps[:-2] / width[:-1, None]
@@ -104,23 +108,32 @@ def normalize_volume(audio: np.ndarray) -> np.ndarray:
     """Scale up to -30 dBFS RMS, never down (resemblyzer's normalize_volume, increase_only)."""
     x = as_float_audio(audio)
     rms = float(np.sqrt(np.mean((x.astype(np.float64) * INT16_MAX) ** 2))) if x.size else 0.0
-    if rms == 0.0:                      # digital silence: resemblyzer would return NaNs
+    if rms == 0.0:  # digital silence: resemblyzer would return NaNs
         return x
     change_db = TARGET_DBFS - 20.0 * np.log10(rms / INT16_MAX)
     return x if change_db < 0 else (x * np.float32(10.0 ** (change_db / 20.0))).astype(np.float32)
 
 
-_TABLES: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}   # device -> (filterbank, window)
+_TABLES: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # device -> (filterbank, window)
 
 
 def _mel_tensor(x: np.ndarray, device: torch.device) -> torch.Tensor:
     """(frames, 40) float32 mel power spectrogram of already-normalised audio, on ``device``."""
-    if str(device) not in _TABLES:   # tiny constants; a race only builds them twice
-        _TABLES[str(device)] = (torch.from_numpy(mel_filterbank()).to(device),
-                                torch.hann_window(N_FFT, periodic=True, device=device))
+    if str(device) not in _TABLES:  # tiny constants; a race only builds them twice
+        _TABLES[str(device)] = (
+            torch.from_numpy(mel_filterbank()).to(device),
+            torch.hann_window(N_FFT, periodic=True, device=device),
+        )
     fbank, window = _TABLES[str(device)]
-    spec = torch.stft(torch.from_numpy(np.ascontiguousarray(x)).to(device), N_FFT, HOP,
-                      window=window, center=True, pad_mode="constant", return_complex=True)
+    spec = torch.stft(
+        torch.from_numpy(np.ascontiguousarray(x)).to(device),
+        N_FFT,
+        HOP,
+        window=window,
+        center=True,
+        pad_mode="constant",
+        return_complex=True,
+    )
     return (fbank @ spec.abs().pow(2)).T.contiguous()
 
 
@@ -136,7 +149,7 @@ def partial_starts(n_samples: int) -> list[int]:
     """Frame offsets of the 1.6 s partials of resemblyzer's embed_utterance (rate 1.3/s,
     last partial kept if >= 75 % of it is real audio; always at least one)."""
     n_frames = int(np.ceil((n_samples + 1) / HOP))
-    step = int(np.round(SAMPLE_RATE / PARTIALS_PER_S / HOP))          # 77 frames
+    step = int(np.round(SAMPLE_RATE / PARTIALS_PER_S / HOP))  # 77 frames
     starts = list(range(0, max(1, n_frames - PARTIAL_FRAMES + step + 1), step))
     coverage = (n_samples - starts[-1] * HOP) / (PARTIAL_FRAMES * HOP)
     if coverage < MIN_COVERAGE and len(starts) > 1:
@@ -150,10 +163,10 @@ class _GE2E(nn.Module):
         self.lstm = nn.LSTM(N_MELS, 256, 3, batch_first=True)
         self.linear = nn.Linear(256, EMBED_DIM)
 
-    def forward(self, mels: torch.Tensor) -> torch.Tensor:   # (batch, frames, 40) -> (batch, 256)
+    def forward(self, mels: torch.Tensor) -> torch.Tensor:  # (batch, frames, 40) -> (batch, 256)
         _, (hidden, _) = self.lstm(mels)
         raw = torch.relu(self.linear(hidden[-1]))
-        return raw / raw.norm(dim=1, keepdim=True).clamp_min(1e-12)   # all-zero (silence) stays 0
+        return raw / raw.norm(dim=1, keepdim=True).clamp_min(1e-12)  # all-zero (silence) stays 0
 
 
 class VoiceEncoder:
@@ -198,12 +211,11 @@ class VoiceEncoder:
         x = np.pad(x, (0, max(0, (starts[-1] + PARTIAL_FRAMES) * HOP - x.size)))
         with torch.inference_mode():
             m = _mel_tensor(x, self.device)
-            partials = self._run(torch.stack([m[s:s + PARTIAL_FRAMES] for s in starts]))
+            partials = self._run(torch.stack([m[s : s + PARTIAL_FRAMES] for s in starts]))
         mean = partials.mean(axis=0)
         return mean / max(float(np.linalg.norm(mean)), 1e-12)
 
-    def sliding(self, audio: np.ndarray, window_s: float = 1.6,
-                hop_s: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    def sliding(self, audio: np.ndarray, window_s: float = 1.6, hop_s: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings of windows sliding over ``audio``: (centres in seconds from the start
         of ``audio``, (n, 256) embeddings). One LSTM call with the windows as the batch.
         The default hop costs ~14 ms of one CPU thread per second of audio (0.1 s: ~21 ms).
@@ -225,7 +237,7 @@ class VoiceEncoder:
                 starts = list(range(0, n - win + 1, hop))
                 if starts[-1] + win < n:
                     starts.append(n - win)
-            windows = m.unfold(0, win, 1)[starts].transpose(1, 2).contiguous()   # (n_windows, win, 40)
+            windows = m.unfold(0, win, 1)[starts].transpose(1, 2).contiguous()  # (n_windows, win, 40)
             embeds = self._run(windows)
         centres = (np.asarray(starts) + (win - 1) / 2) * HOP / SAMPLE_RATE
         return centres, embeds

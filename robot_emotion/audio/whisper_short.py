@@ -18,6 +18,7 @@ than 4 words/s let loops through: WER 9.3% vs 8.3%). Text still looping by audio
 to drop segments that start in the padding, was tried: on these windows the timestamps
 are too coarse, and 45% of the turns still looped.
 """
+
 from __future__ import annotations
 
 import zlib
@@ -26,9 +27,9 @@ import numpy as np
 
 from robot_emotion import SAMPLE_RATE
 
-PAD_S = 3.0           # silence after the turn: with 1 s the decoder ran on in 10 of 12 sentences
-LEAD_S = 0.5          # silence before it: first words came out better (conversation set, WER)
-MAX_S = 27.0          # longer audio (with its padding) needs the full window
+PAD_S = 3.0  # silence after the turn: with 1 s the decoder ran on in 10 of 12 sentences
+LEAD_S = 0.5  # silence before it: first words came out better (conversation set, WER)
+MAX_S = 27.0  # longer audio (with its padding) needs the full window
 
 
 def repeat_cut(words: list[str]) -> list[str]:
@@ -40,28 +41,29 @@ def repeat_cut(words: list[str]) -> list[str]:
     n = ["".join(ch for ch in w.lower() if ch.isalnum()) for w in words]
     for i in range(len(n)):
         for k in range(1, len(n) - i - 2):
-            if n[i + k:] == n[i:len(n) - k]:     # from word i, a block of k words repeats
-                return words[:i + k]
+            if n[i + k :] == n[i : len(n) - k]:  # from word i, a block of k words repeats
+                return words[: i + k]
     return words
 
 
-FRAME = 320          # one encoder state per 20 ms (two mel hops of 160 samples)
+FRAME = 320  # one encoder state per 20 ms (two mel hops of 160 samples)
 
 
 def encode(model, audio: np.ndarray):
     """The encoder output (a CTranslate2 StorageView) of ``LEAD_S`` silence + audio + ``PAD_S``
     silence: what the decoder reads, and what the voice-emotion branch pools (turn_states)."""
-    x = np.concatenate([np.zeros(int(LEAD_S * SAMPLE_RATE), np.float32), audio,
-                        np.zeros(int(PAD_S * SAMPLE_RATE), np.float32)])
+    x = np.concatenate(
+        [np.zeros(int(LEAD_S * SAMPLE_RATE), np.float32), audio, np.zeros(int(PAD_S * SAMPLE_RATE), np.float32)]
+    )
     feats = model.feature_extractor(x)
-    return model.encode(feats[:, :feats.shape[1] - feats.shape[1] % 2])   # the encoder halves it
+    return model.encode(feats[:, : feats.shape[1] - feats.shape[1] % 2])  # the encoder halves it
 
 
 def turn_states(enc, n_samples: int) -> np.ndarray:
     """The (ceil(n/320), d) float32 states of the audio itself, padding left out."""
     a = int(LEAD_S * SAMPLE_RATE) // FRAME
     n = max(1, -(-int(n_samples) // FRAME))
-    return np.ascontiguousarray(np.asarray(enc)[0, a:a + n], dtype=np.float32)
+    return np.ascontiguousarray(np.asarray(enc)[0, a : a + n], dtype=np.float32)
 
 
 def audio_key(audio: np.ndarray) -> tuple[int, int]:
@@ -72,12 +74,14 @@ class ShortWindowDecoder:
     def __init__(self, model, beam_size: int = 5, language: str = "en"):
         from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import get_suppressed_tokens
+
         self.model, self.beam_size = model, int(beam_size)
-        self.tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual,
-                                   task="transcribe", language=language)
+        self.tokenizer = Tokenizer(
+            model.hf_tokenizer, model.model.is_multilingual, task="transcribe", language=language
+        )
         self.suppress = get_suppressed_tokens(self.tokenizer, [-1])
         self._pieces: dict[int, str] = {}
-        self._encoded: dict[tuple, object] = {}   # the last few encodings, by audio_key
+        self._encoded: dict[tuple, object] = {}  # the last few encodings, by audio_key
 
     def states(self, audio: np.ndarray, lock=None) -> np.ndarray:
         """turn_states of this audio, reusing the encoding a decode of the same audio made (the
@@ -91,8 +95,9 @@ class ShortWindowDecoder:
             else:
                 with lock:
                     enc = self._remember(audio, encode(self.model, audio))
-        if str(getattr(enc, "device", "cpu")) != "cpu":   # numpy reads host memory only
+        if str(getattr(enc, "device", "cpu")) != "cpu":  # numpy reads host memory only
             import ctranslate2
+
             enc = enc.to_device(ctranslate2.Device.cpu)
         return turn_states(enc, audio.size)
 
@@ -112,8 +117,9 @@ class ShortWindowDecoder:
     def fits(self, audio: np.ndarray) -> bool:
         return audio.size / SAMPLE_RATE + LEAD_S + PAD_S <= MAX_S
 
-    def decode(self, audio: np.ndarray, prompt: str | None,
-               prefix: list[int] | None = None) -> tuple[str, float, float, bool, list[int]]:
+    def decode(
+        self, audio: np.ndarray, prompt: str | None, prefix: list[int] | None = None
+    ) -> tuple[str, float, float, bool, list[int]]:
         """(text, mean token log-prob, no-speech probability, does the text repeat itself?,
         the text's tokens). ``prefix``: tokens already agreed on for the start of this audio
         (audio/incremental.py): forced, so only what follows them is decoded."""
@@ -123,10 +129,17 @@ class ShortWindowDecoder:
         start = m.get_prompt(tok, previous, without_timestamps=True)
         prefix = list(prefix or [])
         budget = max(int(6 * audio.size / SAMPLE_RATE + 10), len(prefix) + 4)
-        r = m.model.generate(enc, [start + prefix], beam_size=self.beam_size, max_length=len(start) + budget,
-                             return_scores=True, return_no_speech_prob=True, suppress_blank=True,
-                             suppress_tokens=self.suppress)[0]
-        tokens = [t for t in r.sequences_ids[0] if t < tok.eot]   # (the forced prefix included)
+        r = m.model.generate(
+            enc,
+            [start + prefix],
+            beam_size=self.beam_size,
+            max_length=len(start) + budget,
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=self.suppress,
+        )[0]
+        tokens = [t for t in r.sequences_ids[0] if t < tok.eot]  # (the forced prefix included)
         # the score is the decoded part's: log-prob sum / (tokens + eot), length penalty 1
         avg_logprob = r.scores[0] if prefix else r.scores[0] * len(tokens) / (len(tokens) + 1)
         words = tok.decode(tokens).strip().split()

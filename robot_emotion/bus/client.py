@@ -13,6 +13,7 @@ counted in ``sub.malformed`` (the last reason in ``sub.last_malformed``): a cont
 crashes on someone else's bytes. With ``server_key`` + ``client_key`` the socket uses CURVE
 (README "ZeroMQ API": ``robot-emotion keys``).
 """
+
 from __future__ import annotations
 
 import json
@@ -53,6 +54,7 @@ def parse_message(frames: list[bytes]) -> dict:
 
 class _Socket:
     """One ZeroMQ socket, closed on ``close()`` or at the end of a ``with`` block."""
+
     sock = None
 
     def close(self) -> None:
@@ -66,14 +68,23 @@ class _Socket:
 
 
 class Subscriber(_Socket):
-    def __init__(self, endpoint: str = "tcp://127.0.0.1:5556", topics: list[str] = ("",),
-                 rcvhwm: int = 1000, context=None, server_key=None, client_key=None, watch: bool = False):
+    def __init__(
+        self,
+        endpoint: str = "tcp://127.0.0.1:5556",
+        topics: list[str] = ("",),
+        rcvhwm: int = 1000,
+        context=None,
+        server_key=None,
+        client_key=None,
+        watch: bool = False,
+    ):
         """server_key: the server's public key (server.key, or its 40-character Z85 text);
         client_key: this client's key pair file (client.key_secret); watch: follow the
         connection (``connection()``: did anything answer, was the handshake refused)."""
         import zmq
 
         from robot_emotion.bus.security import configure_client_socket
+
         self._zmq = zmq
         self._ctx = context or zmq.Context.instance()
         self.sock = self._ctx.socket(zmq.SUB)
@@ -88,13 +99,14 @@ class Subscriber(_Socket):
             self.sock.setsockopt(zmq.IPV6, 1)
         for t in topics:
             self.sock.setsockopt(zmq.SUBSCRIBE, t.encode())
-        self._mon = self.sock.get_monitor_socket() if watch else None   # before connect: every event
+        self._mon = self.sock.get_monitor_socket() if watch else None  # before connect: every event
         self._state = {"connected": False, "handshake": None}
         try:
             self.sock.connect(endpoint)
         except zmq.ZMQError as e:
             self.close()
             from robot_emotion.errors import UsageError
+
             raise UsageError(f"cannot connect to {endpoint!r}: {zmq.strerror(e.errno)}") from None
         self._last: dict[tuple[str, str], int] = {}
         self.gaps = 0
@@ -135,6 +147,7 @@ class Subscriber(_Socket):
         if self._mon is None:
             return dict(self._state)
         from zmq.utils.monitor import recv_monitor_message
+
         zmq = self._zmq
         while self._mon.poll(0):
             event = recv_monitor_message(self._mon)["event"]
@@ -156,7 +169,6 @@ class Subscriber(_Socket):
         self.sock.close()
 
 
-
 class Controller(_Socket):
     """Tell the node what the robot does (its control socket, README "Control API").
 
@@ -173,6 +185,7 @@ class Controller(_Socket):
 
     def __init__(self, endpoint: str = "tcp://127.0.0.1:5557", timeout_ms: int = 2000, context=None):
         import zmq
+
         self._zmq, self.endpoint, self.timeout_ms = zmq, endpoint, timeout_ms
         self._ctx = context or zmq.Context.instance()
         self._connect()
@@ -184,9 +197,10 @@ class Controller(_Socket):
 
     def request(self, cmd: str, **fields) -> dict:
         import json
+
         self.sock.send_string(json.dumps({"cmd": cmd, **fields}))
         if not self.sock.poll(self.timeout_ms):
-            self.sock.close()            # a REQ socket without its reply is stuck: start afresh
+            self.sock.close()  # a REQ socket without its reply is stuck: start afresh
             self._connect()
             raise TimeoutError(f"no reply from {self.endpoint} within {self.timeout_ms} ms")
         reply = json.loads(self.sock.recv())
@@ -197,6 +211,7 @@ class Controller(_Socket):
     def wait_ready(self, timeout_s: float = 120.0) -> dict:
         """Until the node answers ``ping`` (its models take 10-20 s to load on a small CPU)."""
         import time
+
         deadline = time.monotonic() + timeout_s
         while True:
             try:

@@ -10,6 +10,7 @@ capped at 64 KiB) and get one JSON reply each (``{"ok": true}`` or ``{"ok": fals
 
 ``bus.client.Controller`` wraps them. What the node does with them: node/robot_voice.py.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,16 +30,21 @@ def check_endpoint(endpoint: str, publish_endpoint: str | None = None) -> None:
     publisher's endpoint, nor an ipc:// path a running socket holds (before models load)."""
     from robot_emotion.errors import UsageError
     from robot_emotion.bus.security import check_ipc_free, parse_endpoint, same_endpoint
+
     try:
         local = parse_endpoint(endpoint).loopback
     except UsageError as e:
         raise UsageError(str(e).replace("publish.endpoint", "control.endpoint")) from None
     if not local:
-        raise UsageError(f"control.endpoint {endpoint!r} must be a loopback address or ipc:// "
-                         "(the control socket has no authentication)")
+        raise UsageError(
+            f"control.endpoint {endpoint!r} must be a loopback address or ipc:// "
+            "(the control socket has no authentication)"
+        )
     if publish_endpoint is not None and same_endpoint(endpoint, publish_endpoint):
-        raise UsageError(f"control.endpoint {endpoint} is also publish.endpoint ({publish_endpoint}): "
-                         "give each socket its own port or path")
+        raise UsageError(
+            f"control.endpoint {endpoint} is also publish.endpoint ({publish_endpoint}): "
+            "give each socket its own port or path"
+        )
     check_ipc_free(endpoint, "control.endpoint")
 
 
@@ -51,13 +57,14 @@ class ControlServer:
         self._stop = threading.Event()
         self._ready = threading.Event()
         self.error: str | None = None
-        self.died: str | None = None      # why the thread ended while the node still ran
+        self.died: str | None = None  # why the thread ended while the node still ran
         self.bound: str | None = None
         self.requests = self.rejected = self.failures = 0
         self._thread = threading.Thread(target=self._run, name="control", daemon=True)
 
     def start(self) -> None:
         from robot_emotion.errors import UsageError
+
         check_endpoint(self.endpoint, self.publish_endpoint)
         self._thread.start()
         self._ready.wait(5.0)
@@ -67,9 +74,10 @@ class ControlServer:
     def _run(self) -> None:
         import zmq
         from robot_emotion.bus.security import server_context
-        ctx, own = server_context(zmq, self.endpoint, self._ctx)   # terminated in _close
+
+        ctx, own = server_context(zmq, self.endpoint, self._ctx)  # terminated in _close
         sock = ctx.socket(zmq.REP)
-        sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)   # a hostile peer cannot grow us
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)  # a hostile peer cannot grow us
         sock.setsockopt(zmq.LINGER, 0)
         try:
             sock.bind(self.endpoint)
@@ -87,10 +95,10 @@ class ControlServer:
                 frames = sock.recv_multipart()
                 try:
                     reply = json.dumps(self._answer(frames))
-                except (TypeError, ValueError):   # a handler's reply that is not JSON
+                except (TypeError, ValueError):  # a handler's reply that is not JSON
                     reply = json.dumps({"ok": False, "error": "the node's reply was not JSON"})
-                sock.send_string(reply)          # REP: every request gets its one reply
-        except BaseException as e:        # the socket itself broke: the node must not go on deaf
+                sock.send_string(reply)  # REP: every request gets its one reply
+        except BaseException as e:  # the socket itself broke: the node must not go on deaf
             self.died = f"control socket {self.endpoint} stopped: {type(e).__name__}: {_one_line(e)}"
             say(f"robot-emotion: error: {self.died}")
         finally:
@@ -112,18 +120,21 @@ class ControlServer:
         except (ValueError, UnicodeDecodeError, TypeError) as e:
             self.rejected += 1
             return {"ok": False, "error": _one_line(e)}
-        except Exception as e:   # RecursionError (deep nesting), a bug in a handler: the socket lives on
+        except Exception as e:  # RecursionError (deep nesting), a bug in a handler: the socket lives on
             self.rejected += 1
             self.failures += 1
-            if self.failures <= 10:      # one line each, not a flood from a hostile client
+            if self.failures <= 10:  # one line each, not a flood from a hostile client
                 say(f"robot-emotion: warning: control request refused: {type(e).__name__}: {_one_line(e)}")
             return {"ok": False, "error": f"request failed: {type(e).__name__}"}
 
     @property
     def state(self) -> str:
         """'running', or 'failed' once the thread has died (status ``control``)."""
-        return "failed" if self.died or (self._thread.ident and not self._thread.is_alive()
-                                         and not self._stop.is_set()) else "running"
+        return (
+            "failed"
+            if self.died or (self._thread.ident and not self._thread.is_alive() and not self._stop.is_set())
+            else "running"
+        )
 
     def stop(self) -> None:
         self._stop.set()

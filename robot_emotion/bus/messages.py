@@ -5,6 +5,7 @@ Every body carries ``v`` (schema version), ``topic``, ``seq`` (per-topic counter
 utterances with the builders below (one shape per topic, wherever it is published from); the
 publisher thread fills in seq/session/stamp. No pickle on the wire.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,18 @@ from robot_emotion import EMOTIONS
 # `emotion` follows it. speech.start/end mark pauses (segments), not turns.
 SCHEMA_VERSION = 2
 
-TOPICS = ("speech.start", "speech.end", "utterance", "utterance.partial",
-          "emotion", "face", "status", "device", "ready", "session.end")
+TOPICS = (
+    "speech.start",
+    "speech.end",
+    "utterance",
+    "utterance.partial",
+    "emotion",
+    "face",
+    "status",
+    "device",
+    "ready",
+    "session.end",
+)
 
 # Fields every body of a topic must carry (the contract controllers rely on).
 REQUIRED = {
@@ -28,11 +39,23 @@ REQUIRED = {
     "speech.end": ("utterance_id", "start", "end"),
     "utterance": ("utterance_id", "start", "end", "speaker", "face_track", "text", "final"),
     "utterance.partial": ("utterance_id", "start", "end", "text"),
-    "emotion": ("utterance_id", "start", "end", "speaker", "face_track", "text", "final",
-                "label", "probs", "modalities", "model", "latency_ms"),
+    "emotion": (
+        "utterance_id",
+        "start",
+        "end",
+        "speaker",
+        "face_track",
+        "text",
+        "final",
+        "label",
+        "probs",
+        "modalities",
+        "model",
+        "latency_ms",
+    ),
     "face": ("t", "tracks"),
     "status": ("uptime", "stages", "queues", "dropped", "sources"),
-    "device": ("device", "state", "t"),       # a camera / microphone lost or restored
+    "device": ("device", "state", "t"),  # a camera / microphone lost or restored
     "ready": ("t", "mode", "devices", "models", "load_s"),  # models loaded, devices open (repeated: publish.py)
     "session.end": ("t", "reason", "utterances", "messages"),  # the last message of every session
 }
@@ -43,8 +66,7 @@ WALL_FIELDS = ("stamp", "latency_ms", "wall", "load_s", "wall_s")
 
 
 # ---- builders: every speech.* / utterance* body is made here, so controllers see one shape ----
-def speech_start(utterance_id: str, start: float, t: float, speaker: str | None = None,
-                 barge_in: bool = False) -> dict:
+def speech_start(utterance_id: str, start: float, t: float, speaker: str | None = None, barge_in: bool = False) -> dict:
     """A VAD segment began (``speaker`` is null for a person, "robot" for the robot's voice)."""
     body = {"topic": "speech.start", "utterance_id": utterance_id, "start": start, "t": t}
     if barge_in:
@@ -53,40 +75,78 @@ def speech_start(utterance_id: str, start: float, t: float, speaker: str | None 
     return body
 
 
-def speech_end(utterance_id: str, start: float, end: float, t: float, forced: bool, dropped: bool,
-               speaker: str | None = None) -> dict:
+def speech_end(
+    utterance_id: str, start: float, end: float, t: float, forced: bool, dropped: bool, speaker: str | None = None
+) -> dict:
     """A VAD segment ended (a pause, or ``forced`` at vad.max_utterance_s; ``dropped``: too short)."""
-    body = {"topic": "speech.end", "utterance_id": utterance_id, "start": start, "end": end,
-            "forced": forced, "dropped": dropped, "t": t}
+    body = {
+        "topic": "speech.end",
+        "utterance_id": utterance_id,
+        "start": start,
+        "end": end,
+        "forced": forced,
+        "dropped": dropped,
+        "t": t,
+    }
     if speaker is not None:
         body["speaker"] = speaker
     return body
 
 
-def utterance(utterance_id: str, *, final: bool, start: float, end: float, speaker: str | None,
-              text: str | None, segments: list, spans: list, forced: bool = False, speech: bool = True,
-              speaker_confidence: float | None = None, person: dict | None = None,
-              face_track: int | None = None, face_confidence: float | None = None,
-              asr_confidence: float | None = None, language: str | None = None,
-              latency_ms: dict | None = None, text_end: float | None = None) -> dict:
+def utterance(
+    utterance_id: str,
+    *,
+    final: bool,
+    start: float,
+    end: float,
+    speaker: str | None,
+    text: str | None,
+    segments: list,
+    spans: list,
+    forced: bool = False,
+    speech: bool = True,
+    speaker_confidence: float | None = None,
+    person: dict | None = None,
+    face_track: int | None = None,
+    face_confidence: float | None = None,
+    asr_confidence: float | None = None,
+    language: str | None = None,
+    latency_ms: dict | None = None,
+    text_end: float | None = None,
+) -> dict:
     """A speaker's turn (README "ZeroMQ API"). ``text_end`` marks an early estimate: the words
     heard up to then (``early: true``)."""
     body = {"topic": "utterance", "utterance_id": utterance_id, "final": final}
     if text_end is not None:
         body["early"] = True
-    body.update(speech=speech, start=start, end=end, speaker=speaker, speaker_confidence=speaker_confidence,
-                person=person, face_track=face_track, face_confidence=face_confidence, text=text)
+    body.update(
+        speech=speech,
+        start=start,
+        end=end,
+        speaker=speaker,
+        speaker_confidence=speaker_confidence,
+        person=person,
+        face_track=face_track,
+        face_confidence=face_confidence,
+        text=text,
+    )
     if text_end is not None:
         body["text_end"] = text_end
-    body.update(asr_confidence=asr_confidence, language=language, duration=end - start, segments=segments,
-                spans=spans, forced=forced, latency_ms={} if latency_ms is None else latency_ms)
+    body.update(
+        asr_confidence=asr_confidence,
+        language=language,
+        duration=end - start,
+        segments=segments,
+        spans=spans,
+        forced=forced,
+        latency_ms={} if latency_ms is None else latency_ms,
+    )
     return body
 
 
 def partial(utterance_id: str, start: float, end: float, text: str) -> dict:
     """The words of a segment still being spoken (``utterance.partial``)."""
-    return {"topic": "utterance.partial", "utterance_id": utterance_id, "start": start, "end": end,
-            "text": text}
+    return {"topic": "utterance.partial", "utterance_id": utterance_id, "start": start, "end": end, "text": text}
 
 
 class SchemaError(ValueError):
@@ -143,9 +203,15 @@ def reproducible(body: dict) -> dict:
 # (Russell 1980; Posner, Russell & Peterson 2005). Surprise is near neutral valence because
 # MELD's surprise is as often unwelcome as welcome. A documented mapping, not a trained head:
 # no data here labels valence or arousal.
-CIRCUMPLEX = {"neutral": (0.0, 0.2), "joy": (0.8, 0.6), "sadness": (-0.7, 0.25),
-              "anger": (-0.6, 0.85), "surprise": (0.1, 0.85), "fear": (-0.65, 0.8),
-              "disgust": (-0.65, 0.5)}
+CIRCUMPLEX = {
+    "neutral": (0.0, 0.2),
+    "joy": (0.8, 0.6),
+    "sadness": (-0.7, 0.25),
+    "anger": (-0.6, 0.85),
+    "surprise": (0.1, 0.85),
+    "fear": (-0.65, 0.8),
+    "disgust": (-0.65, 0.5),
+}
 
 
 def valence_arousal(probs: np.ndarray) -> tuple[float, float]:

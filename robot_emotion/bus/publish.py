@@ -16,6 +16,7 @@ carries the session's state (ready, ``unix_start``, config digest) for whoever j
 Who may subscribe, and how big a subscription may be, is security.py's policy: loopback
 by default, CURVE keys (or ``publish.allow_insecure``) for any other address.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,9 +32,12 @@ from robot_emotion.errors import UsageError, say
 
 def _security_for(endpoint: str, options) -> security.ServerSecurity:
     """The socket's security from a PublishConfig (None: loopback only, no keys)."""
-    return security.server_security(endpoint, getattr(options, "server_secret_key", ""),
-                                    getattr(options, "authorized_keys", ""),
-                                    getattr(options, "allow_insecure", False))
+    return security.server_security(
+        endpoint,
+        getattr(options, "server_secret_key", ""),
+        getattr(options, "authorized_keys", ""),
+        getattr(options, "allow_insecure", False),
+    )
 
 
 def check_endpoint(options) -> security.ServerSecurity:
@@ -41,9 +45,10 @@ def check_endpoint(options) -> security.ServerSecurity:
     so a bad or busy endpoint is one line (exit 2) before any model loads. Binds a throwaway
     socket on a private context; terminating the context releases the port at once."""
     import zmq
+
     sec = _security_for(options.endpoint, options)
     if sec.endpoint.transport == "inproc":
-        return sec                      # only reachable inside the node's own context
+        return sec  # only reachable inside the node's own context
     security.check_ipc_free(options.endpoint)
     ctx = zmq.Context()
     sock = ctx.socket(zmq.PUB)
@@ -59,17 +64,27 @@ def check_endpoint(options) -> security.ServerSecurity:
         sock.close()
         ctx.term()
     if not (sec.curve or sec.insecure or security.bound_is_loopback(bound)):
-        raise UsageError(f"publish.endpoint {options.endpoint} bound {bound}, which is not loopback: "
-                         "set CURVE keys or publish.allow_insecure = true")
+        raise UsageError(
+            f"publish.endpoint {options.endpoint} bound {bound}, which is not loopback: "
+            "set CURVE keys or publish.allow_insecure = true"
+        )
     return sec
 
 
 class Publisher:
-    def __init__(self, endpoint: str, session_id: str, sndhwm: int = 100, status_hz: float = 1.0,
-                 status_fn: Callable[[], dict] | None = None, sinks: list[Callable[[dict], None]] = (),
-                 context=None, options=None):
+    def __init__(
+        self,
+        endpoint: str,
+        session_id: str,
+        sndhwm: int = 100,
+        status_hz: float = 1.0,
+        status_fn: Callable[[], dict] | None = None,
+        sinks: list[Callable[[dict], None]] = (),
+        context=None,
+        options=None,
+    ):
         self.endpoint, self.session_id = endpoint, session_id
-        self.options = options      # PublishConfig: keys, allow_insecure (None = loopback, no keys)
+        self.options = options  # PublishConfig: keys, allow_insecure (None = loopback, no keys)
         self.security: security.ServerSecurity | None = None
         self.sndhwm, self.status_period = sndhwm, 1.0 / status_hz
         self.status_fn = status_fn
@@ -89,10 +104,10 @@ class Publisher:
         self.error: str | None = None
         self.bound: str | None = None
         self._failed_sinks: set = set()
-        self.sink_failures: list[str] = []    # one line per failed output (--out, session file)
+        self.sink_failures: list[str] = []  # one line per failed output (--out, session file)
         self.latched_ready: dict | None = None  # the ready body, re-sent until the first utterance
-        self.counts: dict[str, int] = {}     # messages per topic (status and ready repeats aside)
-        self._ended = False                  # session.end sent: nothing follows it
+        self.counts: dict[str, int] = {}  # messages per topic (status and ready repeats aside)
+        self._ended = False  # session.end sent: nothing follows it
 
     def start(self) -> None:
         self.security = _security_for(self.endpoint, self.options)  # UsageError/InputError
@@ -119,7 +134,7 @@ class Publisher:
         sock.setsockopt(zmq.LINGER, 200)
         security.configure_server_socket(sock, sec)
         try:
-            security.check_ipc_free(self.endpoint)     # ZeroMQ would take a live node's path
+            security.check_ipc_free(self.endpoint)  # ZeroMQ would take a live node's path
         except UsageError as e:
             self.error = str(e)
         # a just-closed publisher may still hold the port briefly
@@ -135,8 +150,10 @@ class Publisher:
         if self.error is None:
             self.bound = sock.getsockopt(zmq.LAST_ENDPOINT).decode()  # resolves "tcp://127.0.0.1:*"
             if not (sec.curve or sec.insecure or security.bound_is_loopback(self.bound)):
-                self.error = (f"publish.endpoint {self.endpoint} bound {self.bound}, which is not "
-                              "loopback: set CURVE keys or publish.allow_insecure = true")
+                self.error = (
+                    f"publish.endpoint {self.endpoint} bound {self.bound}, which is not "
+                    "loopback: set CURVE keys or publish.allow_insecure = true"
+                )
         if self.error is None:
             if sec.insecure:
                 say(security.insecure_warning(self.bound))
@@ -153,6 +170,7 @@ class Publisher:
 
     def _run(self) -> None:
         import zmq
+
         opened = self._open(zmq)
         self._ready.set()
         if opened is None:
@@ -182,12 +200,12 @@ class Publisher:
     def _send(self, sock, zmq, body: dict, mirror: bool = True) -> None:
         topic = body["topic"]
         wall_end = body.pop("_wall_end", None)  # internal: when speech end was decided
-        picked = body.pop("_picked", None)      # internal (--speed max): when a stage took it up
+        picked = body.pop("_picked", None)  # internal (--speed max): when a stage took it up
         if topic == "ready" and self.latched_ready is None:
             self.latched_ready = dict(body)
         elif topic == "session.end":
             self._ended = True
-            body["messages"] = dict(self.counts)     # what a subscriber should have received
+            body["messages"] = dict(self.counts)  # what a subscriber should have received
         seq = self.seq.get(topic, 0)
         self.seq[topic] = seq + 1
         if mirror and topic != "status":
@@ -197,11 +215,10 @@ class Publisher:
             ms = (time.monotonic() - wall_end) * 1000.0
             lat = body.setdefault("latency_ms", {})
             lat["total"] = ms
-            if picked is not None:      # queued behind a replay that reads ahead: shown apart
+            if picked is not None:  # queued behind a replay that reads ahead: shown apart
                 lat["backlog"] = max(0.0, (picked - wall_end) * 1000.0)
                 lat["processing"] = ms - lat["backlog"]
-            self.latencies.append((topic, ms, body.get("utterance_id"), body.get("final"),
-                                   bool(body.get("early"))))
+            self.latencies.append((topic, ms, body.get("utterance_id"), body.get("final"), bool(body.get("early"))))
         messages.validate(body)
         frames = messages.encode(body)
         try:
@@ -226,8 +243,10 @@ class Publisher:
         say(f"robot-emotion: error: {self.sink_failures[-1]}")
 
     def outputs(self) -> dict:
-        return {getattr(s, "name", None) or type(s).__name__: ("failed" if s in self._failed_sinks else "ok")
-                for s in self.sinks}
+        return {
+            getattr(s, "name", None) or type(s).__name__: ("failed" if s in self._failed_sinks else "ok")
+            for s in self.sinks
+        }
 
     def stop(self, timeout: float = 5.0) -> None:
         """Drain what is queued, send it, close the socket."""

@@ -18,6 +18,7 @@ are on the capture clock: the session's ``unix_start`` (from ``ready``) plus the
 capture time (``end`` of a turn, ``start``/``end`` of a segment, ``t`` otherwise); the bag's own
 timestamps are the same, so a replay writes the same bag at any speed.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,10 +51,12 @@ class BagSink:
 
     def __init__(self, path: str | Path, storage: str = "mcap"):
         from robot_emotion.sources.ros_types import typestore
+
         check_bag_path(path)
         self.name, self.path = str(path), Path(path)
         self.store = typestore("drivers")
         from rosbags.rosbag2 import StoragePlugin, Writer
+
         plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
         self.writer = Writer(self.path, version=9, storage_plugin=plugin)
         self.writer.open()
@@ -61,18 +64,20 @@ class BagSink:
         self._lock = threading.Lock()
         self.origin = 0.0
         self.voices: list[str] = []
-        self.counts: dict[str, int] = {}        # bag topic -> messages written
+        self.counts: dict[str, int] = {}  # bag topic -> messages written
 
     def _write(self, topic: str, msgtype: str, msg, stamp: float) -> None:
         if topic not in self._conns:
             self._conns[topic] = self.writer.add_connection(topic, msgtype, typestore=self.store)
         data = self.store.serialize_cdr(msg, msgtype)
         from robot_emotion.sources.ros_types import to_ns
+
         self.writer.write(self._conns[topic], to_ns(stamp), data)
         self.counts[topic] = self.counts.get(topic, 0) + 1
 
     def _header(self, t: float):
         from robot_emotion.sources.ros_types import header
+
         return header(self.store, self.origin + t)
 
     def _expression(self, probs: dict | None, valence, arousal, t: float):
@@ -80,12 +85,19 @@ class BagSink:
         if not probs:
             return T(header=self._header(t), expression="", valence=0.0, arousal=0.0, confidence=0.0)
         from robot_emotion.sources.ros_types import EXPRESSION
+
         label = max(probs, key=probs.get)
         if valence is None:
             from robot_emotion.bus.messages import valence_arousal
+
             valence, arousal = valence_arousal(np.array([probs.get(e, 0.0) for e in EMOTIONS]))
-        return T(header=self._header(t), expression=EXPRESSION.get(label, label), valence=float(valence),
-                 arousal=float(arousal), confidence=float(probs[label]))
+        return T(
+            header=self._header(t),
+            expression=EXPRESSION.get(label, label),
+            valence=float(valence),
+            arousal=float(arousal),
+            confidence=float(probs[label]),
+        )
 
     def __call__(self, body: dict) -> None:
         with self._lock:
@@ -99,9 +111,13 @@ class BagSink:
         if topic == "utterance":
             t, text = float(b["end"]), b.get("text") or ""
             final = bool(b.get("final", True))
-            msg = ty["hri_msgs/msg/LiveSpeech"](header=self._header(t), locale=str(b.get("language") or "en"),
-                                                incremental="" if final else text, final=text if final else "",
-                                                confidence=float(b.get("asr_confidence") or 0.0))
+            msg = ty["hri_msgs/msg/LiveSpeech"](
+                header=self._header(t),
+                locale=str(b.get("language") or "en"),
+                incremental="" if final else text,
+                final=text if final else "",
+                confidence=float(b.get("asr_confidence") or 0.0),
+            )
             self._write(f"/humans/voices/{voice}/speech", "hri_msgs/msg/LiveSpeech", msg, self.origin + t)
             if final and b.get("speaker"):
                 if voice not in self.voices:
@@ -110,16 +126,21 @@ class BagSink:
                 self._write("/humans/voices/tracked", "hri_msgs/msg/IdsList", ids, self.origin + t)
             if final and b.get("person"):
                 link = ty["std_msgs/msg/String"](data=voice)
-                self._write(f"/humans/persons/{_safe(b['person']['id'])}/voice_id", "std_msgs/msg/String",
-                            link, self.origin + t)
+                self._write(
+                    f"/humans/persons/{_safe(b['person']['id'])}/voice_id", "std_msgs/msg/String", link, self.origin + t
+                )
         elif topic == "emotion":
             t = float(b["end"])
             msg = self._expression(b.get("probs"), b.get("valence"), b.get("arousal"), t)
             self._write(f"/humans/voices/{voice}/expression", "hri_msgs/msg/Expression", msg, self.origin + t)
         elif topic in ("speech.start", "speech.end"):
             t = float(b["start"] if topic == "speech.start" else b["end"])
-            self._write(f"/humans/voices/{voice}/is_speaking", "std_msgs/msg/Bool",
-                        ty["std_msgs/msg/Bool"](data=topic == "speech.start"), self.origin + t)
+            self._write(
+                f"/humans/voices/{voice}/is_speaking",
+                "std_msgs/msg/Bool",
+                ty["std_msgs/msg/Bool"](data=topic == "speech.start"),
+                self.origin + t,
+            )
         elif topic == "face":
             t = float(b["t"])
             tracks = b.get("tracks") or []
@@ -131,8 +152,12 @@ class BagSink:
         else:
             t = b.get("t")
             stamp = self.origin + float(t) if isinstance(t, (int, float)) else float(b.get("stamp") or 0.0)
-            self._write(f"/robot_emotion/{_safe(topic)}", "std_msgs/msg/String",
-                        ty["std_msgs/msg/String"](data=json.dumps(b, separators=(",", ":"))), stamp)
+            self._write(
+                f"/robot_emotion/{_safe(topic)}",
+                "std_msgs/msg/String",
+                ty["std_msgs/msg/String"](data=json.dumps(b, separators=(",", ":"))),
+                stamp,
+            )
 
     def close(self) -> None:
         with self._lock:

@@ -11,6 +11,7 @@ Policy: a loopback endpoint (127.0.0.0/8, ::1, ``localhost``, ``lo``), ``ipc://`
 an interface) needs CURVE keys -- the server's secret key and a folder of authorised client
 public keys, enforced by a ZAP authenticator -- unless ``publish.allow_insecure = true``.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -23,7 +24,7 @@ from robot_emotion.errors import InputError, UsageError
 
 MAX_INBOUND_BYTES = 1024
 TRANSPORTS = ("tcp", "ipc", "inproc")
-LOOPBACK_NAMES = ("localhost", "lo", "lo0")   # "lo"/"lo0": the loopback interface
+LOOPBACK_NAMES = ("localhost", "lo", "lo0")  # "lo"/"lo0": the loopback interface
 AUTHORIZED_FOLDER = "authorized_clients"
 
 
@@ -31,8 +32,8 @@ AUTHORIZED_FOLDER = "authorized_clients"
 class Endpoint:
     url: str
     transport: str
-    host: str | None      # tcp only
-    loopback: bool        # reachable only from this machine
+    host: str | None  # tcp only
+    loopback: bool  # reachable only from this machine
     ipv6: bool
 
 
@@ -56,8 +57,9 @@ def parse_endpoint(url: str) -> Endpoint:
     try:
         loopback = is_loopback_host(host)
     except ValueError:
-        raise UsageError(f"publish.endpoint {url!r}: {host!r} is neither an address, an interface "
-                         "nor a known host name") from None
+        raise UsageError(
+            f"publish.endpoint {url!r}: {host!r} is neither an address, an interface nor a known host name"
+        ) from None
     return Endpoint(url, transport, host, loopback, ipv6)
 
 
@@ -77,7 +79,7 @@ def is_loopback_host(host: str) -> bool:
     if name in LOOPBACK_NAMES:
         return True
     if name in {n for _, n in socket.if_nameindex()}:
-        return False                       # a real network interface
+        return False  # a real network interface
     try:
         infos = socket.getaddrinfo(name, None)
     except OSError:
@@ -90,12 +92,13 @@ def check_ipc_free(endpoint: str, what: str = "publish.endpoint") -> None:
     take a live node's path (its subscribers lost). A socket file that accepts a connection is in
     use (UsageError); a stale one, left by a killed node, is taken over as before."""
     import stat
+
     if not endpoint.startswith("ipc://"):
         return
-    path = endpoint[len("ipc://"):]
+    path = endpoint[len("ipc://") :]
     try:
         if path.startswith("@") or not stat.S_ISSOCK(os.stat(path).st_mode):
-            return                # abstract (the kernel refuses a second bind) or not a socket yet
+            return  # abstract (the kernel refuses a second bind) or not a socket yet
     except OSError:
         return
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -103,11 +106,10 @@ def check_ipc_free(endpoint: str, what: str = "publish.endpoint") -> None:
     try:
         probe.connect(path)
     except OSError:
-        return                    # refused: nobody listens there any more
+        return  # refused: nobody listens there any more
     finally:
         probe.close()
-    raise UsageError(f"{what} {endpoint} is in use by a running socket (another node?): "
-                     "stop it or choose another path")
+    raise UsageError(f"{what} {endpoint} is in use by a running socket (another node?): stop it or choose another path")
 
 
 def same_endpoint(a: str, b: str) -> bool:
@@ -137,6 +139,7 @@ def bound_is_loopback(last_endpoint: str) -> bool:
 # ---- keys --------------------------------------------------------------------------------
 def _valid_key(key: bytes | None) -> bool:
     from zmq.utils import z85
+
     if key is None or len(key) != 40:
         return False
     try:
@@ -149,6 +152,7 @@ def _valid_key(key: bytes | None) -> bool:
 def load_key_file(path: str | os.PathLike, secret: bool) -> tuple[bytes, bytes | None]:
     """(public, secret) from a zmq certificate file; InputError if unreadable or invalid."""
     import zmq.auth
+
     path = Path(path).expanduser()
     if not path.is_file():
         raise InputError(f"key file not found: {path}")
@@ -186,38 +190,45 @@ def check_key_modes(secret_key: str | os.PathLike, authorized: str | os.PathLike
     they could impersonate the node -- and an authorised folder others may write to -- they
     could admit themselves. As ssh does for its keys."""
     import stat
+
     key, folder = Path(secret_key).expanduser(), Path(authorized).expanduser()
     mode = stat.S_IMODE(key.stat().st_mode)
     if mode & 0o077:
-        raise InputError(f"publish.server_secret_key {key} is readable by others (mode {mode:04o}): "
-                         f"run chmod 600 {key}")
+        raise InputError(
+            f"publish.server_secret_key {key} is readable by others (mode {mode:04o}): run chmod 600 {key}"
+        )
     for path in (folder, *folder.glob("*.key")):
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o022:
-            raise InputError(f"publish.authorized_keys: {path} is writable by others (mode {mode:04o}): "
-                             f"run chmod go-w {path}")
+            raise InputError(
+                f"publish.authorized_keys: {path} is writable by others (mode {mode:04o}): run chmod go-w {path}"
+            )
 
 
 @dataclass(frozen=True)
 class ServerSecurity:
     """What the Publisher applies to its socket; built by `server_security` (checks everything)."""
+
     endpoint: Endpoint
     public_key: bytes | None = None
     secret_key: bytes | None = None
-    authorized: str | None = None      # folder of client public keys
-    insecure: bool = False             # non-loopback, no keys, allowed by the config
+    authorized: str | None = None  # folder of client public keys
+    insecure: bool = False  # non-loopback, no keys, allowed by the config
 
     @property
     def curve(self) -> bool:
         return self.secret_key is not None
 
 
-def server_security(endpoint: str, server_secret_key: str = "", authorized_keys: str = "",
-                    allow_insecure: bool = False) -> ServerSecurity:
+def server_security(
+    endpoint: str, server_secret_key: str = "", authorized_keys: str = "", allow_insecure: bool = False
+) -> ServerSecurity:
     ep = parse_endpoint(endpoint)
     if bool(server_secret_key) != bool(authorized_keys):
-        raise UsageError("publish.server_secret_key and publish.authorized_keys go together "
-                         "(create both with: robot-emotion keys DIR)")
+        raise UsageError(
+            "publish.server_secret_key and publish.authorized_keys go together "
+            "(create both with: robot-emotion keys DIR)"
+        )
     if server_secret_key:
         if ep.transport == "inproc":
             raise UsageError("CURVE keys need a tcp:// or ipc:// publish.endpoint, not inproc://")
@@ -232,15 +243,19 @@ def server_security(endpoint: str, server_secret_key: str = "", authorized_keys:
         check_key_modes(server_secret_key, authorized_keys)
         return ServerSecurity(ep, public, secret, str(Path(authorized_keys).expanduser()))
     if not ep.loopback and not allow_insecure:
-        raise UsageError(f"refusing to publish on {endpoint} without authentication: it is reachable from "
-                         "other machines; set publish.server_secret_key and publish.authorized_keys "
-                         "(robot-emotion keys DIR), bind 127.0.0.1, or set publish.allow_insecure = true")
+        raise UsageError(
+            f"refusing to publish on {endpoint} without authentication: it is reachable from "
+            "other machines; set publish.server_secret_key and publish.authorized_keys "
+            "(robot-emotion keys DIR), bind 127.0.0.1, or set publish.allow_insecure = true"
+        )
     return ServerSecurity(ep, insecure=not ep.loopback)
 
 
 def insecure_warning(bound: str) -> str:
-    return (f"robot-emotion: warning: publishing WITHOUT authentication on {bound} "
-            "(publish.allow_insecure = true): any host that reaches this port can subscribe")
+    return (
+        f"robot-emotion: warning: publishing WITHOUT authentication on {bound} "
+        "(publish.allow_insecure = true): any host that reaches this port can subscribe"
+    )
 
 
 def server_context(zmq, endpoint: str, given=None):
@@ -255,6 +270,7 @@ def server_context(zmq, endpoint: str, given=None):
 def configure_server_socket(sock, sec: ServerSecurity) -> None:
     """Options to set before bind: inbound size bound, IPv6, CURVE server keys."""
     import zmq
+
     sock.setsockopt(zmq.MAXMSGSIZE, MAX_INBOUND_BYTES)
     if sec.endpoint.ipv6:
         sock.setsockopt(zmq.IPV6, 1)
@@ -269,6 +285,7 @@ def start_authenticator(ctx, sec: ServerSecurity):
     if not sec.curve:
         return None
     from zmq.auth.thread import ThreadAuthenticator
+
     auth = ThreadAuthenticator(ctx)
     auth.start()
     auth.configure_curve(domain="*", location=sec.authorized)
@@ -292,13 +309,14 @@ def create_keys(folder: str | os.PathLike, client: str = "client") -> dict[str, 
     import shutil
 
     import zmq.auth
+
     folder = Path(folder).expanduser()
     if not client or "/" in client or client.startswith(".") or client == "server":
         raise UsageError(f"client name {client!r} must be a plain file name other than 'server'")
     if (folder / f"{client}.key").exists() or (folder / f"{client}.key_secret").exists():
         raise UsageError(f"{folder / client}.key already exists: refusing to overwrite keys")
     authorized = folder / AUTHORIZED_FOLDER
-    old_umask = os.umask(0o077)            # secret key files readable by their owner only
+    old_umask = os.umask(0o077)  # secret key files readable by their owner only
     try:
         authorized.mkdir(parents=True, exist_ok=True)
         if not (folder / "server.key_secret").exists():
@@ -309,5 +327,9 @@ def create_keys(folder: str | os.PathLike, client: str = "client") -> dict[str, 
         raise InputError(f"cannot write keys to {folder}: {e}") from None
     finally:
         os.umask(old_umask)
-    return {"server_public": folder / "server.key", "server_secret": folder / "server.key_secret",
-            "client_secret": folder / f"{client}.key_secret", "authorized": authorized}
+    return {
+        "server_public": folder / "server.key",
+        "server_secret": folder / "server.key_secret",
+        "client_secret": folder / f"{client}.key_secret",
+        "authorized": authorized,
+    }

@@ -18,6 +18,7 @@ table puts its latencies, peak lag and what it shed beside the paced replay's.
 The shared options (--launch, --calibration, --set, --model, --endpoint) are resolved and
 checked here, before any child starts (one line, exit 2/3), and every child loads them.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,20 +38,34 @@ CONFIGS = {
 }
 # a private port per child unless the user named one (--endpoint / --set publish.endpoint)
 FREE_PORT = 'publish.endpoint="tcp://127.0.0.1:*"'
-STAGES = ("vad", "faces", "face_detect", "face_expression", "speakers", "speaker_probe", "asr",
-          "active_speaker", "text", "audio", "fusion")
+STAGES = (
+    "vad",
+    "faces",
+    "face_detect",
+    "face_expression",
+    "speakers",
+    "speaker_probe",
+    "asr",
+    "active_speaker",
+    "text",
+    "audio",
+    "fusion",
+)
 
 
 def _load(job: dict, extra: list[str]):
     from robot_emotion.config import load
+
     return load(job["launch"], job["calibration"], [FREE_PORT] + extra + job["overrides"])[0]
 
 
 def _child(job: dict) -> dict:
     from robot_emotion.node.footprint import MemorySampler, anonymous_by_mapping, snapshot
+
     with MemorySampler() as mem:
         from robot_emotion.node.runner import replay
         from robot_emotion.sources.replay import open_recording
+
         config, source, repeats = job["config"], job["source"], job["repeats"]
         cfg = _load(job, CONFIGS[config])
         duration = open_recording(source).duration
@@ -61,29 +76,44 @@ def _child(job: dict) -> dict:
             rtfs.append((time.perf_counter() - t0) / duration)
             if node.errors:
                 return {"error": node.errors[0]}
-            if node_mem is None:           # one node: models loaded once, the source processed
+            if node_mem is None:  # one node: models loaded once, the source processed
                 mem.sample()
-                node_mem = {**mem.peak, "hwm_mb": snapshot().get("hwm_mb", 0.0),
-                            "anon_by_mapping": anonymous_by_mapping()}
+                node_mem = {
+                    **mem.peak,
+                    "hwm_mb": snapshot().get("hwm_mb", 0.0),
+                    "anon_by_mapping": anonymous_by_mapping(),
+                }
                 model = _emotion_model(node)
             for name in STAGES:
                 stages.setdefault(name, []).extend(node.stats.all(name))
-            del node                       # its models are freed before the next replay loads its own
+            del node  # its models are freed before the next replay loads its own
         cpu0, wall0 = _cpu_s(), time.perf_counter()
         paced = replay(cfg, source, speed=1.0)
         cpu_share = (_cpu_s() - cpu0) / max(time.perf_counter() - wall0, 1e-9) / (os.cpu_count() or 1)
         live = _live_run(cfg, source) if job.get("live") else None
     lat, halves = latency_table(paced.publisher.latencies)
-    return {"config": config, "duration_s": duration, "rtf": rtfs, "latency": lat,
-            "latency_halves_p95": halves, "paced_cpu_share": cpu_share,
-            "paced_load": paced.status()["load"], **({"live": live} if live else {}),
-            "stages": {k: (float(np.median(v)), float(np.percentile(v, 95)), len(v))
-                       for k, v in stages.items() if v},
-            "utterances": paced.utterances, "model": model,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "memory": {"node": node_mem, "all": dict(mem.peak), "end": snapshot(),
-                       "period_s": mem.period_s, "samples": mem.samples,
-                       "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX")}}
+    return {
+        "config": config,
+        "duration_s": duration,
+        "rtf": rtfs,
+        "latency": lat,
+        "latency_halves_p95": halves,
+        "paced_cpu_share": cpu_share,
+        "paced_load": paced.status()["load"],
+        **({"live": live} if live else {}),
+        "stages": {k: (float(np.median(v)), float(np.percentile(v, 95)), len(v)) for k, v in stages.items() if v},
+        "utterances": paced.utterances,
+        "model": model,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "memory": {
+            "node": node_mem,
+            "all": dict(mem.peak),
+            "end": snapshot(),
+            "period_s": mem.period_s,
+            "samples": mem.samples,
+            "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX"),
+        },
+    }
 
 
 def latency_table(latencies) -> tuple[dict, dict]:
@@ -92,7 +122,7 @@ def latency_table(latencies) -> tuple[dict, dict]:
     for key, ms in latency_groups(latencies).items():
         if ms:
             lat[key] = (float(np.median(ms)), float(np.percentile(ms, 95)), len(ms))
-            if len(ms) >= 4:      # does latency grow over the run? p95 of its first and second half
+            if len(ms) >= 4:  # does latency grow over the run? p95 of its first and second half
                 h = len(ms) // 2
                 halves[key] = (float(np.percentile(ms[:h], 95)), float(np.percentile(ms[h:], 95)))
     return lat, halves
@@ -102,14 +132,21 @@ def _live_run(cfg, source: str) -> dict:
     """The recording at recorded pace through a live node (load shedding on): its latencies,
     the lag status reported each second, what it shed and skipped."""
     from robot_emotion.node.runner import paced_live
+
     lags: list[float] = []
     node = paced_live(cfg, source, sinks=[lambda b: b.get("topic") == "status" and lags.append(b["load"]["lag_ms"])])
     if node.errors:
         return {"error": str(node.errors[0])}
     lat, halves = latency_table(node.publisher.latencies)
-    return {"latency": lat, "latency_halves_p95": halves, "load": node.status()["load"],
-            "status_lag_ms": lags, "skipped": dict(node.skipped), "utterances": node.utterances,
-            "dropped": {"frames": node.slot.dropped, "audio_overflows": node.audio_q.overflows}}
+    return {
+        "latency": lat,
+        "latency_halves_p95": halves,
+        "load": node.status()["load"],
+        "status_lag_ms": lags,
+        "skipped": dict(node.skipped),
+        "utterances": node.utterances,
+        "dropped": {"frames": node.slot.dropped, "audio_overflows": node.audio_q.overflows},
+    }
 
 
 def _cpu_s() -> float:
@@ -127,6 +164,7 @@ def _emotion_model(node) -> dict | None:
 
 def _reference(job: dict) -> dict:
     from robot_emotion.cli.bench_reference import stock_whisper
+
     return stock_whisper(_load(job, SPINE), job["source"], job["repeats"])
 
 
@@ -154,6 +192,7 @@ def check_options(args) -> list[str]:
     """Resolve --launch/--calibration/--set/--model/--endpoint as the node would and refuse what
     cannot work (one line, exit 2/3) before any child starts; -> the overrides every child adds."""
     from robot_emotion.config import load
+
     overrides = list(args.overrides)
     if args.model:
         overrides.append(f'emotion.model="{args.model}"')
@@ -162,14 +201,17 @@ def check_options(args) -> list[str]:
     cfg, _ = load(args.launch, args.calibration, overrides)
     if any(o.split("=", 1)[0].strip() == "publish.endpoint" for o in overrides):
         from robot_emotion.bus.publish import check_endpoint
-        check_endpoint(cfg.publish)        # the user's endpoint: bad or busy is exit 2 now
+
+        check_endpoint(cfg.publish)  # the user's endpoint: bad or busy is exit 2 now
     if cfg.emotion.enabled and (args.model or cfg.emotion.model):
         # a checkpoint that cannot work: exit 3 now. Read in a child: torch in this process
         # would share its libraries' pages with the children and lower their PSS.
-        out = _run_child({"config": "check", "launch": args.launch or None,
-                          "calibration": args.calibration, "overrides": overrides})
+        out = _run_child(
+            {"config": "check", "launch": args.launch or None, "calibration": args.calibration, "overrides": overrides}
+        )
         if "error" in out:
             from robot_emotion.errors import CommandError
+
             raise CommandError(out["error"], out.get("code", 4))
     return overrides
 
@@ -177,6 +219,7 @@ def check_options(args) -> list[str]:
 def _check(job: dict) -> dict:
     from robot_emotion.node.emotion import precheck_checkpoint
     from robot_emotion.errors import RobotEmotionError
+
     try:
         precheck_checkpoint(_load(job, []))
     except RobotEmotionError as e:
@@ -187,6 +230,7 @@ def _check(job: dict) -> dict:
 def run_bench(args) -> int:
     from robot_emotion.errors import CommandError
     from robot_emotion.paths import demo_session_path
+
     if args.repeats < 1:
         raise CommandError(f"--repeats must be at least 1, got {args.repeats}", 2)
     if getattr(args, "contention", 0) < 0 or getattr(args, "hog_mb", 0) < 0:
@@ -196,10 +240,19 @@ def run_bench(args) -> int:
     if unknown:
         raise CommandError(f"--configs: unknown {', '.join(unknown)} (choose from {', '.join(CONFIGS)})", 2)
     json_out = getattr(args, "json", None)
-    if json_out and json_out != "-" and (os.path.isdir(json_out) or not os.path.isdir(os.path.dirname(os.path.abspath(json_out)))):
+    if (
+        json_out
+        and json_out != "-"
+        and (os.path.isdir(json_out) or not os.path.isdir(os.path.dirname(os.path.abspath(json_out))))
+    ):
         raise CommandError(f"--json {json_out}: give the path of a file in an existing folder", 2)
-    base = {"repeats": args.repeats, "launch": args.launch or None, "live": bool(getattr(args, "contention", 0)),
-            "calibration": args.calibration, "overrides": check_options(args)}
+    base = {
+        "repeats": args.repeats,
+        "launch": args.launch or None,
+        "live": bool(getattr(args, "contention", 0)),
+        "calibration": args.calibration,
+        "overrides": check_options(args),
+    }
     source = base["source"] = args.source or str(demo_session_path())
     if not os.path.exists(source):
         raise CommandError(f"bench source not found: {source} (run scripts/setup.sh)", 3)
@@ -207,10 +260,10 @@ def run_bench(args) -> int:
     from tqdm import tqdm
 
     from robot_emotion.cli.contention import Contention
+
     load = Contention(getattr(args, "contention", 0) or 0, getattr(args, "hog_mb", 0) or 0)
     with load:
-        for config in tqdm(configs + ["reference"], desc="bench", unit="config", file=sys.stderr,
-                           dynamic_ncols=True):
+        for config in tqdm(configs + ["reference"], desc="bench", unit="config", file=sys.stderr, dynamic_ncols=True):
             out = _run_child({**base, "config": config})
             if config == "reference":
                 reference = out
@@ -218,20 +271,34 @@ def run_bench(args) -> int:
                 rows.append({"config": config, **out} if "error" in out else out)
     ref_ms = reference.get("median_ms")
     from robot_emotion.cli.bench_reference import ratios
+
     for r in rows:
         if "latency" in r:
             r["latency_ratio"] = ratios(r["latency"], ref_ms)
     print(format_table(rows, source, reference, load.describe()))
     if json_out:
         from robot_emotion.paths import write_output
-        write_output(json_out, json.dumps({"source": source, "cpu_count": os.cpu_count(), "rows": rows,
-                                           "reference": reference, "contention": load.describe()}, indent=1))
+
+        write_output(
+            json_out,
+            json.dumps(
+                {
+                    "source": source,
+                    "cpu_count": os.cpu_count(),
+                    "rows": rows,
+                    "reference": reference,
+                    "contention": load.describe(),
+                },
+                indent=1,
+            ),
+        )
     return 0
 
 
 def _run_child(job: dict) -> dict:
-    r = subprocess.run([sys.executable, "-m", "robot_emotion.cli.bench", json.dumps(job)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "robot_emotion.cli.bench", json.dumps(job)], capture_output=True, text=True
+    )
     if r.returncode != 0 or not r.stdout.strip():
         return {"error": (r.stderr.strip().splitlines() or ["failed"])[-1]}
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -242,12 +309,17 @@ def _mb(mem: dict | None, key: str) -> str:
 
 
 def format_table(rows: list[dict], source: str, reference: dict | None = None, contention: str = "none") -> str:
-    out = [f"# robot-emotion bench — {source}", f"# {os.cpu_count()} CPU cores; medians unless noted; "
-           f"other load on the machine: {contention}", ""]
-    out.append("| config | replay RTF (median, --speed max) | speech.end latency ms (median / p95) "
-               "| first emotion of a turn ms (early estimate) | first on the whole transcript ms "
-               "| final emotion of a turn ms | final utterance ms | peak RSS MB "
-               "| node peak RSS / anon RSS / PSS MB | emotion model |")
+    out = [
+        f"# robot-emotion bench — {source}",
+        f"# {os.cpu_count()} CPU cores; medians unless noted; other load on the machine: {contention}",
+        "",
+    ]
+    out.append(
+        "| config | replay RTF (median, --speed max) | speech.end latency ms (median / p95) "
+        "| first emotion of a turn ms (early estimate) | first on the whole transcript ms "
+        "| final emotion of a turn ms | final utterance ms | peak RSS MB "
+        "| node peak RSS / anon RSS / PSS MB | emotion model |"
+    )
     out.append("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
@@ -257,20 +329,29 @@ def format_table(rows: list[dict], source: str, reference: dict | None = None, c
 
         def fmt(topic):
             return f"{lat[topic][0]:.1f} / {lat[topic][1]:.1f} (n={lat[topic][2]})" if topic in lat else "-"
+
         node = (r.get("memory") or {}).get("node")
         model = r.get("model") or {}
-        out.append(f"| {r['config']} | {np.median(r['rtf']):.4f} (runs: {', '.join(f'{x:.4f}' for x in r['rtf'])}) "
-                   f"| {fmt('speech.end')} | {fmt('emotion first')} | {fmt('emotion first full')} "
-                   f"| {fmt('emotion final')} "
-                   f"| {fmt('utterance final')} | {r['peak_rss_mb']:.0f} "
-                   f"| {_mb(node, 'rss_mb')} / {_mb(node, 'anon_mb')} / {_mb(node, 'pss_mb')} "
-                   f"| {model.get('id', '-')} |")
-    out += ["", "| config | node CPU share at recorded pace (of all cores) | final emotion p95 ms, first / second "
-            "half of the run | first emotion p95 ms, first / second half |", "|---|---|---|---|"]
+        out.append(
+            f"| {r['config']} | {np.median(r['rtf']):.4f} (runs: {', '.join(f'{x:.4f}' for x in r['rtf'])}) "
+            f"| {fmt('speech.end')} | {fmt('emotion first')} | {fmt('emotion first full')} "
+            f"| {fmt('emotion final')} "
+            f"| {fmt('utterance final')} | {r['peak_rss_mb']:.0f} "
+            f"| {_mb(node, 'rss_mb')} / {_mb(node, 'anon_mb')} / {_mb(node, 'pss_mb')} "
+            f"| {model.get('id', '-')} |"
+        )
+    out += [
+        "",
+        "| config | node CPU share at recorded pace (of all cores) | final emotion p95 ms, first / second "
+        "half of the run | first emotion p95 ms, first / second half |",
+        "|---|---|---|---|",
+    ]
     for r in rows:
         if "error" not in r:
             hv = r.get("latency_halves_p95") or {}
-            cell = [" / ".join(f"{x:.0f}" for x in hv[k]) if k in hv else "-" for k in ("emotion final", "emotion first")]
+            cell = [
+                " / ".join(f"{x:.0f}" for x in hv[k]) if k in hv else "-" for k in ("emotion final", "emotion first")
+            ]
             out.append(f"| {r['config']} | {100 * r.get('paced_cpu_share', 0):.0f} % | {cell[0]} | {cell[1]} |")
     out += _load_lines(rows)
     out += _reference_lines(rows, reference)
@@ -282,8 +363,11 @@ def format_table(rows: list[dict], source: str, reference: dict | None = None, c
     for r in rows:
         node = (r.get("memory") or {}).get("node") or {}
         if node.get("anon_by_mapping"):
-            out.append(f"| {r['config']} | " + ", ".join(f"{os.path.basename(n)} {mb:.0f}"
-                                                       for n, mb in node["anon_by_mapping"]) + " |")
+            out.append(
+                f"| {r['config']} | "
+                + ", ".join(f"{os.path.basename(n)} {mb:.0f}" for n, mb in node["anon_by_mapping"])
+                + " |"
+            )
     return "\n".join(out)
 
 
@@ -291,16 +375,27 @@ def _load_lines(rows: list[dict]) -> list[str]:
     """Under contention: the paced replay (never sheds) beside the live run (sheds, node/load.py)."""
     if not any("live" in r for r in rows):
         return []
-    out = ["", "| config | at recorded pace | first emotion ms median / p95 (no emotion: utterance) | final emotion ms median / p95 "
-           "| final emotion p95, first / second half | lag ms: peak / p95 of the 1 Hz status | shed items: partial, "
-           "incremental, faces (seconds shed) | skipped (backlog): provisional, partial, incremental |",
-           "|---|---|---|---|---|---|---|---|"]
+    out = [
+        "",
+        "| config | at recorded pace | first emotion ms median / p95 (no emotion: utterance) | final emotion ms median / p95 "
+        "| final emotion p95, first / second half | lag ms: peak / p95 of the 1 Hz status | shed items: partial, "
+        "incremental, faces (seconds shed) | skipped (backlog): provisional, partial, incremental |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if "error" in r:
             continue
-        for run, part in (("replay (never sheds)", {"latency": r["latency"], "latency_halves_p95": r.get("latency_halves_p95", {}),
-                                                     "load": r.get("paced_load")}),
-                          ("live semantics", r.get("live"))):
+        for run, part in (
+            (
+                "replay (never sheds)",
+                {
+                    "latency": r["latency"],
+                    "latency_halves_p95": r.get("latency_halves_p95", {}),
+                    "load": r.get("paced_load"),
+                },
+            ),
+            ("live semantics", r.get("live")),
+        ):
             if not part:
                 continue
             if "error" in part:
@@ -308,19 +403,24 @@ def _load_lines(rows: list[dict]) -> list[str]:
                 continue
             lat, hv, ld = part["latency"], part.get("latency_halves_p95") or {}, part.get("load") or {}
 
-            def fmt(k):     # (no emotion stage: the utterance's)
+            def fmt(k):  # (no emotion stage: the utterance's)
                 k = k if k in lat else k.replace("emotion", "utterance")
                 return f"{lat[k][0]:.0f} / {lat[k][1]:.0f}" if k in lat else "-"
+
             lags = part.get("status_lag_ms") or []
             lag = f"{ld.get('peak_lag_ms', 0):.0f} / " + (f"{np.percentile(lags, 95):.0f}" if lags else "-")
             shed, shed_s = ld.get("shed") or {}, ld.get("shed_s") or {}
-            sheds = ", ".join(f"{shed.get(k, 0)} ({shed_s.get(k, 0):.0f} s)" for k in ("partial", "incremental", "faces"))
+            sheds = ", ".join(
+                f"{shed.get(k, 0)} ({shed_s.get(k, 0):.0f} s)" for k in ("partial", "incremental", "faces")
+            )
             sk = part.get("skipped")
             skipped = ", ".join(str(sk.get(k, 0)) for k in ("provisional", "partial", "incremental")) if sk else "-"
             hk = "emotion final" if "emotion final" in hv else "utterance final"
             half = " / ".join(f"{x:.0f}" for x in hv[hk]) if hk in hv else "-"
-            out.append(f"| {r['config']} | {run} | {fmt('emotion first')} | {fmt('emotion final')} | {half} | {lag} "
-                       f"| {sheds} | {skipped} |")
+            out.append(
+                f"| {r['config']} | {run} | {fmt('emotion first')} | {fmt('emotion final')} | {half} | {lag} "
+                f"| {sheds} | {skipped} |"
+            )
     return out
 
 
@@ -330,18 +430,25 @@ def _reference_lines(rows: list[dict], reference: dict | None) -> list[str]:
     if "error" in reference:
         return ["", f"# reference (stock faster-whisper): error: {reference['error']}"]
     ref = reference["median_ms"]
-    out = ["", "| reference | median ms | p95 ms | calls | segments (median s) |", "|---|---|---|---|---|",
-           f"| stock faster-whisper `WhisperModel.transcribe` (30 s window, beam 5, temperature 0; "
-           f"{reference['model_name']}, {reference['device']}) "
-           f"| {ref:.1f} | {reference['p95_ms']:.1f} | {reference['n']} "
-           f"| {reference['segments']} ({reference['segment_s_median']:.1f} s) |",
-           "", f"| config | latency as a multiple of the stock faster-whisper median ({ref:.0f} ms): "
-           "speech.end | first emotion | first on the whole transcript | final emotion | final utterance |",
-           "|---|---|---|---|---|---|"]
+    out = [
+        "",
+        "| reference | median ms | p95 ms | calls | segments (median s) |",
+        "|---|---|---|---|---|",
+        f"| stock faster-whisper `WhisperModel.transcribe` (30 s window, beam 5, temperature 0; "
+        f"{reference['model_name']}, {reference['device']}) "
+        f"| {ref:.1f} | {reference['p95_ms']:.1f} | {reference['n']} "
+        f"| {reference['segments']} ({reference['segment_s_median']:.1f} s) |",
+        "",
+        f"| config | latency as a multiple of the stock faster-whisper median ({ref:.0f} ms): "
+        "speech.end | first emotion | first on the whole transcript | final emotion | final utterance |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         q = r.get("latency_ratio") or {}
-        cells = [f"{q[k][0]:.3g}x / {q[k][1]:.3g}x" if k in q else "-"
-                 for k in ("speech.end", "emotion first", "emotion first full", "emotion final", "utterance final")]
+        cells = [
+            f"{q[k][0]:.3g}x / {q[k][1]:.3g}x" if k in q else "-"
+            for k in ("speech.end", "emotion first", "emotion first full", "emotion final", "utterance final")
+        ]
         if "error" not in r:
             out.append(f"| {r['config']} | " + " | ".join(cells) + " |")
     return out

@@ -18,6 +18,7 @@ Suggestions (README "Devices and calibration" gives the reasoning):
 The audio-video offset comes from one clap: its audio onset (first sample at a quarter of the
 peak) against the largest frame-to-frame change of the video within OFFSET_SEARCH_S of it.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,8 +28,8 @@ import numpy as np
 from robot_emotion import SAMPLE_RATE
 from robot_emotion.audio.vad import MIN_FLOOR_DB
 
-FULL_SCALE_DB = 20 * math.log10(32768.0)     # int16 energy in dB -> dBFS
-SILENT_DBFS = -120.0                          # digital silence reads as this
+FULL_SCALE_DB = 20 * math.log10(32768.0)  # int16 energy in dB -> dBFS
+SILENT_DBFS = -120.0  # digital silence reads as this
 MIN_FLOOR_DBFS = MIN_FLOOR_DB - FULL_SCALE_DB  # the webrtcvad floor never goes below this
 ACTIVE_ABOVE_NOISE_DB = 6.0
 TARGET_SPEECH_DBFS = -26.0
@@ -36,17 +37,17 @@ PEAK_CEILING_DBFS = -1.0
 GAIN_DEADBAND_DB = 3.0
 NOISE_HEADROOM_DB = 3.0
 SPEECH_OVER_GATE_DB = 10.0
-MIN_ACTIVE_FRAMES = 0.05       # under this share of active frames, nobody spoke
+MIN_ACTIVE_FRAMES = 0.05  # under this share of active frames, nobody spoke
 CLAP_OVER_BACKGROUND_DB = 20.0
-OFFSET_SEARCH_S = 2.0          # the config's offset range is +-2000 ms
-MIN_FRAME_CHANGE = 1.0         # mean absolute grey-level change of a frame that saw the clap
+OFFSET_SEARCH_S = 2.0  # the config's offset range is +-2000 ms
+MIN_FRAME_CHANGE = 1.0  # mean absolute grey-level change of a frame that saw the clap
 
 
 def frame_levels(x: np.ndarray, frame_len: int) -> np.ndarray:
     """dBFS of each whole frame of int16 audio."""
     n = len(x) // frame_len
     f = x[: n * frame_len].astype(np.float64).reshape(n, frame_len) / 32768.0
-    return 10 * np.log10(np.maximum(np.mean(f ** 2, axis=1), 10 ** (SILENT_DBFS / 10)))
+    return 10 * np.log10(np.maximum(np.mean(f**2, axis=1), 10 ** (SILENT_DBFS / 10)))
 
 
 def _pct(v: np.ndarray, ps) -> dict:
@@ -60,21 +61,29 @@ def measure_levels(quiet: np.ndarray, speech: np.ndarray, frame_ms: int) -> dict
     if len(qn) < 10 or len(sp) < 10:
         raise ValueError("too little audio to measure (a phase is under 10 frames)")
     noise = {"floor_dbfs": round(float(np.median(qn)), 2), **_pct(qn, (10, 50, 90, 99))}
-    noise_power = 10 ** (noise["floor_dbfs"] / 10)   # the median: a door slam must not count
+    noise_power = 10 ** (noise["floor_dbfs"] / 10)  # the median: a door slam must not count
     active = sp[sp >= np.percentile(qn, 90) + ACTIVE_ABOVE_NOISE_DB]
     x = speech.astype(np.float64)
     peak = float(np.percentile(np.abs(x), 99.9)) / 32768.0  # a lone glitch is not the peak
-    out = {"frame_ms": frame_ms, "noise": noise,
-           "quiet_s": round(len(quiet) / SAMPLE_RATE, 2), "speech_s": round(len(speech) / SAMPLE_RATE, 2),
-           "clipped_fraction": round(float(np.mean(np.abs(x) >= 32767)), 5),
-           "speech": None, "snr_db": None}
+    out = {
+        "frame_ms": frame_ms,
+        "noise": noise,
+        "quiet_s": round(len(quiet) / SAMPLE_RATE, 2),
+        "speech_s": round(len(speech) / SAMPLE_RATE, 2),
+        "clipped_fraction": round(float(np.mean(np.abs(x) >= 32767)), 5),
+        "speech": None,
+        "snr_db": None,
+    }
     power = float(np.mean(10 ** (active / 10))) - noise_power if len(active) else 0.0
     if len(active) < MIN_ACTIVE_FRAMES * len(sp) or power <= 0:
         return out
     level = 10 * math.log10(power)
-    out["speech"] = {"level_dbfs": round(level, 2), **_pct(active, (10, 50, 90)),
-                     "active_fraction": round(len(active) / len(sp), 3),
-                     "peak_dbfs": round(20 * math.log10(max(peak, 1e-6)), 2)}
+    out["speech"] = {
+        "level_dbfs": round(level, 2),
+        **_pct(active, (10, 50, 90)),
+        "active_fraction": round(len(active) / len(sp), 3),
+        "peak_dbfs": round(20 * math.log10(max(peak, 1e-6)), 2),
+    }
     out["snr_db"] = round(level - noise["floor_dbfs"], 2)
     return out
 
@@ -98,14 +107,20 @@ def suggest(levels: dict, gain_db: float, margin_db: float) -> tuple[dict, list[
     allow = sp["p50"] + gain - floor - SPEECH_OVER_GATE_DB
     if allow < need:
         margin = 0.0
-        notes.append(f"speech is only {sp['p50'] - nz['p99']:.1f} dB above the noise's loudest frames: "
-                     "energy gate off (vad.energy_margin_db = 0); a closer microphone would help")
+        notes.append(
+            f"speech is only {sp['p50'] - nz['p99']:.1f} dB above the noise's loudest frames: "
+            "energy gate off (vad.energy_margin_db = 0); a closer microphone would help"
+        )
     else:
         margin = min(max(margin_db, math.ceil(need * 2) / 2), math.floor(allow * 2) / 2)
     margin = float(min(60.0, max(0.0, margin)))
-    return {"microphone.gain_db": gain, "vad.aggressiveness": aggressiveness_for(levels["snr_db"]),
-            "vad.energy_margin_db": margin,
-            "gate_dbfs": round(floor + margin, 2), "ideal_gain_db": round(ideal, 2)}, notes
+    return {
+        "microphone.gain_db": gain,
+        "vad.aggressiveness": aggressiveness_for(levels["snr_db"]),
+        "vad.energy_margin_db": margin,
+        "gate_dbfs": round(floor + margin, 2),
+        "ideal_gain_db": round(ideal, 2),
+    }, notes
 
 
 def clap_onset(audio: np.ndarray, t0: float) -> tuple[float | None, str]:
@@ -116,8 +131,10 @@ def clap_onset(audio: np.ndarray, t0: float) -> tuple[float | None, str]:
         return None, "too little audio in the clap phase"
     k, background = int(np.argmax(lev)), float(np.median(lev))
     if lev[k] - background < CLAP_OVER_BACKGROUND_DB:
-        return None, (f"no clap heard (the loudest sound was {lev[k] - background:.0f} dB over the "
-                      f"background, a clap needs {CLAP_OVER_BACKGROUND_DB:.0f})")
+        return None, (
+            f"no clap heard (the loudest sound was {lev[k] - background:.0f} dB over the "
+            f"background, a clap needs {CLAP_OVER_BACKGROUND_DB:.0f})"
+        )
     w0, w1 = max(0, (k - 20) * hop), (k + 1) * hop  # up to 100 ms before the loudest frame
     amp = np.abs(audio[w0:w1].astype(np.float64))
     onset = w0 + int(np.argmax(amp >= 0.25 * amp.max()))
@@ -127,8 +144,12 @@ def clap_onset(audio: np.ndarray, t0: float) -> tuple[float | None, str]:
 def frame_change(frames: list[tuple[float, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """(times, mean absolute grey-level change from the previous frame) for frames[1:]."""
     ts = np.array([t for t, _ in frames[1:]])
-    d = np.array([float(np.mean(np.abs(b.astype(np.float32) - a.astype(np.float32))))
-                  for (_, a), (_, b) in zip(frames, frames[1:])])
+    d = np.array(
+        [
+            float(np.mean(np.abs(b.astype(np.float32) - a.astype(np.float32))))
+            for (_, a), (_, b) in zip(frames, frames[1:])
+        ]
+    )
     return ts, d
 
 
@@ -147,8 +168,9 @@ def video_spike(frames: list[tuple[float, np.ndarray]], around: float) -> tuple[
     return float(ts[k]), f"clap seen at {ts[k]:.3f} s"
 
 
-def av_offset_ms(audio: np.ndarray, audio_t0: float,
-                 frames: list[tuple[float, np.ndarray]]) -> tuple[float | None, str]:
+def av_offset_ms(
+    audio: np.ndarray, audio_t0: float, frames: list[tuple[float, np.ndarray]]
+) -> tuple[float | None, str]:
     """Video lag behind audio in ms (av.offset_ms's sign) from a clap, or (None, why not)."""
     t_audio, why = clap_onset(audio, audio_t0)
     if t_audio is None:

@@ -7,6 +7,7 @@ an array of that size (memory bandwidth and last-level cache, like a point-cloud
 run at the node's own priority and are killed on exit; ``cpu_s()`` is the CPU time they took,
 so the bench can say what share of the machine the node got.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,10 +18,12 @@ import sys
 from robot_emotion.threads import load_process_env
 
 BUSY = "while True:\n    pass\n"
-HOG = ("import numpy as np, sys\n"
-       "a = np.ones(int(sys.argv[1]) * 2**20 // 8)\n"
-       "b = np.empty_like(a)\n"
-       "while True:\n    np.copyto(b, a)\n    np.copyto(a, b)\n")
+HOG = (
+    "import numpy as np, sys\n"
+    "a = np.ones(int(sys.argv[1]) * 2**20 // 8)\n"
+    "b = np.empty_like(a)\n"
+    "while True:\n    np.copyto(b, a)\n    np.copyto(a, b)\n"
+)
 
 
 class Contention:
@@ -34,9 +37,11 @@ class Contention:
         cmds = [[sys.executable, "-c", BUSY] for _ in range(self.busy)]
         if self.hog_mb:
             cmds.append([sys.executable, "-c", HOG, str(self.hog_mb)])
-        env = load_process_env()          # single-threaded loops: no numpy pool on top
-        self._procs = [subprocess.Popen(c, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL, env=env) for c in cmds]
+        env = load_process_env()  # single-threaded loops: no numpy pool on top
+        self._procs = [
+            subprocess.Popen(c, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+            for c in cmds
+        ]
         return self
 
     @property

@@ -9,6 +9,7 @@ in PulseAudio (`pactl set-default-source`, or PULSE_SOURCE=name). Cameras are Op
 slow and noisy) plus `camera.source` when it is a file or URL. A missing PortAudio library,
 no sound server or no camera is reported, never raised.
 """
+
 from __future__ import annotations
 
 import glob
@@ -35,10 +36,15 @@ def list_microphones(spec: str) -> dict:
     apis = sd.query_hostapis()
     for d in sd.query_devices():
         if d["max_input_channels"] > 0:
-            out["devices"].append({"index": d["index"], "name": d["name"],
-                                   "host_api": apis[d["hostapi"]]["name"],
-                                   "input_channels": d["max_input_channels"],
-                                   "default_samplerate": d["default_samplerate"]})
+            out["devices"].append(
+                {
+                    "index": d["index"],
+                    "name": d["name"],
+                    "host_api": apis[d["hostapi"]]["name"],
+                    "input_channels": d["max_input_channels"],
+                    "default_samplerate": d["default_samplerate"],
+                }
+            )
     if not out["devices"]:
         out["error"] = "no input device (no sound card, or no sound server running)"
         return out
@@ -55,14 +61,14 @@ def pulse_sources() -> dict | None:
         return None
     try:
         info = subprocess.run(["pactl", "info"], capture_output=True, text=True, timeout=5)
-        short = subprocess.run(["pactl", "list", "short", "sources"], capture_output=True, text=True,
-                               timeout=5)
+        short = subprocess.run(["pactl", "list", "short", "sources"], capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.TimeoutExpired):
         return None
     if info.returncode != 0 or short.returncode != 0:
         return None
-    default = next((line.split(":", 1)[1].strip() for line in info.stdout.splitlines()
-                    if line.startswith("Default Source:")), None)
+    default = next(
+        (line.split(":", 1)[1].strip() for line in info.stdout.splitlines() if line.startswith("Default Source:")), None
+    )
     names = [line.split("\t")[1] for line in short.stdout.splitlines() if line.count("\t") >= 1]
     return {"default": default, "sources": names}
 
@@ -76,8 +82,7 @@ def _probe_capture(cv2, src) -> dict | None:
         w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         if ok and frame is not None:
             h, w = frame.shape[:2]
-        return {"width": w, "height": h, "fps": round(float(cap.get(cv2.CAP_PROP_FPS) or 0.0), 2),
-                "reads": bool(ok)}
+        return {"width": w, "height": h, "fps": round(float(cap.get(cv2.CAP_PROP_FPS) or 0.0), 2), "reads": bool(ok)}
     finally:
         cap.release()
 
@@ -88,14 +93,15 @@ def present(cfg) -> tuple[bool, bool]:
     if cfg.microphone.enabled:
         try:
             import sounddevice as sd
-            with sd.InputStream(samplerate=16000, channels=1, dtype="int16",
-                                device=device_arg(cfg.microphone.device)):
+
+            with sd.InputStream(samplerate=16000, channels=1, dtype="int16", device=device_arg(cfg.microphone.device)):
                 mic = True
-        except Exception:     # no PortAudio, no device, or a default that leads nowhere (no server)
+        except Exception:  # no PortAudio, no device, or a default that leads nowhere (no server)
             mic = False
     src = cfg.camera.source
     if cfg.camera.enabled and not (src.isdigit() and not os.path.exists(f"/dev/video{src}")):
         import cv2
+
         cam = _probe_capture(cv2, int(src) if src.isdigit() else src) is not None
     return mic, cam
 
@@ -138,33 +144,47 @@ def survey(cfg) -> dict:
     for d in cam["devices"]:
         d["configured"] = d is cam["configured"]
     return {
-        "microphone": {"enabled": cfg.microphone.enabled, "device": cfg.microphone.device,
-                       "portaudio": mic["portaudio"], "error": mic["error"], "devices": mic["devices"]},
+        "microphone": {
+            "enabled": cfg.microphone.enabled,
+            "device": cfg.microphone.device,
+            "portaudio": mic["portaudio"],
+            "error": mic["error"],
+            "devices": mic["devices"],
+        },
         "pulseaudio": pulse_sources(),
-        "camera": {"enabled": cfg.camera.enabled, "source": cfg.camera.source,
-                   "error": cam["error"], "devices": cam["devices"]},
+        "camera": {
+            "enabled": cfg.camera.enabled,
+            "source": cfg.camera.source,
+            "error": cam["error"],
+            "devices": cam["devices"],
+        },
     }
 
 
 def format_survey(s: dict) -> str:
     mic, cam, pulse = s["microphone"], s["camera"], s["pulseaudio"]
     spec = repr(mic["device"]) if mic["device"] else '"" (system default)'
-    lines = [f"microphones (PortAudio {mic['portaudio'] or '-'}); microphone.device = {spec}"
-             + ("" if mic["enabled"] else "  [microphone.enabled = false]")]
+    lines = [
+        f"microphones (PortAudio {mic['portaudio'] or '-'}); microphone.device = {spec}"
+        + ("" if mic["enabled"] else "  [microphone.enabled = false]")
+    ]
     if mic["devices"]:
         lines.append(f"     {'index':>5}  {'name':<32} {'host API':<10} {'in':>3}  rate")
     for d in mic["devices"]:
         mark = "*" if d["configured"] else " "
-        lines.append(f"  {mark}  {d['index']:>5}  {d['name'][:32]:<32} {d['host_api'][:10]:<10} "
-                     f"{d['input_channels']:>3}  {d['default_samplerate']:.0f} Hz")
+        lines.append(
+            f"  {mark}  {d['index']:>5}  {d['name'][:32]:<32} {d['host_api'][:10]:<10} "
+            f"{d['input_channels']:>3}  {d['default_samplerate']:.0f} Hz"
+        )
     if mic["error"]:
         lines.append(f"  ! {mic['error']}")
     if pulse is not None:
-        lines.append("pulseaudio sources (what the ALSA devices 'pulse' and 'default' record; "
-                     "* = the default source)")
+        lines.append("pulseaudio sources (what the ALSA devices 'pulse' and 'default' record; * = the default source)")
         lines += [f"  {'*' if n == pulse['default'] else ' '}  {n}" for n in pulse["sources"]]
-    lines.append(f"cameras (OpenCV indices 0..{MAX_CAMERA_INDEX}); camera.source = {cam['source']!r}"
-                 + ("" if cam["enabled"] else "  [camera.enabled = false]"))
+    lines.append(
+        f"cameras (OpenCV indices 0..{MAX_CAMERA_INDEX}); camera.source = {cam['source']!r}"
+        + ("" if cam["enabled"] else "  [camera.enabled = false]")
+    )
     for d in cam["devices"]:
         mark = "*" if d["configured"] else " "
         fps = f"{d['fps']:g} fps" if d["fps"] else "fps unknown"

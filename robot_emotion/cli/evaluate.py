@@ -5,6 +5,7 @@ context and prints the paper's tables: per-class P/R/F1, accuracy, balanced accu
 weighted P/R/F1 and the confusion matrix. With a fusion checkpoint only the text modality
 is available, so this measures exactly what the node does when no face is in view.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,6 +26,7 @@ class FusionTextModel:
 
     def predict_batch(self, items):
         from robot_emotion.features.utterance import UtteranceFeatures
+
         probs = []
         for feats in self.scorer.text.batch(items):
             p, _, _ = self.scorer.predict(UtteranceFeatures(text=feats))
@@ -35,7 +37,8 @@ class FusionTextModel:
 def check_output_paths(args) -> None:
     """Refuse an unwritable --json file or --out folder before any work (exit 2), not after it."""
     from robot_emotion.errors import UsageError
-    if getattr(args, "json", None) and args.json != "-":      # -: stdout
+
+    if getattr(args, "json", None) and args.json != "-":  # -: stdout
         f = Path(args.json)
         if f.is_dir():
             raise UsageError(f"--json {f}: is a folder; give a file name (e.g. {f / 'evaluation.json'})")
@@ -64,12 +67,15 @@ def run_evaluate(args) -> int:
     from robot_emotion.node.emotion import EmotionScorer
     from robot_emotion.models.checkpoint import CheckpointError
     from robot_emotion.train.metrics import evaluate_text_csv, format_tables
+
     check_output_paths(args)
     if getattr(args, "speech", None):  # the voice branch on labelled clips (evaluate_speech.py)
         from robot_emotion.cli.evaluate_speech import run_speech_evaluate
+
         return run_speech_evaluate(args)
     if getattr(args, "meld", None):  # multimodal MELD.Raw evaluation + report (train/meld_eval.py)
         from robot_emotion.train.meld_eval import run_meld_evaluate
+
         return run_meld_evaluate(args)
     csv = Path(args.meld_csv)
     if not csv.is_file():
@@ -88,11 +94,14 @@ def run_evaluate(args) -> int:
     except (ValueError, KeyError) as e:
         raise CommandError(f"{csv}: {e}", 3) from None
     report["model"] = scorer.model_id
-    print(f"# {csv.name}: {report.get('n', len(report['predictions']))} utterances, model {scorer.model_id}, "
-          f"text only, past-only context ({scorer.text.model.context_turns} turns)")
+    print(
+        f"# {csv.name}: {report.get('n', len(report['predictions']))} utterances, model {scorer.model_id}, "
+        f"text only, past-only context ({scorer.text.model.context_turns} turns)"
+    )
     print(format_tables(report))
     if args.json:
         from robot_emotion.paths import write_output
+
         write_output(args.json, json.dumps({k: v for k, v in report.items() if k != "predictions"}, indent=1))
         if args.json != "-":
             print(f"# tables written to {args.json}", file=sys.stderr)

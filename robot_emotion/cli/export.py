@@ -4,6 +4,7 @@ Only final utterances count (the last body per `utterance_id`). Subtitles and RT
 speech of known voices (`speech: true` with a speaker); CSV holds every final utterance,
 non-speech included, with its emotion and latencies.
 """
+
 from __future__ import annotations
 
 import csv
@@ -17,9 +18,21 @@ from robot_emotion.cli.session_events import SessionEvents, PublishedTurn, load_
 
 FORMATS = ("srt", "vtt", "rttm", "csv")
 
-CSV_COLUMNS = ("utterance_id", "start", "end", "speaker", "face_track", "speech", "text",
-               "emotion", "probability", "asr_ms", "utterance_latency_ms", "emotion_latency_ms",
-               "final")
+CSV_COLUMNS = (
+    "utterance_id",
+    "start",
+    "end",
+    "speaker",
+    "face_track",
+    "speech",
+    "text",
+    "emotion",
+    "probability",
+    "asr_ms",
+    "utterance_latency_ms",
+    "emotion_latency_ms",
+    "final",
+)
 
 
 def timestamp(seconds: float, sep: str) -> str:
@@ -44,14 +57,18 @@ def _cues(events: SessionEvents) -> list[PublishedTurn]:
 
 
 def to_srt(events: SessionEvents) -> str:
-    blocks = [f"{i}\n{timestamp(t.start, ',')} --> {timestamp(t.end, ',')}\n{caption(t)}\n"
-              for i, t in enumerate(_cues(events), 1)]
+    blocks = [
+        f"{i}\n{timestamp(t.start, ',')} --> {timestamp(t.end, ',')}\n{caption(t)}\n"
+        for i, t in enumerate(_cues(events), 1)
+    ]
     return "\n".join(blocks)
 
 
 def to_vtt(events: SessionEvents) -> str:
-    blocks = [f"{t.utterance_id}\n{timestamp(t.start, '.')} --> {timestamp(t.end, '.')}\n{caption(t)}\n"
-              for t in _cues(events)]
+    blocks = [
+        f"{t.utterance_id}\n{timestamp(t.start, '.')} --> {timestamp(t.end, '.')}\n{caption(t)}\n"
+        for t in _cues(events)
+    ]
     return "\n".join(["WEBVTT\n"] + blocks)
 
 
@@ -63,8 +80,9 @@ def rttm_file_id(events: SessionEvents) -> str:
 
 def to_rttm(events: SessionEvents) -> str:
     fid = rttm_file_id(events)
-    lines = [f"SPEAKER {fid} 1 {t.start:.3f} {t.end - t.start:.3f} <NA> <NA> {t.speaker} <NA> <NA>"
-             for t in _cues(events)]
+    lines = [
+        f"SPEAKER {fid} 1 {t.start:.3f} {t.end - t.start:.3f} <NA> <NA> {t.speaker} <NA> <NA>" for t in _cues(events)
+    ]
     return "".join(line + "\n" for line in lines)
 
 
@@ -77,10 +95,23 @@ def to_csv(events: SessionEvents) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
     for t in events.turns:
-        w.writerow([t.utterance_id, f"{t.start:.3f}", f"{t.end:.3f}", t.speaker or "",
-                    "" if t.face_track is None else t.face_track, int(t.speech), t.text or "",
-                    t.label or "", _num(t.prob, 4), _num(t.asr_ms, 1), _num(t.utterance_ms, 1),
-                    _num(t.emotion_ms, 1), int(t.final)])
+        w.writerow(
+            [
+                t.utterance_id,
+                f"{t.start:.3f}",
+                f"{t.end:.3f}",
+                t.speaker or "",
+                "" if t.face_track is None else t.face_track,
+                int(t.speech),
+                t.text or "",
+                t.label or "",
+                _num(t.prob, 4),
+                _num(t.asr_ms, 1),
+                _num(t.utterance_ms, 1),
+                _num(t.emotion_ms, 1),
+                int(t.final),
+            ]
+        )
     return buf.getvalue()
 
 

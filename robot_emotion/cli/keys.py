@@ -4,6 +4,7 @@ Writes DIR/server.key (public: give it to controllers), DIR/server.key_secret (t
 DIR/<client>.key + .key_secret (a controller's pair) and DIR/authorized_clients/<client>.key
 (the public keys the node admits), then prints the config lines that use them.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,7 @@ from robot_emotion.bus.security import create_keys
 def run_keys(args) -> int:
     paths = {k: p.resolve() for k, p in create_keys(args.folder, args.client).items()}
 
-    def q(p) -> str:                      # a TOML basic string (JSON escaping is compatible)
+    def q(p) -> str:  # a TOML basic string (JSON escaping is compatible)
         return json.dumps(str(p))
 
     print(f"""# keys written to {paths['authorized'].parent} (secret files readable by you only)

@@ -4,6 +4,7 @@ This module only parses arguments and maps failures to exit codes (robot_emotion
 every failure the user can cause ends with ONE line on stderr and exit 2 (usage/config),
 3 (input media/device) or 4 (runtime); the commands themselves live in commands.py.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,17 +17,31 @@ from robot_emotion.errors import EXIT_INTERRUPTED, RobotEmotionError, say
 from robot_emotion.paths import launch_path as _launch
 
 
-def _add_config_args(p: argparse.ArgumentParser, default_launch: str | None,
-                     endpoint_default: str = "the launch profile's publish.endpoint") -> None:
+def _add_config_args(
+    p: argparse.ArgumentParser,
+    default_launch: str | None,
+    endpoint_default: str = "the launch profile's publish.endpoint",
+) -> None:
     p.add_argument("--launch", default=default_launch, help="launch profile TOML (launch/*.toml)")
-    p.add_argument("--calibration", default=None,
-                   help="per-robot calibration TOML (default: the one the launch profile names)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one config value (repeatable; default: none)")
-    p.add_argument("--model", default=None, help="emotion model checkpoint (sets emotion.model; "
-                   "default: the launch profile's, else the shipped one)")
-    p.add_argument("--endpoint", default=None,
-                   help=f"ZeroMQ PUB endpoint (sets publish.endpoint; default: {endpoint_default})")
+    p.add_argument(
+        "--calibration", default=None, help="per-robot calibration TOML (default: the one the launch profile names)"
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config value (repeatable; default: none)",
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help="emotion model checkpoint (sets emotion.model; default: the launch profile's, else the shipped one)",
+    )
+    p.add_argument(
+        "--endpoint", default=None, help=f"ZeroMQ PUB endpoint (sets publish.endpoint; default: {endpoint_default})"
+    )
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -49,13 +64,15 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="robot-emotion", description=__doc__.splitlines()[0])
     from robot_emotion import __version__
+
     ap.add_argument("--version", action="version", version=f"robot-emotion {__version__}")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     p = sub.add_parser("run", help="live camera + microphone of the launch profile (exit 3 if one is missing)")
     _add_config_args(p, _launch("robot.toml"))
-    p.add_argument("--demo", action="store_true",
-                   help="if the profile's devices are missing, replay the demo session instead")
+    p.add_argument(
+        "--demo", action="store_true", help="if the profile's devices are missing, replay the demo session instead"
+    )
     p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
     p.add_argument("--out", default=None, help="also write published messages as JSON lines ('-': stdout)")
     p.add_argument("--quiet", action="store_true", help="do not print the published messages")
@@ -74,15 +91,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="write every published message as one JSON line ('-': stdout)")
     p.add_argument("--resample", action="store_true", help="accept audio files that are not 16 kHz mono")
     p.add_argument("--quiet", action="store_true", help="do not print the published messages")
-    p.add_argument("--control", action="store_true",
-                   help="serve control.endpoint as a live node does (robot.speaking, mute, reset, ping)")
-    p.add_argument("--bag", default=None, metavar="OUT",
-                   help="also write the messages as ROS4HRI-shaped ROS 2 messages into a new rosbag2 folder "
-                        "(bag.storage: mcap or sqlite3)")
-    p.add_argument("--audio-topic", default=None, help="rosbag2 source: its audio topic (sets bag.audio_topic; "
-                                                       "default: the bag's only one)")
-    p.add_argument("--image-topic", default=None, help="rosbag2 source: its camera topic (sets bag.image_topic; "
-                                                       "'none': audio only; default: the bag's only one)")
+    p.add_argument(
+        "--control",
+        action="store_true",
+        help="serve control.endpoint as a live node does (robot.speaking, mute, reset, ping)",
+    )
+    p.add_argument(
+        "--bag",
+        default=None,
+        metavar="OUT",
+        help="also write the messages as ROS4HRI-shaped ROS 2 messages into a new rosbag2 folder "
+        "(bag.storage: mcap or sqlite3)",
+    )
+    p.add_argument(
+        "--audio-topic",
+        default=None,
+        help="rosbag2 source: its audio topic (sets bag.audio_topic; default: the bag's only one)",
+    )
+    p.add_argument(
+        "--image-topic",
+        default=None,
+        help="rosbag2 source: its camera topic (sets bag.image_topic; 'none': audio only; default: the bag's only one)",
+    )
 
     p = sub.add_parser("monitor", help="print the live message stream of a running node")
     p.add_argument("--endpoint", default="tcp://127.0.0.1:5556", help="the node's ZeroMQ PUB endpoint")
@@ -100,32 +130,66 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmark table: real-time factor, latency, RSS")
     p.add_argument("--source", default=None, help="recording to replay (default: the demo session)")
     p.add_argument("--repeats", type=int, default=3, help="replays at --speed max per configuration (RTF median)")
-    p.add_argument("--configs", type=lambda s: s.split(","), default=None,
-                   help="comma-separated subset of: spine, perception, full (default: all three)")
-    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
-                   help="every figure as JSON, on stdout (the table then goes to stderr) or to FILE")
-    p.add_argument("--contention", type=int, default=0, metavar="N",
-                   help="run with N other processes each keeping a core busy (the robot's other software)")
-    p.add_argument("--hog-mb", type=int, default=0, metavar="MB",
-                   help="with --contention: also a process streaming through an array of MB (memory bandwidth)")
+    p.add_argument(
+        "--configs",
+        type=lambda s: s.split(","),
+        default=None,
+        help="comma-separated subset of: spine, perception, full (default: all three)",
+    )
+    p.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        default=None,
+        metavar="FILE",
+        help="every figure as JSON, on stdout (the table then goes to stderr) or to FILE",
+    )
+    p.add_argument(
+        "--contention",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run with N other processes each keeping a core busy (the robot's other software)",
+    )
+    p.add_argument(
+        "--hog-mb",
+        type=int,
+        default=0,
+        metavar="MB",
+        help="with --contention: also a process streaming through an array of MB (memory bandwidth)",
+    )
     _add_config_args(p, _launch("replay.toml"), endpoint_default="a free loopback port per configuration")
 
-    p = sub.add_parser("evaluate", help="evaluate an emotion model on a MELD-format CSV, on MELD.Raw, "
-                                        "or the voice branch on labelled speech clips")
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate an emotion model on a MELD-format CSV, on MELD.Raw, "
+        "or the voice branch on labelled speech clips",
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--meld-csv", help="text-only evaluation of a MELD-format CSV")
     src.add_argument("--meld", help="extracted MELD.Raw folder: multimodal evaluation + report")
-    src.add_argument("--speech", help="voice-emotion evaluation: a folder of RAVDESS-named clips or a "
-                                      "CSV of path,label[,speaker] (--out: confusion and reliability PNGs)")
-    p.add_argument("--voice-model", default=None, help="with --speech: a voice-emotion model (default: the shipped one)")
+    src.add_argument(
+        "--speech",
+        help="voice-emotion evaluation: a folder of RAVDESS-named clips or a "
+        "CSV of path,label[,speaker] (--out: confusion and reliability PNGs)",
+    )
+    p.add_argument(
+        "--voice-model", default=None, help="with --speech: a voice-emotion model (default: the shipped one)"
+    )
     p.add_argument("--split", default="test", choices=("train", "dev", "test"), help="with --meld")
     p.add_argument("--out", default=None, help="with --meld or --speech: report folder (md, json, png)")
     p.add_argument("--cache", default=None, help="with --meld: feature cache (default: the model's)")
     p.add_argument("--workers", type=int, default=1, help="with --meld: extraction processes")
     p.add_argument("--text-source", default=None, choices=("gold", "asr"), help="with --meld")
     p.add_argument("--model", default=None, help="emotion model checkpoint (default: the shipped one)")
-    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
-                   help="the tables as JSON, on stdout (the readable tables then go to stderr) or to FILE")
+    p.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        default=None,
+        metavar="FILE",
+        help="the tables as JSON, on stdout (the readable tables then go to stderr) or to FILE",
+    )
     p.add_argument("--limit", type=int, default=0, help="only the first N rows (0 = all)")
 
     p = sub.add_parser("plot", help="draw a session's timeline (speakers, emotions, faces, latency) as a PNG")
@@ -153,10 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("people", help="the opt-in people store: list | enroll NAME --from FILE | rename | forget")
     from robot_emotion.cli.people import add_people_args
+
     add_people_args(p, _launch("robot.toml"))
 
     p = sub.add_parser("train", help="retrain the fusion model on MELD.Raw (torchrun-aware)")
     from robot_emotion.train.fit import add_train_args
+
     add_train_args(p)
     return ap
 
@@ -169,6 +235,7 @@ def _quiet_libraries() -> None:
     """Third-party deprecation notes are not the user's business: torch.jit.load's
     FutureWarning (silero VAD) printed two lines on every run."""
     import warnings
+
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch(\.|$)")
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"silero_vad(\.|$)")
 
@@ -182,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _interrupt)
     args = build_parser().parse_args(argv)
     from robot_emotion.cli import commands
+
     try:
         return getattr(commands, "cmd_" + args.cmd)(args)
     except RobotEmotionError as e:

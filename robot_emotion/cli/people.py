@@ -4,6 +4,7 @@ The store is the config's ``people.store`` (or ``--store``). Enrolment takes the
 wav/flac file, a video's audio track or a recorded session folder the way the node hears a
 speaker (people/voice.py); only the 256 numbers of that voice are kept, never the audio.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,21 +16,39 @@ from robot_emotion.errors import UsageError, printable
 
 
 def add_people_args(p: argparse.ArgumentParser, launch: str | None) -> None:
-    p.add_argument("--store", default=None, help="people store (default: the config's people.store, "
-                                                 "else $XDG_DATA_HOME/robot-emotion/people.db)")
+    p.add_argument(
+        "--store",
+        default=None,
+        help="people store (default: the config's people.store, else $XDG_DATA_HOME/robot-emotion/people.db)",
+    )
     p.add_argument("--launch", default=launch, help="launch profile TOML (for people.store)")
     p.add_argument("--calibration", default=None, help="per-robot calibration TOML")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one config value (repeatable; default: none)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config value (repeatable; default: none)",
+    )
     verbs = p.add_subparsers(dest="verb", required=True, help="what to do with the store")
     v = verbs.add_parser("list", help="the stored people: id, name, voices, seconds of speech")
     v.add_argument("--json", action="store_true", help="one JSON array on stdout")
     v = verbs.add_parser("enroll", help="store a person's voice from a recording")
     v.add_argument("name", help="the person's name (a person of that name gets this voice too)")
-    v.add_argument("--from", dest="source", required=True, metavar="RECORDING",
-                   help="wav/flac file, video file or recorded session folder")
-    v.add_argument("--speaker", default=None, help="the voice to take when the recording has several "
-                                                   "(S0, S1, ... as replay names them; default: who speaks most)")
+    v.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        metavar="RECORDING",
+        help="wav/flac file, video file or recorded session folder",
+    )
+    v.add_argument(
+        "--speaker",
+        default=None,
+        help="the voice to take when the recording has several "
+        "(S0, S1, ... as replay names them; default: who speaks most)",
+    )
     v.add_argument("--new", action="store_true", help="a new person even if one has this name")
     v = verbs.add_parser("rename", help="give a person a (new) name")
     v.add_argument("id", help="person id (P3)")
@@ -49,6 +68,7 @@ def _name(text: str) -> str:
 
 def run_people(args, cfg) -> int:
     from robot_emotion.people.store import PeopleStore, store_path
+
     path = store_path(args.store if args.store is not None else cfg.people.store)
     store = PeopleStore(path, create=args.verb == "enroll")
     try:
@@ -66,8 +86,12 @@ def _list(args, store, cfg) -> int:
         print(f"# no people in {store.path}", file=sys.stderr)
     for p in people:
         when = datetime.datetime.fromtimestamp(p.created).strftime("%Y-%m-%d %H:%M")
-        print(printable(f"{p.id}\t{p.name or '(anonymous)'}\t{p.source} {when}\t"
-                        f"{p.voices} voice(s), {p.seconds:.1f} s of speech"))
+        print(
+            printable(
+                f"{p.id}\t{p.name or '(anonymous)'}\t{p.source} {when}\t"
+                f"{p.voices} voice(s), {p.seconds:.1f} s of speech"
+            )
+        )
     return 0
 
 
@@ -75,13 +99,13 @@ def _enroll(args, store, cfg) -> int:
     from robot_emotion.audio.speakers import SpeakerTracker
     from robot_emotion.people.store import Matcher
     from robot_emotion.people.voice import read_recording, voice_of
+
     name = _name(args.name)
     audio = read_recording(args.source)
     voice = voice_of(audio, SpeakerTracker(cfg.speakers), cfg.vad, args.speaker)
     same = [] if args.new else store.find(name)
     if len(same) > 1:
-        raise UsageError(f"{len(same)} people are named {name!r} ({', '.join(same)}): "
-                         f"pass --new, or rename one first")
+        raise UsageError(f"{len(same)} people are named {name!r} ({', '.join(same)}): pass --new, or rename one first")
     matcher = Matcher.load(cfg.people.match) if cfg.people.match else Matcher.load()
     ids, names, mat, _ = store.voices()
     i, p = matcher.identify(voice.embedding, voice.seconds, mat)
@@ -90,12 +114,20 @@ def _enroll(args, store, cfg) -> int:
         pid, what = same[0], "added a voice to"
     else:
         pid, what = store.add(name, voice.embedding, voice.seconds), "enrolled"
-    several = (f"; {len(voice.voices)} voices in the recording, took {voice.speaker} "
-               f"(--speaker to choose): {voice.voices}" if len(voice.voices) > 1 else "")
+    several = (
+        f"; {len(voice.voices)} voices in the recording, took {voice.speaker} (--speaker to choose): {voice.voices}"
+        if len(voice.voices) > 1
+        else ""
+    )
     print(printable(f"{what} {pid} {name}: {voice.seconds:.1f} s of speech from {args.source}{several}"))
     if i is not None and ids[i] != pid:
-        print(printable(f"robot-emotion: warning: this voice also matches {ids[i]} "
-                        f"({names[i] or 'anonymous'}, p {p:.2f}): the same person twice?"), file=sys.stderr)
+        print(
+            printable(
+                f"robot-emotion: warning: this voice also matches {ids[i]} "
+                f"({names[i] or 'anonymous'}, p {p:.2f}): the same person twice?"
+            ),
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -5,6 +5,7 @@ after each of its segments and once more with `final: true` (same `utterance_id`
 LAST body per id is the turn's final version (a body without `final` is final: older
 files and truncated sessions). `PublishedTurn` joins a final utterance with its emotion.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,17 +21,18 @@ from robot_emotion.errors import InputError, loads_json, printable
 @dataclass
 class PublishedTurn:
     """One final utterance (a speaker's turn) with its emotion, as published."""
+
     utterance_id: str
     start: float
     end: float
-    speech: bool                     # false: no words recognised (noise, applause, a door)
+    speech: bool  # false: no words recognised (noise, applause, a door)
     speaker: str | None
     face_track: int | None
     text: str | None
-    final: bool                      # false only where the session stopped before the turn closed
-    label: str | None = None         # emotion label; None = no estimate / no emotion message
+    final: bool  # false only where the session stopped before the turn closed
+    label: str | None = None  # emotion label; None = no estimate / no emotion message
     probs: dict | None = None
-    asr_ms: float | None = None      # utterance latency_ms.asr
+    asr_ms: float | None = None  # utterance latency_ms.asr
     utterance_ms: float | None = None  # utterance latency_ms.total (final body)
     emotion_ms: float | None = None  # emotion latency_ms.total (final body)
     first_emotion_ms: float | None = None  # emotion latency_ms.total of the first (provisional) body
@@ -49,11 +51,11 @@ class PublishedTurn:
 class SessionEvents:
     source: str
     session: str | None
-    turns: list[PublishedTurn]                 # final versions, by start time
-    segments: list[dict]              # speech.end bodies (start, end, forced, dropped)
-    onsets: list[dict]                # speech.start bodies (start, t)
+    turns: list[PublishedTurn]  # final versions, by start time
+    segments: list[dict]  # speech.end bodies (start, end, forced, dropped)
+    onsets: list[dict]  # speech.start bodies (start, t)
     faces: list[dict] = field(default_factory=list)  # face bodies (t, tracks)
-    backlog: bool = False             # a --speed max replay: latencies are processing times
+    backlog: bool = False  # a --speed max replay: latencies are processing times
 
     @property
     def duration(self) -> float:
@@ -87,7 +89,7 @@ def read_bodies(source: str | Path) -> list[dict]:
     """Every JSON body of the file. A truncated LAST line (a killed recording) is skipped;
     anything else that is not a JSON object is refused with its line number."""
     path = Path("<stdin>") if str(source) == "-" else events_path(source)
-    try:       # "-": the lines of `replay --out -` piped in
+    try:  # "-": the lines of `replay --out -` piped in
         lines = (sys.stdin.read() if str(source) == "-" else path.read_text(encoding="utf-8")).splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"{path}: cannot read ({e})") from None
@@ -101,7 +103,7 @@ def read_bodies(source: str | Path) -> list[dict]:
             if i == len(lines):
                 break  # the tail a crash leaves
             raise InputError(f"{path}:{i}: not a JSON line (expected one published body per line)") from None
-        except ValueError as e:          # nested too deeply, a number of thousands of digits
+        except ValueError as e:  # nested too deeply, a number of thousands of digits
             raise InputError(f"{path}:{i}: not a published body ({e})") from None
         if not isinstance(body, dict) or "topic" not in body:
             raise InputError(f"{path}:{i}: not a published body (no 'topic')")
@@ -129,12 +131,21 @@ def _latency(body: dict | None, key: str) -> float | None:
 
 def _turn(utt: dict, emo: dict | None, first_emo: dict | None) -> PublishedTurn:
     return PublishedTurn(
-        utterance_id=str(utt["utterance_id"]), start=float(utt["start"]), end=float(utt["end"]),
-        speech=utt.get("speech", True) is not False, speaker=utt.get("speaker"),
-        face_track=utt.get("face_track"), text=utt.get("text"), final=utt.get("final", True) is not False,
-        label=(emo or {}).get("label"), probs=(emo or {}).get("probs"),
-        asr_ms=_latency(utt, "asr"), utterance_ms=_latency(utt, "total"),
-        emotion_ms=_latency(emo, "total"), first_emotion_ms=_latency(first_emo, "total"))
+        utterance_id=str(utt["utterance_id"]),
+        start=float(utt["start"]),
+        end=float(utt["end"]),
+        speech=utt.get("speech", True) is not False,
+        speaker=utt.get("speaker"),
+        face_track=utt.get("face_track"),
+        text=utt.get("text"),
+        final=utt.get("final", True) is not False,
+        label=(emo or {}).get("label"),
+        probs=(emo or {}).get("probs"),
+        asr_ms=_latency(utt, "asr"),
+        utterance_ms=_latency(utt, "total"),
+        emotion_ms=_latency(emo, "total"),
+        first_emotion_ms=_latency(first_emo, "total"),
+    )
 
 
 def turns_from(bodies: list[dict]) -> list[PublishedTurn]:
@@ -152,8 +163,10 @@ def load_session_events(source: str | Path) -> SessionEvents:
     """Turns, segments and face tracks of a session folder or an events file."""
     bodies = read_bodies(source)
     if not bodies:
-        raise InputError(f"{source}: no events (a generated session holds none: "
-                         f"`robot-emotion replay SESSION --out events.jsonl` writes them)")
+        raise InputError(
+            f"{source}: no events (a generated session holds none: "
+            f"`robot-emotion replay SESSION --out events.jsonl` writes them)"
+        )
     try:
         turns = turns_from(bodies)
         segments = sorted(last_per_id(bodies, "speech.end").values(), key=lambda b: b["start"])
@@ -168,8 +181,8 @@ def load_session_events(source: str | Path) -> SessionEvents:
     return events
 
 
-MAX_SESSION_S = 31 * 86400.0   # an events file alone: no node runs a month in one session
-EARLIEST_S = -5.0              # frame times may precede 0 by the AV offset (at most 2 s)
+MAX_SESSION_S = 31 * 86400.0  # an events file alone: no node runs a month in one session
+EARLIEST_S = -5.0  # frame times may precede 0 by the AV offset (at most 2 s)
 
 
 def session_length(source: str | Path) -> float | None:
@@ -184,13 +197,11 @@ def check_extent(events: SessionEvents, length: float | None) -> None:
     """Every time must lie in the session: plot and export size their work by these times
     (one turn from -1e308 to 1e308 grew `plot` to 24 GB), so a time outside is refused."""
     last = MAX_SESSION_S if length is None else length + 5.0
-    where = (f"the session's {length:.1f} s of audio" if length is not None
-             else f"{EARLIEST_S:g}..{MAX_SESSION_S:.0f} s")
+    where = f"the session's {length:.1f} s of audio" if length is not None else f"{EARLIEST_S:g}..{MAX_SESSION_S:.0f} s"
     times = [(f"turn {t.utterance_id}", x) for t in events.turns for x in (t.start, t.end)]
     times += [(f"speech.end {b.get('utterance_id')}", b[k]) for b in events.segments for k in ("start", "end")]
     times += [(f"speech.start {b.get('utterance_id')}", b["start"]) for b in events.onsets]
     times += [("face", b["t"]) for b in events.faces]
     for what, x in times:
         if isinstance(x, bool) or not isinstance(x, (int, float)) or not EARLIEST_S <= x <= last:
-            raise InputError(f"{events.source}: {printable(what)[:80]} has time {shown(x)}, "
-                             f"outside {where}")
+            raise InputError(f"{events.source}: {printable(what)[:80]} has time {shown(x)}, outside {where}")

@@ -8,6 +8,7 @@ the lanes, the emotion latency of every turn (first provisional and final messag
 Time and lanes have a fixed scale, so text keeps a readable size: sessions longer than a
 minute wrap into one row per minute, and minutes in which nothing happened are left out.
 """
+
 from __future__ import annotations
 
 import sys
@@ -18,19 +19,38 @@ from robot_emotion import EMOTIONS
 from robot_emotion.errors import InputError
 from robot_emotion.cli.session_events import SessionEvents, PublishedTurn, load_session_events
 
-EMOTION_COLORS = {"neutral": "#c7c7c7", "joy": "#ffd23f", "sadness": "#7fb3e6", "anger": "#f07f68",
-                  "surprise": "#f7a95c", "fear": "#b39ddb", "disgust": "#8cc084"}
+EMOTION_COLORS = {
+    "neutral": "#c7c7c7",
+    "joy": "#ffd23f",
+    "sadness": "#7fb3e6",
+    "anger": "#f07f68",
+    "surprise": "#f7a95c",
+    "fear": "#b39ddb",
+    "disgust": "#8cc084",
+}
 NO_ESTIMATE = "#ffffff"
 NON_SPEECH = "#e6e6e6"
 # dark, saturated: face tracks must not read as the pastel emotion colours
-TRACK_COLORS = ("#1f4e79", "#8b1e3f", "#1b7a4a", "#5b3c88", "#7a4b1e", "#0f7c8c", "#a0306e",
-                "#4d6b1f", "#3d3d3d", "#b3541e", "#2d6cb5", "#6e2c2c")
-HATCH = "#b0b0b0"           # light hatch: text written over it stays readable
+TRACK_COLORS = (
+    "#1f4e79",
+    "#8b1e3f",
+    "#1b7a4a",
+    "#5b3c88",
+    "#7a4b1e",
+    "#0f7c8c",
+    "#a0306e",
+    "#4d6b1f",
+    "#3d3d3d",
+    "#b3541e",
+    "#2d6cb5",
+    "#6e2c2c",
+)
+HATCH = "#b0b0b0"  # light hatch: text written over it stays readable
 
 DPI = 100
-INCH_PER_S = 0.6            # a 2 s turn gets ~85 pt: two lines of ~20 characters
-ROW_S = 60.0                # longer sessions wrap: one row per minute (~38 in wide)
-MAX_ROWS = 100              # ~4.5 in a row: Agg draws at most 65536 px (655 in) high
+INCH_PER_S = 0.6  # a 2 s turn gets ~85 pt: two lines of ~20 characters
+ROW_S = 60.0  # longer sessions wrap: one row per minute (~38 in wide)
+MAX_ROWS = 100  # ~4.5 in a row: Agg draws at most 65536 px (655 in) high
 MIN_W = 12.0
 LEFT_IN, RIGHT_IN = 1.3, 0.3
 SPEAKER_LANE_IN, SMALL_LANE_IN = 0.62, 0.32
@@ -53,7 +73,7 @@ def face_tracks(events: SessionEvents) -> dict[int, dict[str, list[tuple[float, 
     """{track id: {'present': [(t0, t1)], 'speaking': [(t0, t1)]}} from the face messages."""
     ts = [f["t"] for f in events.faces]
     steps = sorted(b - a for a, b in zip(ts, ts[1:]) if b > a)
-    gap = 1.6 * (steps[len(steps) // 2] if steps else 0.2)   # a missed message is no gap
+    gap = 1.6 * (steps[len(steps) // 2] if steps else 0.2)  # a missed message is no gap
     seen: dict[int, list[float]] = {}
     speaking: dict[int, list[float]] = {}
     for f in events.faces:
@@ -61,8 +81,9 @@ def face_tracks(events: SessionEvents) -> dict[int, dict[str, list[tuple[float, 
             seen.setdefault(tr["id"], []).append(f["t"])
             if tr.get("speaking"):
                 speaking.setdefault(tr["id"], []).append(f["t"])
-    return {tid: {"present": _runs(seen[tid], gap), "speaking": _runs(speaking.get(tid, []), gap)}
-            for tid in sorted(seen)}
+    return {
+        tid: {"present": _runs(seen[tid], gap), "speaking": _runs(speaking.get(tid, []), gap)} for tid in sorted(seen)
+    }
 
 
 def _lanes(events: SessionEvents, tracks: dict) -> list[tuple[str, str, float]]:
@@ -87,12 +108,14 @@ def rows(events: SessionEvents) -> list[tuple[float, float]]:
 
     def mark(a: float, b: float) -> None:
         k0, k1 = int(a // ROW_S), int(b // ROW_S)
-        if k1 - k0 >= MAX_ROWS:          # checked before the range is walked
+        if k1 - k0 >= MAX_ROWS:  # checked before the range is walked
             k1 = k0 + MAX_ROWS
         busy.update(range(k0, k1 + 1))
         if len(busy) > MAX_ROWS:
-            raise InputError(f"{events.source}: more than {MAX_ROWS} minutes with events; a timeline "
-                             f"of that many rows would be over the image size limit (plot a part of it)")
+            raise InputError(
+                f"{events.source}: more than {MAX_ROWS} minutes with events; a timeline "
+                f"of that many rows would be over the image size limit (plot a part of it)"
+            )
 
     for t in events.turns:
         mark(t.start, t.end)
@@ -147,6 +170,7 @@ def _turn_caption(turn: PublishedTurn) -> tuple[str, str]:
 def plot_timeline(events: SessionEvents, out: str | Path) -> tuple[int, int]:
     """Write the PNG; returns its (width, height) in pixels."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
@@ -155,9 +179,11 @@ def plot_timeline(events: SessionEvents, out: str | Path) -> tuple[int, int]:
     lanes = _lanes(events, tracks)
     lanes_h = sum(h for _, _, h in lanes)
     w_in, h_in = figure_size(events)
-    if max(w_in, h_in) * DPI >= 65536:   # Agg's limit: refused now, not after drawing
-        raise InputError(f"{events.source}: the timeline would be {w_in * DPI:.0f}x{h_in * DPI:.0f} px "
-                         f"({len(rows(events))} rows of {len(lanes)} lanes), over the image size limit")
+    if max(w_in, h_in) * DPI >= 65536:  # Agg's limit: refused now, not after drawing
+        raise InputError(
+            f"{events.source}: the timeline would be {w_in * DPI:.0f}x{h_in * DPI:.0f} px "
+            f"({len(rows(events))} rows of {len(lanes)} lanes), over the image size limit"
+        )
     fig = plt.figure(figsize=(w_in, h_in), dpi=DPI)
     left, width = LEFT_IN / w_in, (w_in - LEFT_IN - RIGHT_IN) / w_in
     for i, (x0, x1) in enumerate(rows(events)):
@@ -169,16 +195,31 @@ def plot_timeline(events: SessionEvents, out: str | Path) -> tuple[int, int]:
         _latency_panel(lax, events, x0, x1, legend=i == 0)
 
     handles = [Patch(facecolor=EMOTION_COLORS[e], edgecolor="#333333", label=e) for e in EMOTIONS]
-    handles += [Patch(facecolor=NO_ESTIMATE, edgecolor="#333333", hatch="///", hatchcolor=HATCH, label="no estimate"),
-                Patch(facecolor=NON_SPEECH, edgecolor="#333333", hatch="///", hatchcolor=HATCH, label="non-speech"),
-                Patch(facecolor="white", edgecolor="#999999", linestyle="--", label="not final")]
-    fig.legend(handles=handles, ncol=len(handles), fontsize=8, loc="upper left", frameon=False,
-               bbox_to_anchor=(left - 0.1 / w_in, 1 - 0.22 / h_in), handlelength=1.6, columnspacing=1.2)
+    handles += [
+        Patch(facecolor=NO_ESTIMATE, edgecolor="#333333", hatch="///", hatchcolor=HATCH, label="no estimate"),
+        Patch(facecolor=NON_SPEECH, edgecolor="#333333", hatch="///", hatchcolor=HATCH, label="non-speech"),
+        Patch(facecolor="white", edgecolor="#999999", linestyle="--", label="not final"),
+    ]
+    fig.legend(
+        handles=handles,
+        ncol=len(handles),
+        fontsize=8,
+        loc="upper left",
+        frameon=False,
+        bbox_to_anchor=(left - 0.1 / w_in, 1 - 0.22 / h_in),
+        handlelength=1.6,
+        columnspacing=1.2,
+    )
     n_speech = sum(t.is_speech for t in events.turns)
-    fig.text(left, 1 - 0.06 / h_in,
-             f"{events.session or Path(events.source).name}: {len(events.turns)} turns ({n_speech} speech), "
-             f"{len(events.speakers)} speakers, {len(tracks)} face tracks, {events.duration:.1f} s   "
-             f"│ green tick: speech.start, dark tick: speech.end (red: forced cut)", fontsize=9, va="top")
+    fig.text(
+        left,
+        1 - 0.06 / h_in,
+        f"{events.session or Path(events.source).name}: {len(events.turns)} turns ({n_speech} speech), "
+        f"{len(events.speakers)} speakers, {len(tracks)} face tracks, {events.duration:.1f} s   "
+        f"│ green tick: speech.start, dark tick: speech.end (red: forced cut)",
+        fontsize=9,
+        va="top",
+    )
     try:
         fig.savefig(sys.stdout.buffer if str(out) == "-" else out, dpi=DPI, format="png")
     except OSError as e:
@@ -188,15 +229,15 @@ def plot_timeline(events: SessionEvents, out: str | Path) -> tuple[int, int]:
     return int(round(w_in * DPI)), int(round(h_in * DPI))
 
 
-def _draw_row(ax, events: SessionEvents, tracks: dict, lanes: list, x0: float, x1: float,
-              pt_per_s: float) -> None:
+def _draw_row(ax, events: SessionEvents, tracks: dict, lanes: list, x0: float, x1: float, pt_per_s: float) -> None:
     """The lanes for session time [x0, x1]."""
+
     def inside(a, b):
         return b >= x0 and a <= x1
 
     ax.set_xlim(x0, x1)
     lanes_h = sum(h for _, _, h in lanes)
-    tops, y = {}, lanes_h   # lane -> (bottom, height), inches from the bottom of the lanes
+    tops, y = {}, lanes_h  # lane -> (bottom, height), inches from the bottom of the lanes
     for kind, key, h in lanes:
         tops[(kind, key)] = (y - h, h)
         y -= h
@@ -209,11 +250,16 @@ def _draw_row(ax, events: SessionEvents, tracks: dict, lanes: list, x0: float, x
     # VAD segments with their onset / end ticks
     y0, h = tops[("speech", "segments")]
     for seg in (s for s in events.segments if inside(s["start"], s["end"])):
-        ax.broken_barh([(seg["start"], seg["end"] - seg["start"])], (y0 + 0.3 * h, 0.4 * h),
-                       facecolors="#eeeeee", edgecolors="#aaaaaa", lw=0.5,
-                       hatch="xx" if seg.get("dropped") else None, hatchcolor=HATCH)
-        ax.vlines(seg["end"], y0 + 0.1 * h, y0 + 0.9 * h, lw=1.2,
-                  color="#c0392b" if seg.get("forced") else "#555555")
+        ax.broken_barh(
+            [(seg["start"], seg["end"] - seg["start"])],
+            (y0 + 0.3 * h, 0.4 * h),
+            facecolors="#eeeeee",
+            edgecolors="#aaaaaa",
+            lw=0.5,
+            hatch="xx" if seg.get("dropped") else None,
+            hatchcolor=HATCH,
+        )
+        ax.vlines(seg["end"], y0 + 0.1 * h, y0 + 0.9 * h, lw=1.2, color="#c0392b" if seg.get("forced") else "#555555")
     for on in (o for o in events.onsets if inside(o["start"], o["start"])):
         ax.vlines(on["start"], y0 + 0.1 * h, y0 + 0.9 * h, color="#2e8b57", lw=1.2)
 
@@ -222,34 +268,62 @@ def _draw_row(ax, events: SessionEvents, tracks: dict, lanes: list, x0: float, x
         y0, h = tops[("speaker", turn.speaker) if turn.is_speech else ("other", "no speaker")]
         dur = max(turn.end - turn.start, 0.02)
         color = EMOTION_COLORS.get(turn.label, NO_ESTIMATE) if turn.speech else NON_SPEECH
-        ax.broken_barh([(turn.start, dur)], (y0 + 0.06 * h, 0.88 * h), facecolors=color,
-                       edgecolors="#333333" if turn.final else "#999999", lw=0.8,
-                       linestyle="-" if turn.final else "--",
-                       hatch="///" if not turn.speech or not turn.label else None, hatchcolor=HATCH)
+        ax.broken_barh(
+            [(turn.start, dur)],
+            (y0 + 0.06 * h, 0.88 * h),
+            facecolors=color,
+            edgecolors="#333333" if turn.final else "#999999",
+            lw=0.8,
+            linestyle="-" if turn.final else "--",
+            hatch="///" if not turn.speech or not turn.label else None,
+            hatchcolor=HATCH,
+        )
         a = max(turn.start, x0)
         width_pt = (min(turn.start + dur, x1) - a) * pt_per_s - 4
         head, body = _turn_caption(turn)
         lines = int((0.88 * h * 72 - 3) / (FONT * 1.2)) - 1
-        ax.text(a + 2 / pt_per_s, y0 + 0.92 * h, _fit_text(head, width_pt, 1, FONT - 1),
-                fontsize=FONT - 1, va="top", ha="left", color="#333333", style="italic", clip_on=True)
-        ax.text(a + 2 / pt_per_s, y0 + 0.92 * h - (FONT + 1) / 72, _fit_text(body, width_pt, lines, FONT),
-                fontsize=FONT, va="top", ha="left", linespacing=1.05, clip_on=True)
+        ax.text(
+            a + 2 / pt_per_s,
+            y0 + 0.92 * h,
+            _fit_text(head, width_pt, 1, FONT - 1),
+            fontsize=FONT - 1,
+            va="top",
+            ha="left",
+            color="#333333",
+            style="italic",
+            clip_on=True,
+        )
+        ax.text(
+            a + 2 / pt_per_s,
+            y0 + 0.92 * h - (FONT + 1) / 72,
+            _fit_text(body, width_pt, lines, FONT),
+            fontsize=FONT,
+            va="top",
+            ha="left",
+            linespacing=1.05,
+            clip_on=True,
+        )
         if turn.face_track is not None and ("active", "active face") in tops:
             ay0, ah = tops[("active", "active face")]
-            ax.broken_barh([(turn.start, dur)], (ay0 + 0.15 * ah, 0.7 * ah),
-                           facecolors=_track_color(turn.face_track), alpha=0.8)
+            ax.broken_barh(
+                [(turn.start, dur)], (ay0 + 0.15 * ah, 0.7 * ah), facecolors=_track_color(turn.face_track), alpha=0.8
+            )
             label = _fit_text(f"{turn.speaker or '?'} → face {turn.face_track}", width_pt, 1, FONT - 1)
-            ax.text(a + 2 / pt_per_s, ay0 + ah / 2, label, fontsize=FONT - 1, va="center",
-                    color="white", clip_on=True)
+            ax.text(a + 2 / pt_per_s, ay0 + ah / 2, label, fontsize=FONT - 1, va="center", color="white", clip_on=True)
 
     # face tracks: present (thin) and speaking (thick)
     for tid, runs in tracks.items():
         y0, h = tops[("track", str(tid))]
         col = _track_color(tid)
-        ax.broken_barh([(a, b - a) for a, b in runs["present"] if inside(a, b)], (y0 + 0.4 * h, 0.2 * h),
-                       facecolors=col, alpha=0.45)
-        ax.broken_barh([(a, b - a) for a, b in runs["speaking"] if inside(a, b)], (y0 + 0.15 * h, 0.7 * h),
-                       facecolors=col)
+        ax.broken_barh(
+            [(a, b - a) for a, b in runs["present"] if inside(a, b)],
+            (y0 + 0.4 * h, 0.2 * h),
+            facecolors=col,
+            alpha=0.45,
+        )
+        ax.broken_barh(
+            [(a, b - a) for a, b in runs["speaking"] if inside(a, b)], (y0 + 0.15 * h, 0.7 * h), facecolors=col
+        )
 
     _time_ticks(ax, pt_per_s)
     ax.tick_params(axis="x", labelbottom=False, labeltop=True, top=True, labelsize=8)
@@ -261,6 +335,7 @@ def _draw_row(ax, events: SessionEvents, tracks: dict, lanes: list, x0: float, x
 def _time_ticks(ax, pt_per_s: float) -> None:
     """Labelled ticks >= ~100 pt apart, unlabelled 1 s ticks when they are >= 8 pt apart."""
     from matplotlib.ticker import MultipleLocator
+
     major = next((s for s in (1, 2, 5, 10, 15, 30, 60, 120, 300) if s * pt_per_s >= 100), 600)
     ax.xaxis.set_major_locator(MultipleLocator(major))
     if major > 1 and pt_per_s >= 8:
@@ -268,8 +343,12 @@ def _time_ticks(ax, pt_per_s: float) -> None:
 
 
 def _lane_label(kind: str, key: str) -> str:
-    return {"speech": "speech (VAD)", "other": "non-speech /\nno speaker", "active": "active face",
-            "track": f"face {key}"}.get(kind, key)
+    return {
+        "speech": "speech (VAD)",
+        "other": "non-speech /\nno speaker",
+        "active": "active face",
+        "track": f"face {key}",
+    }.get(kind, key)
 
 
 def _latency_panel(lax, events: SessionEvents, x0: float, x1: float, legend: bool) -> None:
@@ -277,7 +356,7 @@ def _latency_panel(lax, events: SessionEvents, x0: float, x1: float, legend: boo
     message. One y scale for the session, so rows compare."""
     every = [t for t in events.turns if t.emotion_ms is not None]
     lax.set_ylabel("emotion\nlatency (ms)", fontsize=8)
-    if events.backlog:            # --speed max: queueing behind the reader is not latency
+    if events.backlog:  # --speed max: queueing behind the reader is not latency
         lax.set_ylabel("emotion latency\n(ms, backlog\nleft out)", fontsize=8)
     lax.set_xlabel("session time (s)", fontsize=8)
     lax.tick_params(labelsize=8)
@@ -292,8 +371,15 @@ def _latency_panel(lax, events: SessionEvents, x0: float, x1: float, legend: boo
         if t.first_emotion_ms is not None and abs(t.first_emotion_ms - t.emotion_ms) > 0.5:
             lax.plot([t.end], [t.first_emotion_ms], "o", mfc="white", mec="#333333", ms=4)
         lax.plot([t.end], [t.emotion_ms], "s", mfc=EMOTION_COLORS.get(t.label, "#999999"), mec="#333333", ms=5)
-        lax.annotate(f"{t.emotion_ms:.0f}", (t.end, t.emotion_ms), xytext=(0, 3), textcoords="offset points",
-                     ha="center", va="bottom", fontsize=FONT - 1)
+        lax.annotate(
+            f"{t.emotion_ms:.0f}",
+            (t.end, t.emotion_ms),
+            xytext=(0, 3),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=FONT - 1,
+        )
     if legend:
         lax.plot([], [], "s", mfc="#c7c7c7", mec="#333333", label="final")
         lax.plot([], [], "o", mfc="white", mec="#333333", label="first (provisional)")
@@ -303,6 +389,8 @@ def _latency_panel(lax, events: SessionEvents, x0: float, x1: float, legend: boo
 def run_plot(args) -> int:
     events = load_session_events(args.source)
     w, h = plot_timeline(events, args.out)
-    print(f"# timeline written to {args.out} ({w}x{h} px, {len(events.turns)} turns, "
-          f"{len(rows(events))} row(s))", file=sys.stderr)
+    print(
+        f"# timeline written to {args.out} ({w}x{h} px, {len(events.turns)} turns, {len(rows(events))} row(s))",
+        file=sys.stderr,
+    )
     return 0

@@ -23,6 +23,7 @@ Quirks (all from the real release):
 A CSV cut mid-row or with a short row is not a quirk: MeldError "FILE line N: ..." (exit 3).
 This is the one MELD CSV parser: `read_meld_csv` (strict, no media) serves the text branch.
 """
+
 from __future__ import annotations
 
 import csv
@@ -35,11 +36,24 @@ from robot_emotion import EMOTIONS
 from robot_emotion.data.meld_text import fix_mojibake
 from robot_emotion.errors import InputError
 
-SPLITS = {"train": ("train_sent_emo.csv", "train_splits"),
-          "dev": ("dev_sent_emo.csv", "dev_splits_complete"),
-          "test": ("test_sent_emo.csv", "output_repeated_splits_test")}
-COLUMNS = ("Sr No.", "Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID",
-           "Season", "Episode", "StartTime", "EndTime")
+SPLITS = {
+    "train": ("train_sent_emo.csv", "train_splits"),
+    "dev": ("dev_sent_emo.csv", "dev_splits_complete"),
+    "test": ("test_sent_emo.csv", "output_repeated_splits_test"),
+}
+COLUMNS = (
+    "Sr No.",
+    "Utterance",
+    "Speaker",
+    "Emotion",
+    "Sentiment",
+    "Dialogue_ID",
+    "Utterance_ID",
+    "Season",
+    "Episode",
+    "StartTime",
+    "EndTime",
+)
 REQUIRED = ("Utterance", "Speaker", "Emotion", "Dialogue_ID", "Utterance_ID")
 # Clips that exist in MELD.Raw but cannot be decoded (documented by the dataset's users).
 KNOWN_CORRUPT = {("train", 125, 3)}
@@ -71,7 +85,7 @@ class MeldClip:
     sentiment: str | None = None
     start: float | None = None
     end: float | None = None
-    path: Path | None = None     # None: the row has no clip (text-only context)
+    path: Path | None = None  # None: the row has no clip (text-only context)
 
     @property
     def name(self) -> str:
@@ -87,9 +101,9 @@ class MeldSplit:
     name: str
     csv: Path
     clip_dir: Path
-    rows: list[MeldClip]                       # every CSV row, dialogue order
-    skipped: list[tuple[str, str]] = field(default_factory=list)   # (item, reason)
-    notes: dict[str, int] = field(default_factory=dict)           # counted, kept quirks
+    rows: list[MeldClip]  # every CSV row, dialogue order
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (item, reason)
+    notes: dict[str, int] = field(default_factory=dict)  # counted, kept quirks
 
     @property
     def clips(self) -> list[MeldClip]:
@@ -99,21 +113,25 @@ class MeldSplit:
 
     def history(self, clip: MeldClip, max_turns: int | None = None) -> list[tuple[str | None, str]]:
         """Past turns (speaker, text) of the clip's dialogue, oldest first (never the clip itself)."""
-        past = [(r.speaker, r.text) for r in self.rows
-                if r.dialogue_id == clip.dialogue_id and r.utterance_id < clip.utterance_id]
+        past = [
+            (r.speaker, r.text)
+            for r in self.rows
+            if r.dialogue_id == clip.dialogue_id and r.utterance_id < clip.utterance_id
+        ]
         return past if max_turns is None else past[-max_turns:] if max_turns else []
 
     def summary(self) -> str:
-        lines = [f"{self.name}: {len(self.rows)} CSV rows, {len(self.clips)} usable clips, "
-                 f"{len(self.skipped)} skipped"
-                 + "".join(f", {v} {k}" for k, v in sorted(self.notes.items()) if v)]
+        lines = [
+            f"{self.name}: {len(self.rows)} CSV rows, {len(self.clips)} usable clips, "
+            f"{len(self.skipped)} skipped" + "".join(f", {v} {k}" for k, v in sorted(self.notes.items()) if v)
+        ]
         lines += [f"  skipped {item}: {why}" for item, why in self.skipped]
         return "\n".join(lines)
 
 
 def _find(root: Path, name: str, want_dir: bool) -> Path | None:
     for cand in [root / name, *root.glob(f"*/{name}"), *root.glob(f"*/*/{name}")]:
-        if (cand.is_dir() if want_dir else cand.is_file()):
+        if cand.is_dir() if want_dir else cand.is_file():
             return cand
     return None
 
@@ -182,8 +200,10 @@ def _records(csv_path: Path, limit: int | None = None):
         for fields in reader:
             if any(f.strip() for f in fields):  # blank lines are not rows
                 if len(fields) != len(cols):
-                    raise MeldError(f"{csv_path} line {line}: {len(fields)} fields where the header has "
-                                    f"{len(cols)} (a short or cut row)")
+                    raise MeldError(
+                        f"{csv_path} line {line}: {len(fields)} fields where the header has "
+                        f"{len(cols)} (a short or cut row)"
+                    )
                 if limit is not None and n >= limit:
                     return
                 n += 1
@@ -193,8 +213,9 @@ def _records(csv_path: Path, limit: int | None = None):
         raise MeldError(f"{csv_path} line {line}: malformed CSV row ({e}; is the file cut?)") from None
 
 
-def read_rows(name: str, csv_path: Path, limit: int | None = None,
-              strict: bool = False) -> tuple[list[MeldClip], list[tuple[str, str]]]:
+def read_rows(
+    name: str, csv_path: Path, limit: int | None = None, strict: bool = False
+) -> tuple[list[MeldClip], list[tuple[str, str]]]:
     """Parse a MELD CSV -> (rows in file order, [(item, reason)] rows left out).
 
     A row with a bad Dialogue_ID/Utterance_ID or an unknown emotion is left out and reported; with
@@ -214,10 +235,20 @@ def read_rows(name: str, csv_path: Path, limit: int | None = None,
                 raise MeldError(f"{csv_path} line {line}: {why}")
             bad.append((item, why))
             continue
-        rows.append(MeldClip(name, dia, utt, fix_mojibake(r["Speaker"].strip()) or None,
-                             fix_mojibake(r["Utterance"]).strip(), emo,
-                             (r.get("Sentiment") or "").strip() or None,
-                             parse_time(r.get("StartTime")), parse_time(r.get("EndTime")), None))
+        rows.append(
+            MeldClip(
+                name,
+                dia,
+                utt,
+                fix_mojibake(r["Speaker"].strip()) or None,
+                fix_mojibake(r["Utterance"]).strip(),
+                emo,
+                (r.get("Sentiment") or "").strip() or None,
+                parse_time(r.get("StartTime")),
+                parse_time(r.get("EndTime")),
+                None,
+            )
+        )
     return rows, bad
 
 
@@ -251,8 +282,13 @@ def read_split(name: str, csv_path: Path, clip_dir: Path) -> MeldSplit:
             continue
         m = CLIP_RE.match(f.name)
         if m is None:
-            skipped.append((f.name, "not a dia{D}_utt{U}.mp4 utterance clip"
-                            + (" (final_videos_test: full episodes)" if f.name.startswith("final_videos_test") else "")))
+            skipped.append(
+                (
+                    f.name,
+                    "not a dia{D}_utt{U}.mp4 utterance clip"
+                    + (" (final_videos_test: full episodes)" if f.name.startswith("final_videos_test") else ""),
+                )
+            )
             continue
         key = (int(m.group(1)), int(m.group(2)))
         if key not in seen:
@@ -283,11 +319,11 @@ def read_split(name: str, csv_path: Path, clip_dir: Path) -> MeldSplit:
     return MeldSplit(name, csv_path, clip_dir, rows, skipped, notes)
 
 
-def open_meld(root: str | Path | None = None, splits=("train", "dev"), csvs: dict | None = None,
-              clip_dirs: dict | None = None) -> dict[str, MeldSplit]:
+def open_meld(
+    root: str | Path | None = None, splits=("train", "dev"), csvs: dict | None = None, clip_dirs: dict | None = None
+) -> dict[str, MeldSplit]:
     """Read the named splits from a MELD.Raw root or explicit CSVs + clip folders."""
-    layout = (MeldLayout.explicit(csvs, clip_dirs) if csvs or clip_dirs
-              else MeldLayout.from_root(root, splits))
+    layout = MeldLayout.explicit(csvs, clip_dirs) if csvs or clip_dirs else MeldLayout.from_root(root, splits)
     return {s: layout.split(s) for s in splits}
 
 
@@ -298,6 +334,7 @@ def decode_clip(path: str | Path, face_rate_hz: float):
     kept when at least 1/face_rate_hz after the last kept one (what FacePipeline.due does live)."""
     from robot_emotion import SAMPLE_RATE
     from robot_emotion.media import MediaError, decode_audio, iter_video
+
     audio = decode_audio(path)
     frames, last = [], -1e9
     try:

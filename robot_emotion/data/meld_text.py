@@ -3,6 +3,7 @@
 The MELD CSV itself is read by data/meld.py (`read_rows`, `read_meld_csv`); the helpers here work on
 its rows (anything with dialogue_id, utterance_id, speaker and text) and on live text.
 """
+
 from __future__ import annotations
 
 import re
@@ -11,9 +12,29 @@ import re
 # Old MELD releases carry cp1252 text decoded the wrong way: UTF-8 bytes read as cp1252/latin-1
 # ("â€™" for "’"), or cp1252 bytes read as latin-1 then re-encoded ("Â’", bare "\x92").
 _MOJIBAKE = {
-    "â€™": "’", "â€˜": "‘", "â€œ": "“", "â€\x9d": "”", "â€": "”", "â€¦": "…", "â€”": "—", "â€“": "–",
-    "Â’": "’", "Â‘": "‘", "Â“": "“", "Â”": "”", "Â…": "…", "Â—": "—", "Â–": "–", "Â\xa0": " ",
-    "\x92": "’", "\x91": "‘", "\x93": "“", "\x94": "”", "\x85": "…", "\x96": "–", "\x97": "—",
+    "â€™": "’",
+    "â€˜": "‘",
+    "â€œ": "“",
+    "â€\x9d": "”",
+    "â€": "”",
+    "â€¦": "…",
+    "â€”": "—",
+    "â€“": "–",
+    "Â’": "’",
+    "Â‘": "‘",
+    "Â“": "“",
+    "Â”": "”",
+    "Â…": "…",
+    "Â—": "—",
+    "Â–": "–",
+    "Â\xa0": " ",
+    "\x92": "’",
+    "\x91": "‘",
+    "\x93": "“",
+    "\x94": "”",
+    "\x85": "…",
+    "\x96": "–",
+    "\x97": "—",
     "\xa0": " ",
 }
 _MOJIBAKE_RE = re.compile("|".join(re.escape(k) for k in sorted(_MOJIBAKE, key=len, reverse=True)))
@@ -51,7 +72,7 @@ def with_past_context(utts: list, max_turns: int | None = None):
     hist: dict[tuple[int, int], list[tuple[str | None, str]]] = {}
     for d, us in dias.items():
         for j, u in enumerate(us):
-            past = us[:j] if max_turns is None else us[max(0, j - max_turns):j]
+            past = us[:j] if max_turns is None else us[max(0, j - max_turns) : j]
             hist[(d, u.utterance_id)] = [(p.speaker, p.text) for p in past]
     for u in utts:
         yield u, hist[(u.dialogue_id, u.utterance_id)]

@@ -4,6 +4,7 @@ RAVDESS names its files ``03-01-EE-II-SS-RR-AA.flac``: EE emotion, II intensity 
 02 strong), SS sentence, RR repetition, AA actor (odd male, even female). Its eight emotions
 map onto MELD's seven as ../shared/emotion_speech/README.md says (calm counts as neutral).
 """
+
 from __future__ import annotations
 
 import csv
@@ -13,8 +14,16 @@ from pathlib import Path
 from robot_emotion import EMOTIONS
 from robot_emotion.errors import InputError
 
-RAVDESS_EMOTION = {"01": "neutral", "02": "neutral", "03": "joy", "04": "sadness", "05": "anger",
-                   "06": "fear", "07": "disgust", "08": "surprise"}
+RAVDESS_EMOTION = {
+    "01": "neutral",
+    "02": "neutral",
+    "03": "joy",
+    "04": "sadness",
+    "05": "anger",
+    "06": "fear",
+    "07": "disgust",
+    "08": "surprise",
+}
 RAVDESS_TEXT = {"01": "Kids are talking by the door.", "02": "Dogs are sitting by the door."}
 AUDIO_SUFFIXES = (".flac", ".wav", ".ogg", ".mp3", ".m4a", ".mp4")
 
@@ -22,10 +31,10 @@ AUDIO_SUFFIXES = (".flac", ".wav", ".ogg", ".mp3", ".m4a", ".mp4")
 @dataclass(frozen=True)
 class Clip:
     path: str
-    label: str                 # one of EMOTIONS
-    speaker: str = ""          # speaker-independent splits group by this
-    sentence: str = ""         # RAVDESS: "01" / "02"
-    intensity: str = ""        # RAVDESS: "01" normal, "02" strong
+    label: str  # one of EMOTIONS
+    speaker: str = ""  # speaker-independent splits group by this
+    sentence: str = ""  # RAVDESS: "01" / "02"
+    intensity: str = ""  # RAVDESS: "01" normal, "02" strong
 
 
 def parse_ravdess(path: Path) -> Clip | None:
@@ -34,7 +43,7 @@ def parse_ravdess(path: Path) -> Clip | None:
     if len(parts) != 7 or not all(p.isdigit() and len(p) == 2 for p in parts):
         return None
     modality, _channel, emo, inten, sent, _rep, actor = parts
-    if modality not in ("01", "03") or emo not in RAVDESS_EMOTION:   # 01 AV, 03 audio-only
+    if modality not in ("01", "03") or emo not in RAVDESS_EMOTION:  # 01 AV, 03 audio-only
         return None
     return Clip(str(path), RAVDESS_EMOTION[emo], f"actor{actor}", sent, inten)
 
@@ -44,8 +53,13 @@ def ravdess_clips(folder) -> list[Clip]:
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"no such folder: {folder}")
-    clips = [c for f in sorted(folder.rglob("*")) if f.suffix.lower() in AUDIO_SUFFIXES
-             for c in [parse_ravdess(f)] if c is not None]
+    clips = [
+        c
+        for f in sorted(folder.rglob("*"))
+        if f.suffix.lower() in AUDIO_SUFFIXES
+        for c in [parse_ravdess(f)]
+        if c is not None
+    ]
     if not clips:
         raise InputError(f"{folder}: no RAVDESS-named audio files (03-01-EE-II-SS-RR-AA.flac)")
     return clips
@@ -65,8 +79,13 @@ def csv_clips(path) -> list[Clip]:
         if len(row) < 2 or row[1].strip().lower() not in EMOTIONS:
             raise InputError(f"{path}:{i}: expected 'path,label' with a label in {', '.join(EMOTIONS)}")
         f = Path(row[0].strip())
-        clips.append(Clip(str(f if f.is_absolute() else path.parent / f), row[1].strip().lower(),
-                          row[2].strip() if len(row) > 2 else ""))
+        clips.append(
+            Clip(
+                str(f if f.is_absolute() else path.parent / f),
+                row[1].strip().lower(),
+                row[2].strip() if len(row) > 2 else "",
+            )
+        )
     if not clips:
         raise InputError(f"{path}: no labelled clips")
     return clips

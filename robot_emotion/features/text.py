@@ -12,6 +12,7 @@ MELD names map onto the same tags. When the input is too long, the oldest contex
 (whole turns, then words from the start of the oldest remaining turn); the current utterance is
 kept whole (it is only cut, at its end, if it alone exceeds the budget).
 """
+
 from __future__ import annotations
 
 import re
@@ -67,8 +68,9 @@ class TextEncoder:
     version = ENCODER_VERSION
     dim = 384
 
-    def __init__(self, model_path: str | None = None, device: str = "auto", max_tokens: int = 256,
-                 pooling: str = "current"):
+    def __init__(
+        self, model_path: str | None = None, device: str = "auto", max_tokens: int = 256, pooling: str = "current"
+    ):
         from transformers import AutoModel, AutoTokenizer
 
         if pooling not in ("current", "all"):
@@ -174,8 +176,9 @@ class TextEncoder:
     # ----------------------------------------------------------------------------- tensors
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Tokenise built inputs; adds "current_mask" marking the current utterance's tokens."""
-        batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_tokens,
-                               return_tensors="pt")
+        batch = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
+        )
         batch["current_mask"] = self._current_mask(batch["input_ids"], batch["attention_mask"])
         return batch
 
@@ -185,8 +188,8 @@ class TextEncoder:
         ids = torch.full((len(rows), n), self.tokenizer.pad_token_id, dtype=torch.long)
         att = torch.zeros((len(rows), n), dtype=torch.long)
         for i, r in enumerate(rows):
-            ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
-            att[i, :len(r)] = 1
+            ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+            att[i, : len(r)] = 1
         return {"input_ids": ids, "attention_mask": att, "current_mask": self._current_mask(ids, att)}
 
     def _current_mask(self, ids: torch.Tensor, att: torch.Tensor) -> torch.Tensor:
@@ -204,8 +207,14 @@ class TextEncoder:
     def extended_mask(self, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         return (1.0 - mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
 
-    def run_layers(self, hidden: torch.Tensor, mask: torch.Tensor, start: int, end: int | None = None,
-                   layers: nn.ModuleList | None = None) -> torch.Tensor:
+    def run_layers(
+        self,
+        hidden: torch.Tensor,
+        mask: torch.Tensor,
+        start: int,
+        end: int | None = None,
+        layers: nn.ModuleList | None = None,
+    ) -> torch.Tensor:
         layers = self.model.encoder.layer if layers is None else layers
         ext = self.extended_mask(mask, hidden.dtype)
         for layer in layers[start:end]:

@@ -11,6 +11,7 @@ At inference the members that read the same input run as ONE batched forward
 (features.text_ensemble.StackedMembers), optionally with dynamic int8 weights on CPU; the input's
 token ids are assembled from per-turn cached ids (TextEncoder.build_ids).
 """
+
 from __future__ import annotations
 
 import copy
@@ -60,7 +61,7 @@ def merge_layer_state(base: dict, trained: dict) -> dict:
 
 @dataclass
 class Member:
-    first: int                # layers [0, first) are plain MiniLM, [first, n) come from `layers`
+    first: int  # layers [0, first) are plain MiniLM, [first, n) come from `layers`
     layers: nn.ModuleList
     head: nn.Linear
     context_turns: int
@@ -70,7 +71,7 @@ def _build_member(enc: TextEncoder, state: dict, prefix: str, context_turns: int
     trained: dict[int, dict] = {}
     for k, v in state.items():
         if k.startswith(prefix + "layers."):
-            i, rest = k[len(prefix) + len("layers."):].split(".", 1)
+            i, rest = k[len(prefix) + len("layers.") :].split(".", 1)
             trained.setdefault(int(i), {})[rest] = v.float()
     first = min(trained, default=enc.n_layers)
     layers = copy.deepcopy(enc.model.encoder.layer[first:])
@@ -90,8 +91,16 @@ class TextEmotionModel:
     states (for crossmodal attention) are the first member's.
     """
 
-    def __init__(self, encoder: TextEncoder, members: list[Member], labels, meta: dict | None = None,
-                 class_bias=None, stacked: bool = True, int8: bool = False):
+    def __init__(
+        self,
+        encoder: TextEncoder,
+        members: list[Member],
+        labels,
+        meta: dict | None = None,
+        class_bias=None,
+        stacked: bool = True,
+        int8: bool = False,
+    ):
         self.encoder = encoder
         self.members = members
         self.labels = tuple(labels)
@@ -124,8 +133,14 @@ class TextEmotionModel:
         return max(m.context_turns for m in self.members)
 
     @classmethod
-    def load(cls, asset_dir: str | None = None, device: str = "auto", model_path: str | None = None,
-             stacked: bool = True, int8: bool = False):
+    def load(
+        cls,
+        asset_dir: str | None = None,
+        device: str = "auto",
+        model_path: str | None = None,
+        stacked: bool = True,
+        int8: bool = False,
+    ):
         """Load `<asset_dir>/text_emotion.{json,safetensors}` on top of the encoder; refuse mismatches.
 
         stacked: the members run as one batched forward (False: one pass per member, the reference);
@@ -139,22 +154,33 @@ class TextEmotionModel:
         meta = json.loads(meta_f.read_text())
         if meta.get("kind") != "text_emotion":
             raise ValueError(f"{meta_f}: not a text emotion checkpoint (kind={meta.get('kind')!r})")
-        enc = TextEncoder(model_path, device=device, max_tokens=meta.get("max_tokens", 256),
-                          pooling=meta.get("pooling", "current"))
+        enc = TextEncoder(
+            model_path, device=device, max_tokens=meta.get("max_tokens", 256), pooling=meta.get("pooling", "current")
+        )
         want = meta["encoder"]
         if (want["id"], str(want["version"])) != (enc.id, enc.version):
-            raise ValueError(f"{meta_f}: trained on encoder {want['id']} v{want['version']}, "
-                             f"but the configured encoder is {enc.id} v{enc.version}")
+            raise ValueError(
+                f"{meta_f}: trained on encoder {want['id']} v{want['version']}, "
+                f"but the configured encoder is {enc.id} v{enc.version}"
+            )
         state = load_file(str(w_f))
         n = len(meta["labels"])
         if "members" in meta:  # ensemble: tensors under "members.<k>."
-            members = [_build_member(enc, state, f"members.{k}.", m["context_turns"], n)
-                       for k, m in enumerate(meta["members"])]
+            members = [
+                _build_member(enc, state, f"members.{k}.", m["context_turns"], n) for k, m in enumerate(meta["members"])
+            ]
         else:
             members = [_build_member(enc, state, "", meta["context_turns"], n)]
         bias = (meta.get("prior_correction") or {}).get("log_bias")
-        return cls(enc, members, meta["labels"], {"version": asset_version(d), **meta}, class_bias=bias,
-                   stacked=stacked, int8=int8)
+        return cls(
+            enc,
+            members,
+            meta["labels"],
+            {"version": asset_version(d), **meta},
+            class_bias=bias,
+            stacked=stacked,
+            int8=int8,
+        )
 
     @torch.no_grad()
     def forward(self, items):
@@ -164,8 +190,7 @@ class TextEmotionModel:
         inputs: dict = {}  # members that read the same turns share tokenisation and frozen layers
         for ctx, first_layer, run in self._passes():
             if ctx not in inputs:
-                inputs[ctx] = enc.tokenize_ids(
-                    [enc.build_ids(list(h)[-ctx:] if ctx else [], c) for h, c in items])
+                inputs[ctx] = enc.tokenize_ids([enc.build_ids(list(h)[-ctx:] if ctx else [], c) for h, c in items])
             batch = inputs[ctx]
             if (ctx, first_layer) not in inputs:
                 inputs[(ctx, first_layer)] = enc.bottom_states(batch, first_layer)
@@ -186,17 +211,21 @@ class TextEmotionModel:
         enc = self.encoder
         if self.groups:
             for ctx, _, stack in self.groups:
+
                 def run(hidden, mask, cur, stack=stack):
                     m = stack.m
                     pool = lambda s: enc.pool(s, mask.repeat(m, 1), cur.repeat(m, 1))  # noqa: E731
                     return stack(hidden, mask, enc.extended_mask(mask, hidden.dtype), pool)
+
                 yield ctx, stack.first, run
             return
         for m in self.members:  # the reference: one MiniLM pass per member
+
             def run(hidden, mask, cur, m=m):
                 states = enc.run_layers(hidden, mask, 0, None, layers=m.layers)
                 vec = enc.pool(states, mask, cur)
                 return states[None], vec[None], m.head(vec)[None]
+
             yield m.context_turns, m.first, run
 
     def predict_batch(self, items):

@@ -11,6 +11,7 @@ int8: torch.ao.quantization.quantize_dynamic turns each member's Linear weights 
 activations are quantized per call); attention, LayerNorm, GELU and the heads stay float. It is a
 CPU kernel; on CUDA the float path is used.
 """
+
 from __future__ import annotations
 
 import torch
@@ -29,8 +30,8 @@ def _quantized(linear: nn.Linear) -> nn.Module:
         warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor", category=UserWarning)
         warnings.filterwarnings("ignore", message=r"torch\.ao\.quantization is deprecated", category=DeprecationWarning)
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-        return quantize_dynamic(nn.Sequential(linear), {nn.Linear: per_channel_dynamic_qconfig},
-                                dtype=torch.qint8)[0]
+
+        return quantize_dynamic(nn.Sequential(linear), {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)[0]
 
 
 def _linear(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
@@ -98,23 +99,25 @@ class StackedBertLayer(nn.Module):
             qkv_w = [torch.cat([a.query.weight, a.key.weight, a.value.weight]) for a in att]
             qkv_b = [torch.cat([a.query.bias, a.key.bias, a.value.bias]) for a in att]
         self.qkv = (SharedInputLinear if shared_input else GroupedLinear)(qkv_w, qkv_b)
-        self.attn_out = GroupedLinear([l.attention.output.dense.weight for l in layers],
-                                      [l.attention.output.dense.bias for l in layers])
+        self.attn_out = GroupedLinear(
+            [l.attention.output.dense.weight for l in layers], [l.attention.output.dense.bias for l in layers]
+        )
         self.ln1 = GroupedLayerNorm([l.attention.output.LayerNorm for l in layers])
-        self.ffn_in = GroupedLinear([l.intermediate.dense.weight for l in layers],
-                                    [l.intermediate.dense.bias for l in layers])
+        self.ffn_in = GroupedLinear(
+            [l.intermediate.dense.weight for l in layers], [l.intermediate.dense.bias for l in layers]
+        )
         self.ffn_out = GroupedLinear([l.output.dense.weight for l in layers], [l.output.dense.bias for l in layers])
         self.ln2 = GroupedLayerNorm([l.output.LayerNorm for l in layers])
 
     def forward(self, h: torch.Tensor, attn_mask: torch.Tensor, batch: int, length: int) -> torch.Tensor:
         """h: (N, D) shared or (M, N, D) with N = batch * length; attn_mask (M*B, 1, 1, T) additive."""
-        qkv = self.qkv(h)                                   # (M, N, 3D)
+        qkv = self.qkv(h)  # (M, N, 3D)
         m, _, d3 = qkv.shape
         d = d3 // 3
         q, k, v = qkv.reshape(m * batch, length, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)   # (M*B, H, T, dh)
+        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (M*B, H, T, dh)
         ctx = ctx.transpose(1, 2).reshape(m, batch * length, d)
-        a = self.ln1(self.attn_out(ctx) + h)                # h broadcasts over members when shared
+        a = self.ln1(self.attn_out(ctx) + h)  # h broadcasts over members when shared
         return self.ln2(self.ffn_out(F.gelu(self.ffn_in(a))) + a)
 
 
@@ -128,7 +131,7 @@ class StackedMembers(nn.Module):
         if len(firsts) != 1 or len({len(m.layers) for m in members}) != 1:
             raise ValueError("members stacked together must adapt the same layers")
         for m in members:
-            if not len(m.layers):     # a head-only member (no trained layers): nothing to check
+            if not len(m.layers):  # a head-only member (no trained layers): nothing to check
                 continue
             act = getattr(getattr(m.layers[0], "intermediate", None), "intermediate_act_fn", None)
             if act is not None and type(act).__name__ not in ("GELUActivation",):

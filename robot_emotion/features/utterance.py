@@ -11,6 +11,7 @@
 A modality that cannot be computed (no transcript, no face in view, model not using it)
 is None and marked unavailable; the fusion models are built for exactly that.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,14 +19,14 @@ from dataclasses import dataclass
 import numpy as np
 
 MAX_FACE_FRAMES = 50
-MAX_AUDIO_FRAMES = 250   # 5 s of 20 ms Whisper frames; longer utterances are down-sampled
+MAX_AUDIO_FRAMES = 250  # 5 s of 20 ms Whisper frames; longer utterances are down-sampled
 
 
 @dataclass
 class ModalityFeatures:
-    seq: np.ndarray | None = None      # (T, D)
-    pooled: np.ndarray | None = None   # (D,)
-    probs: np.ndarray | None = None    # (7,) class probabilities from a unimodal branch
+    seq: np.ndarray | None = None  # (T, D)
+    pooled: np.ndarray | None = None  # (D,)
+    probs: np.ndarray | None = None  # (7,) class probabilities from a unimodal branch
 
 
 @dataclass
@@ -62,13 +63,15 @@ def face_features(track: dict | None) -> ModalityFeatures | None:
 
 
 class TextFeaturizer:
-    MEMO = 4      # the node asks for the same turn twice: its early estimate is prepared during speech
+    MEMO = 4  # the node asks for the same turn twice: its early estimate is prepared during speech
 
     def __init__(self, model):
         self.model = model  # features.text.TextEmotionModel
         self._memo: dict = {}
 
-    def __call__(self, history: list[tuple[str | None, str]], current: tuple[str | None, str]) -> ModalityFeatures | None:
+    def __call__(
+        self, history: list[tuple[str | None, str]], current: tuple[str | None, str]
+    ) -> ModalityFeatures | None:
         key = (tuple(history), tuple(current))
         if key not in self._memo:
             if len(self._memo) >= self.MEMO:
@@ -79,6 +82,7 @@ class TextFeaturizer:
     def batch(self, items: list) -> list[ModalityFeatures | None]:
         """[(history, (speaker, text))] -> features; one encoder pass for the whole batch."""
         import torch
+
         m = self.model
         keep = [i for i, (_, cur) in enumerate(items) if cur[1] and cur[1].strip()]
         out: list[ModalityFeatures | None] = [None] * len(items)
@@ -99,7 +103,8 @@ class AudioFeaturizer:
 
     def __init__(self, asr, voice=None):
         from robot_emotion.audio.voice_emotion import SpeakerBaselines
-        self.asr, self.voice = asr, voice   # voice: audio.voice_emotion.VoiceEmotion or None
+
+        self.asr, self.voice = asr, voice  # voice: audio.voice_emotion.VoiceEmotion or None
         self.baselines = SpeakerBaselines(voice.prior) if voice is not None else None
 
     def __call__(self, audio: np.ndarray, speaker: str | None = None, final_key=None) -> ModalityFeatures | None:
@@ -114,6 +119,7 @@ class AudioFeaturizer:
         probs = None
         if self.voice is not None:
             from robot_emotion.audio.voice_emotion import pool
+
             z = self.voice.standardize(pool(states))
             probs = self.voice.probs(self.baselines.relative(speaker, z)).astype(np.float32)
             if final_key is not None:
@@ -126,6 +132,7 @@ def to_fusion_input(batch: list[UtteranceFeatures], dims: dict[str, int], device
     """Stack features into the models' FusionInput (zero-padded sequences + masks)."""
     import torch
     from robot_emotion.models import MODALITIES, FusionInput
+
     B = len(batch)
     seqs, masks, pooled, probs = {}, {}, {}, {}
     avail = torch.zeros(B, len(MODALITIES), dtype=torch.bool)
@@ -144,8 +151,8 @@ def to_fusion_input(batch: list[UtteranceFeatures], dims: dict[str, int], device
             p = torch.zeros(B, d)
             for i, f in enumerate(feats):
                 if f is not None and f.seq is not None and avail[i, j]:
-                    s[i, :len(f.seq)] = torch.from_numpy(np.asarray(f.seq, np.float32))
-                    mk[i, :len(f.seq)] = True
+                    s[i, : len(f.seq)] = torch.from_numpy(np.asarray(f.seq, np.float32))
+                    mk[i, : len(f.seq)] = True
                     p[i] = torch.from_numpy(np.asarray(f.pooled, np.float32))
             seqs[m], masks[m], pooled[m] = s, mk, p
         if any(f is not None and f.probs is not None for f in feats):
@@ -154,5 +161,4 @@ def to_fusion_input(batch: list[UtteranceFeatures], dims: dict[str, int], device
                 if f is not None and f.probs is not None:
                     pr[i] = torch.from_numpy(np.asarray(f.probs, np.float32))
             probs[m] = pr
-    return FusionInput(seqs=seqs, seq_mask=masks, pooled=pooled, available=avail,
-                       probs=probs or None).to(device)
+    return FusionInput(seqs=seqs, seq_mask=masks, pooled=pooled, available=avail, probs=probs or None).to(device)

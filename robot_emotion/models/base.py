@@ -12,6 +12,7 @@ Conventions
 * A sample with no modality available gets ``has_estimate`` False, uniform ``probs``, zero
   logits/embedding and is excluded from the loss.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,10 +27,10 @@ MODALITIES = ("text", "audio", "face")
 
 @dataclass
 class FusionInput:
-    seqs: dict[str, Tensor]      # modality -> (B, T_m, D_m) sequences (may be zero-padded)
+    seqs: dict[str, Tensor]  # modality -> (B, T_m, D_m) sequences (may be zero-padded)
     seq_mask: dict[str, Tensor]  # modality -> (B, T_m) bool, True = valid step
-    pooled: dict[str, Tensor]    # modality -> (B, D_m)
-    available: Tensor            # (B, 3) bool, order MODALITIES
+    pooled: dict[str, Tensor]  # modality -> (B, D_m)
+    available: Tensor  # (B, 3) bool, order MODALITIES
     probs: dict[str, Tensor] | None = None  # optional per-modality class probabilities (B, C)
 
     @property
@@ -38,8 +39,7 @@ class FusionInput:
 
     def to(self, device) -> "FusionInput":
         mv = lambda d: None if d is None else {k: v.to(device) for k, v in d.items()}  # noqa: E731
-        return FusionInput(mv(self.seqs), mv(self.seq_mask), mv(self.pooled),
-                           self.available.to(device), mv(self.probs))
+        return FusionInput(mv(self.seqs), mv(self.seq_mask), mv(self.pooled), self.available.to(device), mv(self.probs))
 
     def with_available(self, available: Tensor) -> "FusionInput":
         """Same features, different availability (e.g. to evaluate with a modality missing)."""
@@ -48,9 +48,9 @@ class FusionInput:
 
 @dataclass
 class FusionOutput:
-    logits: Tensor        # (B, C)
-    probs: Tensor         # (B, C); uniform where has_estimate is False
-    embedding: Tensor     # (B, E) fused embedding (t-SNE)
+    logits: Tensor  # (B, C)
+    probs: Tensor  # (B, C); uniform where has_estimate is False
+    embedding: Tensor  # (B, E) fused embedding (t-SNE)
     has_estimate: Tensor  # (B,) bool
     aux: dict[str, Tensor] = dataclasses.field(default_factory=dict)  # family-specific extras
 
@@ -58,11 +58,12 @@ class FusionOutput:
 @dataclass
 class Prepared:
     """Normalised, sanitised view of a FusionInput for the modalities a model uses."""
-    seq: dict[str, Tensor]    # (B, T, D) zero at padding and for unavailable samples
-    mask: dict[str, Tensor]   # (B, T) bool, real valid steps (False everywhere if unavailable)
+
+    seq: dict[str, Tensor]  # (B, T, D) zero at padding and for unavailable samples
+    mask: dict[str, Tensor]  # (B, T) bool, real valid steps (False everywhere if unavailable)
     safe_mask: dict[str, Tensor]  # mask with >= 1 True per row (keeps attention NaN-free)
     pooled: dict[str, Tensor]  # (B, D) zero for unavailable samples
-    avail: dict[str, Tensor]   # (B,) bool
+    avail: dict[str, Tensor]  # (B,) bool
     batch: int
 
     def avail_matrix(self, modalities) -> Tensor:
@@ -105,16 +106,17 @@ class FusionModel(nn.Module):
         hparams["class_weights"] = _as_class_weights(hparams.get("class_weights"), self.n_classes)
         self.hparams = hparams  # plain, JSON-able: stored in checkpoints to rebuild the model
         cw = hparams["class_weights"]
-        self.register_buffer("class_weights",
-                             None if cw is None else torch.tensor(cw, dtype=torch.float32),
-                             persistent=False)
+        self.register_buffer(
+            "class_weights", None if cw is None else torch.tensor(cw, dtype=torch.float32), persistent=False
+        )
 
     # ---- input -------------------------------------------------------------------------
     def _prepare(self, inp: FusionInput, modality_dropout: float = 0.0) -> Prepared:
         avail_all = inp.available
         if avail_all.dim() != 2 or avail_all.shape[1] != len(MODALITIES):
-            raise ValueError(f"available must be (B, {len(MODALITIES)}) in order {MODALITIES}, "
-                             f"got {tuple(avail_all.shape)}")
+            raise ValueError(
+                f"available must be (B, {len(MODALITIES)}) in order {MODALITIES}, got {tuple(avail_all.shape)}"
+            )
         B = avail_all.shape[0]
         ref = next(self.parameters(), None)  # inputs follow the model's device and dtype
         device = ref.device if ref is not None else avail_all.device
@@ -135,8 +137,7 @@ class FusionModel(nn.Module):
                     raise ValueError(f"{m} sequence has shape {tuple(s.shape)}, expected (B={B}, T, {D})")
                 s = s.to(device=device, dtype=dtype)
                 mk = inp.seq_mask.get(m) if inp.seq_mask else None
-                mk = torch.ones(s.shape[:2], dtype=torch.bool, device=device) if mk is None \
-                    else mk.to(device).bool()
+                mk = torch.ones(s.shape[:2], dtype=torch.bool, device=device) if mk is None else mk.to(device).bool()
                 if mk.shape != s.shape[:2]:
                     raise ValueError(f"{m} seq_mask has shape {tuple(mk.shape)}, expected {tuple(s.shape[:2])}")
             elif p is not None:  # pooled only: a length-1 sequence
@@ -152,8 +153,9 @@ class FusionModel(nn.Module):
                 raise ValueError(f"{m} pooled has shape {tuple(p.shape)}, expected ({B}, {D})")
             mk = mk & a.unsqueeze(1)
             s = torch.where(mk.unsqueeze(-1), s, torch.zeros((), device=device, dtype=dtype))
-            p = torch.where(a.unsqueeze(1), p.to(device=device, dtype=dtype),
-                            torch.zeros((), device=device, dtype=dtype))
+            p = torch.where(
+                a.unsqueeze(1), p.to(device=device, dtype=dtype), torch.zeros((), device=device, dtype=dtype)
+            )
             sm = mk.clone()
             sm[:, 0] |= ~mk.any(1)
             seqs[m], masks[m], safe[m], pooled[m], avail[m] = s, mk, sm, p, a
@@ -182,8 +184,9 @@ class FusionModel(nn.Module):
             prep.safe_mask[m] = sm
 
     # ---- output ------------------------------------------------------------------------
-    def _finish(self, logits: Tensor, probs: Tensor, embedding: Tensor, has: Tensor,
-                aux: dict | None = None) -> FusionOutput:
+    def _finish(
+        self, logits: Tensor, probs: Tensor, embedding: Tensor, has: Tensor, aux: dict | None = None
+    ) -> FusionOutput:
         C = logits.shape[1]
         h = has.unsqueeze(1)
         zero = torch.zeros((), device=logits.device, dtype=logits.dtype)

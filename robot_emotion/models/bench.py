@@ -1,7 +1,8 @@
 """Fusion inference micro-benchmark: median ms per utterance (batch 1).
 
-    python -m robot_emotion.models.bench [--threads N] [--device cpu]
+python -m robot_emotion.models.bench [--threads N] [--device cpu]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,9 @@ TYPICAL_DIMS = {"text": 384, "audio": 384, "face": 128}
 TYPICAL_LENS = {"text": 64, "audio": 50, "face": 50}
 
 
-def make_random_input(dims: dict[str, int], seq_lens: dict[str, int] | None = None, batch: int = 1,
-                      device="cpu", seed: int = 0) -> FusionInput:
+def make_random_input(
+    dims: dict[str, int], seq_lens: dict[str, int] | None = None, batch: int = 1, device="cpu", seed: int = 0
+) -> FusionInput:
     """Random features (all modalities available, full-length sequences)."""
     g = torch.Generator().manual_seed(seed)
     lens = {**TYPICAL_LENS, **(seq_lens or {})}
@@ -31,9 +33,16 @@ def make_random_input(dims: dict[str, int], seq_lens: dict[str, int] | None = No
     return FusionInput(seqs, mask, pooled, avail).to(device)
 
 
-def bench_fusion(family: str, dims: dict[str, int] | None = None, n: int = 200, *,
-                 seq_lens: dict[str, int] | None = None, device="cpu", warmup: int = 10,
-                 **hparams) -> float:
+def bench_fusion(
+    family: str,
+    dims: dict[str, int] | None = None,
+    n: int = 200,
+    *,
+    seq_lens: dict[str, int] | None = None,
+    device="cpu",
+    warmup: int = 10,
+    **hparams,
+) -> float:
     """Median wall-clock ms of one eval-mode forward pass at batch 1 (model built with default
     hparams unless overridden). Uses the current torch thread setting."""
     dims = dict(dims or TYPICAL_DIMS)

@@ -6,6 +6,7 @@ and optional ``extra_state`` (tensors). It records the model family, dims, hpara
 the encoder id/version per modality, training setup and metrics, so the node can rebuild the
 model and refuse a checkpoint whose encoders do not match the configured ones.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -58,9 +59,19 @@ def encoder_tag(enc: dict | None) -> str:
     return f"{enc.get('id')}@{enc.get('version')}"
 
 
-def save_checkpoint(path, model: nn.Module, *, family: str, dims: dict[str, int], hparams: dict,
-                    labels=EMOTIONS, encoders: dict[str, dict], training: dict, metrics: dict,
-                    extra_state: dict[str, Tensor] | None = None) -> Path:
+def save_checkpoint(
+    path,
+    model: nn.Module,
+    *,
+    family: str,
+    dims: dict[str, int],
+    hparams: dict,
+    labels=EMOTIONS,
+    encoders: dict[str, dict],
+    training: dict,
+    metrics: dict,
+    extra_state: dict[str, Tensor] | None = None,
+) -> Path:
     """Write a self-describing checkpoint (atomically: temp file + rename). Returns the path.
 
     encoders: modality -> {"id": ..., "version": ...}, required for every modality in dims.
@@ -85,14 +96,21 @@ def save_checkpoint(path, model: nn.Module, *, family: str, dims: dict[str, int]
         if not isinstance(v, Tensor):
             raise CheckpointError(f"extra_state[{k!r}] must be a tensor")
     payload = {
-        "format": FORMAT, "format_version": FORMAT_VERSION,
-        "family": str(family), "dims": _plain(dict(dims), "dims"), "n_classes": n_classes,
-        "hparams": _plain(dict(resolved), "hparams"), "labels": labels,
-        "encoders": _plain(encoders, "encoders"), "training": _plain(training, "training"),
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "family": str(family),
+        "dims": _plain(dict(dims), "dims"),
+        "n_classes": n_classes,
+        "hparams": _plain(dict(resolved), "hparams"),
+        "labels": labels,
+        "encoders": _plain(encoders, "encoders"),
+        "training": _plain(training, "training"),
         "metrics": _plain(metrics, "metrics"),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "package_version": __version__, "torch_version": str(torch.__version__),
-        "state_dict": state, "extra_state": extra,
+        "package_version": __version__,
+        "torch_version": str(torch.__version__),
+        "state_dict": state,
+        "extra_state": extra,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
@@ -112,13 +130,16 @@ def read_checkpoint(path, map_location="cpu") -> dict:
         ck = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
         first = (str(e).strip().splitlines() or [""])[0][:160]
-        raise CheckpointError(f"{path} is not a readable robot_emotion checkpoint "
-                              f"({type(e).__name__}: {first})") from None
+        raise CheckpointError(
+            f"{path} is not a readable robot_emotion checkpoint ({type(e).__name__}: {first})"
+        ) from None
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a robot_emotion fusion checkpoint")
     if int(ck.get("format_version", 0)) > FORMAT_VERSION:
-        raise CheckpointError(f"{path} has checkpoint format {ck.get('format_version')}, "
-                              f"this code reads up to {FORMAT_VERSION}; upgrade robot_emotion")
+        raise CheckpointError(
+            f"{path} has checkpoint format {ck.get('format_version')}, "
+            f"this code reads up to {FORMAT_VERSION}; upgrade robot_emotion"
+        )
     missing = [k for k in ("family", "dims", "hparams", "labels", "encoders", "state_dict") if k not in ck]
     if missing:
         raise CheckpointError(f"{path} is missing checkpoint field(s): {', '.join(missing)}")
@@ -138,11 +159,14 @@ def check_encoders(ck_encoders: dict, expected: dict | None, dims=None) -> None:
             continue
         have = ck_encoders.get(m)
         if have is None:
-            problems.append(f"checkpoint does not record its {m} encoder but the node is "
-                            f"configured with '{encoder_tag(want)}'")
+            problems.append(
+                f"checkpoint does not record its {m} encoder but the node is configured with '{encoder_tag(want)}'"
+            )
         elif (str(have.get("id")), str(have.get("version"))) != (str(want.get("id")), str(want.get("version"))):
-            problems.append(f"checkpoint was trained with {m} encoder '{encoder_tag(have)}' "
-                            f"but the node is configured with '{encoder_tag(want)}'")
+            problems.append(
+                f"checkpoint was trained with {m} encoder '{encoder_tag(have)}' "
+                f"but the node is configured with '{encoder_tag(want)}'"
+            )
     if problems:
         raise CheckpointError("; ".join(problems))
 
@@ -162,8 +186,10 @@ def validate_checkpoint(ck: dict, path, node_dims: dict[str, int] | None = None)
     first utterance: an unknown family, labels other than robot_emotion.EMOTIONS in that order,
     dims the node's encoders do not produce (node_dims: modality -> feature size), a modality
     without a recorded encoder, and weights that are not finite tensors."""
+
     def bad(msg: str):
         raise CheckpointError(f"{path}: {msg}")
+
     family = ck["family"]
     if family not in FAMILIES:
         bad(f"unknown model family {family!r}; this node builds {', '.join(FAMILIES)}")
@@ -172,8 +198,10 @@ def validate_checkpoint(ck: dict, path, node_dims: dict[str, int] | None = None)
     if names != list(EMOTIONS):
         if names is not None and sorted(names) == sorted(EMOTIONS):
             bad(f"labels are in another order ({', '.join(names)}); the node publishes {', '.join(EMOTIONS)}")
-        bad(f"labels {names if names is not None else labels!r} are not the node's "
-            f"{len(EMOTIONS)} emotions ({', '.join(EMOTIONS)})")
+        bad(
+            f"labels {names if names is not None else labels!r} are not the node's "
+            f"{len(EMOTIONS)} emotions ({', '.join(EMOTIONS)})"
+        )
     n_classes = ck.get("n_classes", len(EMOTIONS))
     if isinstance(n_classes, bool) or n_classes != len(EMOTIONS):
         bad(f"n_classes is {n_classes!r}; the node publishes {len(EMOTIONS)} emotions")
@@ -218,17 +246,23 @@ def _check_tensors(model: nn.Module, state: dict, path, family: str) -> None:
     want = model.state_dict()
     missing = [k for k in want if k not in state]
     unexpected = [k for k in state if k not in want]
-    shapes = [f"{k} {tuple(state[k].shape)} (needs {tuple(v.shape)})"
-              for k, v in want.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
-    problems = ([f"missing {_first(missing)}"] if missing else []) + \
-               ([f"unexpected {_first(unexpected)}"] if unexpected else []) + \
-               ([f"wrong shape {_first(shapes, 2)}"] if shapes else [])
+    shapes = [
+        f"{k} {tuple(state[k].shape)} (needs {tuple(v.shape)})"
+        for k, v in want.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    problems = (
+        ([f"missing {_first(missing)}"] if missing else [])
+        + ([f"unexpected {_first(unexpected)}"] if unexpected else [])
+        + ([f"wrong shape {_first(shapes, 2)}"] if shapes else [])
+    )
     if problems:
         raise CheckpointError(f"{path}: weights do not fit its {family!r} model: {'; '.join(problems)}")
 
 
-def load_checkpoint(path, expected_encoders: dict | None = None, map_location="cpu",
-                    node_dims: dict[str, int] | None = None):
+def load_checkpoint(
+    path, expected_encoders: dict | None = None, map_location="cpu", node_dims: dict[str, int] | None = None
+):
     """-> (model in eval mode on map_location, meta dict without the weights).
 
     expected_encoders: modality -> {"id", "version"} as configured in the node; a mismatch with

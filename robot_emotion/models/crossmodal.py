@@ -8,6 +8,7 @@ For every target the outputs of its incoming blocks are combined by Hadamard pro
 contributes the multiplicative identity, so a missing modality cannot influence the others.
 A target with no available source (per sample) keeps its own projected sequence.
 """
+
 from __future__ import annotations
 
 import math
@@ -64,22 +65,27 @@ class CrossmodalTransformer(nn.Module):
     """Projection to d + position encoding, then a stack of crossmodal blocks for every ordered
     pair A->B of the given modalities, then the per-target Hadamard combination."""
 
-    def __init__(self, dims: dict[str, int], d: int = 64, heads: int = 4, layers: int = 1,
-                 dropout: float = 0.1):
+    def __init__(self, dims: dict[str, int], d: int = 64, heads: int = 4, layers: int = 1, dropout: float = 0.1):
         super().__init__()
         self.modalities = tuple(dims)
         self.proj = nn.ModuleDict({m: nn.Linear(dims[m], d) for m in self.modalities})
         self.pos = PositionalEncoding(d)
-        self.blocks = nn.ModuleDict({
-            f"{a}_to_{b}": nn.ModuleList(CrossmodalBlock(d, heads, dropout) for _ in range(layers))
-            for b in self.modalities for a in self.modalities if a != b})
+        self.blocks = nn.ModuleDict(
+            {
+                f"{a}_to_{b}": nn.ModuleList(CrossmodalBlock(d, heads, dropout) for _ in range(layers))
+                for b in self.modalities
+                for a in self.modalities
+                if a != b
+            }
+        )
         self.in_drop = nn.Dropout(dropout)
 
     def project(self, seq: dict[str, Tensor]) -> dict[str, Tensor]:
         return {m: self.in_drop(self.pos(self.proj[m](seq[m]))) for m in self.modalities}
 
-    def forward(self, seq: dict[str, Tensor], safe_mask: dict[str, Tensor],
-                avail: dict[str, Tensor]) -> dict[str, Tensor]:
+    def forward(
+        self, seq: dict[str, Tensor], safe_mask: dict[str, Tensor], avail: dict[str, Tensor]
+    ) -> dict[str, Tensor]:
         """seq: modality -> (B, T_m, D_m); safe_mask: (B, T_m) bool with >= 1 True per row;
         avail: (B,) bool. Returns target modality -> (B, T_target, d) combined representation."""
         x = self.project(seq)

@@ -9,6 +9,7 @@ Inference (module.eval()) is deterministic: instead of sampling we use the EXPEC
 embracement, e = sum_k p_k d^(k) (the reference samples at test time too). Followed by a linear
 classifier this gives exactly the expected logits of the stochastic model.
 """
+
 from __future__ import annotations
 
 import torch
@@ -20,8 +21,7 @@ class EmbraceNet(nn.Module):
         super().__init__()
         self.modalities = tuple(in_dims)
         self.c = c
-        self.docking = nn.ModuleDict({m: nn.Sequential(nn.Linear(in_dims[m], c), nn.ReLU())
-                                      for m in self.modalities})
+        self.docking = nn.ModuleDict({m: nn.Sequential(nn.Linear(in_dims[m], c), nn.ReLU()) for m in self.modalities})
         prior = [float((p or {}).get(m, 1.0)) for m in self.modalities]
         if any(v < 0 for v in prior) or sum(prior) <= 0:
             raise ValueError(f"EmbraceNet modality prior must be non-negative and not all zero: {p}")

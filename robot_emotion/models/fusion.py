@@ -8,6 +8,7 @@ families:
                          sigmoid per emotion, weighted BCE (multi-label); see unified.py
 Every model: forward(FusionInput) -> FusionOutput, loss(output, targets) -> scalar.
 """
+
 from __future__ import annotations
 
 import torch
@@ -22,14 +23,36 @@ from .unified import UnifiedTransformer
 _COMMON = {"class_weights": None}
 
 DEFAULT_HPARAMS: dict[str, dict] = {
-    "crossmodal-embracenet": {"d": 64, "heads": 4, "layers": 1, "dropout": 0.1, "c": 256,
-                              "embrace_p": None, "modality_dropout": 0.25, **_COMMON},
-    "early": {"mode": "concat", "d": 64, "hidden": 128, "dropout": 0.1,
-              "modality_dropout": 0.25, **_COMMON},
-    "late": {"hidden": 64, "dropout": 0.1, "weights": {"text": 0.6, "face": 0.25, "audio": 0.15},
-             "aux_weight": 1.0, "temperatures": None, "fused_temperature": 1.0, **_COMMON},
-    "unified": {"d": 64, "heads": 4, "enc_layers": 2, "dec_layers": 1, "dropout": 0.1,
-                "modality_dropout": 0.25, "pos_weight": None, **_COMMON},
+    "crossmodal-embracenet": {
+        "d": 64,
+        "heads": 4,
+        "layers": 1,
+        "dropout": 0.1,
+        "c": 256,
+        "embrace_p": None,
+        "modality_dropout": 0.25,
+        **_COMMON,
+    },
+    "early": {"mode": "concat", "d": 64, "hidden": 128, "dropout": 0.1, "modality_dropout": 0.25, **_COMMON},
+    "late": {
+        "hidden": 64,
+        "dropout": 0.1,
+        "weights": {"text": 0.6, "face": 0.25, "audio": 0.15},
+        "aux_weight": 1.0,
+        "temperatures": None,
+        "fused_temperature": 1.0,
+        **_COMMON,
+    },
+    "unified": {
+        "d": 64,
+        "heads": 4,
+        "enc_layers": 2,
+        "dec_layers": 1,
+        "dropout": 0.1,
+        "modality_dropout": 0.25,
+        "pos_weight": None,
+        **_COMMON,
+    },
 }
 FAMILIES = tuple(DEFAULT_HPARAMS)
 
@@ -42,8 +65,9 @@ class CrossmodalEmbraceNet(FusionModel):
     def __init__(self, dims, n_classes, hparams):
         super().__init__("crossmodal-embracenet", dims, n_classes, hparams)
         h = self.hparams
-        self.crossmodal = CrossmodalTransformer(self.dims, d=h["d"], heads=h["heads"],
-                                                layers=h["layers"], dropout=h["dropout"])
+        self.crossmodal = CrossmodalTransformer(
+            self.dims, d=h["d"], heads=h["heads"], layers=h["layers"], dropout=h["dropout"]
+        )
         self.embrace = EmbraceNet({m: h["d"] for m in self.modalities}, c=h["c"], p=h["embrace_p"])
         self.drop = nn.Dropout(h["dropout"])
         self.classifier = nn.Linear(h["c"], self.n_classes)  # linear: E[logits] = logits(E[e])
@@ -69,8 +93,9 @@ class EarlyFusion(FusionModel):
         h = self.hparams
         if h["mode"] not in self.MODES:
             raise ValueError(f"early fusion mode must be one of {self.MODES}, got {h['mode']!r}")
-        self.proj = nn.ModuleDict({m: nn.Sequential(nn.Linear(self.dims[m], h["d"]), nn.Tanh())
-                                   for m in self.modalities})
+        self.proj = nn.ModuleDict(
+            {m: nn.Sequential(nn.Linear(self.dims[m], h["d"]), nn.Tanh()) for m in self.modalities}
+        )
         fused = h["d"] * len(self.modalities) if h["mode"] == "concat" else h["d"]
         self.hidden = nn.Sequential(nn.Dropout(h["dropout"]), nn.Linear(fused, h["hidden"]), nn.ReLU())
         self.out = nn.Sequential(nn.Dropout(h["dropout"]), nn.Linear(h["hidden"], self.n_classes))
@@ -119,12 +144,21 @@ class LateFusion(FusionModel):
         h["weights"] = {m: float(w[m]) for m in MODALITIES if m in w}
         if any(v < 0 for v in h["weights"].values()):
             raise ValueError(f"late fusion weights must be non-negative: {h['weights']}")
-        self.heads = nn.ModuleDict({
-            m: nn.Sequential(nn.Linear(self.dims[m], h["hidden"]), nn.ReLU(), nn.Dropout(h["dropout"]),
-                             nn.Linear(h["hidden"], self.n_classes))
-            for m in self.modalities if self.dims[m] > 0})
-        self.register_buffer("weights", torch.tensor([h["weights"].get(m, 0.0) for m in self.modalities]),
-                             persistent=False)
+        self.heads = nn.ModuleDict(
+            {
+                m: nn.Sequential(
+                    nn.Linear(self.dims[m], h["hidden"]),
+                    nn.ReLU(),
+                    nn.Dropout(h["dropout"]),
+                    nn.Linear(h["hidden"], self.n_classes),
+                )
+                for m in self.modalities
+                if self.dims[m] > 0
+            }
+        )
+        self.register_buffer(
+            "weights", torch.tensor([h["weights"].get(m, 0.0) for m in self.modalities]), persistent=False
+        )
         temps = h["temperatures"] or {}
         if any(float(t) <= 0 for t in temps.values()) or float(h["fused_temperature"]) <= 0:
             raise ValueError(f"late fusion temperatures must be positive: {temps}, {h['fused_temperature']}")
@@ -139,8 +173,9 @@ class LateFusion(FusionModel):
             if m in given:
                 p = given[m].to(device=a.device, dtype=self.weights.dtype)
                 if p.shape != (prep.batch, self.n_classes):
-                    raise ValueError(f"{m} probs have shape {tuple(p.shape)}, expected "
-                                     f"({prep.batch}, {self.n_classes})")
+                    raise ValueError(
+                        f"{m} probs have shape {tuple(p.shape)}, expected ({prep.batch}, {self.n_classes})"
+                    )
                 p = p / p.sum(1, keepdim=True).clamp_min(1e-12)
                 a = a & torch.isfinite(p).all(1)
                 p = torch.nan_to_num(p)
@@ -154,8 +189,8 @@ class LateFusion(FusionModel):
                 a = torch.zeros_like(a)
             per.append(torch.where(a.unsqueeze(1), p, torch.zeros((), device=p.device, dtype=p.dtype)))
             avail.append(a)
-        P = torch.stack(per, 1)                       # B, K, C
-        A = torch.stack(avail, 1)                     # B, K
+        P = torch.stack(per, 1)  # B, K, C
+        A = torch.stack(avail, 1)  # B, K
         w = self.weights.unsqueeze(0) * A.to(P.dtype)
         has = w.sum(1) > 0
         w = w / w.sum(1, keepdim=True).clamp_min(1e-12)
@@ -193,8 +228,12 @@ class LateFusion(FusionModel):
         return total
 
 
-_CLASSES = {"crossmodal-embracenet": CrossmodalEmbraceNet, "early": EarlyFusion,
-            "late": LateFusion, "unified": UnifiedTransformer}
+_CLASSES = {
+    "crossmodal-embracenet": CrossmodalEmbraceNet,
+    "early": EarlyFusion,
+    "late": LateFusion,
+    "unified": UnifiedTransformer,
+}
 
 
 def build_model(family: str, dims: dict[str, int], n_classes: int = 7, **hparams) -> FusionModel:
@@ -205,7 +244,6 @@ def build_model(family: str, dims: dict[str, int], n_classes: int = 7, **hparams
     defaults = DEFAULT_HPARAMS[family]
     unknown = sorted(set(hparams) - set(defaults))
     if unknown:
-        raise ValueError(f"unknown hparam(s) {unknown} for fusion family {family!r}; "
-                         f"known: {sorted(defaults)}")
+        raise ValueError(f"unknown hparam(s) {unknown} for fusion family {family!r}; known: {sorted(defaults)}")
     merged = {**defaults, **hparams}
     return _CLASSES[family](dict(dims), n_classes, merged)

@@ -7,6 +7,7 @@ Tokens are projected to d, get sinusoidal positions (within their modality) and 
 modality-type embedding; padding steps and unavailable modalities are masked out of attention.
 Published probs = sigmoid scores renormalised to sum to 1; embedding = the CLS output.
 """
+
 from __future__ import annotations
 
 import torch
@@ -35,7 +36,7 @@ class UnifiedTransformer(FusionModel):
         self.decoder = nn.TransformerDecoder(dec, h["dec_layers"])
         self.queries = nn.Parameter(torch.randn(self.n_classes, d) * 0.02)
         # one linear -> 1 per emotion query
-        self.score_w = nn.Parameter(torch.randn(self.n_classes, d) * d ** -0.5)
+        self.score_w = nn.Parameter(torch.randn(self.n_classes, d) * d**-0.5)
         self.score_b = nn.Parameter(torch.zeros(self.n_classes))
         pw = h["pos_weight"]
         if pw is None:  # default: balance one-vs-rest for single-label data (1 positive in C)
@@ -73,5 +74,6 @@ class UnifiedTransformer(FusionModel):
         if not bool(has.any()):
             return output.logits.sum() * 0.0
         y = self._multi_hot(targets.to(output.logits.device), self.n_classes)[has]
-        return F.binary_cross_entropy_with_logits(output.logits[has], y, weight=self.class_weights,
-                                                  pos_weight=self.pos_weight)
+        return F.binary_cross_entropy_with_logits(
+            output.logits[has], y, weight=self.class_weights, pos_weight=self.pos_weight
+        )

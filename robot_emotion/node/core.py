@@ -14,6 +14,7 @@ the frames up to an utterance's end, so ``--speed max`` and recorded pace agree.
 The robot's own voice and the controllers' requests: robot_voice.RobotVoiceControl (a part);
 live on a busy machine, what optional work to shed: load.LoadShedder (a part).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,48 +39,71 @@ from robot_emotion.node.speech_in_progress import PartialAudio, SpeakerProbe, Tu
 from robot_emotion.node.stats import StageStats
 
 _STOP = object()
-FACE_YIELD_S = 1.0      # longest a face frame waits for the utterance thread
+FACE_YIELD_S = 1.0  # longest a face frame waits for the utterance thread
 
 
 class Node:
-    def __init__(self, cfg: Config, clock, *, mode: str = "live", session_id: str | None = None,
-                 perception=None, sinks=(), zmq_context=None):
+    def __init__(
+        self,
+        cfg: Config,
+        clock,
+        *,
+        mode: str = "live",
+        session_id: str | None = None,
+        perception=None,
+        sinks=(),
+        zmq_context=None,
+    ):
         self.cfg, self.clock, self.mode = cfg, clock, mode
         self.session_id = session_id or cfg.node.session_id or uuid.uuid4().hex[:12]
         # which configuration produced this stream (ready, status): equal digests, equal settings
-        self.config_digest = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str)
-                                            .encode()).hexdigest()[:12]
+        self.config_digest = hashlib.sha256(
+            json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode()
+        ).hexdigest()[:12]
         self.perception = perception
         self.stats = StageStats()
         self.history = DialogueHistory(cfg.node.history_max_turns)
         self.audio_q = AudioQueue(cfg.microphone.queue_blocks if mode == "live" else 64)
-        self.slot = LatestFrameSlot()                     # live video
+        self.slot = LatestFrameSlot()  # live video
         self.frame_q: queue.Queue = queue.Queue(maxsize=8)  # replay video: no drops
-        self.segments: queue.Queue = queue.Queue()    # (time queued, item): never bounded, never dropped
+        self.segments: queue.Queue = queue.Queue()  # (time queued, item): never bounded, never dropped
         self.skipped = {"provisional": 0, "partial": 0, "incremental": 0}  # live backlog policy (see _utterance_loop)
         # live, a busy machine: optional work is shed in a fixed order (load.py); a replay never sheds
         self.load = LoadShedder(cfg.node.lag_budget_ms, enabled=mode == "live")
-        self._faces_due = 0           # face frames due at faces.rate_hz (load: every other one shed)
-        self._ticks: dict[str, tuple[str, int]] = {}   # per-second work on the open segment (_due)
-        self._probe_times = sorted({cfg.speakers.probe_s, *PROBE_TIMES_S})   # (s into a segment)
-        self.progress = 0             # items the stages have finished (the drain watches it)
+        self._faces_due = 0  # face frames due at faces.rate_hz (load: every other one shed)
+        self._ticks: dict[str, tuple[str, int]] = {}  # per-second work on the open segment (_due)
+        self._probe_times = sorted({cfg.speakers.probe_s, *PROBE_TIMES_S})  # (s into a segment)
+        self.progress = 0  # items the stages have finished (the drain watches it)
         self.sources: list = []
-        self.recorders: list = []     # session writers (their failures end the run non-zero)
+        self.recorders: list = []  # session writers (their failures end the run non-zero)
         self.device_events: list[dict] = []
-        self.control_server = None    # live: control.ControlServer (its state is in status)
-        self.publisher = Publisher(cfg.publish.endpoint, self.session_id, cfg.publish.sndhwm,
-                                   cfg.publish.status_hz, self.status, list(sinks), zmq_context,
-                                   options=cfg.publish)
+        self.control_server = None  # live: control.ControlServer (its state is in status)
+        self.publisher = Publisher(
+            cfg.publish.endpoint,
+            self.session_id,
+            cfg.publish.sndhwm,
+            cfg.publish.status_hz,
+            self.status,
+            list(sinks),
+            zmq_context,
+            options=cfg.publish,
+        )
         self.segmenter = Segmenter(cfg.vad)
         self.robot = RobotVoice(cfg.control.barge_in_db, cfg.microphone.block_ms / 1000.0)
-        self.control = RobotVoiceControl(self.robot, cfg.control.robot_voice, self.publisher.publish,
-                                         self.history, clock, self.segmenter.open_segment)
-        self.face_time = -1.0          # capture time of the last frame the face thread handled
+        self.control = RobotVoiceControl(
+            self.robot,
+            cfg.control.robot_voice,
+            self.publisher.publish,
+            self.history,
+            clock,
+            self.segmenter.open_segment,
+        )
+        self.face_time = -1.0  # capture time of the last frame the face thread handled
         self._face_cond = threading.Condition()
         self._utterance_idle = threading.Event()  # clear while a segment's result is computed
         self._utterance_idle.set()
-        self.realtime = True          # live or paced replay: latency matters more than throughput
-        self._frames_done = threading.Event()    # no more frames will arrive
+        self.realtime = True  # live or paced replay: latency matters more than throughput
+        self._frames_done = threading.Event()  # no more frames will arrive
         self._faces_finished = threading.Event()  # the face thread has handled all of them
         self.has_video = False
         self._input_finished = False
@@ -89,11 +113,19 @@ class Node:
         self.utterances = 0
         self.errors: list[str] = []
         self._threads: list[threading.Thread] = []
-        if perception is not None:    # what the stages may use of this node (perception.NodeLink)
+        if perception is not None:  # what the stages may use of this node (perception.NodeLink)
             from robot_emotion.node.perception import NodeLink
-            perception.attach(NodeLink(mode=mode, stats=self.stats, history=self.history,
-                                       publish=self.publish_results, queued=self.queued,
-                                       stopping=self._stop.is_set))
+
+            perception.attach(
+                NodeLink(
+                    mode=mode,
+                    stats=self.stats,
+                    history=self.history,
+                    publish=self.publish_results,
+                    queued=self.queued,
+                    stopping=self._stop.is_set,
+                )
+            )
 
     # ---- lifecycle -------------------------------------------------------------------
     @property
@@ -104,8 +136,11 @@ class Node:
         self.has_video = has_video
         self.publisher.start()
         self.sources = sources
-        for name, target in (("audio", self._audio_loop), ("utterances", self._utterance_loop),
-                             ("faces", self._face_loop)):
+        for name, target in (
+            ("audio", self._audio_loop),
+            ("utterances", self._utterance_loop),
+            ("faces", self._face_loop),
+        ):
             th = threading.Thread(target=self._guard(target), name=name, daemon=True)
             th.start()
             self._threads.append(th)
@@ -119,9 +154,11 @@ class Node:
             try:
                 fn()
             except Exception as e:  # a crashed stage must not hang the node silently
-                from robot_emotion.errors import Failure    # a runtime failure (exit 4)
+                from robot_emotion.errors import Failure  # a runtime failure (exit 4)
+
                 self.errors.append(Failure(f"{threading.current_thread().name}: {type(e).__name__}: {e}"))
                 self._stop.set()
+
         return run
 
     def feed_frame(self, frame: Frame) -> bool:
@@ -163,7 +200,8 @@ class Node:
                 if self.progress != last:
                     last, last_change = self.progress, now
                 elif now - last_change > stall_s:
-                    from robot_emotion.errors import Failure    # a runtime failure (exit 4)
+                    from robot_emotion.errors import Failure  # a runtime failure (exit 4)
+
                     self.errors.append(Failure(f"{th.name} made no progress for {stall_s:.0f} s while finishing"))
                     break
                 if progress is not None and now - last_report >= 5.0:
@@ -172,12 +210,18 @@ class Node:
         self.drain_s = time.monotonic() - began
         self._stop.set()
         close = getattr(self.perception, "close", None)
-        if close is not None:         # the stages' own worker threads: a node embedded in a
-            close()                   # program (api.py) must leave none behind when it stops
-        self.publisher.publish({"topic": "session.end", "t": self.clock.now(),
-                                "reason": "error" if self.errors else reason or ("stopped" if drain else "interrupted"),
-                                "unix_start": getattr(self.clock, "unix_start", None) or None,
-                                "utterances": self.utterances, "wall_s": time.monotonic() - self._t_start})
+        if close is not None:  # the stages' own worker threads: a node embedded in a
+            close()  # program (api.py) must leave none behind when it stops
+        self.publisher.publish(
+            {
+                "topic": "session.end",
+                "t": self.clock.now(),
+                "reason": "error" if self.errors else reason or ("stopped" if drain else "interrupted"),
+                "unix_start": getattr(self.clock, "unix_start", None) or None,
+                "utterances": self.utterances,
+                "wall_s": time.monotonic() - self._t_start,
+            }
+        )
         self.publisher.stop()
 
     def finish_input(self) -> None:
@@ -201,14 +245,14 @@ class Node:
             block = self.audio_q.get(timeout=0.1)
             if block is None:
                 continue
-            self._audio_picked = time.monotonic()     # (the backlog ends here: publish.py)
+            self._audio_picked = time.monotonic()  # (the backlog ends here: publish.py)
             if isinstance(block, _EndOfAudio):
                 for ev in self.segmenter.flush(last_t):
                     self._on_vad_event(ev, time.monotonic())
                 break
             self._observe_lag(block.wall)
             samples = block.samples
-            if self.robot.muted:               # the controllers muted us: perceive silence
+            if self.robot.muted:  # the controllers muted us: perceive silence
                 samples = np.zeros_like(samples)
             if self.perception is not None:
                 self.perception.on_audio(block.t, samples)
@@ -235,9 +279,13 @@ class Node:
             # utterance carries it); "robot" for the robot's own segments (robot_voice.py)
             self.publisher.publish(messages.speech_start(ev.utterance_id, ev.start, ev.decided_at))
         elif isinstance(ev, SpeechEnd):
-            self.publisher.publish({**messages.speech_end(ev.utterance_id, ev.start, ev.end, ev.decided_at,
-                                                          ev.forced, ev.dropped),
-                                    "_wall_end": wall, **self._backlog_mark(getattr(self, "_audio_picked", None))})
+            self.publisher.publish(
+                {
+                    **messages.speech_end(ev.utterance_id, ev.start, ev.end, ev.decided_at, ev.forced, ev.dropped),
+                    "_wall_end": wall,
+                    **self._backlog_mark(getattr(self, "_audio_picked", None)),
+                }
+            )
             if not ev.dropped:
                 self._enqueue(ev)
         elif isinstance(ev, TurnGap) and self.perception is not None:
@@ -262,11 +310,11 @@ class Node:
             return
         uid, start = seg
         if self.robot.intervals and self.robot.is_robot(uid, start):
-            return                             # the robot's own voice: nothing to probe
+            return  # the robot's own voice: nothing to probe
         if self.perception.speakers is not None:
             sent = self._probes[1] if getattr(self, "_probes", (None,))[0] == uid else 0
             due = [s for s in self._probe_times if t - start >= s]
-            if len(due) > sent:        # a quick check, then one on enough voice to trust
+            if len(due) > sent:  # a quick check, then one on enough voice to trust
                 self._probes = (uid, len(due))
                 audio_t0, audio = self.segmenter.open_audio()
                 self._enqueue(SpeakerProbe(uid, start, t, audio, audio_t0, wall))
@@ -278,22 +326,37 @@ class Node:
         # (its last frame unvoiced; the VAD closes it 2 frames later and the turn is transcribed
         # then) once it has had one for its early estimate; it runs when speech goes on.
         ending = self._ticks.get("decode", (None, 0))[0] == uid and self.segmenter.trailing_silence_s() > 0
-        decode = asr is not None and asr.incremental and not ending and self._due(
-            "decode", uid, t - start, self.cfg.asr.incremental_s, early=self.cfg.emotion.early)
-        if decode and not self.load.allow("incremental"):      # shed (counted): no early estimate
+        decode = (
+            asr is not None
+            and asr.incremental
+            and not ending
+            and self._due("decode", uid, t - start, self.cfg.asr.incremental_s, early=self.cfg.emotion.early)
+        )
+        if decode and not self.load.allow("incremental"):  # shed (counted): no early estimate
             decode = False
         check = spk is not None and self._due("voice", uid, t - start, self.cfg.speakers.live_change_s)
         if decode or check:
             audio_t0, audio = self.segmenter.open_audio()
-            self._enqueue(TurnSoFar(uid, start, t, audio, audio_t0, wall, decode=decode, check_voice=check,
-                                    agree=t - start >= self.cfg.asr.incremental_s))
+            self._enqueue(
+                TurnSoFar(
+                    uid,
+                    start,
+                    t,
+                    audio,
+                    audio_t0,
+                    wall,
+                    decode=decode,
+                    check_voice=check,
+                    agree=t - start >= self.cfg.asr.incremental_s,
+                )
+            )
         if asr is None:
             return
         if getattr(self, "_partial_at", None) is None or self._partial_at[0] != uid:
             self._partial_at = (uid, start + self.cfg.asr.partial_after_s)
         if t >= self._partial_at[1]:
             self._partial_at = (uid, self._partial_at[1] + self.cfg.asr.partial_after_s)
-            if self.load.allow("partial"):                      # else shed (counted)
+            if self.load.allow("partial"):  # else shed (counted)
                 audio_t0, audio = self.segmenter.open_audio()
                 self._enqueue(PartialAudio(uid, start, t, audio, audio_t0, wall))
 
@@ -317,11 +380,12 @@ class Node:
     def wait_for_faces(self, t: float) -> None:
         """Replay: block until the face thread has handled frames up to capture time t."""
         if not self.wants_frames or (self.mode == "live" and self._camera_down()):
-            return                     # a lost camera: audio-only until it is back
+            return  # a lost camera: audio-only until it is back
         timeout = None if self.mode == "replay" else 0.3
         with self._face_cond:
-            self._face_cond.wait_for(lambda: self.face_time >= t or self._faces_finished.is_set()
-                                     or self._stop.is_set(), timeout=timeout)
+            self._face_cond.wait_for(
+                lambda: self.face_time >= t or self._faces_finished.is_set() or self._stop.is_set(), timeout=timeout
+            )
 
     def _enqueue(self, item) -> None:
         self.segments.put((time.monotonic(), item))
@@ -350,9 +414,9 @@ class Node:
                 if self.perception is not None:
                     self.publish_results(self.perception.finish())
                 break
-            if self._stop.is_set():          # interrupted: no new work, the session is finalised
+            if self._stop.is_set():  # interrupted: no new work, the session is finalised
                 continue
-            if isinstance(item, SpeakerProbe):          # (a PartialAudio: test it first)
+            if isinstance(item, SpeakerProbe):  # (a PartialAudio: test it first)
                 self.publish_results(self.perception.on_probe(item))
             elif isinstance(item, TurnSoFar):
                 if self._backlogged():
@@ -372,7 +436,7 @@ class Node:
                 self.publish_results([self._plain_utterance(item)])
             else:
                 self.wait_for_faces(item.end)
-                self._utterance_idle.clear()        # faces yield the CPU meanwhile
+                self._utterance_idle.clear()  # faces yield the CPU meanwhile
                 try:
                     bodies = self.perception.process_segment(item, provisional=not self._backlogged())
                 finally:
@@ -386,8 +450,9 @@ class Node:
             if body.get("final"):
                 if body["topic"] == "utterance" and body.get("speech", True):
                     self.utterances += 1
-                    self.history.add(DialogueTurn(body["utterance_id"], body["speaker"], body["text"],
-                                          body["start"], body["end"]))
+                    self.history.add(
+                        DialogueTurn(body["utterance_id"], body["speaker"], body["text"], body["start"], body["end"])
+                    )
                 elif body["topic"] == "emotion" and body.get("label"):
                     self.history.set_emotion(body["utterance_id"], body["label"], body["probs"])
             if "_wall_end" in body:
@@ -402,10 +467,20 @@ class Node:
 
     def _plain_utterance(self, seg: SpeechEnd) -> dict:
         """Spine only (no perception): every segment is its own final utterance."""
-        return {**messages.utterance(seg.utterance_id, final=True, start=seg.start, end=seg.end, speaker=None,
-                                     text=None, segments=[seg.utterance_id], spans=[[seg.start, seg.end]],
-                                     forced=seg.forced),
-                "_wall_end": seg.wall}
+        return {
+            **messages.utterance(
+                seg.utterance_id,
+                final=True,
+                start=seg.start,
+                end=seg.end,
+                speaker=None,
+                text=None,
+                segments=[seg.utterance_id],
+                spans=[[seg.start, seg.end]],
+                forced=seg.forced,
+            ),
+            "_wall_end": seg.wall,
+        }
 
     # ---- faces -------------------------------------------------------------------------
     def _next_frame(self) -> Frame | None:
@@ -443,7 +518,7 @@ class Node:
                     next_t += period
                 self._faces_due += 1
                 if self._faces_due % 2 == 0 and not self.load.allow("faces"):
-                    self._frame_seen(frame.t)        # shed (counted): half the face rate
+                    self._frame_seen(frame.t)  # shed (counted): half the face rate
                     continue
                 # Two cores: a face frame must not delay a turn's result. The face thread
                 # waits (at most FACE_YIELD_S) while the utterance thread computes one; live,
@@ -486,39 +561,61 @@ class Node:
         self._status_calls = getattr(self, "_status_calls", 0) + 1
         if self._status_calls % 60 == 0:
             from robot_emotion.node.footprint import release_free_memory
+
             release_free_memory()
-        dropped = {"frames": self.slot.dropped, "audio_overflows": self.audio_q.overflows,
-                   "publish": self.publisher.dropped}
+        dropped = {
+            "frames": self.slot.dropped,
+            "audio_overflows": self.audio_q.overflows,
+            "publish": self.publisher.dropped,
+        }
         skipped = dict(self.skipped)
         for s in self.sources:
             if hasattr(s, "portaudio_overflows"):
                 dropped["portaudio_overflows"] = s.portaudio_overflows
-            if hasattr(s, "corrupt_frames"):            # replay: video frames that did not decode
+            if hasattr(s, "corrupt_frames"):  # replay: video frames that did not decode
                 skipped["corrupt_frames"] = s.corrupt_frames
-        return {"uptime": time.monotonic() - self._t_start, "t": self.clock.now(),
-                # the session's state for a subscriber that joined late (or before the node)
-                "ready": self.publisher.latched_ready is not None, "mode": self.mode,
-                "unix_start": getattr(self.clock, "unix_start", None) or None,
-                "config_digest": self.config_digest,
-                "stages": self.stats.summary(),
-                "queues": {"audio": self.audio_q.qsize(), "frames": self.frame_q.qsize(),
-                           "segments": self.segments.qsize(), "publish": self.publisher.pending()},
-                "dropped": dropped,
-                "sources": {s.name: s.state for s in self.sources},
-                "skipped": skipped,
-                "load": self.load.snapshot(time.monotonic()),
-                "robot": {"speaking": self.robot.speaking, "muted": self.robot.muted,
-                          "segments_dropped": self.robot.robot_segments,
-                          **({"control": self.control_server.state, "control_failures": self.control_server.failures}
-                             if self.control_server is not None else {})},
-                "outputs": {**self.publisher.outputs(),
-                            **{"session": "failed" if r.failure else "recording" for r in self.recorders}},
-                "utterances": self.utterances, "in_speech": self.segmenter.in_speech,
-                "asr_fallbacks": getattr(getattr(self.perception, "asr", None), "fallbacks", 0)}
+        return {
+            "uptime": time.monotonic() - self._t_start,
+            "t": self.clock.now(),
+            # the session's state for a subscriber that joined late (or before the node)
+            "ready": self.publisher.latched_ready is not None,
+            "mode": self.mode,
+            "unix_start": getattr(self.clock, "unix_start", None) or None,
+            "config_digest": self.config_digest,
+            "stages": self.stats.summary(),
+            "queues": {
+                "audio": self.audio_q.qsize(),
+                "frames": self.frame_q.qsize(),
+                "segments": self.segments.qsize(),
+                "publish": self.publisher.pending(),
+            },
+            "dropped": dropped,
+            "sources": {s.name: s.state for s in self.sources},
+            "skipped": skipped,
+            "load": self.load.snapshot(time.monotonic()),
+            "robot": {
+                "speaking": self.robot.speaking,
+                "muted": self.robot.muted,
+                "segments_dropped": self.robot.robot_segments,
+                **(
+                    {"control": self.control_server.state, "control_failures": self.control_server.failures}
+                    if self.control_server is not None
+                    else {}
+                ),
+            },
+            "outputs": {
+                **self.publisher.outputs(),
+                **{"session": "failed" if r.failure else "recording" for r in self.recorders},
+            },
+            "utterances": self.utterances,
+            "in_speech": self.segmenter.in_speech,
+            "asr_fallbacks": getattr(getattr(self.perception, "asr", None), "fallbacks", 0),
+        }
 
 
 class _EndOfAudio:
     """Sentinel block: the recording is over."""
+
     t = 0.0
     samples = np.zeros(0, np.int16)
     wall = 0.0

@@ -4,6 +4,7 @@ Thread-safe and bounded. Turns are kept in order of their start time (the recogn
 may finish them slightly out of order). Only PAST turns are ever handed out: a live
 robot never knows the reply, so neither does training.
 """
+
 from __future__ import annotations
 
 import bisect

@@ -10,6 +10,7 @@ Every `emotion` message also says what each branch said (``branches``: its proba
 its weight in the fused result) and places the fused result on the circumplex (``valence``
 -1..1, ``arousal`` 0..1) as the probability-weighted mean of the class coordinates below.
 """
+
 from __future__ import annotations
 
 import time
@@ -19,8 +20,13 @@ import numpy as np
 
 from robot_emotion import EMOTIONS
 from robot_emotion.bus.messages import valence_arousal
-from robot_emotion.features.utterance import (AudioFeaturizer, TextFeaturizer, UtteranceFeatures,
-                                              face_features, to_fusion_input)
+from robot_emotion.features.utterance import (
+    AudioFeaturizer,
+    TextFeaturizer,
+    UtteranceFeatures,
+    face_features,
+    to_fusion_input,
+)
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEFAULT_CHECKPOINT = ASSETS / "default_emotion.pt"
@@ -34,6 +40,7 @@ AUDIO_DIM = 384  # width of the Whisper tiny.en encoder states (AUDIO_ENCODER)
 def node_feature_dims(asr=None, text_model=None) -> dict[str, int]:
     """The feature size each of the node's encoders gives; a checkpoint's dims must match."""
     from robot_emotion.vision.expression import FEATURE_DIM
+
     dims = {"face": FEATURE_DIM}
     if asr is not None and "whisper" in getattr(asr, "id", ""):
         dims["audio"] = AUDIO_DIM
@@ -46,6 +53,7 @@ def precheck_checkpoint(cfg, asr=None) -> dict:
     """Read and validate the configured checkpoint (CheckpointError, exit 3) before the models
     load: a checkpoint that cannot work is refused in a second, not after the ASR loaded."""
     from robot_emotion.models.checkpoint import read_checkpoint, validate_checkpoint
+
     path = Path(cfg.emotion.model) if cfg.emotion.model else DEFAULT_CHECKPOINT
     raw = read_checkpoint(path)
     validate_checkpoint(raw, path, node_feature_dims(asr))
@@ -53,8 +61,7 @@ def precheck_checkpoint(cfg, asr=None) -> dict:
 
 
 def configured_encoders(text_model, asr) -> dict:
-    enc = {"text": {"id": text_model.id, "version": text_model.version},
-           "face": FACE_ENCODER}
+    enc = {"text": {"id": text_model.id, "version": text_model.version}, "face": FACE_ENCODER}
     if asr is not None and "whisper" in getattr(asr, "id", ""):
         enc["audio"] = AUDIO_ENCODER
     return enc
@@ -67,12 +74,12 @@ def voice_model(asr):
         return None
     from robot_emotion.audio.voice_emotion import VoiceEmotion
     from robot_emotion.shared_models import shared
+
     return shared(("voice_emotion",), VoiceEmotion.load)
 
 
 class EmotionScorer:
-    def __init__(self, model, meta: dict, text_model, asr=None, device: str = "cpu",
-                 history_turns: int = 8):
+    def __init__(self, model, meta: dict, text_model, asr=None, device: str = "cpu", history_turns: int = 8):
         self.model, self.meta, self.device = model, meta, device
         self.dims = dict(meta["dims"])
         self.model_id = meta.get("model_id") or f"{meta['family']}:{Path(meta.get('path', '')).stem}"
@@ -87,22 +94,40 @@ class EmotionScorer:
         from robot_emotion.features.text_emotion import TextEmotionModel
         from robot_emotion.models import load_checkpoint
         from robot_emotion.threads import cap_scorer_threads
+
         cap_scorer_threads()
         path = Path(cfg.emotion.model) if cfg.emotion.model else DEFAULT_CHECKPOINT
         raw = precheck_checkpoint(cfg, asr)  # it names the text branch it was built with
         text_dir = raw.get("training", {}).get("text_model_dir") or str(ASSETS)
         text_dir = text_dir if Path(text_dir).is_absolute() else str(path.parent / text_dir)
         from robot_emotion.shared_models import file_key, shared
-        text_model = shared(("text_model", str(Path(text_dir).resolve()), device, cfg.emotion.text_int8),
-                            lambda: TextEmotionModel.load(text_dir, device=device, int8=cfg.emotion.text_int8))
-        model, meta = shared(("fusion", file_key(path), device, getattr(asr, "id", None), id(text_model)),
-                             lambda: load_checkpoint(path, expected_encoders=configured_encoders(text_model, asr),
-                                                     map_location=device, node_dims=node_feature_dims(asr, text_model)))
+
+        text_model = shared(
+            ("text_model", str(Path(text_dir).resolve()), device, cfg.emotion.text_int8),
+            lambda: TextEmotionModel.load(text_dir, device=device, int8=cfg.emotion.text_int8),
+        )
+        model, meta = shared(
+            ("fusion", file_key(path), device, getattr(asr, "id", None), id(text_model)),
+            lambda: load_checkpoint(
+                path,
+                expected_encoders=configured_encoders(text_model, asr),
+                map_location=device,
+                node_dims=node_feature_dims(asr, text_model),
+            ),
+        )
         meta = dict(meta, path=str(path))
         return cls(model, meta, text_model, asr, device, cfg.emotion.history_turns)
 
-    def features(self, text: str | None, speaker: str | None, history: list, audio: np.ndarray,
-                 face_track: dict | None, lat: dict, final_key=None) -> UtteranceFeatures:
+    def features(
+        self,
+        text: str | None,
+        speaker: str | None,
+        history: list,
+        audio: np.ndarray,
+        face_track: dict | None,
+        lat: dict,
+        final_key=None,
+    ) -> UtteranceFeatures:
         f = UtteranceFeatures()
         if self.text is not None and text:
             t0 = time.perf_counter()
@@ -119,6 +144,7 @@ class EmotionScorer:
     def predict(self, feats: UtteranceFeatures) -> tuple[np.ndarray | None, np.ndarray | None, dict]:
         """-> (probs (7,) or None when no modality is available, embedding, modalities used)."""
         import torch
+
         x = to_fusion_input([feats], self.dims, self.device)
         with torch.no_grad():
             out = self.model(x)
@@ -141,9 +167,11 @@ class EmotionScorer:
                 continue
             f = getattr(feats, m)
             probs = None if f is None or f.probs is None else f.probs / max(float(f.probs.sum()), 1e-12)
-            out[m] = {"probs": None if probs is None else {e: round(float(p), 4) for e, p in zip(EMOTIONS, probs)},
-                      "label": None if probs is None else EMOTIONS[int(np.argmax(probs))],
-                      "weight": round(float(w.get(m, 0.0)) / total, 4) if late and total > 0 else None}
+            out[m] = {
+                "probs": None if probs is None else {e: round(float(p), 4) for e, p in zip(EMOTIONS, probs)},
+                "label": None if probs is None else EMOTIONS[int(np.argmax(probs))],
+                "weight": round(float(w.get(m, 0.0)) / total, 4) if late and total > 0 else None,
+            }
         return out
 
     def prepare_text(self, history: list, speaker: str | None, text: str) -> None:
@@ -162,14 +190,21 @@ class EmotionScorer:
         t0 = time.perf_counter()
         probs, _, used = self.predict(feats)
         lat["fusion"] = (time.perf_counter() - t0) * 1000.0
-        body = {"topic": "emotion", **{k: utt[k] for k in ("utterance_id", "start", "end", "speaker", "face_track", "text")}}
+        body = {
+            "topic": "emotion",
+            **{k: utt[k] for k in ("utterance_id", "start", "end", "speaker", "face_track", "text")},
+        }
         body.update(modalities=used, model=self.model_id, latency_ms=lat)
         if probs is None:
             body.update(label=None, probs=None, valence=None, arousal=None, branches={})
         else:
             probs = probs / probs.sum()
             v, a = valence_arousal(probs)
-            body.update(label=EMOTIONS[int(np.argmax(probs))],
-                        probs={e: float(p) for e, p in zip(EMOTIONS, probs)},
-                        valence=v, arousal=a, branches=self.branches(feats, used))
+            body.update(
+                label=EMOTIONS[int(np.argmax(probs))],
+                probs={e: float(p) for e, p in zip(EMOTIONS, probs)},
+                valence=v,
+                arousal=a,
+                branches=self.branches(feats, used),
+            )
         return body

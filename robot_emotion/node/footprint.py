@@ -14,6 +14,7 @@ Three views of one process, read at the same instants from procfs (Linux):
 the kernel's own high-water mark (``VmHWM``, = getrusage ru_maxrss) is exact for RSS, so the gap
 between it and the sampled RSS peak says how much a short spike the sampling missed.
 """
+
 from __future__ import annotations
 
 import collections
@@ -33,8 +34,7 @@ import threading
 CT2_PRIMITIVE_CACHE_CAPACITY = "8"
 TORCH_PRIMITIVE_CACHE_CAPACITY = "128"
 
-STATUS_KEYS = {"VmRSS": "rss_mb", "VmHWM": "hwm_mb", "RssAnon": "anon_mb", "RssFile": "file_mb",
-               "RssShmem": "shmem_mb"}
+STATUS_KEYS = {"VmRSS": "rss_mb", "VmHWM": "hwm_mb", "RssAnon": "anon_mb", "RssFile": "file_mb", "RssShmem": "shmem_mb"}
 ROLLUP_KEYS = {"Pss": "pss_mb", "Pss_Anon": "pss_anon_mb", "Pss_File": "pss_file_mb"}
 
 
@@ -46,7 +46,7 @@ def _read_kb(path: str, keys: dict[str, str]) -> dict[str, float]:
                 name, _, rest = line.partition(":")
                 if name in keys:
                     out[keys[name]] = int(rest.split()[0]) / 1024.0
-    except OSError:           # not Linux, or a kernel without smaps_rollup (< 4.14): no figure
+    except OSError:  # not Linux, or a kernel without smaps_rollup (< 4.14): no figure
         pass
     return out
 
@@ -116,9 +116,10 @@ def release_free_memory() -> bool:
     dtype conversions) in the middle of the heap, where glibc never trims on its own: after
     loading, the full node's anonymous RSS falls from ~790 to ~670 MB, for < 1 ms."""
     import ctypes
+
     try:
-        return bool(ctypes.CDLL(None).malloc_trim(0))   # the process's own symbols: libc's
-    except (OSError, AttributeError):   # not glibc (musl, macOS): nothing to do
+        return bool(ctypes.CDLL(None).malloc_trim(0))  # the process's own symbols: libc's
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to do
         return False
 
 
@@ -139,4 +140,4 @@ def bound_primitive_caches(first_ctranslate2_call=None) -> None:
         os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = TORCH_PRIMITIVE_CACHE_CAPACITY
 
 
-_user_capacity: bool | None = None   # did the user set the variable before we first looked?
+_user_capacity: bool | None = None  # did the user set the variable before we first looked?

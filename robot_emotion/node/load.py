@@ -25,11 +25,12 @@ Nothing is shed silently: ``allow(kind)`` refuses only what the level sheds and 
 refusal (``shed``); ``shed_s`` is how long each kind has been shed so far. A replay never sheds
 (``enabled`` false: its events must not depend on the machine); its lag is still reported.
 """
+
 from __future__ import annotations
 
 import threading
 
-LEVELS = ("partial", "incremental", "faces")   # the order work is shed in (module docstring)
+LEVELS = ("partial", "incremental", "faces")  # the order work is shed in (module docstring)
 # Why 1 s: what a level sheds stops being queued at once, but the work already queued still runs
 # (about one incremental decode, 0.1-0.4 s, more on a starved core): give it that long to show
 # in the lag before shedding more.
@@ -45,14 +46,14 @@ class LoadShedder:
 
     def __init__(self, budget_ms: float, enabled: bool = True):
         self.budget_ms = float(budget_ms)
-        self.enabled = bool(enabled) and self.budget_ms > 0     # budget 0: never shed
+        self.enabled = bool(enabled) and self.budget_ms > 0  # budget 0: never shed
         self.level = 0
         self.lag_ms = 0.0
         self.peak_lag_ms = 0.0
         self.shed = {kind: 0 for kind in LEVELS}
-        self.changes = 0                      # level changes so far (up or down)
+        self.changes = 0  # level changes so far (up or down)
         self._shed_s = {kind: 0.0 for kind in LEVELS}
-        self._level_since: float | None = None   # when the current level began
+        self._level_since: float | None = None  # when the current level began
         self._changed = float("-inf")
         self._calm_s = 0.0
         self._last: float | None = None
@@ -60,7 +61,7 @@ class LoadShedder:
 
     @property
     def shedding(self) -> tuple[str, ...]:
-        return LEVELS[:self.level]
+        return LEVELS[: self.level]
 
     def observe(self, lag_ms: float, now: float, busy: bool = True) -> None:
         """The lag now (ms; ``now`` in time.monotonic() seconds). ``busy``: speech or work is
@@ -113,9 +114,15 @@ class LoadShedder:
         """status ``load``: lag, level, what is shed, how many items and for how long."""
         shed_s = self.shed_s(now)
         with self._lock:
-            return {"lag_ms": round(self.lag_ms, 1), "peak_lag_ms": round(self.peak_lag_ms, 1),
-                    "budget_ms": self.budget_ms, "enabled": self.enabled, "level": self.level,
-                    "shedding": list(self.shedding),
-                    "level_s": round(now - self._level_since, 2) if self.level and self._level_since is not None else 0.0,
-                    "shed": dict(self.shed), "shed_s": {k: round(v, 2) for k, v in shed_s.items()},
-                    "changes": self.changes}
+            return {
+                "lag_ms": round(self.lag_ms, 1),
+                "peak_lag_ms": round(self.peak_lag_ms, 1),
+                "budget_ms": self.budget_ms,
+                "enabled": self.enabled,
+                "level": self.level,
+                "shedding": list(self.shedding),
+                "level_s": round(now - self._level_since, 2) if self.level and self._level_since is not None else 0.0,
+                "shed": dict(self.shed),
+                "shed_s": {k: round(v, 2) for k, v in shed_s.items()},
+                "changes": self.changes,
+            }

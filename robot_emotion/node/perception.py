@@ -14,6 +14,7 @@ Face tracks are shared between the face and utterance threads under one lock. In
 the face thread waits for the audio energy up to each frame's time, so a replay at max
 speed and one at recorded pace give the same results.
 """
+
 from __future__ import annotations
 
 import threading
@@ -39,30 +40,31 @@ ENERGY_KEEP_S = 60.0
 class NodeLink:
     """What the perception stages may use of the Node that runs them, and nothing more. The
     default is a node of one's own (training's feature extraction: replay, nothing published)."""
-    mode: str = "replay"                                          # "live" | "replay"
-    stats: StageStats = field(default_factory=StageStats)         # per-stage timings (status)
+
+    mode: str = "replay"  # "live" | "replay"
+    stats: StageStats = field(default_factory=StageStats)  # per-stage timings (status)
     history: DialogueHistory = field(default_factory=DialogueHistory)  # final turns: text context
-    publish: Callable[[list], None] = lambda bodies: None          # results out now, in order
-    queued: Callable[[Callable], bool] = lambda match: False      # such an item already waiting?
-    stopping: Callable[[], bool] = lambda: False                  # the node is stopping
+    publish: Callable[[list], None] = lambda bodies: None  # results out now, in order
+    queued: Callable[[Callable], bool] = lambda match: False  # such an item already waiting?
+    stopping: Callable[[], bool] = lambda: False  # the node is stopping
 
 
 class Perception:
     def __init__(self, cfg: Config, *, asr=None, speakers=None, faces=None, emotion=None, people=None):
         self.cfg, self.asr, self.speakers, self.faces, self.emotion = cfg, asr, speakers, faces, emotion
-        self.people = people                     # PeopleLink (people/voice.py) when people.enabled
+        self.people = people  # PeopleLink (people/voice.py) when people.enabled
         self.uses_faces = faces is not None
         self._energy_cond = threading.Condition()
         self._energy_t: list[float] = []
         self._energy: list[float] = []
         self._audio_time = 0.0
         self._audio_closed = False
-        self._fed = 0                            # energy samples already pushed to faces
+        self._fed = 0  # energy samples already pushed to faces
         self._seen_speakers: set[str] = set()
         self._face_votes: dict[int, dict[str, int]] = {}  # face track -> voice ids heard from it
         self.turns = TurnBuilder(cfg.vad.turn_gap_ms / 1000.0, cfg.vad.max_utterance_s)
         self.link = NodeLink()
-        self.live = SpeechInProgress(self)       # the segment still being spoken
+        self.live = SpeechInProgress(self)  # the segment still being spoken
 
     def attach(self, link: NodeLink) -> None:
         """The Node that runs these stages (core.Node does this when it is built)."""
@@ -74,18 +76,25 @@ class Perception:
         10-15 s on a small CPU: a robot's operator should see why nothing happens yet)."""
         log = log or (lambda line: None)
         from robot_emotion.node.footprint import bound_primitive_caches
-        wanted = (cfg.asr.enabled and cfg.asr.backend != "none", cfg.speakers.enabled,
-                  has_video and cfg.faces.enabled, cfg.emotion.enabled)
+
+        wanted = (
+            cfg.asr.enabled and cfg.asr.backend != "none",
+            cfg.speakers.enabled,
+            has_video and cfg.faces.enabled,
+            cfg.emotion.enabled,
+        )
         if not any(wanted):
-            bound_primitive_caches()   # (silero VAD's, before it runs)
+            bound_primitive_caches()  # (silero VAD's, before it runs)
             return None  # the spine alone never imports torch (~300 MB)
         from robot_emotion.config import ConfigError
         from robot_emotion.compute import resolve_device
+
         try:
             device = resolve_device(cfg.node.device)
         except ValueError as e:  # e.g. cuda asked for on a machine without one
             raise ConfigError(f"node.device: {e}") from None
         from robot_emotion.threads import use_node_threads
+
         # The node's stages run in their own threads (VAD, faces, utterances) on a small CPU:
         # torch's intra-op threads on top oversubscribe it (first emotion p95 on the
         # conversation set 466-515 ms with 2 threads, 400 ms with 1; bench 352 ms).
@@ -93,9 +102,11 @@ class Perception:
         asr = speakers = faces = emotion = None
         if cfg.emotion.enabled:  # a checkpoint that cannot work is refused before any model loads
             from robot_emotion.node.emotion import precheck_checkpoint
+
             precheck_checkpoint(cfg)
         if cfg.asr.enabled and cfg.asr.backend != "none":
             from robot_emotion.audio.asr import make_asr
+
             log(f"loading speech recognition ({cfg.asr.backend})")
             asr = make_asr(cfg.asr, device=device)
         # Before any other model runs: oneDNN's caches, CTranslate2's read at the recogniser's
@@ -103,24 +114,29 @@ class Perception:
         bound_primitive_caches(getattr(asr, "warm_up", None))
         if cfg.speakers.enabled:
             from robot_emotion.audio.speakers import SpeakerTracker
+
             log("loading the speaker encoder")
             speakers = SpeakerTracker(cfg.speakers)
         people = None
         if cfg.people.enabled and speakers is not None:
             from robot_emotion.people.store import Matcher, PeopleStore, store_path
             from robot_emotion.people.voice import PeopleLink
+
             matcher = Matcher.load(cfg.people.match) if cfg.people.match else Matcher.load()
             people = PeopleLink(cfg.people, PeopleStore(store_path(cfg.people.store)), matcher)
         if has_video and cfg.faces.enabled:
             from robot_emotion.vision.faces import FacePipeline
+
             log("loading face detection and expressions")
             faces = FacePipeline(cfg.faces, device=device)
         if cfg.emotion.enabled:
             from robot_emotion.node.emotion import EmotionScorer
+
             log("loading the emotion model")
             emotion = EmotionScorer.from_config(cfg, device=device, asr=asr)
         from robot_emotion.node.footprint import release_free_memory
-        release_free_memory()   # loading left ~120 MB of freed temporaries in malloc's heap
+
+        release_free_memory()  # loading left ~120 MB of freed temporaries in malloc's heap
         if not any((asr, speakers, faces, emotion)):
             return None
         return cls(cfg, asr=asr, speakers=speakers, faces=faces, emotion=emotion, people=people)
@@ -134,7 +150,7 @@ class Perception:
         with self._energy_cond:
             for i in range(0, x.size - hop + 1, hop):
                 self._energy_t.append(t + (i + hop / 2) / SAMPLE_RATE)
-                self._energy.append(float(np.sqrt(np.mean(x[i:i + hop] ** 2))))
+                self._energy.append(float(np.sqrt(np.mean(x[i : i + hop] ** 2))))
             self._audio_time = t + x.size / SAMPLE_RATE
             # Keep a minute: enough for any utterance plus padding, bounded for a robot that runs for days.
             drop = next((i for i, tt in enumerate(self._energy_t) if tt >= self._audio_time - ENERGY_KEEP_S), 0)
@@ -152,20 +168,25 @@ class Perception:
     def process_frame(self, frame) -> dict | None:
         if self.link.mode == "replay":
             with self._energy_cond:
-                self._energy_cond.wait_for(lambda: self._audio_time >= frame.t or self._audio_closed
-                                           or self.link.stopping())
+                self._energy_cond.wait_for(
+                    lambda: self._audio_time >= frame.t or self._audio_closed or self.link.stopping()
+                )
         with self._energy_cond:
-            n = sum(1 for tt in self._energy_t[self._fed:] if tt <= frame.t)
-            new_t, new_e = self._energy_t[self._fed:self._fed + n], self._energy[self._fed:self._fed + n]
+            n = sum(1 for tt in self._energy_t[self._fed :] if tt <= frame.t)
+            new_t, new_e = self._energy_t[self._fed : self._fed + n], self._energy[self._fed : self._fed + n]
             self._fed += n
         if new_t:
             self.faces.push_audio(new_t, new_e)
-        tracks = self.faces.process(frame.image, frame.t)   # (locks its tracker only to update it)
+        tracks = self.faces.process(frame.image, frame.t)  # (locks its tracker only to update it)
         for name, ms in self.faces.timings_ms.items():
             if name in ("detect", "expression"):
                 self.link.stats.add(f"face_{name}", ms)
-        return {"topic": "face", "t": frame.t, "tracks": tracks,
-                "frame_size": [int(frame.image.shape[1]), int(frame.image.shape[0])]}
+        return {
+            "topic": "face",
+            "t": frame.t,
+            "tracks": tracks,
+            "frame_size": [int(frame.image.shape[1]), int(frame.image.shape[0])],
+        }
 
     def face_data(self, t0: float, t1: float) -> dict:
         if not self.uses_faces:
@@ -175,6 +196,7 @@ class Perception:
 
     def active_speaker(self, t0: float, t1: float, tracks: dict) -> tuple[int | None, float]:
         from robot_emotion.vision.active_speaker import assign_active_speaker
+
         series = {k: (v["t"], v["mouth_activity"]) for k, v in tracks.items()}
         with self._energy_cond:
             et, ee = np.asarray(self._energy_t), np.asarray(self._energy)
@@ -191,12 +213,15 @@ class Perception:
         a0 = max(0, int(round((seg.start - seg.audio_t0) * SAMPLE_RATE)))
         a1 = int(round((seg.end - seg.audio_t0) * SAMPLE_RATE))
         audio = seg.audio[a0:a1].astype(np.float32) / 32768.0
-        voice = self.speakers.label(self.speakers.split(audio, seg.start), seg.utterance_id,
-                                    self.live.prefer(seg.utterance_id), first)
+        voice = self.speakers.label(
+            self.speakers.split(audio, seg.start), seg.utterance_id, self.live.prefer(seg.utterance_id), first
+        )
         self.link.stats.add("speakers", (time.perf_counter() - t0) * 1000.0)
-        pieces = [Piece(seg, first + i, i == len(voice) - 1, v.start, v.end, v.speaker, v.confidence)
-                  for i, v in enumerate(voice)]
-        pieces[0].start, pieces[-1].end = seg.start, seg.end     # exact VAD boundaries
+        pieces = [
+            Piece(seg, first + i, i == len(voice) - 1, v.start, v.end, v.speaker, v.confidence)
+            for i, v in enumerate(voice)
+        ]
+        pieces[0].start, pieces[-1].end = seg.start, seg.end  # exact VAD boundaries
         return pieces
 
     def process_segment(self, seg, provisional: bool = True) -> list[dict]:
@@ -205,7 +230,7 @@ class Perception:
         seg = self.live.rest_of(seg)
         began = time.monotonic()
         guess = self.live.speculate(seg) if provisional else None
-        if provisional:        # (while the second core transcribes the tail)
+        if provisional:  # (while the second core transcribes the tail)
             self.link.publish(self.live.early_result(seg))
         bodies = []
         split_began = time.monotonic()
@@ -223,7 +248,7 @@ class Perception:
         if t is not None and t.dirty and provisional:
             bodies += self._result(t, final=False, guess=guess, pre=pre)
         elif guess is not None:
-            guess.result()          # (never leave the recogniser busy behind our back)
+            guess.result()  # (never leave the recogniser busy behind our back)
         return bodies
 
     def on_turn_gap(self, gap) -> list[dict]:
@@ -256,11 +281,13 @@ class Perception:
             bodies = self._result(turn, final=True)
         else:
             # (the publisher popped `_wall_end` from the provisional bodies: set it again)
-            bodies = [dict(b, final=True, latency_ms=dict(b.get("latency_ms", {})), _wall_end=turn.wall_end)
-                      for b in turn.bodies]
+            bodies = [
+                dict(b, final=True, latency_ms=dict(b.get("latency_ms", {})), _wall_end=turn.wall_end)
+                for b in turn.bodies
+            ]
         utt = bodies[0]
         if self.speakers is not None and utt.get("speech") is False:
-            for p in turn.pieces:              # not a voice: it must not found or move a speaker
+            for p in turn.pieces:  # not a voice: it must not found or move a speaker
                 self.speakers.clusterer.unassign(p.key)
         # Once per turn (not per provisional): check the voice id against the speaking face.
         speaker = self._reconcile(utt["speaker"], utt["face_track"], utt["face_confidence"])
@@ -304,14 +331,14 @@ class Perception:
             if guess is not None:
                 key, tr = guess.result()
                 if key != (audio_t0, audio.size, prompt):
-                    tr = None                    # the turn came out otherwise: decode it now
+                    tr = None  # the turn came out otherwise: decode it now
                     self.link.stats.add("asr_guess_missed", 1.0)
             if tr is None:
                 tr = self.asr.transcribe(audio, prompt=prompt, hypotheses=self.live.hypotheses(audio_t0))
-            lat["asr"] = (time.perf_counter() - t0) * 1000.0   # what this result waited for it
-            self.link.stats.add("asr", tr.ms)                          # what the recognition cost
+            lat["asr"] = (time.perf_counter() - t0) * 1000.0  # what this result waited for it
+            self.link.stats.add("asr", tr.ms)  # what the recognition cost
             text, asr_conf = tr.text.strip(), tr.confidence
-            speech = bool(text)      # Whisper heard no words: noise, applause, a door
+            speech = bool(text)  # Whisper heard no words: noise, applause, a door
         start, end = turn.start, turn.end
         tracks = self.face_data(start, end)
         face_track, face_conf = None, None
@@ -321,12 +348,24 @@ class Perception:
             self.link.stats.add("active_speaker", (time.perf_counter() - t0) * 1000.0)
         speaker = turn.speaker if speech else None
         body = messages.utterance(
-            turn.id, final=final, speech=speech, start=start, end=end, speaker=speaker,
-            speaker_confidence=turn.speaker_confidence if speech else None, person=self.person(speaker),
-            face_track=face_track, face_confidence=face_conf if face_track is not None else None,
-            text=text or None, asr_confidence=asr_conf if speech else None,
-            language=self.cfg.asr.language if text else None,   # what the recogniser was told
-            segments=turn.segments, spans=turn.spans, forced=turn.forced, latency_ms=lat)
+            turn.id,
+            final=final,
+            speech=speech,
+            start=start,
+            end=end,
+            speaker=speaker,
+            speaker_confidence=turn.speaker_confidence if speech else None,
+            person=self.person(speaker),
+            face_track=face_track,
+            face_confidence=face_conf if face_track is not None else None,
+            text=text or None,
+            asr_confidence=asr_conf if speech else None,
+            language=self.cfg.asr.language if text else None,  # what the recogniser was told
+            segments=turn.segments,
+            spans=turn.spans,
+            forced=turn.forced,
+            latency_ms=lat,
+        )
         bodies = [body]
         if self.emotion is not None and speech:
             face = tracks.get(face_track) if face_track is not None else None
@@ -358,8 +397,11 @@ class Perception:
             votes = self._face_votes.setdefault(face_track, {})
             if new and votes:
                 usual = max(votes, key=votes.get)
-                if votes[usual] >= 2 and votes[usual] >= 0.75 * sum(votes.values()) \
-                        and self.speakers.clusterer.merge(speaker, usual):
+                if (
+                    votes[usual] >= 2
+                    and votes[usual] >= 0.75 * sum(votes.values())
+                    and self.speakers.clusterer.merge(speaker, usual)
+                ):
                     speaker, new = usual, False
                     self._relabel_open(speaker)
             votes[speaker] = votes.get(speaker, 0) + 1

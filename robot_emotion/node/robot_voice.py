@@ -14,6 +14,7 @@ the robot stops, its text enters the dialogue history as the robot's turn (text 
 the next human turn) and is published as an ``utterance`` with ``speaker: "robot"`` and
 ``final: true``.
 """
+
 from __future__ import annotations
 
 import threading
@@ -25,10 +26,10 @@ from robot_emotion.audio.vad import SpeechEnd, SpeechStart
 from robot_emotion.bus import messages
 from robot_emotion.node.dialogue import DialogueTurn
 
-LEAD_S = 0.2            # audio reaches the VAD a little after the controller says "start"
-ECHO_TAIL_S = 0.5       # ... and the room still rings after "stop"
-BARGE_IN_S = 0.15       # this long above the robot's level: a person is talking over it
-MIN_REFERENCE_S = 0.4   # robot audio needed before its level is trusted
+LEAD_S = 0.2  # audio reaches the VAD a little after the controller says "start"
+ECHO_TAIL_S = 0.5  # ... and the room still rings after "stop"
+BARGE_IN_S = 0.15  # this long above the robot's level: a person is talking over it
+MIN_REFERENCE_S = 0.4  # robot audio needed before its level is trusted
 
 
 class RobotVoice:
@@ -37,10 +38,10 @@ class RobotVoice:
     def __init__(self, barge_in_db: float = 8.0, block_s: float = 0.03):
         self.barge_in_db, self.block_s = barge_in_db, block_s
         self._lock = threading.Lock()
-        self.intervals: list[list[float]] = []   # [start, end or inf] in session seconds
+        self.intervals: list[list[float]] = []  # [start, end or inf] in session seconds
         self.text: str | None = None
         self.muted = False
-        self._levels: deque[float] = deque(maxlen=400)    # dBFS of blocks while the robot speaks
+        self._levels: deque[float] = deque(maxlen=400)  # dBFS of blocks while the robot speaks
         self._above = 0.0
         self.barge_in_ids: set[str] = set()
         self.robot_segments = 0
@@ -60,7 +61,7 @@ class RobotVoice:
             if not self.speaking:
                 return None
             self.intervals[-1][1] = t
-            del self.intervals[:-20]                      # a robot that talks for days
+            del self.intervals[:-20]  # a robot that talks for days
             turn = (self.intervals[-1][0], t, text or self.text)
             self.text = None
             return turn
@@ -88,7 +89,7 @@ class RobotVoice:
             self._above += x.size / 16000.0
         else:
             self._above = 0.0
-            self._levels.append(db)        # barge-in audio must not raise the robot's reference
+            self._levels.append(db)  # barge-in audio must not raise the robot's reference
         if self._above >= BARGE_IN_S and open_id is not None and open_id not in self.barge_in_ids:
             self.barge_in_ids.add(open_id)
             return open_id
@@ -113,7 +114,7 @@ class RobotVoiceControl:
     def check_barge_in(self, t: float, samples) -> None:
         seg = self._open_segment()
         uid = self.robot.on_block(t, samples, seg[0] if seg else None)
-        if uid is not None:                    # a person talks over the robot: that is speech
+        if uid is not None:  # a person talks over the robot: that is speech
             self._publish(messages.speech_start(uid, seg[1], t + samples.size / 16000, barge_in=True))
 
     def robot_segment(self, ev) -> bool:
@@ -126,8 +127,11 @@ class RobotVoiceControl:
             if isinstance(ev, SpeechStart):
                 self._publish(messages.speech_start(ev.utterance_id, ev.start, ev.decided_at, speaker="robot"))
             else:
-                self._publish(messages.speech_end(ev.utterance_id, ev.start, ev.end, ev.decided_at, ev.forced,
-                                                  ev.dropped, speaker="robot"))
+                self._publish(
+                    messages.speech_end(
+                        ev.utterance_id, ev.start, ev.end, ev.decided_at, ev.forced, ev.dropped, speaker="robot"
+                    )
+                )
         return True
 
     def on_control(self, req: dict) -> dict:
@@ -147,7 +151,7 @@ class RobotVoiceControl:
             self.robot.muted = cmd == "mute"
         elif cmd == "reset":
             self._history.clear()
-        elif cmd != "ping":                    # ping: is the node up (models loaded)?
+        elif cmd != "ping":  # ping: is the node up (models loaded)?
             raise ValueError(f"unknown cmd {cmd!r} (robot.speaking, mute, unmute, reset, ping)")
         return {"t": t}
 
@@ -156,5 +160,8 @@ class RobotVoiceControl:
         self._robot_turns += 1
         uid = f"robot-{self._robot_turns}"
         self._history.add(DialogueTurn(uid, "robot", text, start, end))
-        self._publish(messages.utterance(uid, final=True, start=start, end=end, speaker="robot", text=text,
-                                         segments=[], spans=[[start, end]]))
+        self._publish(
+            messages.utterance(
+                uid, final=True, start=start, end=end, speaker="robot", text=text, segments=[], spans=[[start, end]]
+            )
+        )

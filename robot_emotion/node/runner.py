@@ -1,4 +1,5 @@
 """Wire a Node to its sources for the three ways of running it: live, record, replay."""
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,7 @@ class JsonlSink:
     def __init__(self, path: str | Path):
         self.name = str(path)
         self.check_path(path)
-        try:       # "-": stdout, closed by nobody (the readable lines are then not printed)
+        try:  # "-": stdout, closed by nobody (the readable lines are then not printed)
             self.f = sys.stdout if str(path) == "-" else open(path, "w", encoding="utf-8")
         except OSError as e:
             raise UsageError(f"--out {path}: cannot write it ({e.strerror or e})") from None
@@ -53,7 +54,7 @@ class JsonlSink:
             return
         try:
             self.f.close()
-        except OSError:   # the failure was already reported when a write failed
+        except OSError:  # the failure was already reported when a write failed
             pass
 
 
@@ -79,15 +80,27 @@ def _ready(node: Node, load_s: float, devices: dict | None = None) -> None:
     models = {}
     if node.perception is not None:
         p = node.perception
-        models = {"asr": p.asr is not None, "speakers": p.speakers is not None,
-                  "faces": p.faces is not None, "emotion": p.emotion is not None}
+        models = {
+            "asr": p.asr is not None,
+            "speakers": p.speakers is not None,
+            "faces": p.faces is not None,
+            "emotion": p.emotion is not None,
+        }
     # unix_start: a capture time t happened at unix_start + t (replay: the recording's own
     # origin, null for a media file that has none); config_digest: which settings ran
-    node.publisher.publish({"topic": "ready", "t": node.clock.now(), "mode": node.mode,
-                            "devices": devices if devices is not None else {s.name: s.state for s in node.sources},
-                            "models": models, "load_s": round(load_s, 3),
-                            "unix_start": node.clock.unix_start or None, "config_digest": node.config_digest,
-                            "language": {"asr": node.cfg.asr.language, "text": "en"}})
+    node.publisher.publish(
+        {
+            "topic": "ready",
+            "t": node.clock.now(),
+            "mode": node.mode,
+            "devices": devices if devices is not None else {s.name: s.state for s in node.sources},
+            "models": models,
+            "load_s": round(load_s, 3),
+            "unix_start": node.clock.unix_start or None,
+            "config_digest": node.config_digest,
+            "language": {"asr": node.cfg.asr.language, "text": "en"},
+        }
+    )
     _log(f"ready: {node.mode} session {node.session_id}")
 
 
@@ -118,6 +131,7 @@ class ReplayProgress:
     def __init__(self, duration: float, clock, quiet: bool, every_s: float = 10.0):
         import os
         import sys
+
         self.duration, self.clock, self.every_s = duration, clock, every_s
         self._next = time.monotonic() + every_s
         self.bar = None
@@ -128,8 +142,14 @@ class ReplayProgress:
             same, tty = False, False
         if tty and (quiet or not same):
             from tqdm import tqdm
-            self.bar = tqdm(total=round(duration, 1), unit="s", desc="replay", leave=False,
-                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}]")
+
+            self.bar = tqdm(
+                total=round(duration, 1),
+                unit="s",
+                desc="replay",
+                leave=False,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}]",
+            )
 
     def update(self) -> None:
         t = min(self.clock.now(), self.duration)
@@ -148,9 +168,20 @@ def _drain_progress(n_queued: int) -> None:
     _log(f"finishing: {n_queued} queued item(s) left")
 
 
-def replay(cfg: Config, source: str, speed: str | float = "max", sinks=(), resample: bool = False,
-           perception="auto", progress=_drain_progress, stop_event: threading.Event | None = None,
-           on_node=None, stall_s: float = 120.0, control: bool = False, show_progress: str | None = None) -> Node:
+def replay(
+    cfg: Config,
+    source: str,
+    speed: str | float = "max",
+    sinks=(),
+    resample: bool = False,
+    perception="auto",
+    progress=_drain_progress,
+    stop_event: threading.Event | None = None,
+    on_node=None,
+    stall_s: float = 120.0,
+    control: bool = False,
+    show_progress: str | None = None,
+) -> Node:
     """Replay a recording through the node; returns the stopped node (for its stats).
     ``stop_event`` set = SIGINT; ``on_node(node)`` is called once the node exists (api.py).
     ``control``: serve control.endpoint as live does (a controller's tests on recordings);
@@ -161,35 +192,60 @@ def replay(cfg: Config, source: str, speed: str | float = "max", sinks=(), resam
     rec = open_recording(source, resample=resample, bag=cfg.bag)
     server = _start_control(cfg) if control else None
     try:
-        return _replay(cfg, rec, source, speed, sinks, perception, progress, stop_event, on_node,
-                       stall_s, server, t_load, show_progress)
+        return _replay(
+            cfg,
+            rec,
+            source,
+            speed,
+            sinks,
+            perception,
+            progress,
+            stop_event,
+            on_node,
+            stall_s,
+            server,
+            t_load,
+            show_progress,
+        )
     finally:
         if server is not None:
             server.stop()
 
 
-def _replay(cfg, rec, source, speed, sinks, perception, progress, stop_event, on_node, stall_s,
-            server, t_load, show_progress) -> Node:
-    for note in rec.notes:             # a recorded video that will not be replayed, and why
+def _replay(
+    cfg, rec, source, speed, sinks, perception, progress, stop_event, on_node, stall_s, server, t_load, show_progress
+) -> Node:
+    for note in rec.notes:  # a recorded video that will not be replayed, and why
         _log(note)
     clock = VirtualClock(rec.meta.get("unix_start", 0.0))
     has_video = rec.frames is not None and cfg.camera.enabled and cfg.faces.enabled
     if perception == "auto":
         perception = build_perception(cfg, has_video)
-    node = Node(cfg, clock, mode="replay", session_id=cfg.node.session_id or rec.session_id,
-                perception=perception, sinks=sinks)
-    node.realtime = speed != "max"     # as fast as possible: faces and turns run side by side
+    node = Node(
+        cfg, clock, mode="replay", session_id=cfg.node.session_id or rec.session_id, perception=perception, sinks=sinks
+    )
+    node.realtime = speed != "max"  # as fast as possible: faces and turns run side by side
     if server is not None:
         server.node = node
         node.control_server = server
     if on_node is not None:
         on_node(node)
-    src = ReplaySource(rec, clock, node.audio_q, node.feed_frame if has_video else None, speed,
-                       cfg.microphone.block_ms, cfg.av.offset_ms / 1000.0)
+    src = ReplaySource(
+        rec,
+        clock,
+        node.audio_q,
+        node.feed_frame if has_video else None,
+        speed,
+        cfg.microphone.block_ms,
+        cfg.av.offset_ms / 1000.0,
+    )
     with _Signals(stop_event) as interrupted:
         # ready before the reader moves the clock: replay's session time starts at 0
-        node.start([src], has_video=has_video,
-                   before_sources=lambda: _ready(node, time.monotonic() - t_load, {"replay": source}))
+        node.start(
+            [src],
+            has_video=has_video,
+            before_sources=lambda: _ready(node, time.monotonic() - t_load, {"replay": source}),
+        )
         bar = ReplayProgress(rec.duration, clock, show_progress == "quiet") if show_progress else None
         while not (src.done.is_set() or interrupted.is_set() or node.errors):
             src.done.wait(0.1)
@@ -214,17 +270,16 @@ class _AsLiveInput:
     def __init__(self, node: Node):
         self.node = node
 
-    def put(self, block, stop) -> bool:            # ReplaySource's audio sink
+    def put(self, block, stop) -> bool:  # ReplaySource's audio sink
         self.node.audio_q.put_nowait(block)
         return True
 
-    def frame(self, frame) -> bool:                # ... and its frame sink
+    def frame(self, frame) -> bool:  # ... and its frame sink
         self.node.slot.put(frame)
         return True
 
 
-def paced_live(cfg: Config, source, sinks=(), perception="auto", on_node=None,
-               stall_s: float = 120.0) -> Node:
+def paced_live(cfg: Config, source, sinks=(), perception="auto", on_node=None, stall_s: float = 120.0) -> Node:
     """A recording at recorded pace through a node in LIVE mode: what a robot would see, load
     shedding included (node/load.py), with the same audio every time. For the bench and soak runs
     under contention (``robot-emotion bench --contention N``); ``replay`` never does this (a replay's
@@ -236,15 +291,18 @@ def paced_live(cfg: Config, source, sinks=(), perception="auto", on_node=None,
     has_video = rec.frames is not None and cfg.camera.enabled and cfg.faces.enabled
     if perception == "auto":
         perception = build_perception(cfg, has_video)
-    node = Node(cfg, clock, mode="live", session_id=cfg.node.session_id or rec.session_id,
-                perception=perception, sinks=sinks)
+    node = Node(
+        cfg, clock, mode="live", session_id=cfg.node.session_id or rec.session_id, perception=perception, sinks=sinks
+    )
     if on_node is not None:
         on_node(node)
     feed = _AsLiveInput(node)
-    src = ReplaySource(rec, clock, feed, feed.frame if has_video else None, 1.0,
-                       cfg.microphone.block_ms, cfg.av.offset_ms / 1000.0)
-    node.start([src], has_video=has_video,
-               before_sources=lambda: _ready(node, time.monotonic() - t_load, {"paced": rec.name}))
+    src = ReplaySource(
+        rec, clock, feed, feed.frame if has_video else None, 1.0, cfg.microphone.block_ms, cfg.av.offset_ms / 1000.0
+    )
+    node.start(
+        [src], has_video=has_video, before_sources=lambda: _ready(node, time.monotonic() - t_load, {"paced": rec.name})
+    )
     while not (src.done.is_set() or node.errors):
         src.done.wait(0.1)
     node.stop(drain=True, stall_s=stall_s, reason="end of input" if src.done.is_set() else "error")
@@ -277,15 +335,24 @@ class _MicrophoneWatch:
                 self.node.device_event("microphone", "restored", t)
                 return True
         if t - self.lost_at > self.grace_s:
-            self.node.errors.append(Failure(f"device lost: microphone stopped delivering data "
-                                            f"(not back after {self.grace_s:g} s)", DeviceLost))
+            self.node.errors.append(
+                Failure(
+                    f"device lost: microphone stopped delivering data (not back after {self.grace_s:g} s)", DeviceLost
+                )
+            )
             return False
         return True
 
 
-def live(cfg: Config, record_to: str | Path | None = None, duration: float | None = None,
-         sinks=(), provenance: dict | None = None, stop_event: threading.Event | None = None,
-         on_node=None) -> Node:
+def live(
+    cfg: Config,
+    record_to: str | Path | None = None,
+    duration: float | None = None,
+    sinks=(),
+    provenance: dict | None = None,
+    stop_event: threading.Event | None = None,
+    on_node=None,
+) -> Node:
     """Run on live devices until SIGINT/SIGTERM (or ``stop_event``), `duration` seconds, or a
     device is lost. ``on_node(node)`` is called once the node exists (api.py)."""
     check_endpoint(cfg.publish)  # a bad, busy or unauthenticated endpoint fails before models load
@@ -293,7 +360,7 @@ def live(cfg: Config, record_to: str | Path | None = None, duration: float | Non
     use_cam = cfg.camera.enabled
     # Models first: the session clock starts when the node can perceive (the `ready` message),
     # not during the 10-15 s of loading (a recording would start with that much dead air).
-    control = _start_control(cfg)      # before models load: a busy endpoint fails at once
+    control = _start_control(cfg)  # before models load: a busy endpoint fails at once
     try:
         perception = build_perception(cfg, use_cam and cfg.faces.enabled)
     except BaseException:
@@ -305,30 +372,36 @@ def live(cfg: Config, record_to: str | Path | None = None, duration: float | Non
     writer = None
     session_id = cfg.node.session_id or time.strftime("%Y%m%d-%H%M%S")
     if record_to is not None:
-        devices = {"microphone": cfg.microphone.device or "default",
-                   "camera": cfg.camera.source if use_cam else None}
+        devices = {"microphone": cfg.microphone.device or "default", "camera": cfg.camera.source if use_cam else None}
         cfg_dict = cfg.to_dict()
-        writer = SessionWriter(record_to, session_id, clock.unix_start, cfg_dict, devices,
-                               fps=cfg.camera.fps, private=cfg.node.private_sessions)
+        writer = SessionWriter(
+            record_to,
+            session_id,
+            clock.unix_start,
+            cfg_dict,
+            devices,
+            fps=cfg.camera.fps,
+            private=cfg.node.private_sessions,
+        )
         writer._meta["provenance"] = provenance
         node_sinks.append(writer.write_event)
-    node = Node(cfg, clock, mode="live", session_id=session_id, perception=perception,
-                sinks=node_sinks)
+    node = Node(cfg, clock, mode="live", session_id=session_id, perception=perception, sinks=node_sinks)
     if writer is not None:
         node.recorders.append(writer)
     if control is not None:
         control.node = node
-        node.control_server = control     # its state shows in status; its death ends the run
+        node.control_server = control  # its state shows in status; its death ends the run
     if on_node is not None:
         on_node(node)
     sources = []
     if cfg.microphone.enabled:
         sources.append(MicrophoneSource(cfg.microphone, clock, node.audio_q, writer))
     if use_cam:
-        sources.append(CameraSource(cfg.camera, clock, node.slot, cfg.av.offset_ms / 1000.0, writer,
-                                    on_state=node.device_event))
+        sources.append(
+            CameraSource(cfg.camera, clock, node.slot, cfg.av.offset_ms / 1000.0, writer, on_state=node.device_event)
+        )
     if not sources:
-        if control is not None:       # (its thread would hold the endpoint in an embedding program)
+        if control is not None:  # (its thread would hold the endpoint in an embedding program)
             control.stop()
         if writer is not None:
             writer.close()
@@ -339,7 +412,7 @@ def live(cfg: Config, record_to: str | Path | None = None, duration: float | Non
         with _Signals(stop_event) as interrupted:
             try:
                 node.start(sources, has_video=use_cam and cfg.faces.enabled)
-            except BaseException:     # a device that does not open: no stage thread outlives it
+            except BaseException:  # a device that does not open: no stage thread outlives it
                 node.stop(drain=False, reason="error")
                 raise
             _ready(node, time.monotonic() - t_load)
@@ -355,8 +428,7 @@ def live(cfg: Config, record_to: str | Path | None = None, duration: float | Non
                     node.errors.append(Failure(control.died or f"control socket {control.endpoint} stopped"))
                     break
                 interrupted.wait(0.1)
-            node.stop(drain=True, progress=_drain_progress,
-                      reason="interrupted" if interrupted.is_set() else reason)
+            node.stop(drain=True, progress=_drain_progress, reason="interrupted" if interrupted.is_set() else reason)
             node.interrupted = interrupted.is_set()
     finally:
         if control is not None:

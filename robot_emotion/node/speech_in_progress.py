@@ -13,6 +13,7 @@ in order, with the segment's audio so far:
                            scored on the words decoded so far (``early: true``, emotion.early)
   transcribe_partial(part) ``utterance.partial``
 """
+
 from __future__ import annotations
 
 import time
@@ -29,6 +30,7 @@ from robot_emotion.bus import messages
 @dataclass
 class PartialAudio:
     """The audio of an utterance still in progress (for `utterance.partial`)."""
+
     utterance_id: str
     start: float
     end: float
@@ -45,10 +47,11 @@ class SpeakerProbe(PartialAudio):
 class TurnSoFar(PartialAudio):
     """The open segment, every asr.incremental_s (decode the turn so far, audio/incremental.py)
     and every speakers.live_change_s (close the turn at a voice change inside it)."""
+
     decode: bool = True
     check_voice: bool = False
-    agree: bool = True      # the decode joins the ones whose agreement fixes a prefix (not the
-                            # half-step one for the early estimate: WER 8.0 -> 9.2% when it did)
+    agree: bool = True  # the decode joins the ones whose agreement fixes a prefix (not the
+    # half-step one for the early estimate: WER 8.0 -> 9.2% when it did)
 
 
 @dataclass
@@ -56,6 +59,7 @@ class EarlyText:
     """The last decode of the turn so far (on_turn_so_far): its words, up to ``until``, and the
     audio it decoded (the early estimate's voice is read from that audio's encoding, which the
     recogniser keeps: whisper_short.py)."""
+
     segment: str
     turn: str
     origin: float
@@ -68,10 +72,11 @@ class EarlyText:
 @dataclass
 class LiveCut:
     """Voice changes found while segment ``segment`` is spoken: the turns before ``at`` are closed."""
+
     segment: str
     at: float
-    next_index: int                 # the index of the next piece of the segment
-    heard: list                     # the speakers of the closed parts, in order
+    next_index: int  # the index of the next piece of the segment
+    heard: list  # the speakers of the closed parts, in order
 
 
 class SpeechInProgress:
@@ -83,11 +88,11 @@ class SpeechInProgress:
 
     def __init__(self, perception):
         self.p = perception
-        self._hyp = None                         # partial decodes of the open turn (incremental.py)
-        self._pool = None                        # the second core's recogniser thread (speculate)
-        self._cut: LiveCut | None = None         # voice changes found in the segment being spoken
-        self._head = None                        # ((segment, from), d-vector of its first 1.5 s)
-        self._early = None                       # EarlyText: the last decode of the segment being spoken
+        self._hyp = None  # partial decodes of the open turn (incremental.py)
+        self._pool = None  # the second core's recogniser thread (speculate)
+        self._cut: LiveCut | None = None  # voice changes found in the segment being spoken
+        self._head = None  # ((segment, from), d-vector of its first 1.5 s)
+        self._early = None  # EarlyText: the last decode of the segment being spoken
 
     def hypotheses(self, origin: float):
         """The open turn's partial decodes when they decode audio from ``origin``, else None."""
@@ -134,6 +139,7 @@ class SpeechInProgress:
         hyp = self._hyp if self._hyp is not None and self._hyp.matches(t0) else None
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
+
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr")
         key = (t0, audio.size, prompt)
         return self._pool.submit(lambda: (key, self.p.asr.transcribe(audio, prompt=prompt, hypotheses=hyp)))
@@ -155,24 +161,29 @@ class SpeechInProgress:
         (``item.check_voice``), decode the turn it is likely to continue or start, so far
         (``item.decode``, audio/incremental.py)."""
         bodies = self._voice_change_so_far(self._so_far(item)) if item.check_voice else []
+
         # a decode that serves only the early estimate (item.agree false), and the early text
         # features, are of no use once a later decode of the segment waits (it replaces them): skipped,
         # the events are the same (a replay at --speed max then does ~2 s less work per 30 s)
-        def later() -> bool:      # (asked when needed: the queue grows while a decode runs)
-            return self.p.link.queued(lambda it: isinstance(it, TurnSoFar) and it.decode and it.utterance_id == item.utterance_id)
+        def later() -> bool:  # (asked when needed: the queue grows while a decode runs)
+            return self.p.link.queued(
+                lambda it: isinstance(it, TurnSoFar) and it.decode and it.utterance_id == item.utterance_id
+            )
+
         if item.decode and self.p.asr is not None and (item.agree or not later()):
-            seg = self._so_far(item)      # (Turn.audio() pads it as it will the real one)
+            seg = self._so_far(item)  # (Turn.audio() pads it as it will the real one)
             turn = self._likely_turn(seg)
             t0, audio = turn.audio()
             if self._hyp is None or not self._hyp.matches(t0):
                 from robot_emotion.audio.incremental import Hypotheses
+
                 self._hyp = Hypotheses(t0)
             began = time.perf_counter()
             tr = self.p.asr.transcribe(audio, prompt=self.p.prompt(turn), hypotheses=self._hyp, update=item.agree)
             self.p.link.stats.add("asr_incremental", (time.perf_counter() - began) * 1000.0)
             self._early = EarlyText(item.utterance_id, turn.id, t0, item.end, tr.text.strip(), tr.confidence, audio)
             if self.p.emotion is not None and self.p.cfg.emotion.early and self._early.text and not later():
-                began = time.perf_counter()   # the early estimate's text features, now rather than at the pause
+                began = time.perf_counter()  # the early estimate's text features, now rather than at the pause
                 self.p.emotion.prepare_text(self.p.past_turns(turn.start), turn.speaker, self._early.text)
                 self.p.link.stats.add("text_early", (time.perf_counter() - began) * 1000.0)
         return bodies
@@ -185,8 +196,13 @@ class SpeechInProgress:
         this segment was decoded while spoken and heard words; ``early: true`` marks both
         messages, ``speaker`` is the open turn's or null (the segment is not labelled yet)."""
         e = self._early
-        if (e is None or self.p.emotion is None or not self.p.cfg.emotion.early or not e.text
-                or e.segment != seg.utterance_id):
+        if (
+            e is None
+            or self.p.emotion is None
+            or not self.p.cfg.emotion.early
+            or not e.text
+            or e.segment != seg.utterance_id
+        ):
             return []
         turn = self._likely_turn(seg)
         if turn.id != e.turn or abs(turn.pieces[0].pad_from - e.origin) > 1e-6:
@@ -194,11 +210,21 @@ class SpeechInProgress:
         tracks = self.p.face_data(turn.start, seg.end)
         face_track, face_conf = self.p.active_speaker(turn.start, seg.end, tracks) if tracks else (None, None)
         body = messages.utterance(
-            turn.id, final=False, start=turn.start, end=seg.end, speaker=turn.speaker,
-            person=self.p.person(turn.speaker), face_track=face_track,
-            face_confidence=face_conf if face_track is not None else None, text=e.text, text_end=e.until,
-            asr_confidence=e.confidence, language=self.p.cfg.asr.language, segments=turn.segments,
-            spans=turn.spans)
+            turn.id,
+            final=False,
+            start=turn.start,
+            end=seg.end,
+            speaker=turn.speaker,
+            person=self.p.person(turn.speaker),
+            face_track=face_track,
+            face_confidence=face_conf if face_track is not None else None,
+            text=e.text,
+            text_end=e.until,
+            asr_confidence=e.confidence,
+            language=self.p.cfg.asr.language,
+            segments=turn.segments,
+            spans=turn.spans,
+        )
         emo = self.p.score_emotion(body, e.audio, tracks.get(face_track) if face_track is not None else None)
         emo.update(final=False, early=True, text_end=e.until, person=body["person"])
         self.p.link.stats.add("early", 1.0)
@@ -206,8 +232,11 @@ class SpeechInProgress:
 
     def _so_far(self, item) -> SegmentPart:
         """The segment being spoken (less any part already closed) as a segment ending now."""
-        return self.rest_of(SegmentPart(item.utterance_id, item.start, item.end, item.audio,
-                                         item.audio_t0, decided_at=item.end, wall=item.wall))
+        return self.rest_of(
+            SegmentPart(
+                item.utterance_id, item.start, item.end, item.audio, item.audio_t0, decided_at=item.end, wall=item.wall
+            )
+        )
 
     def _voice_change_so_far(self, seg: SegmentPart) -> list[dict]:
         """Quick exchanges hold several turns in one segment (no pause between speakers). A
@@ -215,6 +244,7 @@ class SpeechInProgress:
         whether the voice may have changed; only then the segment so far is split (~0.1 s).
         The turn before the first change is closed and published now, not at the pause."""
         from robot_emotion.audio.speakers import RELIABLE_S
+
         start, end, uid, first = seg.start, seg.end, seg.utterance_id, seg.first_index
         if self.p.speakers is None or end - start < RELIABLE_S + self.p.speakers.detector.min_turn_s:
             return []
@@ -222,7 +252,7 @@ class SpeechInProgress:
 
         def span(a: float, b: float) -> np.ndarray:
             i0, i1 = (int(round((x - seg.audio_t0) * SAMPLE_RATE)) for x in (a, b))
-            return seg.audio[max(0, i0):i1].astype(np.float32) / 32768.0
+            return seg.audio[max(0, i0) : i1].astype(np.float32) / 32768.0
 
         enc = self.p.speakers.encoder
         if self._head is None or self._head[0] != (uid, start):
@@ -233,15 +263,14 @@ class SpeechInProgress:
         if len(pieces) < 2:
             return []
         cut = pieces[1].start
-        part = SegmentPart(uid, start, cut, seg.audio, seg.audio_t0, decided_at=cut, wall=seg.wall,
-                           first_index=first)
+        part = SegmentPart(uid, start, cut, seg.audio, seg.audio_t0, decided_at=cut, wall=seg.wall, first_index=first)
         v = self.p.speakers.label(pieces[:1], uid, self.prefer(uid), first)[0]
         bodies = []
         for closed in self.p.turns.add(Piece(part, first, False, start, cut, v.speaker, v.confidence)):
             bodies += self.p.finalize(closed)
         heard = self._cut.heard if self._cut is not None and self._cut.segment == uid else []
         self._cut = LiveCut(uid, cut, first + 1, heard + [v.speaker])
-        self._hyp = None          # its partial decodes heard the next voice too: not a prefix for this turn
+        self._hyp = None  # its partial decodes heard the next voice too: not a prefix for this turn
         self.p.link.stats.add("turns_cut_live", 1.0)
         return bodies + self.p.finalize(self.p.turns.close())
 

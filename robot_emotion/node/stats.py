@@ -1,4 +1,5 @@
 """Rolling per-stage timings for the status topic and the benchmark."""
+
 from __future__ import annotations
 
 import threading
@@ -34,8 +35,11 @@ class StageStats:
 
     def summary(self) -> dict:
         with self._lock:
-            return {k: {"median_ms": float(np.median(v)), "p95_ms": float(np.percentile(v, 95)),
-                        "n": len(v)} for k, v in self._samples.items() if v}
+            return {
+                k: {"median_ms": float(np.median(v)), "p95_ms": float(np.percentile(v, 95)), "n": len(v)}
+                for k, v in self._samples.items()
+                if v
+            }
 
     def all(self, stage: str) -> list[float]:
         with self._lock:

@@ -13,6 +13,7 @@ development voices): a logistic model of the cosine to a person's voice and the 
 speech heard, and a probability threshold chosen on dev for a low false-accept rate (a
 stranger called by someone's name costs more than a person not recognised).
 """
+
 from __future__ import annotations
 
 import json
@@ -57,9 +58,9 @@ def store_path(cfg_store: str = "") -> Path:
 
 @dataclass(frozen=True)
 class Person:
-    id: str              # "P<n>"
+    id: str  # "P<n>"
     name: str | None
-    source: str          # enrolled | remembered
+    source: str  # enrolled | remembered
     created: float
     voices: int
     seconds: float
@@ -85,16 +86,17 @@ class PeopleStore:
             if not create:
                 raise PeopleError(f"no people store at {self.path} (robot-emotion people enroll NAME --from FILE)")
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))   # 0600 before any byte
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))  # 0600 before any byte
         mode = stat.S_IMODE(self.path.stat().st_mode)
         if mode & 0o077:
-            raise PeopleError(f"people store {self.path} is open to other users (mode {mode:04o}): "
-                              f"run chmod 600 {self.path}")
+            raise PeopleError(
+                f"people store {self.path} is open to other users (mode {mode:04o}): run chmod 600 {self.path}"
+            )
         self._lock = threading.Lock()
         try:
             self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.execute("PRAGMA secure_delete=ON")     # deleted rows are zeroed, not left as free pages
+            self._db.execute("PRAGMA secure_delete=ON")  # deleted rows are zeroed, not left as free pages
             self._db.executescript(SCHEMA)
         except sqlite3.DatabaseError as e:
             raise PeopleError(f"cannot open people store {self.path}: {e}") from None
@@ -115,15 +117,17 @@ class PeopleStore:
             rows = self._db.execute(
                 "SELECT p.id, p.name, p.source, p.created, COUNT(e.id), COALESCE(SUM(e.seconds), 0) "
                 "FROM people p LEFT JOIN embeddings e ON e.person = p.id AND e.kind = 'voice' "
-                "GROUP BY p.id ORDER BY p.id").fetchall()
+                "GROUP BY p.id ORDER BY p.id"
+            ).fetchall()
         return [Person(_pid(r[0]), r[1], r[2], r[3], r[4], float(r[5])) for r in rows]
 
     def add(self, name: str | None, voice: np.ndarray, seconds: float, source: str = "enrolled") -> str:
         """A new person with one voice embedding; returns the new stable id."""
         with self._lock:
             self._db.execute("BEGIN")
-            cur = self._db.execute("INSERT INTO people(name, source, created) VALUES (?, ?, ?)",
-                                   (name, source, time.time()))
+            cur = self._db.execute(
+                "INSERT INTO people(name, source, created) VALUES (?, ?, ?)", (name, source, time.time())
+            )
             self._add_voice(cur.lastrowid, voice, seconds)
             self._db.execute("COMMIT")
         return _pid(cur.lastrowid)
@@ -135,8 +139,10 @@ class PeopleStore:
 
     def _add_voice(self, n: int, voice: np.ndarray, seconds: float) -> None:
         v = np.asarray(voice, np.float32).reshape(-1)
-        self._db.execute("INSERT INTO embeddings(person, kind, model, vector, seconds, created) "
-                         "VALUES (?, 'voice', ?, ?, ?, ?)", (n, VOICE_MODEL, v.tobytes(), float(seconds), time.time()))
+        self._db.execute(
+            "INSERT INTO embeddings(person, kind, model, vector, seconds, created) VALUES (?, 'voice', ?, ?, ?, ?)",
+            (n, VOICE_MODEL, v.tobytes(), float(seconds), time.time()),
+        )
 
     def _existing(self, pid: str) -> int:
         n = _num(pid)
@@ -153,7 +159,7 @@ class PeopleStore:
         n = self._existing(pid)
         with self._lock:
             self._db.execute("UPDATE people SET name = ? WHERE id = ?", (name, n))
-            self._db.execute("VACUUM")          # the old name must not linger in a free page
+            self._db.execute("VACUUM")  # the old name must not linger in a free page
 
     def forget(self, pid: str | None) -> int:
         """Delete one person (or everyone, ``pid=None``) for real; returns how many."""
@@ -163,7 +169,7 @@ class PeopleStore:
             gone = self._db.execute("SELECT COUNT(*) FROM people" + where, arg).fetchone()[0]
             self._db.execute("DELETE FROM embeddings" + where.replace("id", "person"), arg)
             self._db.execute("DELETE FROM people" + where, arg)
-            self._db.execute("VACUUM")          # rebuild the file: no page keeps the old rows
+            self._db.execute("VACUUM")  # rebuild the file: no page keeps the old rows
         return gone
 
     def voices(self) -> tuple[list[str], list[str | None], np.ndarray, np.ndarray]:
@@ -173,7 +179,8 @@ class PeopleStore:
             rows = self._db.execute(
                 "SELECT p.id, p.name, e.vector, e.seconds FROM people p JOIN embeddings e "
                 "ON e.person = p.id WHERE e.kind = 'voice' AND e.model = ? ORDER BY p.id, e.id",
-                (VOICE_MODEL,)).fetchall()
+                (VOICE_MODEL,),
+            ).fetchall()
         acc: dict[int, list] = {}
         for n, name, blob, sec in rows:
             v = np.frombuffer(blob, np.float32)
@@ -201,8 +208,9 @@ class Matcher:
             raise PeopleError(f"cannot read the people match model {path}: {e}") from None
 
     def save(self, path: str | Path, fit: dict) -> None:
-        Path(path).write_text(json.dumps({"model": self.model.to_dict(), "threshold": self.threshold,
-                                          "fit": fit}, indent=1) + "\n")
+        Path(path).write_text(
+            json.dumps({"model": self.model.to_dict(), "threshold": self.threshold, "fit": fit}, indent=1) + "\n"
+        )
 
     def p(self, cos, seconds) -> np.ndarray:
         return self.model.prob(same_features(cos, seconds))

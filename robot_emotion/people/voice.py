@@ -6,6 +6,7 @@ and a speaker's voice is its cluster's duration-weighted centroid. The node matc
 centroid against the store as the speaker's speech accumulates (PeopleLink), so the
 benchmark's "identify in another recording" is the same computation on the same input.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,15 +23,16 @@ VIDEO_FILES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4a")
 
 @dataclass
 class Voice:
-    embedding: np.ndarray       # (256,) unit
-    seconds: float              # speech behind it
-    speaker: str                # the tracker's id in the recording
-    voices: dict                # every voice found: id -> seconds of speech
+    embedding: np.ndarray  # (256,) unit
+    seconds: float  # speech behind it
+    speaker: str  # the tracker's id in the recording
+    voices: dict  # every voice found: id -> seconds of speech
 
 
 def read_recording(path: str | Path) -> np.ndarray:
     """16 kHz mono int16 of a wav/flac file, a video's audio track or a session folder."""
     from robot_emotion.media import decode_audio, read_audio_file, read_wav_tolerant
+
     p = Path(path)
     if p.is_dir():
         if not (p / "audio.wav").is_file():
@@ -57,11 +59,12 @@ def voice_of(audio: np.ndarray, tracker, vad_cfg=None, speaker: str | None = Non
     """The voice of ``speaker`` (default: whoever speaks most) in a recording."""
     from robot_emotion.audio.vad import Segmenter, SpeechEnd
     from robot_emotion.config import VADConfig
+
     tracker.clusterer.reset()
     seg = Segmenter(vad_cfg or VADConfig())
     x = np.asarray(audio, np.int16)
     block = SAMPLE_RATE * 30 // 1000
-    events = [e for i in range(0, x.size, block) for e in seg.push(i / SAMPLE_RATE, x[i:i + block])]
+    events = [e for i in range(0, x.size, block) for e in seg.push(i / SAMPLE_RATE, x[i : i + block])]
     events += seg.flush(x.size / SAMPLE_RATE)
     prev, n, pieces = None, 0, []
     for e in events:
@@ -100,7 +103,7 @@ class PeopleLink:
         self.cfg, self.store, self.matcher = cfg, store, matcher
         self._stamp = None
         self._ids, self._names, self._mat = [], [], np.zeros((0, 256), np.float32)
-        self._remembered: dict[str, str] = {}     # session speaker -> person stored this session
+        self._remembered: dict[str, str] = {}  # session speaker -> person stored this session
 
     def _reload(self) -> None:
         stamp = self.store.mtime()
@@ -116,8 +119,7 @@ class PeopleLink:
             return None
         self._reload()
         i, p = self.matcher.identify(voice, seconds, self._mat)
-        if i is None and self.cfg.remember and seconds >= self.cfg.remember_after_s \
-                and speaker not in self._remembered:
+        if i is None and self.cfg.remember and seconds >= self.cfg.remember_after_s and speaker not in self._remembered:
             self._remembered[speaker] = self.store.add(None, voice, seconds, source="remembered")
             self._reload()
             i, p = self.matcher.identify(voice, seconds, self._mat)

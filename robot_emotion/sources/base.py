@@ -1,4 +1,5 @@
 """Timed samples and the two backpressure primitives (latest-frame slot, bounded audio queue)."""
+
 from __future__ import annotations
 
 import queue
@@ -11,15 +12,15 @@ import numpy as np
 
 @dataclass
 class AudioBlock:
-    t: float            # capture time of the first sample, session seconds
+    t: float  # capture time of the first sample, session seconds
     samples: np.ndarray  # int16 mono 16 kHz
-    wall: float = 0.0   # time.monotonic() when the block entered the node (latency accounting)
+    wall: float = 0.0  # time.monotonic() when the block entered the node (latency accounting)
 
 
 @dataclass
 class Frame:
-    t: float            # capture time, session seconds (AV offset already applied)
-    image: np.ndarray   # RGB uint8 (H, W, 3)
+    t: float  # capture time, session seconds (AV offset already applied)
+    image: np.ndarray  # RGB uint8 (H, W, 3)
     index: int = 0
     wall: float = 0.0
 

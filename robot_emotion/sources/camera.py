@@ -9,6 +9,7 @@ node goes on audio-only while this thread reopens it with backoff (0.5 s doublin
 ``on_state(name, state, t)`` (the node publishes a ``device`` message and the session keeps
 it). A file source simply runs out (``ended``): it is not retried.
 """
+
 from __future__ import annotations
 
 import threading
@@ -18,14 +19,15 @@ from robot_emotion.config import CameraConfig
 from robot_emotion.sources.base import Frame, LatestFrameSlot
 from robot_emotion.sources.microphone import SourceError
 
-FAILED_READS = 30       # ~1-2 s of failed reads: the device is gone
+FAILED_READS = 30  # ~1-2 s of failed reads: the device is gone
 
 
 class CameraSource:
     name = "camera"
 
-    def __init__(self, cfg: CameraConfig, clock, slot: LatestFrameSlot, offset_s: float = 0.0,
-                 recorder=None, on_state=None):
+    def __init__(
+        self, cfg: CameraConfig, clock, slot: LatestFrameSlot, offset_s: float = 0.0, recorder=None, on_state=None
+    ):
         self.cfg, self.clock, self.slot, self.recorder = cfg, clock, slot, recorder
         self.offset_s = offset_s
         self.on_state = on_state or (lambda name, state, t: None)
@@ -34,11 +36,12 @@ class CameraSource:
         self.losses = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.lost = threading.Event()   # set while lost (the node keeps running)
+        self.lost = threading.Event()  # set while lost (the node keeps running)
         self._cap = None
 
     def _open(self):
         import cv2
+
         src = int(self.cfg.source) if self.cfg.source.isdigit() else self.cfg.source
         cap = cv2.VideoCapture(src)
         if not cap.isOpened():
@@ -51,6 +54,7 @@ class CameraSource:
 
     def start(self) -> None:
         import cv2
+
         self._cap = self._open()
         if self._cap is None:
             raise SourceError(f"cannot open camera {self.cfg.source!r}")
@@ -73,13 +77,14 @@ class CameraSource:
             self._cap.release()
             self._cap = self._reopen()
             if self._cap is None:
-                break                       # stopped while retrying
+                break  # stopped while retrying
             self._set_state("running")
         if self._cap is not None:
             self._cap.release()
 
     def _read_until_failure(self) -> str:
         import cv2
+
         failures = 0
         wall0, n0 = time.monotonic(), self.frames
         while not self._stop.is_set():
@@ -88,7 +93,7 @@ class CameraSource:
             ok, bgr = self._cap.read()
             t = self.clock.now() - self.offset_s
             if not ok and self._file_period:
-                return "ended"              # a file source simply runs out
+                return "ended"  # a file source simply runs out
             if not ok:
                 failures += 1
                 if failures > FAILED_READS:
@@ -109,7 +114,7 @@ class CameraSource:
         while not self._stop.wait(delay):
             cap = self._open()
             if cap is not None:
-                ok, _ = cap.read()          # opened is not enough: it must deliver
+                ok, _ = cap.read()  # opened is not enough: it must deliver
                 if ok:
                     return cap
                 cap.release()

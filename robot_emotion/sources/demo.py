@@ -11,6 +11,7 @@ Voices are espeak-ng; faces are the real photo skimage.data.astronaut(), once as
 speaker A) and once mirrored and colour-shifted (right, speaker B). The speaker's mouth opens
 with the amplitude envelope of their own speech; the listener's mouth stays closed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,29 +47,33 @@ DIALOGUE = [
 ]
 # Varied gaps, several under 300 ms: speaker-change detection must not rely on long pauses.
 GAPS_S = [0.8, 0.25, 1.2, 0.2, 0.6, 0.15, 1.0, 0.28, 0.7]
-VOICES = {"A": {"voice": "en-us", "pitch": 35, "speed": 165},      # male, low
-          "B": {"voice": "en-gb-x-rp+f3", "pitch": 70, "speed": 170}}  # female, high
+VOICES = {
+    "A": {"voice": "en-us", "pitch": 35, "speed": 165},  # male, low
+    "B": {"voice": "en-gb-x-rp+f3", "pitch": 70, "speed": 170},
+}  # female, high
 # (not "en-gb+f3": this espeak-ng resolves that name without applying the f3 variant)
 FACES = {"A": "left", "B": "right"}
 
 # Face geometry in skimage.data.astronaut() (512x512 RGB), found by inspecting the image.
-HEAD_CROP = (5, 215, 130, 330)          # rows y0:y1, cols x0:x1: hair, face and chin
-HEAD_OVAL = ((95, 105), (92, 103))      # centre, half-axes of the head mask (crop coords)
-FACE_BOX = (177, 55, 275, 175)          # x0, y0, x1, y1: brows to chin, cheek to cheek
-MOUTH = (224, 145, 40)                  # centre x, centre y, width
+HEAD_CROP = (5, 215, 130, 330)  # rows y0:y1, cols x0:x1: hair, face and chin
+HEAD_OVAL = ((95, 105), (92, 103))  # centre, half-axes of the head mask (crop coords)
+FACE_BOX = (177, 55, 275, 175)  # x0, y0, x1, y1: brows to chin, cheek to cheek
+MOUTH = (224, 145, 40)  # centre x, centre y, width
 CHIN_Y = 165
-HEAD_SCALE = 1.25                       # face box ~122x150 px in the frame
+HEAD_SCALE = 1.25  # face box ~122x150 px in the frame
 BACKGROUND = (205, 210, 200)
-SWAY_PX = 4                             # slow sideways sway so trackers see motion
+SWAY_PX = 4  # slow sideways sway so trackers see motion
 
 
 # ----------------------------------------------------------------------------------- audio
 def synthesize(text: str, voice: dict, workdir: Path) -> np.ndarray:
     """espeak-ng -> 16 kHz float mono, trimmed to where speech actually is."""
     wav = workdir / "phrase.wav"
-    subprocess.run(["espeak-ng", "-v", voice["voice"], "-s", str(voice["speed"]),
-                    "-p", str(voice["pitch"]), "-w", str(wav), text],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["espeak-ng", "-v", voice["voice"], "-s", str(voice["speed"]), "-p", str(voice["pitch"]), "-w", str(wav), text],
+        check=True,
+        capture_output=True,
+    )
     x, sr = sf.read(wav, dtype="float64", always_2d=True)
     x = x.mean(axis=1)
     if sr != SR:
@@ -76,16 +81,16 @@ def synthesize(text: str, voice: dict, workdir: Path) -> np.ndarray:
         x = resample_poly(x, SR // g, sr // g)
     x = trim_silence(x)
     # Same loudness for both voices (-20 dBFS RMS) so neither is favoured by energy.
-    x *= 0.1 / max(np.sqrt(np.mean(x ** 2)), 1e-9)
+    x *= 0.1 / max(np.sqrt(np.mean(x**2)), 1e-9)
     return np.clip(x, -0.95, 0.95)
 
 
 def trim_silence(x: np.ndarray, hop: int = 80, rel_db: float = -40.0) -> np.ndarray:
     """Cut leading/trailing 5 ms frames quieter than rel_db under the loudest frame."""
     n = len(x) // hop
-    rms = np.sqrt(np.mean(x[:n * hop].reshape(n, hop) ** 2, axis=1))
+    rms = np.sqrt(np.mean(x[: n * hop].reshape(n, hop) ** 2, axis=1))
     loud = np.flatnonzero(rms > rms.max() * 10 ** (rel_db / 20))
-    return x[loud[0] * hop:(loud[-1] + 1) * hop]
+    return x[loud[0] * hop : (loud[-1] + 1) * hop]
 
 
 def build_audio(lines, gaps, seed: int):
@@ -101,10 +106,17 @@ def build_audio(lines, gaps, seed: int):
     tracks = {spk: np.zeros(total) for spk in VOICES}
     turns = []
     for (spk, text, emotion), clip, s in zip(lines, clips, starts):
-        tracks[spk][s:s + len(clip)] += clip
-        turns.append({"speaker": spk, "text": text, "start": round(s / SR, 4),
-                      "end": round((s + len(clip)) / SR, 4), "emotion": emotion,
-                      "face": FACES[spk]})
+        tracks[spk][s : s + len(clip)] += clip
+        turns.append(
+            {
+                "speaker": spk,
+                "text": text,
+                "start": round(s / SR, 4),
+                "end": round((s + len(clip)) / SR, 4),
+                "emotion": emotion,
+                "face": FACES[spk],
+            }
+        )
     # A -60 dBFS noise floor: realistic, never digital silence (VADs behave differently on 0s).
     mix = sum(tracks.values()) + rng.normal(0, 10 ** (NOISE_DBFS / 20), total)
     pcm = np.clip(np.round(mix * 32767), -32768, 32767).astype(np.int16)
@@ -114,7 +126,7 @@ def build_audio(lines, gaps, seed: int):
 def mouth_openness(track: np.ndarray, n_frames: int, fps: int) -> np.ndarray:
     """Per-frame 0..1 opening from the RMS envelope of one speaker's own speech."""
     win = int(SR / fps)
-    csum = np.concatenate([[0.0], np.cumsum(track ** 2)])
+    csum = np.concatenate([[0.0], np.cumsum(track**2)])
     centres = (np.arange(n_frames) * SR / fps).astype(int)
     lo = np.clip(centres - win, 0, len(track))
     hi = np.clip(centres + win, 0, len(track))
@@ -132,6 +144,7 @@ class Head:
     def __init__(self, mirrored: bool, tint: tuple[float, float, float]):
         import cv2
         from skimage.data import astronaut
+
         y0, y1, x0, x1 = HEAD_CROP
         img = astronaut()[y0:y1, x0:x1].astype(np.float32)
         mask = np.zeros(img.shape[:2], np.uint8)
@@ -145,6 +158,7 @@ class Head:
         def to_head(x, y):  # astronaut coords -> this head's pixel coords
             hx, hy = (x - x0) * HEAD_SCALE, (y - y0) * HEAD_SCALE
             return (self.w - 1 - hx if mirrored else hx), hy
+
         fx0, fy0 = to_head(FACE_BOX[0], FACE_BOX[1])
         fx1, fy1 = to_head(FACE_BOX[2], FACE_BOX[3])
         self.face_box = (min(fx0, fx1), fy0, max(fx0, fx1), fy1)
@@ -157,21 +171,21 @@ class Head:
     def render(self, opening: float) -> np.ndarray:
         """The head with the mouth open by `opening` (0..1): jaw pulled down + dark cavity."""
         import cv2
+
         if opening < 0.05:
             return self.img
         mx, my, mw = self.mouth
         drop = opening * 0.32 * mw  # full opening: a third of the mouth width
-        ys, xs = np.mgrid[0:self.h, 0:self.w].astype(np.float32)
+        ys, xs = np.mgrid[0 : self.h, 0 : self.w].astype(np.float32)
         # Everything between the mouth line and the chin moves down by `drop`, fading out
         # quickly past the mouth corners (no tear across the cheeks) and below the chin,
         # so it reads as a jaw opening, not a cut.
-        wx = np.exp(-((xs - mx) / (0.5 * mw)) ** 4)
+        wx = np.exp(-(((xs - mx) / (0.5 * mw)) ** 4))
         wy = np.clip((self.chin_y + 30 - ys) / 30, 0, 1) * (ys >= my)
         src_y = (ys - drop * wx * wy).astype(np.float32)  # remap misreads float64 maps
         out = cv2.remap(self.img, xs, src_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         cavity = (int(mx), int(my + drop / 2))
-        cv2.ellipse(out, cavity, (int(0.46 * mw), max(1, int(drop / 2))), 0, 0, 360,
-                    (70, 25, 30), -1, cv2.LINE_AA)
+        cv2.ellipse(out, cavity, (int(0.46 * mw), max(1, int(drop / 2))), 0, 0, 360, (70, 25, 30), -1, cv2.LINE_AA)
         return out
 
 
@@ -202,11 +216,14 @@ def make_heads() -> dict[str, Head]:
     return {"left": Head(False, (1.0, 1.0, 1.0)), "right": Head(True, (0.82, 0.9, 1.08))}
 
 
-def write_video(folder: Path, openness: dict, n_frames: int, fps: int, seed: int,
-                width: int, height: int, heads: dict) -> None:
+def write_video(
+    folder: Path, openness: dict, n_frames: int, fps: int, seed: int, width: int, height: int, heads: dict
+) -> None:
     import av
-    container = av.open(str(folder / "video.mp4"), "w",
-                        options={"movflags": "frag_keyframe+empty_moov+default_base_moof"})
+
+    container = av.open(
+        str(folder / "video.mp4"), "w", options={"movflags": "frag_keyframe+empty_moov+default_base_moof"}
+    )
     stream = container.add_stream("libx264", rate=Fraction(fps))
     stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
     stream.options = {"preset": "veryfast", "crf": "23", "g": str(fps)}  # keyframe each second
@@ -232,8 +249,12 @@ def write_video(folder: Path, openness: dict, n_frames: int, fps: int, seed: int
 
 
 def frame_box(box, origin) -> list[int]:
-    return [int(round(box[0] + origin[0])), int(round(box[1] + origin[1])),
-            int(round(box[2] + origin[0])), int(round(box[3] + origin[1]))]
+    return [
+        int(round(box[0] + origin[0])),
+        int(round(box[1] + origin[1])),
+        int(round(box[2] + origin[0])),
+        int(round(box[3] + origin[1])),
+    ]
 
 
 # --------------------------------------------------------------------------------- session
@@ -247,8 +268,7 @@ def dialogue_lines(turns) -> list:
     return [tuple(t) for t in turns]
 
 
-def make_session(out_dir, turns=None, seed=0, fps=15, with_video=True, width=640, height=360,
-                 gap_ms=None) -> dict:
+def make_session(out_dir, turns=None, seed=0, fps=15, with_video=True, width=640, height=360, gap_ms=None) -> dict:
     """Write the session folder and return the truth dict (also saved as truth.json)."""
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
@@ -256,8 +276,7 @@ def make_session(out_dir, turns=None, seed=0, fps=15, with_video=True, width=640
     if not lines:
         raise ValueError("a session needs at least one turn")
     n_gaps = len(lines) - 1
-    gaps = ([gap_ms / 1000.0] * n_gaps if gap_ms is not None
-            else [GAPS_S[i % len(GAPS_S)] for i in range(n_gaps)])
+    gaps = [gap_ms / 1000.0] * n_gaps if gap_ms is not None else [GAPS_S[i % len(GAPS_S)] for i in range(n_gaps)]
     pcm, tracks, truth_turns = build_audio(lines, gaps, seed)
     duration = len(pcm) / SR
     sf.write(folder / "audio.wav", pcm, SR, subtype="PCM_16")
@@ -269,22 +288,36 @@ def make_session(out_dir, turns=None, seed=0, fps=15, with_video=True, width=640
         origin = head_origin(turn["face"], turn["start"], seed, width, height, head)
         mx, my, mw = head.mouth
         turn["face_box"] = frame_box(head.face_box, origin)
-        turn["mouth_box"] = frame_box((mx - mw / 2, my - mw / 3, mx + mw / 2, my + mw / 2),
-                                      origin)
+        turn["mouth_box"] = frame_box((mx - mw / 2, my - mw / 3, mx + mw / 2, my + mw / 2), origin)
     for stale in ("video.mp4", "video_times.csv"):  # idempotent, also across --no-video
         (folder / stale).unlink(missing_ok=True)
     if with_video:
         openness = {spk: mouth_openness(tr, n_frames, fps) for spk, tr in tracks.items()}
         write_video(folder, openness, n_frames, fps, seed, width, height, heads)
 
-    truth = {"turns": truth_turns, "faces": dict(FACES), "voices": VOICES,
-             "gaps": [round(g, 4) for g in gaps], "fps": fps if with_video else None,
-             "frame_size": [width, height] if with_video else None}
-    meta = {"format": "robot_emotion.session", "version": 1, "session_id": f"demo-{seed}",
-            "unix_start": UNIX_START, "sample_rate": SR, "duration": duration,
-            "devices": {"microphone": "espeak-ng (generated)",
-                        "camera": "generated (skimage astronaut)" if with_video else None},
-            "config": None, "complete": True, "frames": n_frames}
+    truth = {
+        "turns": truth_turns,
+        "faces": dict(FACES),
+        "voices": VOICES,
+        "gaps": [round(g, 4) for g in gaps],
+        "fps": fps if with_video else None,
+        "frame_size": [width, height] if with_video else None,
+    }
+    meta = {
+        "format": "robot_emotion.session",
+        "version": 1,
+        "session_id": f"demo-{seed}",
+        "unix_start": UNIX_START,
+        "sample_rate": SR,
+        "duration": duration,
+        "devices": {
+            "microphone": "espeak-ng (generated)",
+            "camera": "generated (skimage astronaut)" if with_video else None,
+        },
+        "config": None,
+        "complete": True,
+        "frames": n_frames,
+    }
     (folder / "truth.json").write_text(json.dumps(truth, indent=1))
     (folder / "events.jsonl").write_text("")
     (folder / "session.json").write_text(json.dumps(meta, indent=1))  # last: marks it done
@@ -300,8 +333,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     truth = make_session(a.out_dir, turns=a.turns, seed=a.seed, with_video=not a.no_video)
     last = truth["turns"][-1]
-    print(f"wrote {a.out_dir}: {len(truth['turns'])} turns, speech ends at {last['end']:.2f} s",
-          file=sys.stderr)
+    print(f"wrote {a.out_dir}: {len(truth['turns'])} turns, speech ends at {last['end']:.2f} s", file=sys.stderr)
     return 0
 
 

@@ -3,6 +3,7 @@
 The PortAudio callback only timestamps and enqueues (never blocks, never allocates much);
 overflows of our queue and PortAudio input overflows are both counted.
 """
+
 from __future__ import annotations
 
 import threading
@@ -50,9 +51,15 @@ class MicrophoneSource:
         blocksize = SAMPLE_RATE * self.cfg.block_ms // 1000
         try:
             self._stream = sd.InputStream(
-                samplerate=SAMPLE_RATE, channels=1, dtype="int16", blocksize=blocksize,
-                device=device_arg(self.cfg.device), callback=self._callback, latency="low",
-                finished_callback=self._finished)
+                samplerate=SAMPLE_RATE,
+                channels=1,
+                dtype="int16",
+                blocksize=blocksize,
+                device=device_arg(self.cfg.device),
+                callback=self._callback,
+                latency="low",
+                finished_callback=self._finished,
+            )
             self._started = time.monotonic()
             self._stream.start()
         except Exception as e:  # PortAudioError, ValueError for unknown device names
@@ -101,7 +108,7 @@ class MicrophoneSource:
         Capture times restart from the session clock, so the gap stays a gap."""
         self._t0, self._n, self.last_callback = None, 0, 0.0
         try:
-            with quiet_stderr():      # each failed try: PortAudio/ALSA lines that say nothing new
+            with quiet_stderr():  # each failed try: PortAudio/ALSA lines that say nothing new
                 if self._stream is not None:
                     self._stream.close(ignore_errors=True)
                     self._stream = None

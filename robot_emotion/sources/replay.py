@@ -5,6 +5,7 @@ VirtualClock. ``speed="max"`` runs as fast as the node consumes; a number paces 
 reader against the wall clock (1 = recorded pace). The node's results depend only on
 capture times, so both speeds publish the same events.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,8 +19,15 @@ import numpy as np
 
 from robot_emotion import SAMPLE_RATE
 from robot_emotion.errors import UsageError
-from robot_emotion.media import (AUDIO_EXTS, VIDEO_EXTS, MediaError, decode_audio, iter_video,
-                                 probe_video, read_audio_file)
+from robot_emotion.media import (
+    AUDIO_EXTS,
+    VIDEO_EXTS,
+    MediaError,
+    decode_audio,
+    iter_video,
+    probe_video,
+    read_audio_file,
+)
 from robot_emotion.sources.base import AudioBlock, AudioQueue, Frame
 from robot_emotion.sources.session import open_session, safe_id
 
@@ -27,12 +35,13 @@ from robot_emotion.sources.session import open_session, safe_id
 @dataclass
 class Recording:
     """Whatever we replay, normalised: audio + an optional lazy frame iterator."""
+
     name: str
     session_id: str
     audio: np.ndarray
-    frames: Callable[[], object] | None   # () -> iterable of (t, rgb) (media.VideoFrames)
+    frames: Callable[[], object] | None  # () -> iterable of (t, rgb) (media.VideoFrames)
     meta: dict
-    notes: tuple[str, ...] = ()           # one line each, logged before the replay starts
+    notes: tuple[str, ...] = ()  # one line each, logged before the replay starts
 
     @property
     def duration(self) -> float:
@@ -46,9 +55,11 @@ def open_recording(source: str | Path, resample: bool = False, bag=None) -> Reco
     if not path.exists():
         raise MediaError(f"replay source not found: {path}")
     from robot_emotion.sources.bag import is_bag
+
     if is_bag(path):
         from robot_emotion.config import BagConfig
         from robot_emotion.sources.bag import open_bag
+
         audio, frames, meta = open_bag(path, bag or BagConfig())
         return Recording(path.name, safe_id(path.name), audio, frames, meta)
     if path.is_dir():
@@ -59,8 +70,9 @@ def open_recording(source: str | Path, resample: bool = False, bag=None) -> Reco
         return Recording(path.name, s.session_id, s.audio, frames, s.meta, tuple(s.notes))
     ext = path.suffix.lower()
     if ext in AUDIO_EXTS:
-        return Recording(path.name, safe_id(path.stem), read_audio_file(path, resample=resample), None,
-                         {"source": str(path)})
+        return Recording(
+            path.name, safe_id(path.stem), read_audio_file(path, resample=resample), None, {"source": str(path)}
+        )
     if ext in VIDEO_EXTS:
         has_video, has_audio = probe_video(path)
         if not has_audio:
@@ -70,8 +82,10 @@ def open_recording(source: str | Path, resample: bool = False, bag=None) -> Reco
             raise MediaError(f"{path}: the audio track decoded to nothing (corrupt or truncated)")
         frames = (lambda: iter_video(path)) if has_video else None
         return Recording(path.name, safe_id(path.stem), audio, frames, {"source": str(path)})
-    raise MediaError(f"unsupported replay source {path.name}: expected a session folder, "
-                     f"{'/'.join(sorted(VIDEO_EXTS))} or {'/'.join(sorted(AUDIO_EXTS))}")
+    raise MediaError(
+        f"unsupported replay source {path.name}: expected a session folder, "
+        f"{'/'.join(sorted(VIDEO_EXTS))} or {'/'.join(sorted(AUDIO_EXTS))}"
+    )
 
 
 def check_speed(speed: str | float) -> str | float:
@@ -89,11 +103,19 @@ def check_speed(speed: str | float) -> str | float:
 
 class ReplaySource:
     """Feeds a Recording into the node's audio queue and frame sink, in time order."""
+
     name = "replay"
 
-    def __init__(self, rec: Recording, clock, audio_out: AudioQueue,
-                 frame_out: Callable[[Frame], bool] | None, speed: str | float = "max",
-                 block_ms: int = 30, offset_s: float = 0.0):
+    def __init__(
+        self,
+        rec: Recording,
+        clock,
+        audio_out: AudioQueue,
+        frame_out: Callable[[Frame], bool] | None,
+        speed: str | float = "max",
+        block_ms: int = 30,
+        offset_s: float = 0.0,
+    ):
         self.rec, self.clock, self.audio_out, self.frame_out = rec, clock, audio_out, frame_out
         self.speed = check_speed(speed)
         self.block = SAMPLE_RATE * block_ms // 1000
@@ -103,7 +125,7 @@ class ReplaySource:
         self.error: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.video = None                 # the frames being read (its ``skipped``: corrupt frames)
+        self.video = None  # the frames being read (its ``skipped``: corrupt frames)
 
     @property
     def corrupt_frames(self) -> int:
@@ -141,7 +163,7 @@ class ReplaySource:
                 if self._stop.is_set():
                     return
                 self.clock.advance_to(t1)
-                if not self.audio_out.put(AudioBlock(t0, audio[start:start + self.block]), self._stop):
+                if not self.audio_out.put(AudioBlock(t0, audio[start : start + self.block]), self._stop):
                     return
         except MediaError as e:
             self.error = str(e)

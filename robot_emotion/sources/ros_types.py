@@ -12,6 +12,7 @@ are defined here from their .msg files and registered in a typestore:
 * hri_msgs (ROS4HRI, REP-155): ``LiveSpeech``, ``Expression``, ``IdsList``, as in hri_msgs
   2.x. The output bag stores these definitions, so a reader needs no hri_msgs package.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,30 +24,41 @@ PIP_HINT = "pip install 'robot-emotion[ros]' (or: pip install rosbags==0.11.9)"
 AUDIO_DRIVERS = {
     "audio_common_msgs/msg/AudioData": "uint8[] data\n",
     "audio_common_msgs/msg/AudioDataStamped": "std_msgs/Header header\naudio_common_msgs/AudioData audio\n",
-    "audio_common_msgs/msg/AudioInfo": ("uint8 channels\nuint32 sample_rate\nstring sample_format\n"
-                                        "uint32 bitrate\nstring coding_format\n"),
+    "audio_common_msgs/msg/AudioInfo": (
+        "uint8 channels\nuint32 sample_rate\nstring sample_format\nuint32 bitrate\nstring coding_format\n"
+    ),
 }
 # the ROS 2 audio_common (AudioStamped); registered only where a bag lacks its definitions
 AUDIO_ROS2 = {
-    "audio_common_msgs/msg/AudioData": ("float32[] float32_data\nint32[] int32_data\nint16[] int16_data\n"
-                                        "int8[] int8_data\nuint8[] uint8_data\n"),
+    "audio_common_msgs/msg/AudioData": (
+        "float32[] float32_data\nint32[] int32_data\nint16[] int16_data\nint8[] int8_data\nuint8[] uint8_data\n"
+    ),
     "audio_common_msgs/msg/AudioInfo": "int32 format\nint32 channels\nint32 rate\nint32 chunk\n",
     "audio_common_msgs/msg/Audio": "audio_common_msgs/AudioData audio_data\naudio_common_msgs/AudioInfo info\n",
     "audio_common_msgs/msg/AudioStamped": "std_msgs/Header header\naudio_common_msgs/Audio audio\n",
 }
 HRI = {
     "hri_msgs/msg/IdsList": "std_msgs/Header header\nstring[] ids\n",
-    "hri_msgs/msg/LiveSpeech": ("std_msgs/Header header\nstring locale\nstring incremental\nstring final\n"
-                                "float64 confidence\n"),
+    "hri_msgs/msg/LiveSpeech": (
+        "std_msgs/Header header\nstring locale\nstring incremental\nstring final\nfloat64 confidence\n"
+    ),
     "hri_msgs/msg/Expression": (
         "std_msgs/Header header\n"
         'string NEUTRAL="neutral"\nstring ANGRY="angry"\nstring SAD="sad"\nstring HAPPY="happy"\n'
         'string SURPRISED="surprised"\nstring DISGUSTED="disgusted"\nstring SCARED="scared"\n'
-        "string expression\nfloat32 valence\nfloat32 arousal\nfloat32 confidence\n"),
+        "string expression\nfloat32 valence\nfloat32 arousal\nfloat32 confidence\n"
+    ),
 }
 # MELD's seven labels -> hri_msgs/Expression constants
-EXPRESSION = {"neutral": "neutral", "joy": "happy", "sadness": "sad", "anger": "angry",
-              "surprise": "surprised", "fear": "scared", "disgust": "disgusted"}
+EXPRESSION = {
+    "neutral": "neutral",
+    "joy": "happy",
+    "sadness": "sad",
+    "anger": "angry",
+    "surprise": "surprised",
+    "fear": "scared",
+    "disgust": "disgusted",
+}
 
 
 def _rosbags():
@@ -60,6 +72,7 @@ def typestore(audio: str = "drivers"):
     """A ROS 2 Humble typestore with the audio (``drivers`` or ``ros2``) and hri_msgs types."""
     _rosbags()
     from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
     store = get_typestore(Stores.ROS2_HUMBLE)
     types = {}
     for name, text in {**(AUDIO_DRIVERS if audio == "drivers" else AUDIO_ROS2), **HRI}.items():

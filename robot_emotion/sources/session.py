@@ -9,6 +9,7 @@
 Everything is flushed at least once a second, so SIGINT/SIGTERM/SIGKILL or a crash
 loses at most the last second; readers tolerate a truncated tail.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,23 +30,41 @@ from robot_emotion.media import MediaError, read_wav_tolerant
 
 FORMAT = "robot_emotion.session"
 RESERVE, RESERVE_BYTES = ".reserve", 64 * 1024
-MAX_META_BYTES = 16 * 1024 * 1024     # session.json: config, devices, device events
+MAX_META_BYTES = 16 * 1024 * 1024  # session.json: config, devices, device events
 VERSION = 1
 
 
 def _wav_header(n_bytes: int) -> bytes:
-    return (b"RIFF" + (36 + n_bytes).to_bytes(4, "little") + b"WAVEfmt "
-            + (16).to_bytes(4, "little") + (1).to_bytes(2, "little") + (1).to_bytes(2, "little")
-            + SAMPLE_RATE.to_bytes(4, "little") + (SAMPLE_RATE * 2).to_bytes(4, "little")
-            + (2).to_bytes(2, "little") + (16).to_bytes(2, "little")
-            + b"data" + n_bytes.to_bytes(4, "little"))
+    return (
+        b"RIFF"
+        + (36 + n_bytes).to_bytes(4, "little")
+        + b"WAVEfmt "
+        + (16).to_bytes(4, "little")
+        + (1).to_bytes(2, "little")
+        + (1).to_bytes(2, "little")
+        + SAMPLE_RATE.to_bytes(4, "little")
+        + (SAMPLE_RATE * 2).to_bytes(4, "little")
+        + (2).to_bytes(2, "little")
+        + (16).to_bytes(2, "little")
+        + b"data"
+        + n_bytes.to_bytes(4, "little")
+    )
 
 
 class SessionWriter:
     """Writes a session folder incrementally. Thread-safe; close() finalises headers."""
 
-    def __init__(self, folder: str | Path, session_id: str, unix_start: float, config: dict | None,
-                 devices: dict, fps: float = 15.0, flush_s: float = 1.0, private: bool = True):
+    def __init__(
+        self,
+        folder: str | Path,
+        session_id: str,
+        unix_start: float,
+        config: dict | None,
+        devices: dict,
+        fps: float = 15.0,
+        flush_s: float = 1.0,
+        private: bool = True,
+    ):
         self.folder = Path(folder)
         # Audio and video of people: only the owner may read them (0700 / 0600) unless the
         # config says otherwise (node.private_sessions = false keeps the process umask).
@@ -54,10 +73,19 @@ class SessionWriter:
         if private:
             self.folder.chmod(0o700)
         self._lock = threading.Lock()
-        self.failure: str | None = None   # set once when a write fails (full disk): recording stops
-        self._meta = {"format": FORMAT, "version": VERSION, "session_id": session_id,
-                      "unix_start": unix_start, "sample_rate": SAMPLE_RATE, "devices": devices,
-                      "config": config, "complete": False, "duration": 0.0, "frames": 0}
+        self.failure: str | None = None  # set once when a write fails (full disk): recording stops
+        self._meta = {
+            "format": FORMAT,
+            "version": VERSION,
+            "session_id": session_id,
+            "unix_start": unix_start,
+            "sample_rate": SAMPLE_RATE,
+            "devices": devices,
+            "config": config,
+            "complete": False,
+            "duration": 0.0,
+            "frames": 0,
+        }
         self._write_meta()
         # Ballast: freed when the disk fills, so session.json can still say what happened.
         with self._open(RESERVE, "wb") as f:
@@ -97,7 +125,7 @@ class SessionWriter:
         """Run a write; on OSError (full disk, removed folder) stop recording, keep what is there."""
         try:
             fn(*args)
-        except Exception as e:   # OSError, or PyAV's errors for the video file
+        except Exception as e:  # OSError, or PyAV's errors for the video file
             self._fail(e)
 
     def _fail(self, e: Exception) -> None:
@@ -106,10 +134,17 @@ class SessionWriter:
         say(f"robot-emotion: error: {self.failure}")
         self.closed = True
         self._meta.update(complete=False, stopped=str(e), duration=t, frames=self._frames)
-        for step in (self._drop_reserve, lambda: self._wav.seek(0), lambda: self._wav.write(_wav_header(self._audio_bytes)),
-                     self._wav.close, self._events.close, self._write_meta,
-                     lambda: self._times and self._times.close(), lambda: self._video and self._video.close()):
-            try:        # finalise what can be: the wav header needs no new space
+        for step in (
+            self._drop_reserve,
+            lambda: self._wav.seek(0),
+            lambda: self._wav.write(_wav_header(self._audio_bytes)),
+            self._wav.close,
+            self._events.close,
+            self._write_meta,
+            lambda: self._times and self._times.close(),
+            lambda: self._video and self._video.close(),
+        ):
+            try:  # finalise what can be: the wav header needs no new space
                 step()
             except Exception:
                 pass
@@ -142,6 +177,7 @@ class SessionWriter:
         if self._video is None:
             self._open_video(rgb.shape[1], rgb.shape[0])
         import av
+
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
         frame.pts = self._frames
         for packet in self._vstream.encode(frame):
@@ -153,10 +189,13 @@ class SessionWriter:
     def _open_video(self, width: int, height: int) -> None:
         import av
         from fractions import Fraction
-        self._open("video.mp4", "wb").close()      # created 0600 before FFmpeg writes it
-        self._video = av.open(str(self.folder / "video.mp4"), "w",
-                              options={"movflags": "frag_keyframe+empty_moov+default_base_moof",
-                                       "flush_packets": "1"})  # no data parked in FFmpeg's buffer
+
+        self._open("video.mp4", "wb").close()  # created 0600 before FFmpeg writes it
+        self._video = av.open(
+            str(self.folder / "video.mp4"),
+            "w",
+            options={"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"},
+        )  # no data parked in FFmpeg's buffer
         rate = Fraction(self._fps).limit_denominator(1000)
         self._vstream = self._video.add_stream("libx264", rate=rate)
         self._vstream.width, self._vstream.height = width - width % 2, height - height % 2
@@ -204,8 +243,7 @@ class SessionWriter:
                 self._video.mux(packet)
             self._video.close()
             self._times.close()
-        self._meta.update(complete=True, duration=self._audio_bytes / 2 / SAMPLE_RATE,
-                          frames=self._frames)
+        self._meta.update(complete=True, duration=self._audio_bytes / 2 / SAMPLE_RATE, frames=self._frames)
         self._drop_reserve()
         self._write_meta()
 
@@ -216,12 +254,13 @@ class SessionWriter:
 @dataclass
 class Session:
     """A session folder opened for replay (tolerates a recording cut short)."""
+
     folder: Path
     meta: dict
-    audio: np.ndarray                      # int16 mono 16 kHz
+    audio: np.ndarray  # int16 mono 16 kHz
     video_path: Path | None
     frame_times: list[float] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)   # why a recorded video is not replayed
+    notes: list[str] = field(default_factory=list)  # why a recorded video is not replayed
 
     @property
     def fps(self) -> float | None:
@@ -259,7 +298,7 @@ def read_frame_times(path: Path) -> list[float]:
         raise MediaError(f"corrupt {path}: binary data (NUL bytes)")
     lines = text.splitlines()
     if not lines:
-        return []   # killed between creating the file and writing its header
+        return []  # killed between creating the file and writing its header
     if lines[0].strip() != "frame,t":
         raise MediaError(f"corrupt {path}: expected the header 'frame,t', got {lines[0][:40]!r}")
     times: list[float] = []
@@ -273,15 +312,20 @@ def read_frame_times(path: Path) -> list[float]:
         if not ok:
             if n == len(lines) and not text.endswith("\n"):
                 break  # the torn last line of a killed recording
-            raise MediaError(f"corrupt {path}: line {n} {line[:40]!r} is not frame {len(times)} "
-                             f"with a time in order")
+            raise MediaError(f"corrupt {path}: line {n} {line[:40]!r} is not frame {len(times)} with a time in order")
         times.append(t)
     return times
 
 
 # session.json fields the replay relies on, and the JSON types they must have.
-_META_TYPES = {"session_id": (str,), "unix_start": (int, float), "sample_rate": (int,),
-               "devices": (dict, type(None)), "config": (dict, type(None)), "complete": (bool,)}
+_META_TYPES = {
+    "session_id": (str,),
+    "unix_start": (int, float),
+    "sample_rate": (int,),
+    "devices": (dict, type(None)),
+    "config": (dict, type(None)),
+    "complete": (bool,),
+}
 
 
 def read_meta(meta_path: Path) -> dict:
@@ -290,7 +334,7 @@ def read_meta(meta_path: Path) -> dict:
         meta = loads_json(read_bounded(meta_path, MAX_META_BYTES).decode("utf-8"))
     except UnicodeDecodeError:
         raise MediaError(f"corrupt {meta_path}: not UTF-8 text (binary data?)") from None
-    except ValueError as e:      # not JSON, nested too deeply, a number of 5000 digits, too big
+    except ValueError as e:  # not JSON, nested too deeply, a number of 5000 digits, too big
         raise MediaError(f"corrupt {meta_path}: {e}") from None
     except OSError as e:
         raise MediaError(f"cannot read {meta_path}: {e.strerror or e}") from None
@@ -308,8 +352,10 @@ def read_meta(meta_path: Path) -> dict:
         if key in meta and (not isinstance(value, types) or (isinstance(value, bool) and bool not in types)):
             raise MediaError(f"corrupt {meta_path}: '{key}' has the wrong type ({type(value).__name__})")
     if "session_id" in meta and not re.fullmatch(SESSION_ID, meta["session_id"]):
-        raise MediaError(f"corrupt {meta_path}: 'session_id' must be at most 64 letters, digits, "
-                         f"'.', ':', '_' or '-' (like node.session_id), got {shown(meta['session_id'])}")
+        raise MediaError(
+            f"corrupt {meta_path}: 'session_id' must be at most 64 letters, digits, "
+            f"'.', ':', '_' or '-' (like node.session_id), got {shown(meta['session_id'])}"
+        )
     if not math.isfinite(meta.get("unix_start", 0.0)):
         raise MediaError(f"corrupt {meta_path}: 'unix_start' must be a finite number")
     if meta.get("sample_rate", SAMPLE_RATE) != SAMPLE_RATE:
@@ -335,11 +381,14 @@ def open_session(folder: str | Path) -> Session:
         notes.append(f"session {folder.name}: video.mp4 has no video_times.csv (capture times): replaying audio only")
     if has_video:
         from robot_emotion.media import probe_video
+
         try:
             probe_video(video)
         except MediaError as e:  # e.g. killed before the first video fragment: the audio alone
             has_video, times = False, []
             meta["video_unreadable"] = True
-            notes.append(f"session {folder.name}: video.mp4 is unreadable ({str(e).rpartition(': ')[2][:80]}): "
-                         "replaying audio only")
+            notes.append(
+                f"session {folder.name}: video.mp4 is unreadable ({str(e).rpartition(': ')[2][:80]}): "
+                "replaying audio only"
+            )
     return Session(folder, meta, audio, video if has_video else None, times, notes)

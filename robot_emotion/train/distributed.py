@@ -2,6 +2,7 @@
 
 gloo on CPU, nccl on CUDA (one GPU per local rank). Without the env it is a 1-process no-op.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,11 +24,13 @@ class Dist:
     def barrier(self) -> None:
         if self.active:
             import torch.distributed as dist
+
             dist.barrier()
 
     def close(self) -> None:
         if self.active:
             import torch.distributed as dist
+
             if dist.is_initialized():
                 dist.destroy_process_group()
 
@@ -35,6 +38,7 @@ class Dist:
 def init(device: str = "auto") -> Dist:
     import torch
     from robot_emotion.compute import resolve_device
+
     world = int(os.environ.get("WORLD_SIZE", "1"))
     dev = resolve_device(device)
     if world <= 1:
@@ -42,11 +46,13 @@ def init(device: str = "auto") -> Dist:
     import datetime
 
     import torch.distributed as dist
+
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if dev.startswith("cuda"):
         torch.cuda.set_device(local)
         dev = f"cuda:{local}"
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.startswith("cuda") else "gloo",
-                                timeout=datetime.timedelta(hours=4))  # rank 0 may extract for long
+        dist.init_process_group(
+            "nccl" if dev.startswith("cuda") else "gloo", timeout=datetime.timedelta(hours=4)
+        )  # rank 0 may extract for long
     return Dist(rank, world, local, dev, True)

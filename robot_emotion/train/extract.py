@@ -17,6 +17,7 @@ be decoded leaves <name>.err with the reason. An interrupted run resumes: files 
 skipped. Workers: N spawned processes, each with its own models (1 torch thread each).
 Distributed: rank r of world w extracts clips[r::w] into the same cache.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,12 +36,13 @@ MODS = ("text", "audio", "face")
 @dataclass(frozen=True)
 class ExtractSpec:
     text_model_dir: str
-    text_source: str = "gold"          # gold | asr
+    text_source: str = "gold"  # gold | asr
     device: str = "auto"
-    overrides: tuple = ()              # config overrides (faces.rate_hz=..., asr.backend=...)
+    overrides: tuple = ()  # config overrides (faces.rate_hz=..., asr.backend=...)
 
     def config(self):
         from robot_emotion.config import load
+
         cfg, _ = load(None, overrides=list(self.overrides))
         return cfg
 
@@ -56,16 +58,21 @@ def _file_hash(path: Path) -> str:
 def cache_identity(spec: ExtractSpec) -> dict:
     """Everything the cached features depend on (hashed into the cache folder name)."""
     from robot_emotion.node.emotion import AUDIO_ENCODER, FACE_ENCODER
+
     cfg = spec.config()
     d = Path(spec.text_model_dir)
     meta_f, w_f = d / "text_emotion.json", d / "text_emotion.safetensors"
     if not meta_f.is_file() or not w_f.is_file():
         raise FileNotFoundError(f"text emotion model not found in {d} (need {meta_f.name} and {w_f.name})")
-    return {"extract_version": EXTRACT_VERSION, "text_source": spec.text_source,
-            "text_model": {"meta": _file_hash(meta_f), "weights": _file_hash(w_f)},
-            "audio": AUDIO_ENCODER if cfg.asr.enabled and cfg.asr.backend != "none" else None,
-            "asr": {"backend": cfg.asr.backend, "model": cfg.asr.model},
-            "face": FACE_ENCODER, "faces": asdict(cfg.faces)}
+    return {
+        "extract_version": EXTRACT_VERSION,
+        "text_source": spec.text_source,
+        "text_model": {"meta": _file_hash(meta_f), "weights": _file_hash(w_f)},
+        "audio": AUDIO_ENCODER if cfg.asr.enabled and cfg.asr.backend != "none" else None,
+        "asr": {"backend": cfg.asr.backend, "model": cfg.asr.model},
+        "face": FACE_ENCODER,
+        "faces": asdict(cfg.faces),
+    }
 
 
 def cache_key(identity: dict) -> str:
@@ -75,12 +82,17 @@ def cache_key(identity: dict) -> str:
 def dataset_identity(split) -> dict:
     """What a split's features depend on besides the encoders: its CSV (every row is dialogue
     context) and its usable clips, by resolved path, size and mtime (stat only: no media is read)."""
+
     def stat(p: Path) -> list:
         st = p.stat()
         return [st.st_size, st.st_mtime_ns]
-    return {"split": split.name, "csv": [str(Path(split.csv).resolve()), *stat(Path(split.csv))],
-            "clip_dir": str(Path(split.clip_dir).resolve()),
-            "clips": [[c.name, *stat(c.path)] for c in split.clips]}
+
+    return {
+        "split": split.name,
+        "csv": [str(Path(split.csv).resolve()), *stat(Path(split.csv))],
+        "clip_dir": str(Path(split.clip_dir).resolve()),
+        "clips": [[c.name, *stat(c.path)] for c in split.clips],
+    }
 
 
 def split_dir(cache, split, identity: dict | None = None) -> Path:
@@ -100,11 +112,15 @@ class ClipFeaturizer:
         from robot_emotion.features.text_emotion import TextEmotionModel
         from robot_emotion.features.utterance import AudioFeaturizer, TextFeaturizer
         from robot_emotion.vision.faces import FacePipeline
+
         self.spec, self.cfg = spec, spec.config()
         self.device = resolve_device(spec.device)
         self.text_model = TextEmotionModel.load(spec.text_model_dir, device=self.device)
-        self.asr = (make_asr(self.cfg.asr, device=self.device)
-                    if self.cfg.asr.enabled and self.cfg.asr.backend != "none" else None)
+        self.asr = (
+            make_asr(self.cfg.asr, device=self.device)
+            if self.cfg.asr.enabled and self.cfg.asr.backend != "none"
+            else None
+        )
         if spec.text_source == "asr" and self.asr is None:
             raise ValueError("--text-source asr needs an ASR backend (asr.enabled / asr.backend)")
         self.text = TextFeaturizer(self.text_model)
@@ -117,13 +133,14 @@ class ClipFeaturizer:
         from robot_emotion.features.utterance import face_features
         from robot_emotion.node.perception import Perception
         from robot_emotion.sources.base import Frame
+
         t0 = time.perf_counter()
         audio, frames, dur = decode_clip(path, self.cfg.faces.rate_hz)
-        self.faces.reset()     # every clip starts with a whole-frame search, as a live session does
+        self.faces.reset()  # every clip starts with a whole-frame search, as a live session does
         perc = Perception(self.cfg, faces=self.faces)
         perc.on_audio(0.0, audio)
         perc.close_audio()
-        for i, (t, img) in enumerate(frames):    # (its default NodeLink: replay, nothing published)
+        for i, (t, img) in enumerate(frames):  # (its default NodeLink: replay, nothing published)
             perc.process_frame(Frame(t, img, i))
         tracks = perc.face_data(0.0, dur)
         tid, conf = perc.active_speaker(0.0, dur, tracks) if tracks else (None, 0.0)
@@ -144,9 +161,17 @@ class ClipFeaturizer:
                 out[f"{m}_pooled"] = np.asarray(f.pooled, np.float16)
             if f.probs is not None:
                 out[f"{m}_probs"] = np.asarray(f.probs, np.float32)
-        meta = {"duration": dur, "frames": len(frames), "tracks": len(tracks),
-                "face_track": tid, "face_confidence": float(conf), "face_found": face is not None,
-                "text": used_text, "transcript": transcript, "seconds": time.perf_counter() - t0}
+        meta = {
+            "duration": dur,
+            "frames": len(frames),
+            "tracks": len(tracks),
+            "face_track": tid,
+            "face_confidence": float(conf),
+            "face_found": face is not None,
+            "text": used_text,
+            "transcript": transcript,
+            "seconds": time.perf_counter() - t0,
+        }
         return {"arrays": out, "meta": meta}
 
 
@@ -156,6 +181,7 @@ _WORKER: ClipFeaturizer | None = None
 def _init_worker(spec: ExtractSpec, threads: int) -> None:
     global _WORKER
     from robot_emotion.threads import set_torch_threads
+
     set_torch_threads(max(1, threads))
     _WORKER = ClipFeaturizer(spec)
 
@@ -163,6 +189,7 @@ def _init_worker(spec: ExtractSpec, threads: int) -> None:
 def _work(job: dict) -> dict:
     import torch
     from robot_emotion.media import MediaError
+
     try:
         with torch.no_grad():
             res = _WORKER.featurize(job["path"], job["speaker"], job["text"], job["history"])
@@ -184,6 +211,7 @@ def save_features(path, arrays: dict, meta: dict) -> None:
 def load_clip_features(path):
     """-> (UtteranceFeatures with float16 arrays, meta dict)."""
     from robot_emotion.features.utterance import ModalityFeatures, UtteranceFeatures
+
     with np.load(path) as z:
         meta = json.loads(bytes(z["meta"]).decode())
         u = UtteranceFeatures()
@@ -200,19 +228,37 @@ def load_clip_features(path):
 def _jobs(split, out_dir: Path, rank: int, world: int) -> list[dict]:
     jobs = []
     for clip in split.clips[rank::world]:
-        jobs.append({"name": clip.name, "path": str(clip.path), "speaker": clip.speaker,
-                     "text": clip.text, "history": split.history(clip), "label": clip.label,
-                     "out": str(out_dir / f"{clip.name}.npz")})
+        jobs.append(
+            {
+                "name": clip.name,
+                "path": str(clip.path),
+                "speaker": clip.speaker,
+                "text": clip.text,
+                "history": split.history(clip),
+                "label": clip.label,
+                "out": str(out_dir / f"{clip.name}.npz"),
+            }
+        )
     return jobs
 
 
-def extract(splits: dict, spec: ExtractSpec, cache_root, workers: int = 1, limit: int | None = None,
-            rank: int = 0, world: int = 1, progress: bool = True, log=print) -> dict:
+def extract(
+    splits: dict,
+    spec: ExtractSpec,
+    cache_root,
+    workers: int = 1,
+    limit: int | None = None,
+    rank: int = 0,
+    world: int = 1,
+    progress: bool = True,
+    log=print,
+) -> dict:
     """Extract (or resume) features of every usable clip of `splits` into the cache.
 
     Returns {"cache": dir, "processed": n, "cached": n, "failed": {name: reason},
              "face_found": n, "face_total": n, "seconds": s, "clips_per_s": x}."""
     from tqdm import tqdm
+
     identity = cache_identity(spec)
     cache = Path(cache_root) / cache_key(identity)
     todo, cached = [], 0
@@ -222,8 +268,11 @@ def extract(splits: dict, spec: ExtractSpec, cache_root, workers: int = 1, limit
         d.mkdir(parents=True, exist_ok=True)
         if not (d / "source.json").is_file():  # which files these features came from (for people)
             tmp = d / f"source.json.tmp{os.getpid()}"
-            tmp.write_text(json.dumps({k: v for k, v in source.items() if k != "clips"}
-                                      | {"clips": len(source["clips"])}, indent=1))
+            tmp.write_text(
+                json.dumps(
+                    {k: v for k, v in source.items() if k != "clips"} | {"clips": len(source["clips"])}, indent=1
+                )
+            )
             os.replace(tmp, d / "source.json")
         for job in _jobs(split, d, rank, world):
             if Path(job["out"]).is_file() or Path(job["out"]).with_suffix(".err").is_file():
@@ -231,16 +280,26 @@ def extract(splits: dict, spec: ExtractSpec, cache_root, workers: int = 1, limit
             else:
                 todo.append(job)
     if limit is not None:
-        todo = todo[:max(0, limit)]
-    stats = {"cache": str(cache), "processed": 0, "cached": cached, "failed": {}, "face_found": 0,
-             "face_total": 0, "seconds": 0.0, "clips_per_s": None, "rank": rank, "world": world}
+        todo = todo[: max(0, limit)]
+    stats = {
+        "cache": str(cache),
+        "processed": 0,
+        "cached": cached,
+        "failed": {},
+        "face_found": 0,
+        "face_total": 0,
+        "seconds": 0.0,
+        "clips_per_s": None,
+        "rank": rank,
+        "world": world,
+    }
     manifest = cache / "manifest.json"
     if todo:
-        log(f"# extracting {len(todo)} clip(s) with {workers} worker(s) into {cache} "
-            f"({cached} already cached)")
+        log(f"# extracting {len(todo)} clip(s) with {workers} worker(s) into {cache} ({cached} already cached)")
         t0 = time.perf_counter()
-        bar = tqdm(total=len(todo), unit="clip", desc="extract " + "+".join(splits),
-                   disable=not progress, dynamic_ncols=True)
+        bar = tqdm(
+            total=len(todo), unit="clip", desc="extract " + "+".join(splits), disable=not progress, dynamic_ncols=True
+        )
         if workers <= 1:
             global _WORKER
             if _WORKER is None or _WORKER.spec != spec:
@@ -250,7 +309,8 @@ def extract(splits: dict, spec: ExtractSpec, cache_root, workers: int = 1, limit
         else:
             import multiprocessing as mp
             from robot_emotion.threads import offline_threads
-            threads = offline_threads(workers)     # the cores shared among the workers
+
+            threads = offline_threads(workers)  # the cores shared among the workers
             pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(spec, threads))
             results = pool.imap_unordered(_work, todo)
         try:
@@ -271,18 +331,24 @@ def extract(splits: dict, spec: ExtractSpec, cache_root, workers: int = 1, limit
                 pool.join()
         stats["seconds"] = time.perf_counter() - t0
         stats["clips_per_s"] = len(todo) / max(stats["seconds"], 1e-9)
-        log(f"# extracted {stats['processed']} clip(s) in {stats['seconds']:.1f} s "
+        log(
+            f"# extracted {stats['processed']} clip(s) in {stats['seconds']:.1f} s "
             f"({stats['clips_per_s']:.2f} clips/s); speaker's face found in {stats['face_found']}"
-            f"/{stats['face_total']}; {len(stats['failed'])} undecodable")
+            f"/{stats['face_total']}; {len(stats['failed'])} undecodable"
+        )
     for name, why in stats["failed"].items():
         log(f"#   skipped {name}: undecodable clip ({why})")
     return stats
 
 
 def _write_manifest(path: Path, identity: dict, encoders: dict, spec: ExtractSpec) -> None:
-    body = {"identity": identity, "encoders": encoders,
-            "text_model_dir": str(Path(spec.text_model_dir).resolve()),
-            "text_source": spec.text_source, "overrides": list(spec.overrides)}
+    body = {
+        "identity": identity,
+        "encoders": encoders,
+        "text_model_dir": str(Path(spec.text_model_dir).resolve()),
+        "text_source": spec.text_source,
+        "overrides": list(spec.overrides),
+    }
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(body, indent=1))
     os.replace(tmp, path)
@@ -299,10 +365,12 @@ def load_split(cache: Path, split, progress: bool = False) -> tuple[list, np.nda
     """Cached features of a split's usable clips -> (features, labels, metas, names);
     clips without a feature file (undecodable) are left out and named in the log by extract()."""
     from tqdm import tqdm
+
     feats, labels, metas, names = [], [], [], []
     d = split_dir(cache, split)
-    for clip in tqdm(split.clips, unit="clip", desc=f"load {split.name} features", disable=not progress,
-                     dynamic_ncols=True):
+    for clip in tqdm(
+        split.clips, unit="clip", desc=f"load {split.name} features", disable=not progress, dynamic_ncols=True
+    ):
         f = d / f"{clip.name}.npz"
         if not f.is_file():
             continue

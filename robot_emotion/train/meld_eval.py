@@ -4,6 +4,7 @@ Features come from the same cache/extractor as training (extracted on demand wit
 checkpoint's text model and settings). Rows: the stage-1 unimodal heads stored in the checkpoint
 (audio, face, text), the fused model, and the fused model with each modality removed.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,11 +17,12 @@ import numpy as np
 def unimodal_heads(meta: dict, device: str) -> dict:
     """Rebuild the stage-1 unimodal heads a train checkpoint carries (none for other checkpoints)."""
     from robot_emotion.models import build_model
+
     heads = {}
     extra = meta.get("extra_state") or {}
     for m, info in (meta.get("training", {}).get("unimodal") or {}).items():
         prefix = f"unimodal.{m}."
-        state = {k[len(prefix):]: v for k, v in extra.items() if k.startswith(prefix)}
+        state = {k[len(prefix) :]: v for k, v in extra.items() if k.startswith(prefix)}
         if not state:
             continue
         hp = dict(info["hparams"])
@@ -59,8 +61,11 @@ def run_meld_evaluate(args) -> int:
     text_dir = text_dir if Path(text_dir).is_absolute() else str((path.parent / text_dir).resolve())
     text_source = args.text_source or training.get("text_source", "gold")
     spec = ExtractSpec(text_dir, text_source, "auto", tuple(training.get("extract_overrides") or ()))
-    cache_root = args.cache or (str(Path(training["cache"]).parent) if training.get("cache")
-                                else str(Path.home() / ".cache" / "robot-emotion" / "meld-features"))
+    cache_root = args.cache or (
+        str(Path(training["cache"]).parent)
+        if training.get("cache")
+        else str(Path.home() / ".cache" / "robot-emotion" / "meld-features")
+    )
     try:
         stats = extract({args.split: split}, spec, cache_root, workers=args.workers)
     except FileNotFoundError as e:  # the checkpoint's text model is gone
@@ -93,23 +98,36 @@ def run_meld_evaluate(args) -> int:
             rows[f"multimodal - {m}"] = classification_report(y, p.argmax(1))
             bar.update()
     found = sum(bool(mt.get("face_found")) for mt in metas)
-    info = {"split": args.split, "data": data, "csv": str(Path(split.csv).resolve()),
-            "model": f"{meta['family']}:{path.name}", "checkpoint": str(path),
-            "n": int(len(y)), "skipped": len(split.skipped) + len(stats["failed"]),
-            "skips": [list(s) for s in split.skipped] + [[k, f"undecodable: {v}"] for k, v in stats["failed"].items()],
-            "face_found": found, "text_source": text_source, "dims": dims,
-            "clips": names, "predictions": preds["multimodal"]}
+    info = {
+        "split": args.split,
+        "data": data,
+        "csv": str(Path(split.csv).resolve()),
+        "model": f"{meta['family']}:{path.name}",
+        "checkpoint": str(path),
+        "n": int(len(y)),
+        "skipped": len(split.skipped) + len(stats["failed"]),
+        "skips": [list(s) for s in split.skipped] + [[k, f"undecodable: {v}"] for k, v in stats["failed"].items()],
+        "face_found": found,
+        "text_source": text_source,
+        "dims": dims,
+        "clips": names,
+        "predictions": preds["multimodal"],
+    }
     print(f"# {data}: {len(y)} clips, model {info['model']}; speaker's face found in {found}/{len(y)}")
     for name, r in rows.items():
-        print(f"## {name}: acc {100 * r['accuracy']:.1f}, balanced acc {100 * r['balanced_accuracy']:.1f}, "
-              f"weighted F1 {100 * r['weighted_f1']:.1f}")
+        print(
+            f"## {name}: acc {100 * r['accuracy']:.1f}, balanced acc {100 * r['balanced_accuracy']:.1f}, "
+            f"weighted F1 {100 * r['weighted_f1']:.1f}"
+        )
     print(format_tables(rows["multimodal"]))
     if args.out:
-        files = write_report(args.out, {"rows": rows}, info, emb[has] if has.any() else emb, y[has] if has.any() else y,
-                             training)
+        files = write_report(
+            args.out, {"rows": rows}, info, emb[has] if has.any() else emb, y[has] if has.any() else y, training
+        )
         print(f"# report written to {args.out}: {', '.join(f.name for f in files.values())}", file=sys.stderr)
     if args.json:
         from robot_emotion.paths import write_output
+
         write_output(args.json, json.dumps({"meta": info, "rows": rows}, indent=1))
         if args.json != "-":
             print(f"# tables written to {args.json}", file=sys.stderr)

@@ -1,4 +1,5 @@
 """Classification metrics (scikit-learn, in the paper's table layout) + evaluation of a text model on a MELD CSV."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -46,8 +47,7 @@ def classification_report(y_true: Sequence, y_pred: Sequence, labels: Sequence[s
     every = list(range(len(labels)))
     with warnings.catch_warnings():  # "y_pred contains classes not in y_true" is expected here
         warnings.simplefilter("ignore", UserWarning)
-        per = skm.classification_report(t, p, labels=every, target_names=labels, output_dict=True,
-                                        zero_division=0)
+        per = skm.classification_report(t, p, labels=every, target_names=labels, output_dict=True, zero_division=0)
         bacc = skm.balanced_accuracy_score(t, p)
     weighted = per["weighted avg"]
     return {
@@ -60,8 +60,12 @@ def classification_report(y_true: Sequence, y_pred: Sequence, labels: Sequence[s
         "weighted_f1": float(skm.f1_score(t, p, average="weighted", zero_division=0)),
         "macro_f1": float(skm.f1_score(t, p, average="macro", zero_division=0)),
         "per_class": {
-            name: {"precision": float(per[name]["precision"]), "recall": float(per[name]["recall"]),
-                   "f1": float(per[name]["f1-score"]), "support": int(per[name]["support"])}
+            name: {
+                "precision": float(per[name]["precision"]),
+                "recall": float(per[name]["recall"]),
+                "f1": float(per[name]["f1-score"]),
+                "support": int(per[name]["support"]),
+            }
             for name in labels
         },
         "confusion_matrix": skm.confusion_matrix(t, p, labels=every).tolist(),
@@ -76,9 +80,15 @@ def reliability(probs, y_true, bins: int = 10) -> list[dict]:
     out = []
     for lo, hi in zip(edges[:-1], edges[1:]):
         m = (conf > lo) & (conf <= hi)
-        out.append({"lo": float(lo), "hi": float(hi), "n": int(m.sum()),
-                    "confidence": float(conf[m].mean()) if m.any() else None,
-                    "accuracy": float(right[m].mean()) if m.any() else None})
+        out.append(
+            {
+                "lo": float(lo),
+                "hi": float(hi),
+                "n": int(m.sum()),
+                "confidence": float(conf[m].mean()) if m.any() else None,
+                "accuracy": float(right[m].mean()) if m.any() else None,
+            }
+        )
     return out
 
 
@@ -86,8 +96,9 @@ def ece(probs, y_true, bins: int = 10) -> float:
     """Expected calibration error of the top class (Guo et al. 2017): the bin-size-weighted mean
     gap between confidence and accuracy over equal-width confidence bins."""
     n = len(y_true)
-    return float(sum(b["n"] / n * abs(b["accuracy"] - b["confidence"])
-                     for b in reliability(probs, y_true, bins) if b["n"]))
+    return float(
+        sum(b["n"] / n * abs(b["accuracy"] - b["confidence"]) for b in reliability(probs, y_true, bins) if b["n"])
+    )
 
 
 def format_tables(report: dict) -> str:
@@ -96,21 +107,33 @@ def format_tables(report: dict) -> str:
     lines = ["| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
     for name in labels:
         c = report["per_class"][name]
-        lines.append(f"| {name} | {100 * c['precision']:.1f} | {100 * c['recall']:.1f} | "
-                     f"{100 * c['f1']:.1f} | {c['support']} |")
-    lines += ["", "| n | accuracy | balanced acc. | weighted P | weighted R | weighted F1 |",
-              "|---:|---:|---:|---:|---:|---:|",
-              f"| {report['n']} | {100 * report['accuracy']:.1f} | {100 * report['balanced_accuracy']:.1f} | "
-              f"{100 * report['weighted_precision']:.1f} | {100 * report['weighted_recall']:.1f} | "
-              f"{100 * report['weighted_f1']:.1f} |",
-              "", "| true \\ pred | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels)]
+        lines.append(
+            f"| {name} | {100 * c['precision']:.1f} | {100 * c['recall']:.1f} | {100 * c['f1']:.1f} | {c['support']} |"
+        )
+    lines += [
+        "",
+        "| n | accuracy | balanced acc. | weighted P | weighted R | weighted F1 |",
+        "|---:|---:|---:|---:|---:|---:|",
+        f"| {report['n']} | {100 * report['accuracy']:.1f} | {100 * report['balanced_accuracy']:.1f} | "
+        f"{100 * report['weighted_precision']:.1f} | {100 * report['weighted_recall']:.1f} | "
+        f"{100 * report['weighted_f1']:.1f} |",
+        "",
+        "| true \\ pred | " + " | ".join(labels) + " |",
+        "|---|" + "---:|" * len(labels),
+    ]
     for name, row in zip(labels, report["confusion_matrix"]):
         lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
     return "\n".join(lines)
 
 
-def evaluate_text_csv(csv_path: str | Path, model, limit: int | None = None, batch_size: int = 32,
-                      rows: list | None = None, progress: bool = False) -> dict:
+def evaluate_text_csv(
+    csv_path: str | Path,
+    model,
+    limit: int | None = None,
+    batch_size: int = 32,
+    rows: list | None = None,
+    progress: bool = False,
+) -> dict:
     """Evaluate a text emotion model on a MELD-format CSV with past-only dialogue context.
 
     `model` is a TextEmotionModel (anything with `context_turns`, `labels` and
@@ -134,8 +157,8 @@ def evaluate_text_csv(csv_path: str | Path, model, limit: int | None = None, bat
     probs = []
     with tqdm(total=len(items), unit="utt", desc="evaluate", disable=not progress, dynamic_ncols=True) as bar:
         for i in range(0, len(items), batch_size):
-            probs.append(model.predict_batch(items[i:i + batch_size])[0])
-            bar.update(len(items[i:i + batch_size]))
+            probs.append(model.predict_batch(items[i : i + batch_size])[0])
+            bar.update(len(items[i : i + batch_size]))
     pred = np.concatenate(probs).argmax(1)
     labels = list(model.labels)
     report = classification_report(y_true, [labels[j] for j in pred], labels)

@@ -4,6 +4,7 @@ Table 1: per-class precision / recall / F1 for audio, face, text and multimodal.
 Table 2: accuracy, balanced accuracy, weighted F1 per model, plus the fused model with each
 modality removed (robustness). Figures with matplotlib's Agg backend (no display needed).
 """
+
 from __future__ import annotations
 
 import json
@@ -19,14 +20,19 @@ def _pct(v) -> str:
 
 
 def markdown(results: dict, meta: dict) -> str:
-    rows = results["rows"]          # name -> classification_report
+    rows = results["rows"]  # name -> classification_report
     t1 = [r for r in ("audio", "face", "text", "multimodal") if r in rows]
-    lines = [f"# Evaluation of {meta['model']} on the {meta.get('data') or meta['split'] + ' split'}", "",
-             f"{meta['n']} clips ({meta.get('skipped', 0)} skipped, see the summary); speaker's face found "
-             f"in {meta['face_found']}/{meta['n']}; text source: {meta['text_source']}.", "",
-             "## Table 1: per-class precision / recall / F1 (%)", "",
-             "| emotion | " + " | ".join(f"{r} P | {r} R | {r} F1" for r in t1) + " | support |",
-             "|---|" + "---:|" * (3 * len(t1) + 1)]
+    lines = [
+        f"# Evaluation of {meta['model']} on the {meta.get('data') or meta['split'] + ' split'}",
+        "",
+        f"{meta['n']} clips ({meta.get('skipped', 0)} skipped, see the summary); speaker's face found "
+        f"in {meta['face_found']}/{meta['n']}; text source: {meta['text_source']}.",
+        "",
+        "## Table 1: per-class precision / recall / F1 (%)",
+        "",
+        "| emotion | " + " | ".join(f"{r} P | {r} R | {r} F1" for r in t1) + " | support |",
+        "|---|" + "---:|" * (3 * len(t1) + 1),
+    ]
     for e in EMOTIONS:
         cells = []
         for r in t1:
@@ -34,13 +40,22 @@ def markdown(results: dict, meta: dict) -> str:
             cells += [_pct(c["precision"]), _pct(c["recall"]), _pct(c["f1"])]
         sup = rows[t1[0]]["per_class"][e]["support"] if t1 else 0
         lines.append(f"| {e} | " + " | ".join(cells) + f" | {sup} |")
-    lines += ["", "## Table 2: accuracy, balanced accuracy, weighted F1 (%)", "",
-              "| model | n | accuracy | balanced acc. | weighted F1 |", "|---|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "## Table 2: accuracy, balanced accuracy, weighted F1 (%)",
+        "",
+        "| model | n | accuracy | balanced acc. | weighted F1 |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for name, r in rows.items():
-        lines.append(f"| {name} | {r['n']} | {_pct(r['accuracy'])} | {_pct(r['balanced_accuracy'])} | "
-                     f"{_pct(r['weighted_f1'])} |")
-    lines += ["", "Rows `multimodal - X` are the fused model with modality X marked unavailable "
-              "(robustness); unimodal rows are the stage-1 heads stored in the checkpoint."]
+        lines.append(
+            f"| {name} | {r['n']} | {_pct(r['accuracy'])} | {_pct(r['balanced_accuracy'])} | {_pct(r['weighted_f1'])} |"
+        )
+    lines += [
+        "",
+        "Rows `multimodal - X` are the fused model with modality X marked unavailable "
+        "(robustness); unimodal rows are the stage-1 heads stored in the checkpoint.",
+    ]
     if meta.get("notes"):
         lines += [""] + [f"- {n}" for n in meta["notes"]]
     return "\n".join(lines) + "\n"
@@ -48,8 +63,10 @@ def markdown(results: dict, meta: dict) -> str:
 
 def _pyplot():
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     return plt
 
 
@@ -65,8 +82,15 @@ def confusion_figure(cm, title: str):
     ax.set_yticks(range(len(EMOTIONS)), EMOTIONS)
     for i in range(len(EMOTIONS)):
         for j in range(len(EMOTIONS)):
-            ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=8,
-                    color="white" if norm[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                int(cm[i, j]),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if norm[i, j] > 0.5 else "black",
+            )
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=10)
@@ -89,11 +113,13 @@ def plot_tsne(emb: np.ndarray, y: np.ndarray, path: Path, seed: int = 0) -> str 
     """t-SNE of the fused embeddings coloured by the true emotion; returns a note if skipped."""
     plt = _pyplot()
     from sklearn.manifold import TSNE
+
     fig, ax = plt.subplots(figsize=(6, 5))
     note = None
     if len(emb) >= 5:
-        xy = TSNE(2, perplexity=float(min(30, max(2, (len(emb) - 1) // 3))), init="pca",
-                  random_state=seed).fit_transform(np.asarray(emb, np.float32))
+        xy = TSNE(
+            2, perplexity=float(min(30, max(2, (len(emb) - 1) // 3))), init="pca", random_state=seed
+        ).fit_transform(np.asarray(emb, np.float32))
         for k, e in enumerate(EMOTIONS):
             sel = y == k
             if sel.any():
@@ -116,6 +142,7 @@ def curves_figure(training: dict):
     from matplotlib.ticker import MaxNLocator
 
     from robot_emotion.train.fit import chosen_epoch
+
     plt = _pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     series = {"fusion": training.get("history") or []}
@@ -135,11 +162,22 @@ def curves_figure(training: dict):
         i = ep.index(best)
         # underscore labels stay out of the legend; one legend entry explains the star
         a2.plot([best], [f1[i]], "*", ms=14, color=colour, markeredgecolor="black", label=f"_chosen {name}")
-        a1.plot([best], [hist[i]["dev_loss"] if has_dev else hist[i]["train_loss"]], "*", ms=14,
-                color=colour, markeredgecolor="black", label=f"_chosen {name}")
+        a1.plot(
+            [best],
+            [hist[i]["dev_loss"] if has_dev else hist[i]["train_loss"]],
+            "*",
+            ms=14,
+            color=colour,
+            markeredgecolor="black",
+            label=f"_chosen {name}",
+        )
         marked = True
-    a1.set_xlabel("epoch"); a1.set_ylabel("cross-entropy"); a1.set_title("loss")  # noqa: E702
-    a2.set_xlabel("epoch"); a2.set_ylabel("dev weighted F1 (%)"); a2.set_title("early stopping metric")  # noqa: E702
+    a1.set_xlabel("epoch")
+    a1.set_ylabel("cross-entropy")
+    a1.set_title("loss")
+    a2.set_xlabel("epoch")
+    a2.set_ylabel("dev weighted F1 (%)")
+    a2.set_title("early stopping metric")
     for a in (a1, a2):
         a.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         if a.lines:
@@ -158,14 +196,19 @@ def plot_curves(training: dict, path: Path) -> None:
     _pyplot().close(fig)
 
 
-def write_report(out_dir, results: dict, meta: dict, embeddings: np.ndarray, y: np.ndarray,
-                 training: dict) -> dict[str, Path]:
+def write_report(
+    out_dir, results: dict, meta: dict, embeddings: np.ndarray, y: np.ndarray, training: dict
+) -> dict[str, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    files = {"md": out / "report.md", "json": out / "report.json", "confusion": out / "confusion.png",
-             "tsne": out / "tsne.png", "curves": out / "training_curves.png"}
-    plot_confusion(results["rows"]["multimodal"]["confusion_matrix"], files["confusion"],
-                   confusion_title(meta))
+    files = {
+        "md": out / "report.md",
+        "json": out / "report.json",
+        "confusion": out / "confusion.png",
+        "tsne": out / "tsne.png",
+        "curves": out / "training_curves.png",
+    }
+    plot_confusion(results["rows"]["multimodal"]["confusion_matrix"], files["confusion"], confusion_title(meta))
     note = plot_tsne(embeddings, y, files["tsne"])
     if note:
         meta.setdefault("notes", []).append(note)

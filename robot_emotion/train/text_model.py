@@ -10,6 +10,7 @@ correction of the decision rule is chosen on dev (choose_prior_correction). Only
 tensors are shipped (robot_emotion/assets/text_emotion.safetensors, fp16) plus a JSON meta; they
 load on top of the embedded all-MiniLM-L6-v2 (features.text_emotion.load_default_text_model).
 """
+
 from __future__ import annotations
 
 import copy
@@ -38,12 +39,12 @@ from robot_emotion.train.metrics import classification_report, format_tables
 @dataclass
 class Recipe:
     # defaults = the shipped recipe (selected on MELD dev, see the asset JSON's "grid")
-    context_turns: int = 2        # past turns read (the shipped ensemble's; 0 was worse on dev)
-    n_frozen: int = 0             # every MiniLM layer adapted ...
-    lora_rank: int = 16           # ... by low-rank deltas (0 = fine-tune the layers' full weights)
+    context_turns: int = 2  # past turns read (the shipped ensemble's; 0 was worse on dev)
+    n_frozen: int = 0  # every MiniLM layer adapted ...
+    lora_rank: int = 16  # ... by low-rank deltas (0 = fine-tune the layers' full weights)
     lora_alpha: float = 16.0
     pooling: str = "current"
-    alpha: float = 0.25           # class weight = freq^-alpha
+    alpha: float = 0.25  # class weight = freq^-alpha
     label_smoothing: float = 0.0
     epochs: int = 5
     batch_size: int = 32
@@ -63,8 +64,7 @@ def seed_all(seed: int) -> None:
 
 
 def build_texts(enc: TextEncoder, utts, context_turns: int) -> list[str]:
-    return [enc.build_input(hist, (u.speaker, u.text))
-            for u, hist in with_past_context(utts, max_turns=context_turns)]
+    return [enc.build_input(hist, (u.speaker, u.text)) for u, hist in with_past_context(utts, max_turns=context_turns)]
 
 
 @torch.no_grad()
@@ -74,7 +74,7 @@ def cache_bottom(enc: TextEncoder, texts: list[str], n_frozen: int, batch_size: 
     order = np.argsort(lens)
     out: list = [None] * len(texts)
     for i in range(0, len(texts), batch_size):
-        idx = order[i:i + batch_size]
+        idx = order[i : i + batch_size]
         batch = enc.tokenize([texts[j] for j in idx])
         states = enc.bottom_states(batch, n_frozen).to("cpu", torch.float16)
         for r, j in enumerate(idx):
@@ -117,8 +117,16 @@ def add_lora(module: nn.Module, rank: int, alpha: float) -> None:
 class TopModel(nn.Module):
     """Fine-tuned top transformer layers (full weights or LoRA deltas) + pooling + linear head."""
 
-    def __init__(self, enc: TextEncoder, n_frozen: int, n_classes: int, pooling: str, dropout: float,
-                 lora_rank: int = 0, lora_alpha: float = 16.0):
+    def __init__(
+        self,
+        enc: TextEncoder,
+        n_frozen: int,
+        n_classes: int,
+        pooling: str,
+        dropout: float,
+        lora_rank: int = 0,
+        lora_alpha: float = 16.0,
+    ):
         super().__init__()
         self.enc = [enc]  # not a submodule: its frozen weights are neither trained nor saved
         self.first = n_frozen
@@ -169,8 +177,8 @@ def length_batches(cache, batch_size: int, rng: random.Random):
     chunk = batch_size * 50
     batches = []
     for i in range(0, len(idx), chunk):
-        part = sorted(idx[i:i + chunk], key=lambda j: cache[j][0].shape[0])
-        batches += [part[k:k + batch_size] for k in range(0, len(part), batch_size)]
+        part = sorted(idx[i : i + chunk], key=lambda j: cache[j][0].shape[0])
+        batches += [part[k : k + batch_size] for k in range(0, len(part), batch_size)]
     rng.shuffle(batches)
     return batches
 
@@ -181,7 +189,7 @@ def predict_cached(model: TopModel, cache, device, batch_size: int = 128):
     order = sorted(range(len(cache)), key=lambda j: cache[j][0].shape[0])
     probs = np.zeros((len(cache), model.head.out_features), dtype=np.float32)
     for i in range(0, len(order), batch_size):
-        idx = order[i:i + batch_size]
+        idx = order[i : i + batch_size]
         logits, _ = model(*collate([cache[j] for j in idx], device))
         probs[idx] = torch.softmax(logits.float(), -1).cpu().numpy()
     return probs
@@ -197,18 +205,20 @@ def fit(enc: TextEncoder, recipe: Recipe, train_cache, y_train, dev_cache, y_dev
     """Fine-tune top layers + head; returns (model with the best-dev-epoch weights, history)."""
     seed_all(recipe.seed)
     device = enc.device
-    model = TopModel(enc, recipe.n_frozen, len(EMOTIONS), recipe.pooling, recipe.dropout,
-                     recipe.lora_rank, recipe.lora_alpha).to(device)
+    model = TopModel(
+        enc, recipe.n_frozen, len(EMOTIONS), recipe.pooling, recipe.dropout, recipe.lora_rank, recipe.lora_alpha
+    ).to(device)
     trainable = [p for p in model.layers.parameters() if p.requires_grad]
-    groups = [{"params": trainable, "lr": recipe.lr_layers},
-              {"params": model.head.parameters(), "lr": recipe.lr_head}]
+    groups = [{"params": trainable, "lr": recipe.lr_layers}, {"params": model.head.parameters(), "lr": recipe.lr_head}]
     opt = torch.optim.AdamW(groups, weight_decay=recipe.weight_decay)
     steps = recipe.epochs * ((len(train_cache) + recipe.batch_size - 1) // recipe.batch_size)
     warm = max(1, steps // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / (steps - warm))))
-    loss_fn = nn.CrossEntropyLoss(weight=class_weights(y_train, len(EMOTIONS), recipe.alpha).to(device),
-                                  label_smoothing=recipe.label_smoothing)
+        opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / (steps - warm)))
+    )
+    loss_fn = nn.CrossEntropyLoss(
+        weight=class_weights(y_train, len(EMOTIONS), recipe.alpha).to(device), label_smoothing=recipe.label_smoothing
+    )
     rng = random.Random(recipe.seed)
     yt = torch.as_tensor(y_train)
     best, history = None, []
@@ -225,12 +235,21 @@ def fit(enc: TextEncoder, recipe: Recipe, train_cache, y_train, dev_cache, y_dev
             sched.step()
             tot += loss.item() * len(b)
         rep = classification_report(y_dev, predict_cached(model, dev_cache, device).argmax(1), EMOTIONS)
-        history.append({"epoch": epoch + 1, "train_loss": tot / len(train_cache),
-                        "dev_acc": rep["accuracy"], "dev_wf1": rep["weighted_f1"],
-                        "dev_bacc": rep["balanced_accuracy"], "seconds": time.time() - t0})
-        log(f"  epoch {epoch + 1}: loss {tot / len(train_cache):.4f} dev acc {100 * rep['accuracy']:.2f} "
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": tot / len(train_cache),
+                "dev_acc": rep["accuracy"],
+                "dev_wf1": rep["weighted_f1"],
+                "dev_bacc": rep["balanced_accuracy"],
+                "seconds": time.time() - t0,
+            }
+        )
+        log(
+            f"  epoch {epoch + 1}: loss {tot / len(train_cache):.4f} dev acc {100 * rep['accuracy']:.2f} "
             f"wF1 {100 * rep['weighted_f1']:.2f} bacc {100 * rep['balanced_accuracy']:.2f} "
-            f"({time.time() - t0:.0f}s)")
+            f"({time.time() - t0:.0f}s)"
+        )
         if best is None or rep["weighted_f1"] > best[0]:
             best = (rep["weighted_f1"], epoch + 1, copy.deepcopy(model.state_dict()))
     model.load_state_dict(best[2])
@@ -242,9 +261,21 @@ def _grid(spec: dict) -> list[dict]:
     return [dict(zip(keys, vals)) for vals in itertools.product(*(spec[k] for k in keys))]
 
 
-def run(train_csv: str, dev_csv: str, out_dir: str | None, contexts=(0, 1, 2, 4), alphas=(0.0, 0.5),
-        poolings=("current",), seeds=None, base: Recipe | None = None, threads: int | None = None,
-        prior_betas=(0.0,), ensemble: bool = False, work_dir: str | None = None, log=print) -> dict:
+def run(
+    train_csv: str,
+    dev_csv: str,
+    out_dir: str | None,
+    contexts=(0, 1, 2, 4),
+    alphas=(0.0, 0.5),
+    poolings=("current",),
+    seeds=None,
+    base: Recipe | None = None,
+    threads: int | None = None,
+    prior_betas=(0.0,),
+    ensemble: bool = False,
+    work_dir: str | None = None,
+    log=print,
+) -> dict:
     """Train every recipe of the grid (context size x pooling x class-weight exponent x seed).
 
     Ship the best single model by dev weighted F1 or, with `ensemble`, all the seeds of the recipe
@@ -280,14 +311,23 @@ def run(train_csv: str, dev_csv: str, out_dir: str | None, contexts=(0, 1, 2, 4)
                 tr = cache_bottom(enc, build_texts(enc, train_u, ctx), base.n_frozen)
                 dv = cache_bottom(enc, build_texts(enc, dev_u, ctx), base.n_frozen)
                 ntok = np.mean([s.shape[0] for s, _ in tr])
-                log(f"context {ctx}: cached {base.n_frozen} frozen layers, mean {ntok:.1f} tokens "
-                    f"({time.time() - t0:.0f}s)")
+                log(
+                    f"context {ctx}: cached {base.n_frozen} frozen layers, mean {ntok:.1f} tokens "
+                    f"({time.time() - t0:.0f}s)"
+                )
             model, hist = fit(enc, recipe, tr, y_train, dv, y_dev, log=log)
             probs = predict_cached(model, dv, enc.device)
             rep = classification_report(y_dev, probs.argmax(1), EMOTIONS)
-            results.append({"recipe": asdict(recipe), "dev_weighted_f1": rep["weighted_f1"],
-                            "dev_accuracy": rep["accuracy"], "history": hist, "probs": probs,
-                            "state": model.shipped_state()})
+            results.append(
+                {
+                    "recipe": asdict(recipe),
+                    "dev_weighted_f1": rep["weighted_f1"],
+                    "dev_accuracy": rep["accuracy"],
+                    "history": hist,
+                    "probs": probs,
+                    "state": model.shipped_state(),
+                }
+            )
             if saved:
                 _save_member(saved, results[-1])
             del model
@@ -305,18 +345,24 @@ def run(train_csv: str, dev_csv: str, out_dir: str | None, contexts=(0, 1, 2, 4)
     prior = np.bincount(y_train, minlength=len(EMOTIONS)) / len(y_train)
     corr = choose_prior_correction(probs, y_dev, prior, np.array([u.dialogue_id for u in dev_u]), prior_betas)
     rep = classification_report(y_dev, (probs * prior ** -corr["beta"]).argmax(1), EMOTIONS)
-    log(f"prior correction beta {corr['beta']}: dev wF1 {100 * plain['weighted_f1']:.2f} -> "
+    log(
+        f"prior correction beta {corr['beta']}: dev wF1 {100 * plain['weighted_f1']:.2f} -> "
         f"{100 * rep['weighted_f1']:.2f} (beta chosen on one half of dev, scored on the other: "
-        f"{100 * corr['split_half_weighted_f1']:.2f})")
+        f"{100 * corr['split_half_weighted_f1']:.2f})"
+    )
     if out_dir:
         write_assets(out_dir, enc, members, corr, rep, results, ensemble, train_csv, dev_csv, ensembles)
     log(format_tables(rep))
     for r in results:  # keep the summary JSON-friendly
         r.pop("state")
         r["dev_probs"] = r.pop("probs").round(5).tolist()
-    return {"members": [r["recipe"] for r in members], "report": rep, "prior_correction": corr,
-            "ensembles": [{k: e[k] for k in ("recipe", "dev_weighted_f1")} for e in ensembles],
-            "results": results}
+    return {
+        "members": [r["recipe"] for r in members],
+        "report": rep,
+        "prior_correction": corr,
+        "ensembles": [{k: e[k] for k in ("recipe", "dev_weighted_f1")} for e in ensembles],
+        "results": results,
+    }
 
 
 ENSEMBLE_KEYS = ("context_turns", "pooling", "alpha")  # a recipe up to its seed
@@ -330,15 +376,19 @@ def _ensembles(results: list[dict], y_dev: np.ndarray) -> list[dict]:
     out = []
     for key, rs in groups.items():
         probs = np.mean([r["probs"] for r in rs], axis=0)
-        out.append({"recipe": dict(zip(ENSEMBLE_KEYS, key)), "members": rs,
-                    "dev_weighted_f1": classification_report(y_dev, probs.argmax(1), EMOTIONS)["weighted_f1"]})
+        out.append(
+            {
+                "recipe": dict(zip(ENSEMBLE_KEYS, key)),
+                "members": rs,
+                "dev_weighted_f1": classification_report(y_dev, probs.argmax(1), EMOTIONS)["weighted_f1"],
+            }
+        )
     return out
 
 
 def _member_file(work_dir, recipe: Recipe, enc: TextEncoder, data_key) -> Path:
     """One file per (recipe, encoder, training data): the name is a hash of all three."""
-    key = json.dumps({"recipe": asdict(recipe), "encoder": [enc.id, enc.version], "data": data_key},
-                     sort_keys=True)
+    key = json.dumps({"recipe": asdict(recipe), "encoder": [enc.id, enc.version], "data": data_key}, sort_keys=True)
     return Path(work_dir) / f"member-{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
 
 
@@ -355,8 +405,9 @@ def _load_member(f: Path) -> dict:
     return {**json.loads(d["meta"]), "probs": d["probs"].numpy(), "state": d["state"]}
 
 
-def choose_prior_correction(probs: np.ndarray, y: np.ndarray, prior: np.ndarray, dialogues: np.ndarray,
-                            betas=(0.0,)) -> dict:
+def choose_prior_correction(
+    probs: np.ndarray, y: np.ndarray, prior: np.ndarray, dialogues: np.ndarray, betas=(0.0,)
+) -> dict:
     """Decision rule argmax_y p(y|x) / prior(y)^beta, beta chosen by dev weighted F1 (0 = plain argmax).
 
     Class weighting in the loss and this correction trade majority-class recall for minority
@@ -364,8 +415,9 @@ def choose_prior_correction(probs: np.ndarray, y: np.ndarray, prior: np.ndarray,
     hyper-parameter, so its worth is also measured honestly: choose beta on the even-numbered dev
     dialogues and score the odd ones, and vice versa ("split_half_weighted_f1", pooled).
     """
+
     def wf1(beta: float, sel: np.ndarray) -> float:
-        return classification_report(y[sel], (probs[sel] * prior ** -beta).argmax(1), EMOTIONS)["weighted_f1"]
+        return classification_report(y[sel], (probs[sel] * prior**-beta).argmax(1), EMOTIONS)["weighted_f1"]
 
     def pick(sel: np.ndarray) -> float:  # ties -> the smaller correction
         return max(betas, key=lambda b: (round(wf1(b, sel), 6), -abs(b)))
@@ -376,14 +428,28 @@ def choose_prior_correction(probs: np.ndarray, y: np.ndarray, prior: np.ndarray,
     for part in (even, ~even):
         held_out[part] = (probs[part] * prior ** -pick(~part)).argmax(1)
     beta = float(pick(everything))
-    return {"beta": beta, "betas": [float(b) for b in betas], "train_prior": prior.tolist(),
-            "log_bias": (-beta * np.log(prior)).tolist(),
-            "dev_weighted_f1_plain": wf1(0.0, everything),
-            "split_half_weighted_f1": classification_report(y, held_out, EMOTIONS)["weighted_f1"]}
+    return {
+        "beta": beta,
+        "betas": [float(b) for b in betas],
+        "train_prior": prior.tolist(),
+        "log_bias": (-beta * np.log(prior)).tolist(),
+        "dev_weighted_f1_plain": wf1(0.0, everything),
+        "split_half_weighted_f1": classification_report(y, held_out, EMOTIONS)["weighted_f1"],
+    }
 
 
-def write_assets(out_dir, enc, members: list[dict], corr: dict, rep: dict, results: list[dict], ensemble: bool,
-                 train_csv, dev_csv, ensembles: list[dict] = ()) -> None:
+def write_assets(
+    out_dir,
+    enc,
+    members: list[dict],
+    corr: dict,
+    rep: dict,
+    results: list[dict],
+    ensemble: bool,
+    train_csv,
+    dev_csv,
+    ensembles: list[dict] = (),
+) -> None:
     """text_emotion.safetensors (fp16 trained tensors; "members.<k>." prefixes for an ensemble) + .json."""
     from safetensors.torch import save_file
 
@@ -397,28 +463,64 @@ def write_assets(out_dir, enc, members: list[dict], corr: dict, rep: dict, resul
 
     def describe(m: dict) -> dict:
         r = m["recipe"]
-        return {"context_turns": r["context_turns"], "trained_layers": list(range(r["n_frozen"], enc.n_layers)),
-                "lora_rank": r["lora_rank"], "recipe": r, "best_epoch": m["history"]["best_epoch"],
-                "epochs": m["history"]["epochs"], "dev_weighted_f1": m["dev_weighted_f1"]}
+        return {
+            "context_turns": r["context_turns"],
+            "trained_layers": list(range(r["n_frozen"], enc.n_layers)),
+            "lora_rank": r["lora_rank"],
+            "recipe": r,
+            "best_epoch": m["history"]["best_epoch"],
+            "epochs": m["history"]["epochs"],
+            "dev_weighted_f1": m["dev_weighted_f1"],
+        }
 
     first = members[0]["recipe"]
     meta = {
-        "kind": "text_emotion", "format": 2, "labels": list(EMOTIONS),
+        "kind": "text_emotion",
+        "format": 2,
+        "labels": list(EMOTIONS),
         "encoder": {"id": enc.id, "version": enc.version, "dim": enc.dim, "n_layers": enc.n_layers},
-        "pooling": first["pooling"], "max_tokens": first["max_tokens"], "weights_dtype": "float16",
+        "pooling": first["pooling"],
+        "max_tokens": first["max_tokens"],
+        "weights_dtype": "float16",
         **({"members": [describe(m) for m in members]} if ensemble else describe(members[0])),
         "prior_correction": corr,
-        "training_data": {"train": Path(train_csv).name, "select": Path(dev_csv).name,
-                          "note": "MELD train split; every choice (recipe grid, epoch, prior correction) "
-                                  "selected on dev; test never used"},
-        "dev_metrics": {k: rep[k] for k in ("n", "accuracy", "balanced_accuracy", "weighted_precision",
-                                            "weighted_recall", "weighted_f1", "macro_f1", "per_class",
-                                            "confusion_matrix")},
-        "grid": [{"recipe": {k: r["recipe"][k] for k in ("context_turns", "pooling", "alpha", "seed")},
-                  "dev_weighted_f1": r["dev_weighted_f1"], "dev_accuracy": r["dev_accuracy"],
-                  "best_epoch": r["history"]["best_epoch"]} for r in results],
-        "ensembles": [{"recipe": e["recipe"], "seeds": [m["recipe"]["seed"] for m in e["members"]],
-                       "dev_weighted_f1": e["dev_weighted_f1"]} for e in ensembles],
+        "training_data": {
+            "train": Path(train_csv).name,
+            "select": Path(dev_csv).name,
+            "note": "MELD train split; every choice (recipe grid, epoch, prior correction) "
+            "selected on dev; test never used",
+        },
+        "dev_metrics": {
+            k: rep[k]
+            for k in (
+                "n",
+                "accuracy",
+                "balanced_accuracy",
+                "weighted_precision",
+                "weighted_recall",
+                "weighted_f1",
+                "macro_f1",
+                "per_class",
+                "confusion_matrix",
+            )
+        },
+        "grid": [
+            {
+                "recipe": {k: r["recipe"][k] for k in ("context_turns", "pooling", "alpha", "seed")},
+                "dev_weighted_f1": r["dev_weighted_f1"],
+                "dev_accuracy": r["dev_accuracy"],
+                "best_epoch": r["history"]["best_epoch"],
+            }
+            for r in results
+        ],
+        "ensembles": [
+            {
+                "recipe": e["recipe"],
+                "seeds": [m["recipe"]["seed"] for m in e["members"]],
+                "dev_weighted_f1": e["dev_weighted_f1"],
+            }
+            for e in ensembles
+        ],
         "date": _dt.date.today().isoformat(),
         "command": "HF_HUB_OFFLINE=1 python tools/train_text_model.py --meld-dir <MELD folder>",
     }

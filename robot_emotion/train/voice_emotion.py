@@ -21,6 +21,7 @@ on normal intensity and score strong, and back. The floor the issue set (mean/st
 logistic regression, clean training only, C = 1, no baseline) is scored on the same folds.
 Prints a table and writes the figures (JSON); --out writes the model.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -90,6 +91,7 @@ class Fold:
     def __init__(self, F, y, spk, tr, conds, C, prior, seed=0):
         from sklearn.linear_model import LogisticRegression
         from sklearn.preprocessing import StandardScaler
+
         self.prior = prior
         self.sc = StandardScaler().fit(np.concatenate([F[c][tr] for c in conds]))
         X, Y = [], []
@@ -103,7 +105,8 @@ class Fold:
                 X.append(R)
                 Y.append(y[where])
         self.lr = LogisticRegression(C=C, max_iter=3000, class_weight="balanced").fit(
-            np.concatenate(X), np.concatenate(Y))
+            np.concatenate(X), np.concatenate(Y)
+        )
 
     def logits(self, Fc, y, spk, te, seed=1, baseline=True):
         """Logits of rows te (each after a drawn history of its speaker's turns) -> (logits,
@@ -129,12 +132,14 @@ def fit_temperature(z, y) -> float:
 
     def nll(logT):
         return -np.mean(np.log(softmax(z, np.exp(logT))[np.arange(len(y)), y] + 1e-12))
+
     return float(np.exp(minimize_scalar(nll, bounds=(-3, 3), method="bounded").x))
 
 
 def ua(y, pred) -> float:
     """Unweighted accuracy: the mean of the per-class recalls of the classes present in y."""
     from sklearn.metrics import recall_score
+
     return float(recall_score(y, pred, labels=sorted(set(y)), average="macro", zero_division=0))
 
 
@@ -182,9 +187,11 @@ def summary(Z, seen, y, mask, folds=None, T_cross=None) -> dict:
             r["ece_calibrated"] = ece(p, yy)
         if cond == "clean":
             s = seen[mask]
-            r["ua_by_turns_heard"] = {name: ua(yy[m], z[m].argmax(1)) for name, m in
-                                      (("0-4 turns", s <= 4), ("5-9", (s >= 5) & (s <= 9)),
-                                       ("10-20", s >= 10)) if m.any()}
+            r["ua_by_turns_heard"] = {
+                name: ua(yy[m], z[m].argmax(1))
+                for name, m in (("0-4 turns", s <= 4), ("5-9", (s >= 5) & (s <= 9)), ("10-20", s >= 10))
+                if m.any()
+            }
         out[cond] = r
     return out
 
@@ -194,16 +201,20 @@ def main(argv=None) -> int:
     from robot_emotion.audio.voice_emotion import ASSET, ENCODER, VoiceEmotion
     from robot_emotion.data.ravdess import ravdess_clips
     from robot_emotion.train.voice_features import Room, extract
+
     shared = Path(__file__).resolve().parents[3] / "shared"
-    ap = argparse.ArgumentParser(prog="python -m robot_emotion.train.voice_emotion",
-                                 description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m robot_emotion.train.voice_emotion", description=__doc__.split("\n")[0])
     ap.add_argument("--ravdess", default=str(shared / "emotion_speech" / "ravdess"))
     ap.add_argument("--noise", default=str(shared / "speech" / "noise"))
     ap.add_argument("--cache", default=str(Path.home() / ".cache" / "robot-emotion" / "voice_features.npz"))
     ap.add_argument("--out", default=None, help=f"write the model here (the shipped one: {ASSET})")
     ap.add_argument("--figures", default=None, help="write the figures as JSON here")
-    ap.add_argument("--oof", default=None, help="write the out-of-fold calibrated probabilities (npz: "
-                    "clean, noise10, label, actor) here, for benchmarks/voice_emotion/fusion.py")
+    ap.add_argument(
+        "--oof",
+        default=None,
+        help="write the out-of-fold calibrated probabilities (npz: "
+        "clean, noise10, label, actor) here, for benchmarks/voice_emotion/fusion.py",
+    )
     a = ap.parse_args(argv)
 
     clips = ravdess_clips(a.ravdess)
@@ -212,11 +223,17 @@ def main(argv=None) -> int:
     folds = np.array([fold_of(s) for s in spk])
     test_actors = ~np.isin([actor(s) for s in spk], SELECT_ACTORS)
     everyone = np.ones(len(y), bool)
-    F = extract(clips, TRAIN_CONDITIONS + EVAL_CONDITIONS, FasterWhisperASR(device="cpu"), Room(a.noise),
-                Path(a.cache), progress=lambda c, i, n: i % 300 == 0 and print(f"  features {c}: {i}/{n}", file=sys.stderr))
+    F = extract(
+        clips,
+        TRAIN_CONDITIONS + EVAL_CONDITIONS,
+        FasterWhisperASR(device="cpu"),
+        Room(a.noise),
+        Path(a.cache),
+        progress=lambda c, i, n: i % 300 == 0 and print(f"  features {c}: {i}/{n}", file=sys.stderr),
+    )
     figs = {"classes": list(EMOTIONS), "n_clips": len(clips), "actors": len(set(spk))}
 
-    Zf, seen = cross_validate(F, y, spk, folds, ("clean",), 1.0, None)       # the issue's floor
+    Zf, seen = cross_validate(F, y, spk, folds, ("clean",), 1.0, None)  # the issue's floor
     figs["floor"] = summary(Zf, seen, y, everyone)
     figs["floor, actors 11-20"] = summary(Zf, seen, y, test_actors)
     C, prior, grid = select(F, y, spk)
@@ -227,20 +244,32 @@ def main(argv=None) -> int:
     figs["branch, actors 11-20"] = summary(Z, seen, y, test_actors, folds, T_cross)
     figs["confusion_clean"] = confusion(y, Z["clean"].argmax(1))
     if a.oof:
-        cal = {c: np.concatenate([softmax(Z[c][folds == k], T_cross[k]) for k in range(N_FOLDS)])
-               for c in ("clean", "noise10")}
+        cal = {
+            c: np.concatenate([softmax(Z[c][folds == k], T_cross[k]) for k in range(N_FOLDS)])
+            for c in ("clean", "noise10")
+        }
         order = np.concatenate([np.flatnonzero(folds == k) for k in range(N_FOLDS)])
         inv = np.argsort(order)
-        np.savez(a.oof, clean=cal["clean"][inv], noise10=cal["noise10"][inv], label=y,
-                 actor=np.array([actor(s) for s in spk]))
+        np.savez(
+            a.oof,
+            clean=cal["clean"][inv],
+            noise10=cal["noise10"][inv],
+            label=y,
+            actor=np.array([actor(s) for s in spk]),
+        )
     sent, inten = np.array([c.sentence for c in clips]), np.array([c.intensity for c in clips])
     gen = {}
-    for name, trm, tem in (("sentence 01 -> 02", sent == "01", sent == "02"),
-                           ("sentence 02 -> 01", sent == "02", sent == "01"),
-                           ("normal -> strong", inten == "01", inten == "02"),
-                           ("strong -> normal", inten == "02", inten == "01")):
+    for name, trm, tem in (
+        ("sentence 01 -> 02", sent == "01", sent == "02"),
+        ("sentence 02 -> 01", sent == "02", sent == "01"),
+        ("normal -> strong", inten == "01", inten == "02"),
+        ("strong -> normal", inten == "02", inten == "01"),
+    ):
         Zg, _ = cross_validate(F, y, spk, folds, TRAIN_CONDITIONS, C, prior, trm, tem)
-        gen[name] = {"ua": ua(y[tem], Zg["clean"][tem].argmax(1)), "ua_noise10": ua(y[tem], Zg["noise10"][tem].argmax(1))}
+        gen[name] = {
+            "ua": ua(y[tem], Zg["clean"][tem].argmax(1)),
+            "ua_noise10": ua(y[tem], Zg["noise10"][tem].argmax(1)),
+        }
     figs["generalisation"] = gen
 
     # The shipped model: every actor but the replay check's, the selected C and prior, the
@@ -248,44 +277,66 @@ def main(argv=None) -> int:
     T = fit_temperature(Z["clean"], y)
     kept = np.flatnonzero(~np.isin([actor(s) for s in spk], REPLAY_CHECK_ACTORS))
     fold = Fold(F, y, spk, kept, TRAIN_CONDITIONS, C, prior)
-    figs["shipped"] = {"C": C, "prior": prior, "temperature": T,
-                       "actors": sorted({actor(s) for s in spk[kept]})}
+    figs["shipped"] = {"C": C, "prior": prior, "temperature": T, "actors": sorted({actor(s) for s in spk[kept]})}
     print(table(figs))
     if a.figures:
         Path(a.figures).write_text(json.dumps(figs, indent=1) + "\n")
     if a.out:
-        card = {"encoder": ENCODER, "pooling": "mean and std of the turn's encoder states",
-                "training": f"RAVDESS speech, actors {figs['shipped']['actors']} (19 and 20 held out for the "
-                            "node replay check), 4 conditions (clean, noisy, reverb, telephone)",
-                "licence": "CC BY-NC-SA 4.0 (trained on RAVDESS): non-commercial use only",
-                "script": "python -m robot_emotion.train.voice_emotion", **figs["shipped"],
-                "validation": {k: figs["branch"][k] for k in ("clean",) + EVAL_CONDITIONS}}
+        card = {
+            "encoder": ENCODER,
+            "pooling": "mean and std of the turn's encoder states",
+            "training": f"RAVDESS speech, actors {figs['shipped']['actors']} (19 and 20 held out for the "
+            "node replay check), 4 conditions (clean, noisy, reverb, telephone)",
+            "licence": "CC BY-NC-SA 4.0 (trained on RAVDESS): non-commercial use only",
+            "script": "python -m robot_emotion.train.voice_emotion",
+            **figs["shipped"],
+            "validation": {k: figs["branch"][k] for k in ("clean",) + EVAL_CONDITIONS},
+        }
         coef = np.zeros((len(EMOTIONS), len(fold.sc.mean_)))
         icpt = np.full(len(EMOTIONS), -1e9)
         coef[fold.lr.classes_], icpt[fold.lr.classes_] = fold.lr.coef_, fold.lr.intercept_
-        VoiceEmotion(fold.sc.mean_.astype(np.float32), fold.sc.scale_.astype(np.float32),
-                     coef.astype(np.float32), icpt.astype(np.float32), T, prior, EMOTIONS, card).save(a.out)
+        VoiceEmotion(
+            fold.sc.mean_.astype(np.float32),
+            fold.sc.scale_.astype(np.float32),
+            coef.astype(np.float32),
+            icpt.astype(np.float32),
+            T,
+            prior,
+            EMOTIONS,
+            card,
+        ).save(a.out)
         print(f"wrote {a.out}", file=sys.stderr)
     return 0
 
 
 def confusion(y, pred) -> list[list[int]]:
     from sklearn.metrics import confusion_matrix
+
     return confusion_matrix(y, pred, labels=range(len(EMOTIONS))).tolist()
 
 
 def table(f) -> str:
-    rows = ["| voice branch, unseen actors | UA clean | WA clean | UA clean, no baseline | UA noise 10 dB "
-            "| ECE | ECE calibrated |", "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| voice branch, unseen actors | UA clean | WA clean | UA clean, no baseline | UA noise 10 dB "
+        "| ECE | ECE calibrated |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name in ("floor", "branch", "floor, actors 11-20", "branch, actors 11-20"):
         r = f[name]
         nb = r.get("clean, no baseline", r["clean"])["ua"]
-        rows.append(f"| {name} | {r['clean']['ua']:.3f} | {r['clean']['wa']:.3f} | {nb:.3f} | "
-                    f"{r['noise10']['ua']:.3f} | {r['clean']['ece']:.3f} | "
-                    f"{r['clean'].get('ece_calibrated', float('nan')):.3f} |")
+        rows.append(
+            f"| {name} | {r['clean']['ua']:.3f} | {r['clean']['wa']:.3f} | {nb:.3f} | "
+            f"{r['noise10']['ua']:.3f} | {r['clean']['ece']:.3f} | "
+            f"{r['clean'].get('ece_calibrated', float('nan')):.3f} |"
+        )
     by = f["branch"]["clean"]["ua_by_turns_heard"]
-    rows += ["", "UA by the speaker's turns heard before: " + ", ".join(f"{k} {v:.3f}" for k, v in by.items()),
-             "", "| generalisation (unseen actors too) | UA clean | UA noise 10 dB |", "|---|---|---|"]
+    rows += [
+        "",
+        "UA by the speaker's turns heard before: " + ", ".join(f"{k} {v:.3f}" for k, v in by.items()),
+        "",
+        "| generalisation (unseen actors too) | UA clean | UA noise 10 dB |",
+        "|---|---|---|",
+    ]
     rows += [f"| {k} | {v['ua']:.3f} | {v['ua_noise10']:.3f} |" for k, v in f["generalisation"].items()]
     return "\n".join(rows)
 

@@ -12,6 +12,7 @@ Conditions (fixed seeds, so a rebuild is identical):
   telephone  300-3400 Hz through 8 kHz mu-law
   noise10    + noise from noise4-5 (never trained on) at exactly 10 dB SNR: evaluation only
 """
+
 from __future__ import annotations
 
 import zlib
@@ -28,21 +29,23 @@ TRAIN_CONDITIONS = ("clean", "noisy", "reverb", "telephone")
 EVAL_CONDITIONS = ("noise10",)
 TRAIN_NOISES = ("noise1.wav", "noise2.wav", "noise3.wav")
 EVAL_NOISES = ("noise4.wav", "noise5.wav")
-HANGOVER_S = 0.3          # audio a node turn keeps after the speech (vad.py's hangover, about)
+HANGOVER_S = 0.3  # audio a node turn keeps after the speech (vad.py's hangover, about)
 
 
 def read_clip(path) -> np.ndarray:
     """Mono float32 at 16 kHz (other rates resampled, channels averaged); one-line errors."""
     import soundfile as sf
+
     try:
         x, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as e:   # soundfile raises its own LibsndfileError and RuntimeError
+    except Exception as e:  # soundfile raises its own LibsndfileError and RuntimeError
         raise InputError(f"cannot read audio {path}: {e}") from None
     x = x.mean(1)
-    if sr != SR:              # (scipy, as media.to_mono_16k says why: evaluate-speech reads it)
+    if sr != SR:  # (scipy, as media.to_mono_16k says why: evaluate-speech reads it)
         from math import gcd
 
         from scipy.signal import resample_poly
+
         g = gcd(int(sr), SR)
         x = resample_poly(x, SR // g, int(sr) // g).astype(np.float32)
     if x.size < SR // 10:
@@ -53,7 +56,7 @@ def read_clip(path) -> np.ndarray:
 def speech_span(x: np.ndarray) -> tuple[int, int]:
     """Sample range of the speech: 10 ms frames within 35 dB of the loudest ones, first to last."""
     n = x.size // 160
-    db = 10 * np.log10(np.square(x[:n * 160].reshape(n, 160)).mean(1) + 1e-12)
+    db = 10 * np.log10(np.square(x[: n * 160].reshape(n, 160)).mean(1) + 1e-12)
     on = np.flatnonzero(db > np.percentile(db, 98) - 35)
     return (int(on[0]) * 160, int(on[-1] + 1) * 160) if on.size else (0, x.size)
 
@@ -61,7 +64,7 @@ def speech_span(x: np.ndarray) -> tuple[int, int]:
 def as_turn(x: np.ndarray) -> np.ndarray:
     """The clip cut the way the node cuts a turn: speech plus pre-roll and hangover."""
     a, b = speech_span(x)
-    return x[max(0, a - int(PREROLL_S * SR)):b + int(HANGOVER_S * SR)]
+    return x[max(0, a - int(PREROLL_S * SR)) : b + int(HANGOVER_S * SR)]
 
 
 class Room:
@@ -95,10 +98,12 @@ class Room:
         raise ValueError(f"unknown condition {cond!r}")
 
 
-def extract(clips, conditions, asr, room: Room | None, cache: Path | None = None,
-            progress=None) -> dict[str, np.ndarray]:
+def extract(
+    clips, conditions, asr, room: Room | None, cache: Path | None = None, progress=None
+) -> dict[str, np.ndarray]:
     """{condition: (n_clips, D) pooled features}; cached in an npz keyed by clip paths."""
     from robot_emotion.audio.voice_emotion import pool
+
     paths = [c.path for c in clips]
     got: dict[str, np.ndarray] = {}
     if cache is not None and cache.is_file():

@@ -2,15 +2,22 @@
 
 Heavy modules (torch, facenet-pytorch) load on first attribute access.
 """
+
 from __future__ import annotations
 
 import importlib
 
 _EXPORTS = {
-    "FaceDetector": "faces", "FacePipeline": "faces", "align_face": "faces", "measure_mouth": "faces",
-    "ExpressionNet": "expression", "ExpressionClassifier": "expression",
-    "ExpressionModelError": "expression", "default_weights_path": "expression",
-    "FaceTracker": "tracker", "Track": "tracker",
+    "FaceDetector": "faces",
+    "FacePipeline": "faces",
+    "align_face": "faces",
+    "measure_mouth": "faces",
+    "ExpressionNet": "expression",
+    "ExpressionClassifier": "expression",
+    "ExpressionModelError": "expression",
+    "default_weights_path": "expression",
+    "FaceTracker": "tracker",
+    "Track": "tracker",
     "assign_active_speaker": "active_speaker",
 }
 __all__ = sorted(_EXPORTS)

@@ -16,6 +16,7 @@ Rule (assign_active_speaker):
      wins, confidence = clip(score_best - 0.5 score_second, 0, 1) (score_second = 0 when alone).
 Energy may be in any unit (RMS, power, dB above floor): only its shape matters.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,8 +27,7 @@ ACTIVITY_FLOOR = 0.03
 PAD_S = 1.0
 
 
-def _energy_at(times: np.ndarray, audio_times: np.ndarray, audio_energy: np.ndarray,
-               window_s: float) -> np.ndarray:
+def _energy_at(times: np.ndarray, audio_times: np.ndarray, audio_energy: np.ndarray, window_s: float) -> np.ndarray:
     """Mean energy over (t - window_s, t] for each t (interpolated where the window is empty)."""
     out = np.empty(len(times))
     csum = np.concatenate([[0.0], np.cumsum(audio_energy)])
@@ -44,9 +44,16 @@ def _corr(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.corrcoef(x, y)[0, 1])
 
 
-def assign_active_speaker(track_series: dict, audio_times, audio_energy, t0: float, t1: float,
-                          floor: float = ACTIVITY_FLOOR, pad_s: float = PAD_S,
-                          window_s: float = MOUTH_WINDOW_S) -> tuple[int | None, float]:
+def assign_active_speaker(
+    track_series: dict,
+    audio_times,
+    audio_energy,
+    t0: float,
+    t1: float,
+    floor: float = ACTIVITY_FLOOR,
+    pad_s: float = PAD_S,
+    window_s: float = MOUTH_WINDOW_S,
+) -> tuple[int | None, float]:
     """track_series: {track_id: (times, mouth_activity)} -> (track id or None, confidence 0..1)."""
     audio_times = np.asarray(audio_times if audio_times is not None else [], np.float64).reshape(-1)
     audio_energy = np.asarray(audio_energy if audio_energy is not None else [], np.float64).reshape(-1)
@@ -63,8 +70,9 @@ def assign_active_speaker(track_series: dict, audio_times, audio_energy, t0: flo
             continue
         levels[tid] = float(act[inside].mean())
         near = (times >= t0 - pad_s) & (times <= t1 + pad_s) & np.isfinite(act)
-        corrs[tid] = (_corr(act[near], _energy_at(times[near], audio_times, audio_energy, window_s))
-                      if len(audio_times) else 0.0)
+        corrs[tid] = (
+            _corr(act[near], _energy_at(times[near], audio_times, audio_energy, window_s)) if len(audio_times) else 0.0
+        )
     moving = [tid for tid, lv in levels.items() if lv >= floor]
     if not moving:
         return None, 0.0

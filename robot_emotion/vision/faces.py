@@ -14,6 +14,7 @@ cancels, see tracker.py).
 `FacePipeline` (bottom of this file) combines detector, tracker, expression CNN, mouth activity
 and the active-speaker rule into `process(frame_rgb, t) -> list[dict]`.
 """
+
 from __future__ import annotations
 
 import math
@@ -31,9 +32,9 @@ from robot_emotion.vision.expression import torch_threads
 from robot_emotion.vision.mtcnn_search import onet_landmarks, search
 from robot_emotion.vision.tracker import MouthSample
 
-ALIGN_SIZE = 112          # side of the aligned crop in px
-ALIGN_MARGIN = 0.15       # margin added on each side, as a fraction of the box side
-MOUTH_PATCH = (16, 24)    # (h, w) the mouth / control patches are resampled to
+ALIGN_SIZE = 112  # side of the aligned crop in px
+ALIGN_MARGIN = 0.15  # margin added on each side, as a fraction of the box side
+MOUTH_PATCH = (16, 24)  # (h, w) the mouth / control patches are resampled to
 
 
 def check_frame(frame) -> np.ndarray:
@@ -61,15 +62,15 @@ def _channels_last(net):
 class FaceDetector:
     """MTCNN (facenet-pytorch, weights ship in the wheel) with size and probability filters."""
 
-    def __init__(self, min_face_px: int = 40, device: str = "auto", max_face_px: int = 2000,
-                 min_prob: float = 0.9):
+    def __init__(self, min_face_px: int = 40, device: str = "auto", max_face_px: int = 2000, min_prob: float = 0.9):
         from facenet_pytorch import MTCNN
 
         self.device = torch_device(device)
         self.min_face_px, self.max_face_px, self.min_prob = min_face_px, max_face_px, min_prob
         # The pyramid starts at min_face_px, which is what keeps MTCNN fast on CPU.
-        self.mtcnn = MTCNN(keep_all=True, min_face_size=max(12, int(min_face_px)),
-                           device=self.device, post_process=False)
+        self.mtcnn = MTCNN(
+            keep_all=True, min_face_size=max(12, int(min_face_px)), device=self.device, post_process=False
+        )
         if self.device.type == "cpu":
             # facenet-pytorch hands its three nets NCHW tensors; torch's CPU max-pooling is 3-4x
             # faster on channels-last ones (RNet on 80 candidates: 26 -> 7 ms). Same detections
@@ -111,7 +112,11 @@ class FaceDetector:
         points = onet_landmarks(b, pts)
         new, score = _regress(b, reg), prob[:, 1]
         side = torch.maximum(new[:, 2] - new[:, 0], new[:, 3] - new[:, 1])
-        keep = (score >= max(self.min_prob, self.mtcnn.thresholds[2])) & (side >= self.min_face_px) & (side <= self.max_face_px)
+        keep = (
+            (score >= max(self.min_prob, self.mtcnn.thresholds[2]))
+            & (side >= self.min_face_px)
+            & (side <= self.max_face_px)
+        )
         idx = torch.nonzero(keep).flatten()
         if len(idx) == 0:
             return none
@@ -125,8 +130,12 @@ class FaceDetector:
 
         h, w = frame_rgb.shape[:2]
         ys, eys, xs, exs = pad(b.clone(), w, h)
-        crops = [cv2.resize(frame_rgb[y - 1:ey, x - 1:ex], (size, size), interpolation=cv2.INTER_AREA)
-                 if ey > y and ex > x else np.zeros((size, size, 3), np.uint8) for y, ey, x, ex in zip(ys, eys, xs, exs)]
+        crops = [
+            cv2.resize(frame_rgb[y - 1 : ey, x - 1 : ex], (size, size), interpolation=cv2.INTER_AREA)
+            if ey > y and ex > x
+            else np.zeros((size, size, 3), np.uint8)
+            for y, ey, x, ex in zip(ys, eys, xs, exs)
+        ]
         x = (torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() - 127.5) * 0.0078125
         return x.to(self.device)
 
@@ -134,34 +143,35 @@ class FaceDetector:
 def _regress(b, reg):
     """MTCNN's box regression: offsets in units of the box's size (facenet-pytorch's bbreg)."""
     import torch
+
     bw, bh = b[:, 2] - b[:, 0] + 1, b[:, 3] - b[:, 1] + 1
     return b + reg * torch.stack([bw, bh, bw, bh], 1)
 
 
 @dataclass
 class AlignedFace:
-    crop: np.ndarray          # (S, S, 3) RGB uint8, eyes level
-    landmarks: np.ndarray     # (5, 2) landmarks in crop coordinates
-    affine: np.ndarray        # (2, 3) frame -> crop
+    crop: np.ndarray  # (S, S, 3) RGB uint8, eyes level
+    landmarks: np.ndarray  # (5, 2) landmarks in crop coordinates
+    affine: np.ndarray  # (2, 3) frame -> crop
     roll_deg: float
 
 
-def align_face(frame_rgb: np.ndarray, box, landmarks, size: int = ALIGN_SIZE,
-               margin: float = ALIGN_MARGIN) -> AlignedFace:
+def align_face(
+    frame_rgb: np.ndarray, box, landmarks, size: int = ALIGN_SIZE, margin: float = ALIGN_MARGIN
+) -> AlignedFace:
     """Rotate about the box centre so the eye line is horizontal; square crop with a margin."""
     box = np.asarray(box, np.float64)
     lm = np.asarray(landmarks, np.float64)
-    (lx, ly), (rx, ry) = sorted(lm[:2].tolist())          # image-left eye first
+    (lx, ly), (rx, ry) = sorted(lm[:2].tolist())  # image-left eye first
     theta = math.atan2(ry - ly, rx - lx)
     side = max(box[2] - box[0], box[3] - box[1]) * (1.0 + 2.0 * margin)
     centre = np.array([(box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0])
     s = size / max(side, 1.0)
     c, si = math.cos(theta), math.sin(theta)
-    a = s * np.array([[c, si], [-si, c]])                  # rotate by -theta, then scale
+    a = s * np.array([[c, si], [-si, c]])  # rotate by -theta, then scale
     t = size / 2.0 - a @ centre
     affine = np.hstack([a, t[:, None]])
-    crop = cv2.warpAffine(frame_rgb, affine, (size, size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
+    crop = cv2.warpAffine(frame_rgb, affine, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return AlignedFace(crop, lm @ a.T + t, affine.astype(np.float32), math.degrees(theta))
 
 
@@ -169,8 +179,9 @@ def _patch(grey: np.ndarray, cx: float, cy: float, w: float, h: float) -> np.nda
     """Bilinear resample of an axis-aligned region (centre, size) to MOUTH_PATCH."""
     ph, pw = MOUTH_PATCH
     m = np.array([[w / pw, 0, cx - w / 2], [0, h / ph, cy - h / 2]], np.float32)
-    return cv2.warpAffine(grey, m, (pw, ph), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+    return cv2.warpAffine(
+        grey, m, (pw, ph), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
+    ).astype(np.float32)
 
 
 def measure_mouth(aligned: AlignedFace) -> MouthSample:
@@ -190,7 +201,7 @@ def measure_mouth(aligned: AlignedFace) -> MouthSample:
     nose = lm[2]
     eyes_y = (lm[0, 1] + lm[1, 1]) / 2.0
     ctrl = _patch(grey, nose[0], (eyes_y + nose[1]) / 2.0, 1.5 * mw, max(nose[1] - eyes_y, 4.0))
-    face = grey[grey.shape[0] // 4: 3 * grey.shape[0] // 4, grey.shape[1] // 4: 3 * grey.shape[1] // 4]
+    face = grey[grey.shape[0] // 4 : 3 * grey.shape[0] // 4, grey.shape[1] // 4 : 3 * grey.shape[1] // 4]
     skin = float(np.median(ctrl)) + 1e-3
     openness = float(np.mean(mouth < 0.6 * skin))
     scale = float(face.std()) + 4.0
@@ -220,22 +231,33 @@ class FacePipeline:
     and never fights the other stages for the cores; None = leave torch's setting).
     """
 
-    def __init__(self, cfg=None, device: str = "auto", expression: bool = True, weights=None,
-                 tracker=None, torch_threads: int | None = 1):
+    def __init__(
+        self,
+        cfg=None,
+        device: str = "auto",
+        expression: bool = True,
+        weights=None,
+        tracker=None,
+        torch_threads: int | None = 1,
+    ):
         from robot_emotion.config import FacesConfig
         from robot_emotion.vision.expression import ExpressionClassifier
         from robot_emotion.vision.tracker import FaceTracker
 
         self.cfg = cfg if cfg is not None else FacesConfig()
         from robot_emotion.shared_models import shared
-        self.detector = shared(("mtcnn", self.cfg.min_face_px, self.cfg.max_face_px, device),
-                               lambda: FaceDetector(self.cfg.min_face_px, device=device,
-                                                    max_face_px=self.cfg.max_face_px))
+
+        self.detector = shared(
+            ("mtcnn", self.cfg.min_face_px, self.cfg.max_face_px, device),
+            lambda: FaceDetector(self.cfg.min_face_px, device=device, max_face_px=self.cfg.max_face_px),
+        )
         self.classifier = None
-        if expression:   # (weights given as an object are this caller's own: not shared)
-            self.classifier = (shared(("fer", device, str(weights)), lambda: ExpressionClassifier(device=device, weights=weights))
-                               if weights is None or isinstance(weights, (str, os.PathLike))
-                               else ExpressionClassifier(device=device, weights=weights))
+        if expression:  # (weights given as an object are this caller's own: not shared)
+            self.classifier = (
+                shared(("fer", device, str(weights)), lambda: ExpressionClassifier(device=device, weights=weights))
+                if weights is None or isinstance(weights, (str, os.PathLike))
+                else ExpressionClassifier(device=device, weights=weights)
+            )
         self.tracker = tracker if tracker is not None else FaceTracker()
         # Held while process() updates the tracker: another thread that reads it (tracks_between
         # for an utterance) takes it too.
@@ -244,8 +266,8 @@ class FacePipeline:
         self.timings_ms: dict[str, float] = {}
         self._audio: deque = deque()
         self._last_processed = -math.inf
-        self._last_search = -math.inf          # the last whole-frame face search (detect_hz)
-        self._boxes = np.zeros((0, 4), np.float32)   # the faces of the last processed frame
+        self._last_search = -math.inf  # the last whole-frame face search (detect_hz)
+        self._boxes = np.zeros((0, 4), np.float32)  # the faces of the last processed frame
 
     def reset(self) -> None:
         """Forget tracks, audio and the rate clock (e.g. between offline clips); ids restart at 0."""
@@ -290,26 +312,33 @@ class FacePipeline:
                 expr, feats = self.classifier.predict([a.crop for a in aligned])
             t2 = time.perf_counter()
         mouths = [measure_mouth(a) for a in aligned]
-        with self.lock:     # only the tracker's update: a reader never waits for a detection
+        with self.lock:  # only the tracker's update: a reader never waits for a detection
             tracks = self.tracker.update(t, boxes, probs, lms, expressions=expr, feats=feats, mouths=mouths)
             speaker = self._speaker(t, speech_active)
         t3 = time.perf_counter()
-        self.timings_ms = {"detect": (t1 - t0) * 1e3, "expression": (t2 - t1) * 1e3,
-                           "mouth_track": (t3 - t2) * 1e3, "total": (t3 - t0) * 1e3,
-                           "faces": len(tracks)}
+        self.timings_ms = {
+            "detect": (t1 - t0) * 1e3,
+            "expression": (t2 - t1) * 1e3,
+            "mouth_track": (t3 - t2) * 1e3,
+            "total": (t3 - t0) * 1e3,
+            "faces": len(tracks),
+        }
         out = []
         for tr in tracks:
             tr.speaking = tr.id == speaker
-            out.append({
-                "id": tr.id,
-                "box": [float(v) for v in tr.box],
-                "landmarks": [[float(x), float(y)] for x, y in tr.landmarks],
-                "score": float(tr.score),
-                "expression": ({e: float(p) for e, p in zip(EMOTIONS, tr.expression)}
-                               if tr.expression is not None else None),
-                "mouth_activity": float(tr.mouth_activity),
-                "speaking": bool(tr.speaking),
-            })
+            out.append(
+                {
+                    "id": tr.id,
+                    "box": [float(v) for v in tr.box],
+                    "landmarks": [[float(x), float(y)] for x, y in tr.landmarks],
+                    "score": float(tr.score),
+                    "expression": (
+                        {e: float(p) for e, p in zip(EMOTIONS, tr.expression)} if tr.expression is not None else None
+                    ),
+                    "mouth_activity": float(tr.mouth_activity),
+                    "speaking": bool(tr.speaking),
+                }
+            )
         return out
 
     def _find(self, frame_rgb: np.ndarray, t: float):

@@ -20,6 +20,7 @@ Mouth activity (per track, from MouthSample measured by faces.py on eye-aligned 
 Samples more than 0.5 s apart are not differenced. Values are calibrated for the 5 Hz face rate:
 a still mouth (also a still face moving as a whole) reads ~0.00-0.02, speech ~0.05-0.3.
 """
+
 from __future__ import annotations
 
 from collections import deque
@@ -31,10 +32,10 @@ from scipy.optimize import linear_sum_assignment
 
 @dataclass
 class MouthSample:
-    openness: float           # dark (lip gap / open mouth) fraction of the mouth box, 0..1
-    mouth: np.ndarray         # MOUTH_PATCH grey patch of the mouth, zero-mean
-    control: np.ndarray       # same size patch over the nose / upper cheeks, zero-mean
-    scale: float              # intensity std of the face, for normalising differences
+    openness: float  # dark (lip gap / open mouth) fraction of the mouth box, 0..1
+    mouth: np.ndarray  # MOUTH_PATCH grey patch of the mouth, zero-mean
+    control: np.ndarray  # same size patch over the nose / upper cheeks, zero-mean
+    scale: float  # intensity std of the face, for normalising differences
 
 
 MOUTH_WINDOW_S = 0.8
@@ -53,18 +54,19 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
     def area(z):
         return (z[:, 2] - z[:, 0]) * (z[:, 3] - z[:, 1])
+
     return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
 
 
 def shift_diff(a: np.ndarray, b: np.ndarray) -> float:
     """Mean |a - b| of zero-mean patches, minimised over +-1 px shifts of a."""
     h, w = a.shape
-    bb = b[1:h - 1, 1:w - 1]
+    bb = b[1 : h - 1, 1 : w - 1]
     bb = bb - bb.mean()
     best = np.inf
     for dy in (-1, 0, 1):
         for dx in (-1, 0, 1):
-            aa = a[1 + dy:h - 1 + dy, 1 + dx:w - 1 + dx]
+            aa = a[1 + dy : h - 1 + dy, 1 + dx : w - 1 + dx]
             best = min(best, float(np.abs(aa - aa.mean() - bb).mean()))
     return best
 
@@ -76,7 +78,7 @@ class HistoryEntry:
     mouth_open: float
     mouth_activity: float
     feats: np.ndarray | None
-    expression: np.ndarray | None = None   # this frame's FER probabilities (not smoothed)
+    expression: np.ndarray | None = None  # this frame's FER probabilities (not smoothed)
 
 
 @dataclass
@@ -89,20 +91,20 @@ class Track:
     last_t: float
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(4))
     hits: int = 1
-    expression: np.ndarray | None = None      # EMA of probs, MELD order
-    feats: np.ndarray | None = None           # latest penultimate expression features
+    expression: np.ndarray | None = None  # EMA of probs, MELD order
+    feats: np.ndarray | None = None  # latest penultimate expression features
     mouth_open: float = 0.0
     mouth_activity: float = 0.0
     speaking: bool = False
     history: deque = field(default_factory=deque)
     _mouth: MouthSample | None = None
     _mouth_t: float = -np.inf
-    _recent: deque = field(default_factory=deque)   # (t, openness, motion or nan)
+    _recent: deque = field(default_factory=deque)  # (t, openness, motion or nan)
 
     def predict(self, t: float) -> np.ndarray:
         dt = float(np.clip(t - self.last_t, 0.0, MAX_EXTRAPOLATE_S))
         box = self.box + self.velocity * dt
-        if box[2] - box[0] < 4 or box[3] - box[1] < 4:   # a shrinking prediction collapsed
+        if box[2] - box[0] < 4 or box[3] - box[1] < 4:  # a shrinking prediction collapsed
             return self.box.copy()
         return box
 
@@ -120,17 +122,24 @@ class Track:
         motions = np.array([r[2] for r in self._recent])
         motions = motions[np.isfinite(motions)]
         self.mouth_open = float(sample.openness)
-        self.mouth_activity = float((motions.mean() if motions.size else 0.0)
-                                    + (opens.std() if opens.size > 1 else 0.0))
+        self.mouth_activity = float(
+            (motions.mean() if motions.size else 0.0) + (opens.std() if opens.size > 1 else 0.0)
+        )
 
 
 class FaceTracker:
-    def __init__(self, max_age_s: float = 1.0, iou_min: float = 0.2, history_s: float = 30.0,
-                 expression_alpha: float = 0.5, velocity_alpha: float = 0.5):
+    def __init__(
+        self,
+        max_age_s: float = 1.0,
+        iou_min: float = 0.2,
+        history_s: float = 30.0,
+        expression_alpha: float = 0.5,
+        velocity_alpha: float = 0.5,
+    ):
         self.max_age_s, self.iou_min, self.history_s = max_age_s, iou_min, history_s
         self.expression_alpha, self.velocity_alpha = expression_alpha, velocity_alpha
-        self.tracks: list[Track] = []     # live
-        self.retired: list[Track] = []    # deleted, history kept for tracks_between
+        self.tracks: list[Track] = []  # live
+        self.retired: list[Track] = []  # deleted, history kept for tracks_between
         self._next_id = 0
         self._last_t = -np.inf
 
@@ -146,8 +155,7 @@ class FaceTracker:
         ok = (iou >= self.iou_min) | ((dist < 0.6) & (ratio > 0.6) & (ratio < 1.67))
         return np.where(ok, 1.0 - iou + 0.3 * dist, 1e6)
 
-    def update(self, t: float, boxes, scores, landmarks, expressions=None, feats=None,
-               mouths=None) -> list[Track]:
+    def update(self, t: float, boxes, scores, landmarks, expressions=None, feats=None, mouths=None) -> list[Track]:
         """Associate this frame's detections; returns the track of each detection, in order.
 
         expressions (N, 7) probs, feats (N, D) and mouths (N MouthSample) are optional.
@@ -186,15 +194,17 @@ class FaceTracker:
             p = None
             if expressions is not None:
                 p = np.asarray(expressions[i], np.float64)
-                tr.expression = p if tr.expression is None else (
-                    self.expression_alpha * p + (1 - self.expression_alpha) * tr.expression)
+                tr.expression = (
+                    p
+                    if tr.expression is None
+                    else (self.expression_alpha * p + (1 - self.expression_alpha) * tr.expression)
+                )
                 tr.expression = tr.expression / tr.expression.sum()
             if feats is not None:
                 tr.feats = np.asarray(feats[i], np.float32)
             if mouths is not None and mouths[i] is not None:
                 tr.update_mouth(t, mouths[i])
-            tr.history.append(HistoryEntry(t, tr.box.copy(), tr.mouth_open, tr.mouth_activity,
-                                           tr.feats, p))
+            tr.history.append(HistoryEntry(t, tr.box.copy(), tr.mouth_open, tr.mouth_activity, tr.feats, p))
             while tr.history and tr.history[0].t < t - self.history_s:
                 tr.history.popleft()
         return assigned
@@ -226,11 +236,13 @@ class FaceTracker:
             for k, h in enumerate(rows):
                 if h.feats is not None and d:
                     feats[k] = h.feats
-            out[tr.id] = {"t": np.array([h.t for h in rows]),
-                          "box": np.stack([h.box for h in rows]).astype(np.float32),
-                          "mouth_open": np.array([h.mouth_open for h in rows], np.float32),
-                          "mouth_activity": np.array([h.mouth_activity for h in rows], np.float32),
-                          "feats": feats}
+            out[tr.id] = {
+                "t": np.array([h.t for h in rows]),
+                "box": np.stack([h.box for h in rows]).astype(np.float32),
+                "mouth_open": np.array([h.mouth_open for h in rows], np.float32),
+                "mouth_activity": np.array([h.mouth_activity for h in rows], np.float32),
+                "feats": feats,
+            }
             expr = [h.expression for h in rows if h.expression is not None]
             if expr:
                 out[tr.id]["expression"] = np.stack(expr).astype(np.float32)
