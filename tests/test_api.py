@@ -11,19 +11,11 @@ import time
 import pytest
 import zmq
 
-from conftest import REPO, free_endpoint
+from conftest import NO_PERCEPTION, REPO, free_endpoint
 from robot_emotion import EMOTIONS, EmotionNode
 from robot_emotion.config import ConfigError, load
 from robot_emotion.errors import InputError, RobotEmotionError, UsageError
 from robot_emotion.node.runner import JsonlSink
-
-NO_PERCEPTION = [
-    "asr.enabled=false",
-    "speakers.enabled=false",
-    "faces.enabled=false",
-    "emotion.enabled=false",
-    'publish.endpoint="tcp://127.0.0.1:*"',
-]
 
 
 def new_threads(before: set) -> list[str]:

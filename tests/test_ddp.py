@@ -20,28 +20,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def _meld(root: Path, n_train=24, n_dev=8):
     import csv
     from robot_emotion import EMOTIONS
-    from robot_emotion.data.meld import SPLITS
+    from robot_emotion.data.meld import COLUMNS, SPLITS
 
     for split, n in (("train", n_train), ("dev", n_dev)):
         csv_name, dir_name = SPLITS[split]
         (root / dir_name).mkdir(parents=True)
         with open(root / csv_name, "w", newline="") as fh:
             w = csv.writer(fh, lineterminator="\r\n")
-            w.writerow(
-                [
-                    "Sr No.",
-                    "Utterance",
-                    "Speaker",
-                    "Emotion",
-                    "Sentiment",
-                    "Dialogue_ID",
-                    "Utterance_ID",
-                    "Season",
-                    "Episode",
-                    "StartTime",
-                    "EndTime",
-                ]
-            )
+            w.writerow(COLUMNS)
             for i in range(n):
                 w.writerow(
                     [

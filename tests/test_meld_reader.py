@@ -9,22 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from robot_emotion.data.meld import MeldError, MeldLayout, open_meld, parse_time, read_meld_csv, read_rows
+from robot_emotion.data.meld import COLUMNS, MeldError, MeldLayout, open_meld, parse_time, read_meld_csv, read_rows
 
 SHARED_MELD = Path(os.environ.get("MELD_DIR", Path(__file__).resolve().parents[2] / "shared" / "meld"))
-COLS = [
-    "Sr No.",
-    "Utterance",
-    "Speaker",
-    "Emotion",
-    "Sentiment",
-    "Dialogue_ID",
-    "Utterance_ID",
-    "Season",
-    "Episode",
-    "StartTime",
-    "EndTime",
-]
+COLS = list(COLUMNS)
 
 
 def _write_csv(path: Path, rows, encoding="utf-8"):

@@ -34,19 +34,6 @@ TOOLS = Path(__file__).resolve().parent
 REPO = TOOLS.parent
 FIXTURE = REPO.parent / "shared" / "fixtures" / "meld_train_dia1_utt0.mp4"
 SHARED_TRAIN_CSV = REPO.parent / "shared" / "meld" / "train_sent_emo.csv"
-COLUMNS = [
-    "Sr No.",
-    "Utterance",
-    "Speaker",
-    "Emotion",
-    "Sentiment",
-    "Dialogue_ID",
-    "Utterance_ID",
-    "Season",
-    "Episode",
-    "StartTime",
-    "EndTime",
-]
 SENTIMENT = {
     "neutral": "neutral",
     "joy": "positive",
@@ -194,7 +181,7 @@ def plan_split(split: str, n: int, rng) -> list[dict]:
 
 
 def make_split(out: Path, split: str, n: int, seed: int, demo, heads, with_fixture: bool) -> list[dict]:
-    from robot_emotion.data.meld import SPLITS
+    from robot_emotion.data.meld import COLUMNS, SPLITS
 
     csv_name, dir_name = SPLITS[split]
     clip_dir = out / dir_name
