@@ -6,8 +6,12 @@
 RUN = HF_HUB_OFFLINE=1 PYTHONPATH="$(CURDIR)" $$VENV/bin/python
 demo:
 	@VENV=$$(scripts/setup.sh) && $(RUN) -m robot_emotion replay --demo
+# make test: two pytest workers (whole files each: their module fixtures load once), then the
+# tests marked `alone` (wall-clock order or latency of a live node) with the machine to themselves
+JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 2 ] && n=2; echo $$n)
 test:
-	@VENV=$$(scripts/setup.sh) && $(RUN) -m pytest -q --durations=15 tests
+	@VENV=$$(scripts/setup.sh) && $(RUN) -m pytest -q -n $(JOBS) --dist loadfile -m "not alone" --durations=15 tests \
+	  && $(RUN) -m pytest -q -m alone tests
 # the fast tier for every change (slow tests listed in tests/slow.txt left out; ruff included)
 check:
 	@VENV=$$(scripts/setup.sh) && $(RUN) -m pytest -q -m "not slow" tests

@@ -15,6 +15,9 @@ from conftest import REPO, SHARED, espeak, free_endpoint
 from robot_emotion.bus.client import Controller
 from conftest import play
 
+# a live node on PulseAudio whose barge-in and robot turns follow wall-clock requests and playback
+pytestmark = pytest.mark.alone
+
 SR = 16000
 ROBOT_A = "Hello, I am your robot. It is nice to see you here today."
 ROBOT_B = "Let me tell you about the weather for tomorrow afternoon."
@@ -96,7 +99,7 @@ def test_robot_speech_is_not_a_person_but_barge_in_is(own_sink, tmp_path):
         env={**os.environ, "PULSE_SOURCE": f"{own_sink}.monitor"},
     )
     try:
-        with Controller(control) as ctl:
+        with Controller(control, timeout_ms=10000) as ctl:  # (a busy CI machine)
             ctl.wait_ready()
             time.sleep(1.0)
             ctl.robot_speaking(ROBOT_A)

@@ -206,6 +206,7 @@ def quick_exchange(tmp_path_factory):
     return events, t_seg, changes  # (in the order they were published)
 
 
+@pytest.mark.alone  # publish order against speech.end at recorded pace: a second busy worker moves it
 def test_a_voice_change_inside_a_segment_closes_the_turn_while_speech_goes_on(quick_exchange):
     events, t_seg, changes = quick_exchange
     finals = [e for e in events if e["topic"] == "utterance" and e["final"] and e["start"] >= t_seg - 0.3]
