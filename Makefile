@@ -6,9 +6,10 @@
 RUN = HF_HUB_OFFLINE=1 PYTHONPATH="$(CURDIR)" $$VENV/bin/python
 demo:
 	@VENV=$$(scripts/setup.sh) && $(RUN) -m robot_emotion replay --demo
-# make test: two pytest workers (whole files each: their module fixtures load once), then the
+# make test: one pytest worker per core and one more (whole files each: their module fixtures
+# load once; the extra worker fills the CPU while another waits on a paced replay), then the
 # tests marked `alone` (wall-clock order or latency of a live node) with the machine to themselves
-JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 2 ] && n=2; echo $$n)
+JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); n=$$((n + 1)); [ $$n -gt 4 ] && n=4; echo $$n)
 test:
 	@VENV=$$(scripts/setup.sh) && $(RUN) -m pytest -q -n $(JOBS) --dist loadfile -m "not alone" --durations=15 tests \
 	  && $(RUN) -m pytest -q -m alone tests

@@ -15,9 +15,6 @@ from conftest import REPO, SHARED, espeak, free_endpoint
 from robot_emotion.bus.client import Controller
 from conftest import play
 
-# a live node on PulseAudio whose barge-in and robot turns follow wall-clock requests and playback
-pytestmark = pytest.mark.alone
-
 SR = 16000
 ROBOT_A = "Hello, I am your robot. It is nice to see you here today."
 ROBOT_B = "Let me tell you about the weather for tomorrow afternoon."
