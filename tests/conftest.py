@@ -116,6 +116,11 @@ def pulse():
     """
     if shutil.which("pulseaudio") is None or shutil.which("paplay") is None:
         pytest.skip("pulseaudio is not installed (scripts/setup.sh installs it)")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:  # one server per pytest-xdist worker: its tests play into (and kill) their own
+        runtime = Path(f"/tmp/robot-emotion-pulse-{os.getuid()}-{worker}")
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        os.environ["PULSE_RUNTIME_PATH"] = str(runtime)  # (servers and clients alike, subprocesses too)
     if subprocess.run(["pactl", "info"], capture_output=True).returncode != 0:
         subprocess.run(
             ["pulseaudio", "-D", "--exit-idle-time=-1", "-n", "--load=module-native-protocol-unix"], capture_output=True
