@@ -222,3 +222,28 @@ def test_the_bench_contention_table_shows_lag_and_what_was_shed():
     live = lines["live semantics"]
     assert "300 / 900" in live and "2057 / " in live and "0 (11 s), 6 (7 s), 3 (1 s)" in live and "| 1, 0, 3 |" in live
     assert "live semantics" not in format_table([{k: v for k, v in row.items() if k != "live"}], "demo")
+
+
+def test_a_live_node_decodes_beside_the_utterance_thread_and_estimates_early(short_session):
+    """Live, the decodes of a segment while it is spoken run on the recogniser's own thread
+    (speech_in_progress.py): the segment's end does not wait behind one. Over the 4-turn
+    recording at recorded pace with the default budget: decodes ran and were timed, each turn
+    got an early estimate from words heard before its pause, ahead of its full result, and every
+    turn still ends in one final utterance and emotion with text."""
+    folder, truth = short_session
+    cfg, _ = load(None, overrides=[ENDPOINT])
+    events = []
+    node = paced_live(cfg, str(folder), sinks=[events.append])
+    assert not node.errors, node.errors
+    stages = node.status()["stages"]
+    assert stages["asr_incremental"]["n"] > 0
+    finals = [u for u in _topic(events, "utterance") if u["final"]]
+    assert len(finals) == len(truth["turns"]) == node.utterances and all(u["text"] for u in finals)
+    emotions = _topic(events, "emotion")
+    assert {e["utterance_id"] for e in emotions if e["final"]} == {u["utterance_id"] for u in finals}
+    early = [e for e in emotions if e.get("early")]
+    assert len(early) >= len(truth["turns"]) - 1  # (a turn's first segment may be too short to decode)
+    for e in early:
+        assert e["text_end"] <= e["end"] + 1e-6 and e["text"]
+        full = [x for x in emotions if x["utterance_id"] == e["utterance_id"] and not x.get("early")]
+        assert full and events.index(e) < events.index(full[0])

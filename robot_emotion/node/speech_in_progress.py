@@ -6,7 +6,8 @@ in order, with the segment's audio so far:
                            voice than the open turn's closes that turn now, not at this segment's end
   on_turn_so_far(item)     every speakers.live_change_s: a voice change INSIDE the segment (quick
                            exchanges: no pause between speakers) closes the turn before it now;
-                           every asr.incremental_s: decode the turn so far (audio/incremental.py)
+                           every asr.incremental_s: decode the turn so far (audio/incremental.py;
+                           live, on the recogniser thread, so a segment's end never waits for it)
   speculate(seg)           at the segment's end, on the second core: transcribe the turn it most
                            likely makes while the speaker encoder splits and labels it
   early_result(seg)        at the segment's end, first of all: the turn it most likely makes,
@@ -93,6 +94,7 @@ class SpeechInProgress:
         self._cut: LiveCut | None = None  # voice changes found in the segment being spoken
         self._head = None  # ((segment, from), d-vector of its first 1.5 s)
         self._early = None  # EarlyText: the last decode of the segment being spoken
+        self._decoding = None  # live: (segment, Future) of the decode running on the recogniser thread
 
     def hypotheses(self, origin: float):
         """The open turn's partial decodes when they decode audio from ``origin``, else None."""
@@ -100,8 +102,17 @@ class SpeechInProgress:
 
     def segment_over(self) -> None:
         """The segment was handed over whole: its early decode and live cuts are spent."""
+        self._decode_failed()
         self._early = None
         self._cut = None
+
+    def _decode_failed(self) -> None:
+        """Live: a decode that failed on the recogniser thread fails the utterance thread, as
+        one run in place would (the node reports it); nothing is lost in the future."""
+        d = self._decoding
+        if d is not None and d[1].done():
+            self._decoding = None
+            d[1].result()
 
     def close(self) -> None:
         """The node stopped: let the recogniser thread go (a process may run many sessions)."""
@@ -137,12 +148,16 @@ class SpeechInProgress:
         t0, audio = turn.audio()
         prompt = self.p.prompt(turn)
         hyp = self._hyp if self._hyp is not None and self._hyp.matches(t0) else None
+        key = (t0, audio.size, prompt)
+        return self._recogniser().submit(lambda: (key, self.p.asr.transcribe(audio, prompt=prompt, hypotheses=hyp)))
+
+    def _recogniser(self):
+        """The second core's recogniser thread (one worker: what is submitted runs in order)."""
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr")
-        key = (t0, audio.size, prompt)
-        return self._pool.submit(lambda: (key, self.p.asr.transcribe(audio, prompt=prompt, hypotheses=hyp)))
+        return self._pool
 
     def on_probe(self, probe) -> list[dict]:
         """The first ``speakers.probe_s`` of a segment still in progress: if it is clearly
@@ -160,6 +175,7 @@ class SpeechInProgress:
         """The segment still being spoken: close the turn at a voice change inside it
         (``item.check_voice``), decode the turn it is likely to continue or start, so far
         (``item.decode``, audio/incremental.py)."""
+        self._decode_failed()
         bodies = self._voice_change_so_far(self._so_far(item)) if item.check_voice else []
 
         # a decode that serves only the early estimate (item.agree false), and the early text
@@ -178,14 +194,30 @@ class SpeechInProgress:
                 from robot_emotion.audio.incremental import Hypotheses
 
                 self._hyp = Hypotheses(t0)
-            began = time.perf_counter()
-            tr = self.p.asr.transcribe(audio, prompt=self.p.prompt(turn), hypotheses=self._hyp, update=item.agree)
-            self.p.link.stats.add("asr_incremental", (time.perf_counter() - began) * 1000.0)
-            self._early = EarlyText(item.utterance_id, turn.id, t0, item.end, tr.text.strip(), tr.confidence, audio)
-            if self.p.emotion is not None and self.p.cfg.emotion.early and self._early.text and not later():
-                began = time.perf_counter()  # the early estimate's text features, now rather than at the pause
-                self.p.emotion.prepare_text(self.p.past_turns(turn.start), turn.speaker, self._early.text)
-                self.p.link.stats.add("text_early", (time.perf_counter() - began) * 1000.0)
+            hyp, prompt, past = self._hyp, self.p.prompt(turn), self.p.past_turns(turn.start)
+
+            def decode() -> None:
+                began = time.perf_counter()
+                tr = self.p.asr.transcribe(audio, prompt=prompt, hypotheses=hyp, update=item.agree)
+                self.p.link.stats.add("asr_incremental", (time.perf_counter() - began) * 1000.0)
+                early = EarlyText(item.utterance_id, turn.id, t0, item.end, tr.text.strip(), tr.confidence, audio)
+                self._early = early
+                if self.p.emotion is not None and self.p.cfg.emotion.early and early.text and not later():
+                    began = time.perf_counter()  # the early estimate's text features, now rather than at the pause
+                    self.p.emotion.prepare_text(past, turn.speaker, early.text)
+                    self.p.link.stats.add("text_early", (time.perf_counter() - began) * 1000.0)
+
+            if self.p.link.mode != "live":
+                decode()  # a replay decodes here, in order: its events must not depend on the machine's speed
+            elif self._decoding is not None and not self._decoding[1].done():
+                # the one before still runs: decodes must not pile up on a slow core (counted,
+                # as the backlog policy counts the decodes it skips)
+                self.p.link.stats.add("asr_incremental_busy", 1.0)
+            else:
+                # on the recogniser thread: a decode (0.1-0.4 s, more on a busy core) no longer
+                # holds the utterance thread when the segment ends, so the early estimate need
+                # not wait for it (early_result)
+                self._decoding = (item.utterance_id, self._recogniser().submit(decode))
         return bodies
 
     def early_result(self, seg) -> list[dict]:
@@ -194,7 +226,14 @@ class SpeechInProgress:
         (up to ``text_end``, at most asr.incremental_s before the pause). ~45 ms (the text
         model) instead of the ~200 ms of the full result, which follows as usual. Only when
         this segment was decoded while spoken and heard words; ``early: true`` marks both
-        messages, ``speaker`` is the open turn's or null (the segment is not labelled yet)."""
+        messages, ``speaker`` is the open turn's or null (the segment is not labelled yet).
+        Live, the segment's last decode may still run on the recogniser thread: the estimate
+        uses the one before it, and waits only when the segment has no other."""
+        d = self._decoding
+        if d is not None and d[0] == seg.utterance_id and not d[1].done():
+            e = self._early
+            if e is None or e.segment != seg.utterance_id:
+                d[1].result()
         e = self._early
         if (
             e is None
