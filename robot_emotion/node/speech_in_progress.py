@@ -194,7 +194,9 @@ class SpeechInProgress:
                 from robot_emotion.audio.incremental import Hypotheses
 
                 self._hyp = Hypotheses(t0)
-            hyp, prompt, past = self._hyp, self.p.prompt(turn), self.p.past_turns(turn.start)
+            hyp, prompt = self._hyp, self.p.prompt(turn)
+            prepare = self.p.emotion is not None and self.p.cfg.emotion.early
+            past = self.p.past_turns(turn.start) if prepare else []
 
             def decode() -> None:
                 began = time.perf_counter()
@@ -202,7 +204,7 @@ class SpeechInProgress:
                 self.p.link.stats.add("asr_incremental", (time.perf_counter() - began) * 1000.0)
                 early = EarlyText(item.utterance_id, turn.id, t0, item.end, tr.text.strip(), tr.confidence, audio)
                 self._early = early
-                if self.p.emotion is not None and self.p.cfg.emotion.early and early.text and not later():
+                if prepare and early.text and not later():
                     began = time.perf_counter()  # the early estimate's text features, now rather than at the pause
                     self.p.emotion.prepare_text(past, turn.speaker, early.text)
                     self.p.link.stats.add("text_early", (time.perf_counter() - began) * 1000.0)
