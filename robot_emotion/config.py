@@ -452,6 +452,11 @@ def parse_override(item: str) -> dict:
     return {section: {key: _parse_value(value.strip())}}
 
 
+def add_set_option(parser, help: str = "override one config value (repeatable; default: none)") -> None:
+    """The ``--set SECTION.KEY=VALUE`` option every command shares (into ``args.overrides``, for load)."""
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE", help=help)
+
+
 def read_toml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():

@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 
+from robot_emotion.config import add_set_option
 from robot_emotion.errors import EXIT_INTERRUPTED, RobotEmotionError, say
 from robot_emotion.paths import launch_path as _launch
 
@@ -26,14 +27,7 @@ def _add_config_args(
     p.add_argument(
         "--calibration", default=None, help="per-robot calibration TOML (default: the one the launch profile names)"
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override one config value (repeatable; default: none)",
-    )
+    add_set_option(p)
     p.add_argument(
         "--model",
         default=None,

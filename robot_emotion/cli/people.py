@@ -12,6 +12,7 @@ import datetime
 import json
 import sys
 
+from robot_emotion.config import add_set_option
 from robot_emotion.errors import UsageError, printable
 
 
@@ -23,14 +24,7 @@ def add_people_args(p: argparse.ArgumentParser, launch: str | None) -> None:
     )
     p.add_argument("--launch", default=launch, help="launch profile TOML (for people.store)")
     p.add_argument("--calibration", default=None, help="per-robot calibration TOML")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override one config value (repeatable; default: none)",
-    )
+    add_set_option(p)
     verbs = p.add_subparsers(dest="verb", required=True, help="what to do with the store")
     v = verbs.add_parser("list", help="the stored people: id, name, voices, seconds of speech")
     v.add_argument("--json", action="store_true", help="one JSON array on stdout")

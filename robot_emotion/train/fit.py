@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from robot_emotion import EMOTIONS
+from robot_emotion.config import add_set_option
 from robot_emotion.threads import offline_threads, set_torch_threads
 
 UNIMODAL_FAMILY = "early"
@@ -340,14 +341,7 @@ def add_train_args(p) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--limit", type=int, default=None, help="extract at most N new clips (then stop)")
     p.add_argument("--extract-only", action="store_true", help="extract features, do not train")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="config override for the featurizers (e.g. faces.rate_hz=5)",
-    )
+    add_set_option(p, help="config override for the featurizers (e.g. faces.rate_hz=5)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
