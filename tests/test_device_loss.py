@@ -3,6 +3,7 @@ a live recording on the PulseAudio virtual microphone. Speech goes on being publ
 the camera is gone, faces resume when it is back, and the session keeps both changes."""
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -87,3 +88,48 @@ def test_camera_lost_and_restored_during_a_live_run(pulse, short_session, tmp_pa
         ("camera", "restored"),
     ]
     assert meta["complete"] is True
+
+
+LATE_SERVER = r"""
+import json, subprocess, sys, time
+import sounddevice  # PortAudio lists the devices now, with no sound server: no input at all
+from robot_emotion.config import MicrophoneConfig
+from robot_emotion.sources.base import AudioQueue
+from robot_emotion.sources.microphone import MicrophoneSource
+
+before = sum(d["max_input_channels"] > 0 for d in sounddevice.query_devices())
+subprocess.run(["pulseaudio", "-D", "--exit-idle-time=-1", "-n", "--load=module-native-protocol-unix"])
+for _ in range(100):
+    if subprocess.run(["pactl", "info"], capture_output=True).returncode == 0:
+        break
+    time.sleep(0.1)
+subprocess.run(["pactl", "load-module", "module-null-sink", "sink_name=late"], capture_output=True, check=True)
+subprocess.run(["pactl", "set-default-source", "late.monitor"], check=True)
+
+class Clock:
+    def now(self):
+        return time.monotonic()
+
+q = AudioQueue(64)
+mic = MicrophoneSource(MicrophoneConfig(), Clock(), q)
+mic.start()
+block = q.get(timeout=10)
+mic.stop()
+print(json.dumps({"inputs_at_start": before, "samples": 0 if block is None else len(block.samples)}))
+"""
+
+
+def test_a_microphone_that_comes_up_after_the_node_started_is_opened(pulse, tmp_path):
+    """PortAudio lists devices once per process: a sound server (or a USB microphone) that
+    appears later must still open, as after a loss the node retries for lost_grace_s."""
+    runtime = tmp_path / "pulse"  # a server of this test's own, started inside the child
+    runtime.mkdir(mode=0o700)
+    env = {**os.environ, "PULSE_RUNTIME_PATH": str(runtime), "PYTHONPATH": str(REPO)}
+    try:
+        res = subprocess.run([sys.executable, "-c", LATE_SERVER], env=env, capture_output=True, text=True, timeout=60)
+    finally:
+        subprocess.run(["pulseaudio", "--kill"], env=env, capture_output=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    seen = json.loads(res.stdout.strip().splitlines()[-1])
+    assert seen["inputs_at_start"] == 0  # the case under test: nothing to open when PortAudio loaded
+    assert seen["samples"] == 16000 * 30 // 1000  # a real 30 ms block from the late server

@@ -48,24 +48,43 @@ class MicrophoneSource:
             import sounddevice as sd
         except OSError as e:  # libportaudio2 missing
             raise SourceError(f"microphone unavailable: {e}") from None
-        blocksize = SAMPLE_RATE * self.cfg.block_ms // 1000
         try:
-            self._stream = sd.InputStream(
-                samplerate=SAMPLE_RATE,
-                channels=1,
-                dtype="int16",
-                blocksize=blocksize,
-                device=device_arg(self.cfg.device),
-                callback=self._callback,
-                latency="low",
-                finished_callback=self._finished,
-            )
-            self._started = time.monotonic()
-            self._stream.start()
-        except Exception as e:  # PortAudioError, ValueError for unknown device names
-            # "low": ALSA's pulse plugin otherwise buffers ~2 s before the first callback
+            try:
+                self._open(sd)
+            except Exception:  # PortAudioError, ValueError for unknown device names
+                # PortAudio lists the devices once, when the process first loads it: a USB
+                # microphone plugged in (or a sound server started) since is not in that list.
+                self._close()
+                if not _rescan_devices(sd):
+                    raise
+                self._open(sd)
+        except Exception as e:
+            self._close()
             raise SourceError(f"cannot open microphone {self.cfg.device or '(default)'}: {e}") from None
         self.state = "running"
+
+    def _open(self, sd) -> None:
+        self._close()
+        stream = sd.InputStream(
+            samplerate=SAMPLE_RATE,
+            channels=1,
+            dtype="int16",
+            blocksize=SAMPLE_RATE * self.cfg.block_ms // 1000,
+            device=device_arg(self.cfg.device),
+            callback=self._callback,
+            latency="low",  # ALSA's pulse plugin otherwise buffers ~2 s before the first callback
+            finished_callback=self._finished,
+        )
+        self._stream = stream
+        _track(stream, +1)
+        self._started = time.monotonic()
+        stream.start()
+
+    def _close(self) -> None:
+        if self._stream is not None:
+            self._stream.close(ignore_errors=True)
+            _track(self._stream, -1)
+            self._stream = None
 
     def _callback(self, indata, frames, time_info, status) -> None:
         self.last_callback = time.monotonic()
@@ -109,9 +128,7 @@ class MicrophoneSource:
         self._t0, self._n, self.last_callback = None, 0, 0.0
         try:
             with quiet_stderr():  # each failed try: PortAudio/ALSA lines that say nothing new
-                if self._stream is not None:
-                    self._stream.close(ignore_errors=True)
-                    self._stream = None
+                self._close()
                 self.start()
         except SourceError:
             return False
@@ -120,6 +137,25 @@ class MicrophoneSource:
 
     def stop(self) -> None:
         self.state = "stopped"
-        if self._stream is not None:
-            self._stream.close(ignore_errors=True)
-            self._stream = None
+        self._close()
+
+
+# Streams this module holds open in the process: PortAudio can only list the devices again
+# (terminate, initialise) while none is open, since terminating closes every stream.
+_open_streams: set[int] = set()
+_streams_lock = threading.Lock()
+
+
+def _track(stream, delta: int) -> None:
+    with _streams_lock:
+        (_open_streams.add if delta > 0 else _open_streams.discard)(id(stream))
+
+
+def _rescan_devices(sd) -> bool:
+    """List the audio devices again; False where a stream of this process is still open."""
+    with _streams_lock:
+        if _open_streams:
+            return False
+        sd._terminate()
+        sd._initialize()
+        return True
