@@ -230,7 +230,7 @@ ROWS = [
         {"dims.pt": _checkpoint("early", {"text": 300, "face": 128})},
         3,
         "300-dimensional",
-        False,
+        True,  # refused from the text model's description, before it loads
     ),
     # the publisher's endpoint: bound before any model loads (publish.check_endpoint)
     ("endpoint-bad-address", ["replay", "{wav}", "--endpoint", "tcp://300.1.1.1:1"], {}, 2, "300.1.1.1", True),

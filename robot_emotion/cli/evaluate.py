@@ -61,14 +61,11 @@ def check_output_paths(args) -> None:
 
 
 def run_evaluate(args) -> int:
+    check_output_paths(args)  # before the imports below (torch: seconds)
     from robot_emotion.errors import CommandError
     from robot_emotion.config import load
     from robot_emotion.data.meld import read_meld_csv
-    from robot_emotion.node.emotion import EmotionScorer
-    from robot_emotion.models.checkpoint import CheckpointError
-    from robot_emotion.train.metrics import evaluate_text_csv, format_tables
 
-    check_output_paths(args)
     if getattr(args, "speech", None):  # the voice branch on labelled clips (evaluate_speech.py)
         from robot_emotion.cli.evaluate_speech import run_speech_evaluate
 
@@ -81,6 +78,10 @@ def run_evaluate(args) -> int:
     if not csv.is_file():
         raise CommandError(f"MELD CSV not found: {csv}", 3)
     rows = read_meld_csv(csv, limit=args.limit or None)  # a malformed CSV fails before the model loads
+    from robot_emotion.node.emotion import EmotionScorer
+    from robot_emotion.models.checkpoint import CheckpointError
+    from robot_emotion.train.metrics import evaluate_text_csv, format_tables
+
     overrides = [f'emotion.model="{args.model}"'] if args.model else []
     cfg, _ = load(None, overrides=overrides)
     try:

@@ -38,6 +38,19 @@ def asset_version(asset_dir: str | Path | None = None) -> str:
     return hashlib.sha1(w_f.read_bytes()).hexdigest()[:12]
 
 
+def encoder_tag(asset_dir: str | Path | None = None) -> dict:
+    """The id and version a loaded model of this folder reports (fusion checkpoints record
+    them) and its feature size, read from its files without loading it: a checkpoint that
+    cannot work with it is refused in a second."""
+    d = Path(asset_dir) if asset_dir else ASSET_DIR
+    meta = json.loads((d / f"{ASSET_NAME}.json").read_text())
+    return {
+        "id": meta.get("id", f"{ASSET_NAME}@{meta['encoder']['id']}"),
+        "version": str(meta.get("version", asset_version(d))),
+        "dim": int(meta["encoder"]["dim"]),
+    }
+
+
 def merge_layer_state(base: dict, trained: dict) -> dict:
     """A transformer layer's state with the trained tensors applied.
 

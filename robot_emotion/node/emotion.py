@@ -51,13 +51,33 @@ def node_feature_dims(asr=None, text_model=None) -> dict[str, int]:
 
 def precheck_checkpoint(cfg, asr=None) -> dict:
     """Read and validate the configured checkpoint (CheckpointError, exit 3) before the models
-    load: a checkpoint that cannot work is refused in a second, not after the ASR loaded."""
-    from robot_emotion.models.checkpoint import read_checkpoint, validate_checkpoint
+    load: a checkpoint that cannot work is refused in a second, not after the ASR loaded. The
+    text and face encoders it names are compared here too (the audio one once the recogniser
+    is loaded: its id comes from the model files)."""
+    from robot_emotion.features.text_emotion import encoder_tag
+    from robot_emotion.models.checkpoint import check_encoders, read_checkpoint, validate_checkpoint
 
-    path = Path(cfg.emotion.model) if cfg.emotion.model else DEFAULT_CHECKPOINT
+    path = checkpoint_path(cfg)
     raw = read_checkpoint(path)
-    validate_checkpoint(raw, path, node_feature_dims(asr))
+    try:
+        text = encoder_tag(text_model_dir(raw, path))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        text = None  # a broken text model folder: its load says what is wrong
+    validate_checkpoint(raw, path, {**node_feature_dims(asr), **({"text": text["dim"]} if text else {})})
+    if text is not None:
+        check_encoders(raw["encoders"], {"text": text, "face": FACE_ENCODER}, raw["dims"])
     return raw
+
+
+def checkpoint_path(cfg) -> Path:
+    return Path(cfg.emotion.model) if cfg.emotion.model else DEFAULT_CHECKPOINT
+
+
+def text_model_dir(raw: dict, path: Path) -> str:
+    """The text model a checkpoint was built on: its `training.text_model_dir` (relative to the
+    checkpoint), else the shipped one."""
+    text_dir = raw.get("training", {}).get("text_model_dir") or str(ASSETS)
+    return text_dir if Path(text_dir).is_absolute() else str(path.parent / text_dir)
 
 
 def configured_encoders(text_model, asr) -> dict:
@@ -96,10 +116,9 @@ class EmotionScorer:
         from robot_emotion.threads import cap_scorer_threads
 
         cap_scorer_threads()
-        path = Path(cfg.emotion.model) if cfg.emotion.model else DEFAULT_CHECKPOINT
+        path = checkpoint_path(cfg)
         raw = precheck_checkpoint(cfg, asr)  # it names the text branch it was built with
-        text_dir = raw.get("training", {}).get("text_model_dir") or str(ASSETS)
-        text_dir = text_dir if Path(text_dir).is_absolute() else str(path.parent / text_dir)
+        text_dir = text_model_dir(raw, path)
         from robot_emotion.shared_models import file_key, shared
 
         text_model = shared(
