@@ -9,8 +9,8 @@ first replay (models loaded once, the whole source processed), the kernel's VmHW
 A last child times stock faster-whisper on the same speech segments (bench_reference.py):
 every latency is also given as a multiple of its median.
 
-With --contention N (the robot's other software, cli/contention.py) each configuration also
-runs the recording at recorded pace through a LIVE node (runner.paced_live: fed as its devices
+With --contention N (the robot's other software, cli/contention.py), or --live, each
+configuration also runs the recording at recorded pace through a LIVE node (runner.paced_live: fed as its devices
 would feed it, load shedding on, node/load.py), since a replay never sheds: the contention
 table puts its latencies, peak lag and what it shed beside the paced replay's.
 (`--set node.lag_budget_ms=0`: the same live run without shedding.)
@@ -249,7 +249,7 @@ def run_bench(args) -> int:
     base = {
         "repeats": args.repeats,
         "launch": args.launch or None,
-        "live": bool(getattr(args, "contention", 0)),
+        "live": bool(getattr(args, "contention", 0) or getattr(args, "live", False)),
         "calibration": args.calibration,
         "overrides": check_options(args),
     }
@@ -372,7 +372,7 @@ def format_table(rows: list[dict], source: str, reference: dict | None = None, c
 
 
 def _load_lines(rows: list[dict]) -> list[str]:
-    """Under contention: the paced replay (never sheds) beside the live run (sheds, node/load.py)."""
+    """With a live run (--live, --contention): the paced replay (never sheds) beside it (sheds, node/load.py)."""
     if not any("live" in r for r in rows):
         return []
     out = [

@@ -152,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MB",
         help="with --contention: also a process streaming through an array of MB (memory bandwidth)",
     )
+    p.add_argument(
+        "--live",
+        action="store_true",
+        help="also run the recording through a live node at recorded pace, as a robot hears it "
+        "(a replay decodes a segment in place; live decodes beside it); on with --contention "
+        "(default: off)",
+    )
     _add_config_args(p, _launch("replay.toml"), endpoint_default="a free loopback port per configuration")
 
     p = sub.add_parser(
