@@ -17,6 +17,7 @@
 * ``pocketsphinx``: the en-us model shipped in the ``pocketsphinx`` wheel (fast, poor).
 * ``transformers``: any local Whisper checkpoint directory (WhisperForConditionalGeneration
   + WhisperProcessor, ``local_files_only``).
+  (These two optional backends live in ``asr_backends.py``.)
 * ``none``: ``make_asr`` returns ``None`` (no text modality).
 
 Every ASR takes float32 mono 16 kHz audio in [-1, 1] (int16 is accepted and scaled) and
@@ -32,10 +33,7 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import threading
-import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -47,105 +45,19 @@ from robot_emotion.audio.transcript_text import (  # noqa: F401 (re-exported)
     wer,
     word_budget,
 )
-from robot_emotion.errors import InputError
 from robot_emotion.threads import asr_cpu_threads
 
-WHISPER_FRAME_SAMPLES = 320  # encoder frame = 2 mel hops of 160 samples = 20 ms
-WHISPER_CHUNK_SAMPLES = 30 * SAMPLE_RATE
-WHISPER_CHUNK_FRAMES = 1500
-
-
-class ASRModelNotFound(InputError, RuntimeError):
-    """The configured (or embedded default) ASR model is not there; one-line message."""
-
-
-@dataclass(frozen=True)
-class Word:
-    text: str
-    start: float  # seconds from the start of the audio passed in
-    end: float
-    probability: float | None = None
-
-
-@dataclass
-class Transcript:
-    text: str
-    words: list[Word] | None = None
-    avg_logprob: float | None = None  # mean token log-probability (Whisper)
-    confidence: float | None = None  # 0..1: exp(avg_logprob) for Whisper
-    ms: float = 0.0  # wall time of the recognition
-    no_speech_prob: float | None = None  # Whisper's probability that there was no speech
-    extra: dict = field(default_factory=dict)
-
-
-def _as_float_audio(audio) -> np.ndarray:
-    a = np.asarray(audio)
-    if a.ndim != 1:
-        raise ValueError(f"ASR expects mono 1-D audio at {SAMPLE_RATE} Hz, got shape {a.shape}")
-    if a.dtype == np.int16:
-        return a.astype(np.float32) / 32768.0
-    if not np.issubdtype(a.dtype, np.floating):
-        raise ValueError(f"ASR expects float32 audio in [-1, 1] or int16, got {a.dtype}")
-    return np.ascontiguousarray(a, dtype=np.float32)
-
-
-def _resolve_device(device: str) -> tuple[str, int]:
-    """'auto' | 'cpu' | 'cuda' | 'cuda:N' -> (kind, index); auto picks CUDA when CTranslate2 sees one."""
-    device = (device or "auto").strip().lower()
-    if device == "auto":
-        try:
-            import ctranslate2
-
-            return ("cuda", 0) if ctranslate2.get_cuda_device_count() > 0 else ("cpu", 0)
-        except Exception:
-            return "cpu", 0
-    if device == "cpu":
-        return "cpu", 0
-    m = re.fullmatch(r"cuda(?::(\d+))?", device)
-    if m:
-        return "cuda", int(m.group(1) or 0)
-    raise ValueError(f"unknown device '{device}' (expected auto, cpu, cuda or cuda:N)")
-
-
-class ASR:
-    """Base class. Subclasses set ``id`` and implement ``_transcribe``."""
-
-    id: str = "asr"
-    is_whisper: bool = False
-    incremental: bool = False  # reuses earlier decodes of a growing audio (audio/incremental.py)
-
-    def transcribe(self, audio, prompt: str | None = None, hypotheses=None, update: bool = False) -> Transcript:
-        """Text of the audio; ``prompt`` is preceding dialogue (used by Whisper backends).
-        ``hypotheses`` (audio/incremental.py): earlier decodes of the same growing audio, whose
-        agreed tokens are reused; ``update`` records this decode as the newest of them."""
-        a = _as_float_audio(audio)
-        t = time.perf_counter()
-        if a.size < SAMPLE_RATE // 100:  # < 10 ms: nothing to recognise
-            tr = Transcript(text="", words=[] if self._wants_words() else None)
-        elif hypotheses is not None and self.incremental:
-            tr = self._transcribe(a, prompt=prompt, hypotheses=hypotheses, update=update)
-        elif prompt and self.is_whisper:
-            tr = self._transcribe(a, prompt=prompt)
-        else:
-            tr = self._transcribe(a)
-        tr.ms = (time.perf_counter() - t) * 1000.0
-        return tr
-
-    def _wants_words(self) -> bool:
-        return False
-
-    def _transcribe(self, audio: np.ndarray) -> Transcript:
-        raise NotImplementedError
-
-    def whisper_encoder_states(self, audio) -> np.ndarray | None:
-        """(ceil(len/320), d_model) float32 encoder states; None when the backend is not Whisper."""
-        return None
-
-    def close(self) -> None:
-        pass
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.id}>"
+from robot_emotion.audio.asr_base import (  # noqa: F401 (re-exported: callers import them from here)
+    ASR,
+    WHISPER_CHUNK_FRAMES,
+    WHISPER_CHUNK_SAMPLES,
+    WHISPER_FRAME_SAMPLES,
+    ASRModelNotFound,
+    Transcript,
+    Word,
+    as_float_audio,
+    asr_device,
+)
 
 
 # --------------------------------------------------------------------------- faster-whisper
@@ -179,7 +91,7 @@ def load_faster_whisper(path: str = "", device: str = "auto", cpu_threads: int =
         raise ASRModelNotFound(
             f"faster-whisper model not found: expected a CTranslate2 Whisper folder with model.bin at {path}"
         )
-    kind, index = _resolve_device(device)
+    kind, index = asr_device(device)
     compute_type = "float16" if kind == "cuda" else "int8"
     cpu_threads = asr_cpu_threads(cpu_threads)  # (0: robot_emotion.threads' choice)
     key = (os.path.realpath(path), kind, index, compute_type, cpu_threads)
@@ -361,7 +273,7 @@ class FasterWhisperASR(ASR):
         decoder already made for this audio when there was one; else 30 s windows."""
         from robot_emotion.audio.whisper_short import ShortWindowDecoder
 
-        a = _as_float_audio(audio)
+        a = as_float_audio(audio)
         if getattr(self, "_short", None) is None:
             self._short = ShortWindowDecoder(self.model, self.beam_size, self.language)
         if not self._short.fits(a):
@@ -380,7 +292,7 @@ def faster_whisper_encoder_states(model, audio, lock: threading.Lock | None = No
     from faster_whisper.audio import pad_or_trim
     from faster_whisper.transcribe import get_ctranslate2_storage
 
-    a = _as_float_audio(audio)
+    a = as_float_audio(audio)
     n_frames = max(1, math.ceil(a.size / WHISPER_FRAME_SAMPLES))
     feats = model.feature_extractor(a)  # (n_mels, ~len/160)
     hop = model.feature_extractor.nb_max_frames  # 3000 mel frames = 30 s
@@ -396,166 +308,6 @@ def faster_whisper_encoder_states(model, audio, lock: threading.Lock | None = No
         out.append(np.asarray(enc).astype(np.float32)[0])  # (1500, d_model)
     states = np.concatenate(out, axis=0)
     return np.ascontiguousarray(states[:n_frames], dtype=np.float32)
-
-
-# --------------------------------------------------------------------------- pocketsphinx
-
-
-def _pocketsphinx_model(path: str) -> dict:
-    """hmm/lm/dict of a pocketsphinx model folder laid out like the wheel's model/en-us."""
-    if not path:
-        try:
-            import pocketsphinx
-        except ImportError:
-            raise ASRModelNotFound(
-                "pocketsphinx model not found: Python package 'pocketsphinx' is not installed"
-            ) from None
-        path = os.path.join(os.path.dirname(pocketsphinx.__file__), "model", "en-us")
-    if not os.path.isdir(path):
-        raise ASRModelNotFound(f"pocketsphinx model not found: no model folder at {path}")
-    names = sorted(os.listdir(path))
-    hmm = (
-        path
-        if os.path.isfile(os.path.join(path, "mdef"))
-        else next((os.path.join(path, n) for n in names if os.path.isfile(os.path.join(path, n, "mdef"))), None)
-    )
-    lm = next(
-        (os.path.join(path, n) for n in names if n.endswith((".lm.bin", ".lm", ".arpa")) and "phone" not in n), None
-    )
-    dic = next((os.path.join(path, n) for n in names if n.endswith(".dict")), None)
-    if not (hmm and lm and dic):
-        raise ASRModelNotFound(
-            f"pocketsphinx model not found: {path} needs an acoustic model "
-            "folder (with mdef), a *.lm.bin language model and a *.dict"
-        )
-    return {"hmm": hmm, "lm": lm, "dict": dic}
-
-
-class PocketSphinxASR(ASR):
-    _FILLER = re.compile(r"^(<s>|</s>|<sil>|\[.*\]|\+\+.*\+\+)$")
-
-    def __init__(self, path: str = ""):
-        from pocketsphinx import Decoder
-
-        self.files = _pocketsphinx_model(path)
-        self.decoder = Decoder(samprate=SAMPLE_RATE, loglevel="FATAL", **self.files)
-        name = "en-us" if not path else os.path.basename(os.path.normpath(path))
-        self.id = f"pocketsphinx:{name}"
-        self._lock = threading.Lock()
-
-    def _wants_words(self) -> bool:
-        return True
-
-    def _transcribe(self, audio: np.ndarray) -> Transcript:
-        pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16).tobytes()
-        with self._lock:
-            d = self.decoder
-            d.start_utt()
-            d.process_raw(pcm, full_utt=True)
-            d.end_utt()
-            hyp = d.hyp()
-            segs = list(d.seg()) if hyp is not None else []
-        words = []
-        fps = 100.0  # pocketsphinx frame rate
-        for s in segs:
-            w = re.sub(r"\(\d+\)$", "", s.word)
-            if self._FILLER.match(w):
-                continue
-            # s.prob is only meaningful after a lattice pass (not run: costs time), so no probability
-            words.append(Word(w, s.start_frame / fps, (s.end_frame + 1) / fps, None))
-        text = " ".join(w.text for w in words)
-        return Transcript(
-            text=text,
-            words=words,
-            avg_logprob=None,
-            confidence=None,
-            extra={"score": hyp.score if hyp is not None else None},
-        )
-
-
-# --------------------------------------------------------------------------- transformers
-
-
-class TransformersWhisperASR(ASR):
-    is_whisper = True
-
-    def __init__(self, path: str, device: str = "auto", num_beams: int = 1, language: str = "en"):
-        if not path or not os.path.isdir(path) or not os.path.isfile(os.path.join(path, "config.json")):
-            raise ASRModelNotFound(
-                f"transformers Whisper checkpoint not found: expected a folder with "
-                f"config.json at {path or '(asr.model is empty)'}"
-            )
-        import torch
-        from transformers import WhisperForConditionalGeneration, WhisperProcessor
-
-        kind, index = _resolve_device(device)
-        if kind == "cuda" and not torch.cuda.is_available():
-            kind = "cpu"
-        self.device = torch.device(f"cuda:{index}" if kind == "cuda" else "cpu")
-        try:
-            self.processor = WhisperProcessor.from_pretrained(path, local_files_only=True)
-            self.model = (
-                WhisperForConditionalGeneration.from_pretrained(path, local_files_only=True).to(self.device).eval()
-            )
-        except OSError as e:
-            raise ASRModelNotFound(
-                f"transformers Whisper checkpoint at {path} is incomplete: {str(e).splitlines()[0]}"
-            ) from None
-        self.num_beams = int(num_beams)
-        self.id = f"transformers:{os.path.basename(os.path.normpath(path))}"
-        self._lock = threading.Lock()
-        gc = self.model.generation_config
-        # English-only checkpoints (and old generation configs) take no language/task arguments
-        self._pass_language = bool(getattr(gc, "is_multilingual", False)) and bool(getattr(gc, "lang_to_id", None))
-        if language != "en" and not self._pass_language:
-            from robot_emotion.errors import UsageError
-
-            raise UsageError(
-                f"asr.language = {language!r} needs a multilingual Whisper model, and {path} "
-                "is English-only (asr.model)"
-            )
-        self.language = language
-
-    def _features(self, audio: np.ndarray):
-        inputs = self.processor.feature_extractor(audio, sampling_rate=SAMPLE_RATE, return_tensors="pt")
-        return inputs.input_features.to(self.device, self.model.dtype)
-
-    def _transcribe(self, audio: np.ndarray, prompt: str | None = None) -> Transcript:
-        import torch
-
-        # The prompt is not passed here: generate() returns it inside the sequence on some
-        # transformers versions, and this backend is the non-default one.
-        kw = {"language": self.language, "task": "transcribe"} if self._pass_language else {}
-        with self._lock, torch.inference_mode():
-            out = self.model.generate(
-                self._features(audio[:WHISPER_CHUNK_SAMPLES]),
-                num_beams=self.num_beams,
-                return_dict_in_generate=True,
-                output_scores=True,
-                **kw,
-            )
-        seq = out.sequences
-        text = self.processor.batch_decode(seq, skip_special_tokens=True)[0].strip()
-        avg = None
-        try:
-            lp = self.model.compute_transition_scores(seq, out.scores, normalize_logits=True)[0]
-            lp = lp[torch.isfinite(lp)]
-            avg = float(lp.mean()) if lp.numel() else None
-        except Exception:  # scores are an optional nicety
-            pass
-        return Transcript(text=text, words=None, avg_logprob=avg, confidence=math.exp(avg) if avg is not None else None)
-
-    def whisper_encoder_states(self, audio) -> np.ndarray:
-        import torch
-
-        a = _as_float_audio(audio)
-        n_frames = max(1, math.ceil(a.size / WHISPER_FRAME_SAMPLES))
-        out = []
-        with self._lock, torch.inference_mode():
-            for s in range(0, max(1, a.size), WHISPER_CHUNK_SAMPLES):
-                enc = self.model.get_encoder()(self._features(a[s : s + WHISPER_CHUNK_SAMPLES]))
-                out.append(enc.last_hidden_state[0].float().cpu().numpy())
-        return np.ascontiguousarray(np.concatenate(out)[:n_frames], dtype=np.float32)
 
 
 # --------------------------------------------------------------------------- factory + WER
@@ -574,8 +326,12 @@ def make_asr(cfg, device: str = "auto", **kwargs) -> ASR | None:
         kwargs.setdefault("language", getattr(cfg, "language", "en"))
         return FasterWhisperASR(cfg.model, device=device, **kwargs)
     if backend == "pocketsphinx":
+        from robot_emotion.audio.asr_backends import PocketSphinxASR
+
         return PocketSphinxASR(cfg.model)
     if backend == "transformers":
+        from robot_emotion.audio.asr_backends import TransformersWhisperASR
+
         kwargs.setdefault("language", getattr(cfg, "language", "en"))
         return TransformersWhisperASR(cfg.model, device=device, **kwargs)
     raise ValueError(f"unknown ASR backend '{backend}' (faster-whisper, pocketsphinx, transformers, none)")
