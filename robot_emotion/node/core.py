@@ -26,7 +26,6 @@ import uuid
 
 import numpy as np
 
-from robot_emotion.audio.speakers import PROBE_TIMES_S
 from robot_emotion.audio.vad import Segmenter, SpeechEnd, SpeechStart, TurnGap
 from robot_emotion.config import Config
 from robot_emotion.node.dialogue import DialogueHistory, DialogueTurn
@@ -35,6 +34,7 @@ from robot_emotion.node.robot_voice import RobotVoice, RobotVoiceControl
 from robot_emotion.bus import messages
 from robot_emotion.bus.publish import Publisher
 from robot_emotion.sources.base import AudioQueue, Frame, LatestFrameSlot
+from robot_emotion.node.segment_schedule import SegmentSchedule
 from robot_emotion.node.speech_in_progress import PartialAudio, SpeakerProbe, TurnSoFar
 from robot_emotion.node.stats import StageStats
 
@@ -71,8 +71,6 @@ class Node:
         # live, a busy machine: optional work is shed in a fixed order (load.py); a replay never sheds
         self.load = LoadShedder(cfg.node.lag_budget_ms, enabled=mode == "live")
         self._faces_due = 0  # face frames due at faces.rate_hz (load: every other one shed)
-        self._ticks: dict[str, tuple[str, int]] = {}  # per-second work on the open segment (_due)
-        self._probe_times = sorted({cfg.speakers.probe_s, *PROBE_TIMES_S})  # (s into a segment)
         self.progress = 0  # items the stages have finished (the drain watches it)
         self.sources: list = []
         self.recorders: list = []  # session writers (their failures end the run non-zero)
@@ -90,6 +88,8 @@ class Node:
         )
         self.segmenter = Segmenter(cfg.vad)
         self.robot = RobotVoice(cfg.control.barge_in_db, cfg.microphone.block_ms / 1000.0)
+        # what the segment being spoken hands the utterance thread, and when
+        self.schedule = SegmentSchedule(cfg, self.segmenter, perception, self.robot, self.load)
         self.control = RobotVoiceControl(
             self.robot,
             cfg.control.robot_voice,
@@ -264,7 +264,8 @@ class Node:
                 self._on_vad_event(ev, block.wall)
             if self.robot.intervals:
                 self.control.check_barge_in(block.t, samples)
-            self._maybe_partial(last_t, block.wall)
+            for item in self.schedule.due(last_t, block.wall):
+                self._enqueue(item)
         self._enqueue(_STOP)
         if self.perception is not None:
             self.perception.close_audio()
@@ -299,78 +300,6 @@ class Node:
             oldest = self.segments.queue[0][0] if self.segments.queue else now
         lag = max(now - oldest, now - block_wall if block_wall else 0.0)
         self.load.observe(lag * 1000.0, now, busy=self.segmenter.in_speech or oldest < now)
-
-    def _maybe_partial(self, t: float, wall: float) -> None:
-        """Every asr.partial_after_s of one utterance, hand its audio so far to the recogniser;
-        after speakers.probe_s and at each of PROBE_TIMES_S, hand it to the speaker check (a new voice
-        ends the open turn then, not at the segment's end)."""
-        seg = self.segmenter.open_segment()
-        if seg is None or self.perception is None:
-            self._partial_at = None
-            return
-        uid, start = seg
-        if self.robot.intervals and self.robot.is_robot(uid, start):
-            return  # the robot's own voice: nothing to probe
-        if self.perception.speakers is not None:
-            sent = self._probes[1] if getattr(self, "_probes", (None,))[0] == uid else 0
-            due = [s for s in self._probe_times if t - start >= s]
-            if len(due) > sent:  # a quick check, then one on enough voice to trust
-                self._probes = (uid, len(due))
-                audio_t0, audio = self.segmenter.open_audio()
-                self._enqueue(SpeakerProbe(uid, start, t, audio, audio_t0, wall))
-        # every asr.incremental_s: decode the turn so far; every speakers.live_change_s: has
-        # the voice changed inside this segment? (one item, one pass over the audio so far)
-        asr, spk = self.perception.asr, self.perception.speakers
-        # (and once at half of it: a segment shorter than asr.incremental_s gets its early estimate too)
-        # A decode holds the utterance thread 0.1-0.4 s: none while the segment may be ending
-        # (its last frame unvoiced; the VAD closes it 2 frames later and the turn is transcribed
-        # then) once it has had one for its early estimate; it runs when speech goes on.
-        ending = self._ticks.get("decode", (None, 0))[0] == uid and self.segmenter.trailing_silence_s() > 0
-        decode = (
-            asr is not None
-            and asr.incremental
-            and not ending
-            and self._due("decode", uid, t - start, self.cfg.asr.incremental_s, early=self.cfg.emotion.early)
-        )
-        if decode and not self.load.allow("incremental"):  # shed (counted): no early estimate
-            decode = False
-        check = spk is not None and self._due("voice", uid, t - start, self.cfg.speakers.live_change_s)
-        if decode or check:
-            audio_t0, audio = self.segmenter.open_audio()
-            self._enqueue(
-                TurnSoFar(
-                    uid,
-                    start,
-                    t,
-                    audio,
-                    audio_t0,
-                    wall,
-                    decode=decode,
-                    check_voice=check,
-                    agree=t - start >= self.cfg.asr.incremental_s,
-                )
-            )
-        if asr is None:
-            return
-        if getattr(self, "_partial_at", None) is None or self._partial_at[0] != uid:
-            self._partial_at = (uid, start + self.cfg.asr.partial_after_s)
-        if t >= self._partial_at[1]:
-            self._partial_at = (uid, self._partial_at[1] + self.cfg.asr.partial_after_s)
-            if self.load.allow("partial"):  # else shed (counted)
-                audio_t0, audio = self.segmenter.open_audio()
-                self._enqueue(PartialAudio(uid, start, t, audio, audio_t0, wall))
-
-    def _due(self, what: str, uid: str, spoken: float, step: float, early: bool = False) -> bool:
-        """Is another ``step`` seconds of segment ``uid`` spoken since ``what`` was last due?
-        ``early``: also once at half a step."""
-        if step <= 0:
-            return False
-        last_uid, done = self._ticks.get(what, (None, 0))
-        n = int(spoken / step) + (1 if early and spoken >= step / 2 else 0)
-        if n > (done if last_uid == uid else 0):
-            self._ticks[what] = (uid, n)
-            return True
-        return False
 
     def on_control(self, req: dict) -> dict:
         """A controller's request (the control thread): see robot_voice.py."""

@@ -27,7 +27,7 @@ from robot_emotion.audio.turns import Piece, SegmentPart, Turn, TurnBuilder
 from robot_emotion.bus import messages
 
 
-# ---- what the Node hands over while a segment is spoken (core.Node._maybe_partial) -----------
+# ---- what the Node hands over while a segment is spoken (node/segment_schedule.py) -----------
 @dataclass
 class PartialAudio:
     """The audio of an utterance still in progress (for `utterance.partial`)."""
