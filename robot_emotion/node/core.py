@@ -11,7 +11,9 @@
 Every thread has a stop event and is joined with a timeout. Results depend only on
 capture times: in replay the utterance thread waits until the face thread has seen
 the frames up to an utterance's end, so ``--speed max`` and recorded pace agree.
-The robot's own voice and the controllers' requests: robot_voice.RobotVoiceControl (a part);
+The face thread: face_thread.FaceThread (a part); what a segment still spoken hands the
+utterance thread: segment_schedule.SegmentSchedule (a part);
+the robot's own voice and the controllers' requests: robot_voice.RobotVoiceControl (a part);
 live on a busy machine, what optional work to shed: load.LoadShedder (a part).
 """
 
@@ -33,13 +35,13 @@ from robot_emotion.node.load import LoadShedder
 from robot_emotion.node.robot_voice import RobotVoice, RobotVoiceControl
 from robot_emotion.bus import messages
 from robot_emotion.bus.publish import Publisher
-from robot_emotion.sources.base import AudioQueue, Frame, LatestFrameSlot
+from robot_emotion.node.face_thread import FaceThread
+from robot_emotion.sources.base import AudioQueue, Frame
 from robot_emotion.node.segment_schedule import SegmentSchedule
 from robot_emotion.node.speech_in_progress import PartialAudio, SpeakerProbe, TurnSoFar
 from robot_emotion.node.stats import StageStats
 
 _STOP = object()
-FACE_YIELD_S = 1.0  # longest a face frame waits for the utterance thread
 
 
 class Node:
@@ -64,13 +66,10 @@ class Node:
         self.stats = StageStats()
         self.history = DialogueHistory(cfg.node.history_max_turns)
         self.audio_q = AudioQueue(cfg.microphone.queue_blocks if mode == "live" else 64)
-        self.slot = LatestFrameSlot()  # live video
-        self.frame_q: queue.Queue = queue.Queue(maxsize=8)  # replay video: no drops
         self.segments: queue.Queue = queue.Queue()  # (time queued, item): never bounded, never dropped
         self.skipped = {"provisional": 0, "partial": 0, "incremental": 0}  # live backlog policy (see _utterance_loop)
         # live, a busy machine: optional work is shed in a fixed order (load.py); a replay never sheds
         self.load = LoadShedder(cfg.node.lag_budget_ms, enabled=mode == "live")
-        self._faces_due = 0  # face frames due at faces.rate_hz (load: every other one shed)
         self.progress = 0  # items the stages have finished (the drain watches it)
         self.sources: list = []
         self.recorders: list = []  # session writers (their failures end the run non-zero)
@@ -98,16 +97,19 @@ class Node:
             clock,
             self.segmenter.open_segment,
         )
-        self.face_time = -1.0  # capture time of the last frame the face thread handled
-        self._face_cond = threading.Condition()
-        self._utterance_idle = threading.Event()  # clear while a segment's result is computed
-        self._utterance_idle.set()
-        self.realtime = True  # live or paced replay: latency matters more than throughput
-        self._frames_done = threading.Event()  # no more frames will arrive
-        self._faces_finished = threading.Event()  # the face thread has handled all of them
-        self.has_video = False
         self._input_finished = False
         self._stop = threading.Event()
+        self.faces = FaceThread(
+            cfg,
+            mode,
+            perception,
+            self.load,
+            self.stats,
+            self.publisher.publish,
+            self._stop,
+            camera_down=self._camera_down,
+            seen=self._made_progress,
+        )
         self._audio_done = threading.Event()
         self._t_start = time.monotonic()
         self.utterances = 0
@@ -129,17 +131,27 @@ class Node:
 
     # ---- lifecycle -------------------------------------------------------------------
     @property
-    def wants_frames(self) -> bool:
-        return bool(self.has_video and self.perception is not None and self.perception.uses_faces)
+    def slot(self):
+        """Live video: the latest-frame slot a camera source puts its frames in."""
+        return self.faces.slot
+
+    @property
+    def realtime(self) -> bool:
+        """Live or paced replay: latency matters more than throughput (False at --speed max)."""
+        return self.faces.realtime
+
+    @realtime.setter
+    def realtime(self, value: bool) -> None:
+        self.faces.realtime = bool(value)
 
     def start(self, sources: list, has_video: bool = False, before_sources=None) -> None:
-        self.has_video = has_video
+        self.faces.has_video = has_video
         self.publisher.start()
         self.sources = sources
         for name, target in (
             ("audio", self._audio_loop),
             ("utterances", self._utterance_loop),
-            ("faces", self._face_loop),
+            ("faces", self.faces.run),
         ):
             th = threading.Thread(target=self._guard(target), name=name, daemon=True)
             th.start()
@@ -163,15 +175,7 @@ class Node:
 
     def feed_frame(self, frame: Frame) -> bool:
         """Replay frame sink: blocking (no drops), returns False once stopping."""
-        if not self.wants_frames:
-            return True
-        while not self._stop.is_set():
-            try:
-                self.frame_q.put(frame, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return self.faces.feed(frame)
 
     def stop(self, drain: bool = True, stall_s: float = 120.0, progress=None, reason: str | None = None) -> None:
         """Stop sources, let the stages finish ALL they hold, then close the publisher.
@@ -189,9 +193,7 @@ class Node:
         else:
             self._stop.set()
         self._audio_done.wait(stall_s if drain else 5.0)
-        self._frames_done.set()
-        with self._face_cond:
-            self._face_cond.notify_all()
+        self.faces.no_more_frames()
         last, last_change, last_report = self.progress, time.monotonic(), time.monotonic()
         for th in self._threads:
             while th.is_alive():
@@ -229,13 +231,7 @@ class Node:
         if self._input_finished:
             return
         self._input_finished = True
-        if self.wants_frames:
-            while not self._stop.is_set():
-                try:
-                    self.frame_q.put(_STOP, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
+        self.faces.end_of_frames()
         self.audio_q.put(_EndOfAudio(), self._stop)
 
     # ---- audio: VAD -> speech.start / speech.end --------------------------------------
@@ -306,16 +302,6 @@ class Node:
         return self.control.on_control(req)
 
     # ---- utterances: speakers, ASR, faces, dialogue, emotion ---------------------------
-    def wait_for_faces(self, t: float) -> None:
-        """Replay: block until the face thread has handled frames up to capture time t."""
-        if not self.wants_frames or (self.mode == "live" and self._camera_down()):
-            return  # a lost camera: audio-only until it is back
-        timeout = None if self.mode == "replay" else 0.3
-        with self._face_cond:
-            self._face_cond.wait_for(
-                lambda: self.face_time >= t or self._faces_finished.is_set() or self._stop.is_set(), timeout=timeout
-            )
-
     def _enqueue(self, item) -> None:
         self.segments.put((time.monotonic(), item))
 
@@ -364,12 +350,9 @@ class Node:
             elif self.perception is None:
                 self.publish_results([self._plain_utterance(item)])
             else:
-                self.wait_for_faces(item.end)
-                self._utterance_idle.clear()  # faces yield the CPU meanwhile
-                try:
+                self.faces.wait_until(item.end)
+                with self.faces.turn_in_progress():  # faces yield the CPU meanwhile
                     bodies = self.perception.process_segment(item, provisional=not self._backlogged())
-                finally:
-                    self._utterance_idle.set()
                 self.publish_results(bodies)
             self.progress += 1
 
@@ -411,61 +394,7 @@ class Node:
             "_wall_end": seg.wall,
         }
 
-    # ---- faces -------------------------------------------------------------------------
-    def _next_frame(self) -> Frame | None:
-        if self.mode == "live":
-            return self.slot.get(timeout=0.1)
-        try:
-            return self.frame_q.get(timeout=0.1)
-        except queue.Empty:
-            return None
-
-    def _face_loop(self) -> None:
-        try:
-            if self.wants_frames:
-                self._face_frames()
-        finally:
-            self._faces_finished.set()
-            with self._face_cond:
-                self._face_cond.notify_all()
-
-    def _face_frames(self) -> None:
-        period = 1.0 / self.cfg.faces.rate_hz
-        next_t = 0.0
-        while not self._stop.is_set():
-            frame = self._next_frame()
-            if frame is _STOP:
-                break
-            if frame is None:
-                if self._frames_done.is_set():
-                    break
-                continue
-            # Sample by CAPTURE time, so replay speed cannot change which frames are seen.
-            if frame.t + 1e-9 >= next_t:
-                next_t = max(next_t + period, frame.t + period / 2) if self.mode == "live" else next_t + period
-                while next_t <= frame.t:
-                    next_t += period
-                self._faces_due += 1
-                if self._faces_due % 2 == 0 and not self.load.allow("faces"):
-                    self._frame_seen(frame.t)  # shed (counted): half the face rate
-                    continue
-                # Two cores: a face frame must not delay a turn's result. The face thread
-                # waits (at most FACE_YIELD_S) while the utterance thread computes one; live,
-                # the latest-frame slot drops the frames it misses (counted in status). Not in a
-                # replay at --speed max, where both run side by side for throughput.
-                if self.realtime:
-                    self._utterance_idle.wait(FACE_YIELD_S)
-                t0 = time.perf_counter()
-                body = self.perception.process_frame(frame)
-                self.stats.add("faces", (time.perf_counter() - t0) * 1000.0)
-                if body is not None and self.cfg.publish.face_topic:
-                    self.publisher.publish(body)
-            self._frame_seen(frame.t)
-
-    def _frame_seen(self, t: float) -> None:
-        with self._face_cond:
-            self.face_time = t
-            self._face_cond.notify_all()
+    def _made_progress(self) -> None:
         self.progress += 1
 
     # ---- devices -----------------------------------------------------------------------
@@ -493,7 +422,7 @@ class Node:
 
             release_free_memory()
         dropped = {
-            "frames": self.slot.dropped,
+            "frames": self.faces.slot.dropped,
             "audio_overflows": self.audio_q.overflows,
             "publish": self.publisher.dropped,
         }
@@ -514,7 +443,7 @@ class Node:
             "stages": self.stats.summary(),
             "queues": {
                 "audio": self.audio_q.qsize(),
-                "frames": self.frame_q.qsize(),
+                "frames": self.faces.queued(),
                 "segments": self.segments.qsize(),
                 "publish": self.publisher.pending(),
             },
