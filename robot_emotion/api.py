@@ -60,7 +60,7 @@ def resolve_config(
         for item in overrides:
             cfg = C.merge(cfg, C.parse_override(item), origin="overrides")
         C.check_consistent(cfg)
-        C._check_paths(cfg)  # the same checks as load(): a missing model is InputError now
+        C.check_paths(cfg)  # the same checks as load(): a missing model is InputError now
         return cfg
     if config is not None and not isinstance(config, (str, os.PathLike)):
         raise UsageError(f"config must be a launch profile path, a Config or None, got {type(config).__name__}")

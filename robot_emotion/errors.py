@@ -40,6 +40,10 @@ class UsageError(RobotEmotionError):
     code = EXIT_USAGE
 
 
+class ConfigError(UsageError, ValueError):
+    """A configuration problem; the message is one line naming the key."""
+
+
 class InputError(RobotEmotionError):
     """Missing or unreadable input: media, files, devices, model weights (exit 3)."""
 

@@ -302,12 +302,12 @@ def _fields():
 
 def test_every_config_field_has_a_rule():
     fields = {(s, n) for s, n, _ in _fields()}
-    rules = {(s, n) for s, table in C._RULES.items() for n in table}
+    rules = {(s, n) for s, table in C.RULES.items() for n in table}
     assert not fields - rules, f"fields without a range or choice set: {sorted(fields - rules)}"
     assert not rules - fields, f"rules for fields that do not exist: {sorted(rules - fields)}"
     defaults = C.Config()
     for s, n, _ in _fields():  # the defaults pass their own rules, and consistency holds
-        assert C._RULES[s][n].ok(getattr(getattr(defaults, s), n)), f"default of {s}.{n} fails its rule"
+        assert C.RULES[s][n].ok(getattr(getattr(defaults, s), n)), f"default of {s}.{n} fails its rule"
     C.check_consistent(defaults)
 
 
