@@ -14,9 +14,6 @@ from pathlib import Path
 
 from robot_emotion.errors import ConfigError, InputError
 
-if typing.TYPE_CHECKING:
-    from robot_emotion.config import Config
-
 SESSION_ID = r"[\w.:-]{0,64}"  # node.session_id, and a recorded session.json's
 
 
@@ -207,8 +204,9 @@ CONSISTENT: list[tuple[str, typing.Callable, typing.Callable]] = [
 ]
 
 
-def check_consistent(cfg: Config, origin: str = "") -> Config:
-    """Refuse (ConfigError naming the key) a resolved config whose fields disagree."""
+def check_consistent(cfg, origin: str = ""):
+    """Refuse (ConfigError naming the key) a resolved config.Config whose fields disagree;
+    return it unchanged otherwise."""
     for key, ok, why in CONSISTENT:
         if not ok(cfg):
             section, name = key.split(".")
@@ -218,7 +216,7 @@ def check_consistent(cfg: Config, origin: str = "") -> Config:
     return cfg
 
 
-def check_paths(cfg: Config) -> None:
+def check_paths(cfg) -> None:
     """Files the config names must exist where that is known at load (exit 3, input)."""
     wanted = [
         ("emotion.model", cfg.emotion.model, cfg.emotion.enabled, "checkpoint not found"),

@@ -79,7 +79,7 @@ def test_no_import_circles():
 # node nothing of training, the embedding API or the command line. (`robot_emotion` itself, the
 # package's constants and its façade, may be imported from anywhere and is not checked.)
 LAYERS = [
-    ("base", ["errors", "paths", "config", "compute", "clock", "media", "shared_models", "threads"]),
+    ("base", ["errors", "paths", "config", "config_rules", "compute", "clock", "media", "shared_models", "threads"]),
     ("components", ["audio", "vision", "sources", "features", "models", "data", "people"]),
     ("bus", ["bus"]),
     ("node", ["node"]),

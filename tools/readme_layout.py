@@ -20,6 +20,7 @@ ROOMS = [
             "errors.py",
             "paths.py",
             "config.py",
+            "config_rules.py",
             "compute.py",
             "clock.py",
             "media.py",
