@@ -131,7 +131,7 @@ def test_full_bench_uses_the_given_model_and_reports_memory_and_the_stock_whispe
     src, truth = two_turns
     ck = _other_family_checkpoint(tmp_path / "other_family.pt")
     out = tmp_path / "bench.json"
-    r = _bench("--source", src, "--configs", "full", "--model", ck, "--json", out, timeout=900)
+    r = _bench("--source", src, "--configs", "full", "--model", ck, "--json", out, "--live", timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     data = json.loads(out.read_text())
     row = data["rows"][0]
@@ -158,6 +158,13 @@ def test_full_bench_uses_the_given_model_and_reports_memory_and_the_stock_whispe
     for key, (med, p95, _n) in row["latency"].items():
         assert row["latency_ratio"][key] == pytest.approx([med / ref["median_ms"], p95 / ref["median_ms"]])
     assert "stock faster-whisper" in r.stdout and "x / " in r.stdout
+    # --live: the same recording through a live node at recorded pace, beside the paced replay
+    live = row["live"]
+    assert live["utterances"] == len(truth["turns"]) and "error" not in live
+    assert {"emotion first", "emotion final"} <= set(live["latency"])
+    assert all(0 <= med <= p95 for med, p95, _n in live["latency"].values())
+    assert set(live["skipped"]) == {"provisional", "partial", "incremental"}
+    assert "| full | live semantics |" in r.stdout and "| full | replay (never sheds) |" in r.stdout
 
 
 def test_latency_groups_count_the_early_estimate_first_and_the_whole_transcript_apart():
