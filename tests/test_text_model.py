@@ -258,7 +258,8 @@ def test_trainer_end_to_end_ships_and_resumes(tmp_path):
     """tools/train_text_model.py's engine on a tiny MELD-format CSV: it writes assets the node loads,
     and a larger grid with --work-dir trains only the new member, reusing the saved one bit for bit."""
     from robot_emotion.features.text_emotion import TextEmotionModel
-    from robot_emotion.train.text_model import Recipe, run
+    from robot_emotion.train.text_model import Recipe
+    from robot_emotion.train.text_model_grid import run
 
     lines = {
         "joy": "I love this, it's wonderful!",

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train the default text emotion model (thin CLI over robot_emotion.train.text_model).
+"""Train the default text emotion model (thin CLI over robot_emotion.train.text_model_grid).
 
 Reproduce the shipped assets (robot_emotion/assets/text_emotion.{safetensors,json}):
     HF_HUB_OFFLINE=1 python tools/train_text_model.py --meld-dir /path/to/meld [--work-dir DIR]
@@ -20,7 +20,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from robot_emotion.train.text_model import Recipe, run
+from robot_emotion.train.text_model import Recipe
+from robot_emotion.train.text_model_grid import run
 
 SHIPPED_SEEDS = [13, 14, 15]
 SHIPPED_CONTEXTS = [0, 2]  # the shipped model reads 2 past turns: its 3-seed ensemble beat 0 turns on dev
