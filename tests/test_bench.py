@@ -131,7 +131,7 @@ def test_full_bench_uses_the_given_model_and_reports_memory_and_the_stock_whispe
     src, truth = two_turns
     ck = _other_family_checkpoint(tmp_path / "other_family.pt")
     out = tmp_path / "bench.json"
-    r = _bench("--source", src, "--configs", "full", "--model", ck, "--json", out, "--live", timeout=900)
+    r = _bench("--source", src, "--configs", "full", "--model", ck, "--json", out, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     data = json.loads(out.read_text())
     row = data["rows"][0]
@@ -158,13 +158,6 @@ def test_full_bench_uses_the_given_model_and_reports_memory_and_the_stock_whispe
     for key, (med, p95, _n) in row["latency"].items():
         assert row["latency_ratio"][key] == pytest.approx([med / ref["median_ms"], p95 / ref["median_ms"]])
     assert "stock faster-whisper" in r.stdout and "x / " in r.stdout
-    # --live: the same recording through a live node at recorded pace, beside the paced replay
-    live = row["live"]
-    assert live["utterances"] == len(truth["turns"]) and "error" not in live
-    assert {"emotion first", "emotion final"} <= set(live["latency"])
-    assert all(0 <= med <= p95 for med, p95, _n in live["latency"].values())
-    assert set(live["skipped"]) == {"provisional", "partial", "incremental"}
-    assert "| full | live semantics |" in r.stdout and "| full | replay (never sheds) |" in r.stdout
 
 
 def test_latency_groups_count_the_early_estimate_first_and_the_whole_transcript_apart():
@@ -224,6 +217,7 @@ def test_calibration_set_and_endpoint_reach_every_child(two_turns, tmp_path):
                 endpoint,
                 "--json",
                 out,
+                "--live",
             ],
             cwd=REPO,
             stdout=subprocess.PIPE,
@@ -233,13 +227,20 @@ def test_calibration_set_and_endpoint_reach_every_child(two_turns, tmp_path):
         while proc.poll() is None and time.monotonic() < deadline:
             if sub.poll(200):
                 topics.add(sub.recv_multipart()[0].decode())
-        _, err = proc.communicate(timeout=10)
+        table, err = proc.communicate(timeout=10)
     finally:
         sub.close(0)
         ctx.term()
     assert proc.returncode == 0, err.decode()[-3000:]
-    assert json.loads(out.read_text())["rows"][0]["utterances"] == 2
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["utterances"] == 2
     assert {"speech.start", "speech.end", "utterance"} <= topics
+    # --live: the same recording through a live node at recorded pace, beside the paced replay
+    live = row["live"]
+    assert "error" not in live and live["utterances"] == 2
+    assert all(0 <= med <= p95 for med, p95, _n in live["latency"].values()) and "utterance final" in live["latency"]
+    assert set(live["skipped"]) == {"provisional", "partial", "incremental"}
+    assert b"| spine | live semantics |" in table and b"| spine | replay (never sheds) |" in table
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import time
 
 import zmq
 
-from conftest import REPO, free_endpoint, run_cli, shared_file, SHARED
+from conftest import NO_PERCEPTION, REPO, free_endpoint, run_cli, shared_file, SHARED
 
 LIGHT = ["--set", "faces.enabled=false"]  # (the control and stream contract need no faces)
 
@@ -215,7 +215,12 @@ def test_make_demo_replays_even_with_a_microphone_present(pulse, dialogue_sessio
     assert " run" not in command and "replay --demo" in command
     folder, _ = dialogue_session
     r = subprocess.run(
-        ["bash", "-c", f"{command} --quiet --endpoint {free_endpoint()} --set faces.enabled=false"],
+        # (the spine only: what is asserted is where the input comes from, not what is perceived)
+        [
+            "bash",
+            "-c",
+            f"{command} --quiet --endpoint {free_endpoint()} " + " ".join(f"--set {s}" for s in NO_PERCEPTION),
+        ],
         capture_output=True,
         text=True,
         cwd=REPO,
