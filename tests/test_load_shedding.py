@@ -131,10 +131,12 @@ def _topic(events, name):
 @pytest.mark.slow
 def test_a_live_node_over_budget_sheds_says_so_and_still_finishes_every_turn(short_session):
     """A real live node (all stages) over a 4-turn recording at recorded pace, fed as its devices
-    would feed it. A budget of 20 ms is less than one incremental decode takes: the node is over
-    it whenever work queues behind a decode, as a node on a starved core is over a real budget."""
+    would feed it. A budget of 2 ms is less than any queued work waits: the node is over it
+    whenever work queues, as a node on a starved core is over a real budget. (20 ms, the budget
+    this test had, is no longer crossed for long on an idle machine since a segment's decodes
+    run beside the utterance thread: it passed only when other tests loaded the machine.)"""
     folder, truth = short_session
-    cfg, _ = load(None, overrides=[ENDPOINT, "node.lag_budget_ms=20"])
+    cfg, _ = load(None, overrides=[ENDPOINT, "node.lag_budget_ms=2"])
     events = []
     node = paced_live(cfg, str(folder), sinks=[events.append])
     assert not node.errors, node.errors
@@ -148,8 +150,8 @@ def test_a_live_node_over_budget_sheds_says_so_and_still_finishes_every_turn(sho
         for s in status
     )
     end = node.status()["load"]
-    print(f"live node, budget 20 ms: {end}")
-    assert end["changes"] >= 1 and end["peak_lag_ms"] > 20
+    print(f"live node, budget 2 ms: {end}")
+    assert end["changes"] >= 1 and end["peak_lag_ms"] > 2
     assert end["shed"]["incremental"] > 0 and end["shed_s"]["partial"] > 0  # counted, and timed
     assert end["shed_s"]["partial"] >= end["shed_s"]["incremental"] >= end["shed_s"]["faces"]
     # every turn still has its final utterance and emotion; the queue is empty at the end
@@ -188,7 +190,7 @@ def test_a_replay_never_sheds(short_session):
 
 def test_the_bench_contention_table_shows_lag_and_what_was_shed():
     """bench --contention: the paced replay (never sheds) beside the live run, with shed counts."""
-    from robot_emotion.cli.bench import format_table
+    from robot_emotion.cli.bench_table import format_table
 
     lat = {"emotion first": (300.0, 900.0, 10), "emotion final": (800.0, 2000.0, 10)}
     load_ = {
