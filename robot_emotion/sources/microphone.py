@@ -76,14 +76,16 @@ class MicrophoneSource:
             finished_callback=self._finished,
         )
         self._stream = stream
-        _track(stream, +1)
+        with _streams_lock:
+            _open_streams.add(id(stream))
         self._started = time.monotonic()
         stream.start()
 
     def _close(self) -> None:
         if self._stream is not None:
             self._stream.close(ignore_errors=True)
-            _track(self._stream, -1)
+            with _streams_lock:
+                _open_streams.discard(id(self._stream))
             self._stream = None
 
     def _callback(self, indata, frames, time_info, status) -> None:
@@ -128,8 +130,7 @@ class MicrophoneSource:
         self._t0, self._n, self.last_callback = None, 0, 0.0
         try:
             with quiet_stderr():  # each failed try: PortAudio/ALSA lines that say nothing new
-                self._close()
-                self.start()
+                self.start()  # (closes the lost stream first)
         except SourceError:
             return False
         self.lost.clear()
@@ -144,11 +145,6 @@ class MicrophoneSource:
 # (terminate, initialise) while none is open, since terminating closes every stream.
 _open_streams: set[int] = set()
 _streams_lock = threading.Lock()
-
-
-def _track(stream, delta: int) -> None:
-    with _streams_lock:
-        (_open_streams.add if delta > 0 else _open_streams.discard)(id(stream))
 
 
 def _rescan_devices(sd) -> bool:
