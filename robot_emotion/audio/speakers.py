@@ -12,7 +12,10 @@ so short pieces are trusted less (below).
   on its two sides are different voices by the learned ``changed`` decision.
 * ``SpeakerClusterer``: online clustering. A piece continues the open turn's speaker unless
   the ``changed`` decision says otherwise, else joins the most similar known speaker when
-  the ``same`` decision accepts it, else founds a new speaker.
+  the ``same`` decision accepts it, else founds a new speaker. Where the decisions carry a
+  CAM++ model (``same_identity``), that turn-level choice is made on CAM++ embeddings
+  (audio/speaker_identity.py: fewer identity errors on a second or more of speech), while the
+  sub-second probes and the split inside a segment stay on GE2E (as good at 0.5 s, 3-4x cheaper).
 
 Both decisions are calibrated logistic models of cosine and duration fit on development
 voices (audio/voice_decisions.py, benchmarks/voice_decisions/fit.py), not hand-set margins.
@@ -38,6 +41,8 @@ class VoicePiece:
     start: float  # session seconds
     end: float
     embedding: np.ndarray | None  # (256,) unit vector, None when the piece has no audio
+    identity: np.ndarray | None = None  # (192,) CAM++ unit vector, when the tracker uses one
+    narrowband: bool = False  # telephone-band audio (speaker_identity.narrowband)
     speaker: str | None = None
     confidence: float | None = None
     voice: int | None = None  # which voice of the split (known or stand-in) it matched
@@ -46,6 +51,11 @@ class VoicePiece:
     @property
     def duration(self) -> float:
         return self.end - self.start
+
+    @property
+    def identity_pair(self) -> tuple | None:
+        """(CAM++ vector, narrowband) as the clusterer takes it, or None."""
+        return None if self.identity is None else (self.identity, self.narrowband)
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -157,25 +167,37 @@ def _viterbi(scores: np.ndarray, penalty: float) -> np.ndarray:
     return path
 
 
+def _add(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+    return b if a is None else a if b is None else a + b
+
+
 @dataclass
 class _Speaker:
     id: str
-    members: dict = field(default_factory=dict)  # piece key -> duration-weighted d-vector (the latest)
-    older: np.ndarray | None = None  # the sum of the members folded out of `members`
-    centroid: np.ndarray | None = None
+    # piece key -> (d-vector, CAM++ vector or None), each duration-weighted (the latest pieces)
+    members: dict = field(default_factory=dict)
+    older: tuple = (None, None)  # the sums of the members folded out of `members`
+    centroid: np.ndarray | None = None  # GE2E voice
+    identity: np.ndarray | None = None  # CAM++ voice (None until a piece brought one)
 
     def update(self) -> None:
         # A node runs for days: keep the latest MAX_MEMBERS pieces by key (a piece may still be
         # taken back, `unassign`) and fold the older ones into one sum; the centroid is the same.
         while len(self.members) > MAX_MEMBERS:
             v = self.members.pop(next(iter(self.members)))
-            self.older = v if self.older is None else self.older + v
-        parts = list(self.members.values()) + ([self.older] if self.older is not None else [])
-        self.centroid = _unit(np.sum(parts, axis=0)) if parts else None
+            self.older = (_add(self.older[0], v[0]), _add(self.older[1], v[1]))
+        sums = [self.older[j] for j in (0, 1)]
+        for v in self.members.values():
+            sums = [_add(sums[j], v[j]) for j in (0, 1)]
+        self.centroid, self.identity = (None if x is None else _unit(x) for x in sums)
+
+    def add(self, key: str, emb: np.ndarray, ident: tuple | None, dur: float) -> None:
+        self.members[key] = (emb * dur, None if ident is None else ident[0] * dur)
+        self.update()
 
     @property
     def empty(self) -> bool:
-        return not self.members and self.older is None
+        return not self.members and self.older == (None, None)
 
 
 class SpeakerClusterer:
@@ -195,54 +217,72 @@ class SpeakerClusterer:
         s = self._get(sid)
         return None if s is None or s.centroid is None else float(emb @ s.centroid)
 
+    def voice(self, sid: str | None) -> tuple[np.ndarray | None, float]:
+        """(GE2E centroid, seconds of speech in it) of a speaker. Members are stored as unit
+        d-vector x duration, so their norms are the seconds."""
+        s = self._get(sid)
+        if s is None or s.centroid is None:
+            return None, 0.0
+        parts = [v[0] for v in s.members.values()] + ([s.older[0]] if s.older[0] is not None else [])
+        return s.centroid, float(sum(np.linalg.norm(v) for v in parts))
+
     def centroids(self) -> np.ndarray | None:
         """(k, 256) voices of the speakers heard so far."""
         cs = [s.centroid for s in self._speakers if s.centroid is not None]
         return np.stack(cs) if cs else None
 
-    def _new(self, key: str, emb: np.ndarray, dur: float) -> _Speaker:
+    def _new(self, key: str, emb: np.ndarray, ident: tuple | None, dur: float) -> _Speaker:
         spk = _Speaker(f"S{self._next}")
         self._next += 1
         self._speakers.append(spk)
-        spk.members[key] = emb * dur
-        spk.update()
+        spk.add(key, emb, ident, dur)
         return spk
 
+    def _p_same(self, spks: list[_Speaker], emb: np.ndarray, ident, dur: float) -> np.ndarray:
+        """``same``'s probability that the piece is each of ``spks``: on CAM++ embeddings
+        (``ident`` = (vector, narrowband)) where the decisions have that model and every one
+        of them has a CAM++ voice."""
+        d = self.decisions
+        if ident is not None and d.uses_identity and all(s.identity is not None for s in spks):
+            return d.p_same_identity(np.array([float(ident[0] @ s.identity) for s in spks]), dur, ident[1])
+        return d.p_same(np.array([float(emb @ s.centroid) for s in spks]), dur)
+
     def assign(
-        self, key: str, emb: np.ndarray | None, dur: float, prefer: str | None = None
+        self, key: str, emb: np.ndarray | None, dur: float, prefer: str | None = None, ident: tuple | None = None
     ) -> tuple[str | None, float]:
-        """(speaker id, confidence 0..1) for a piece; ``prefer`` = the open turn's speaker.
-        The open turn's voice goes on unless ``changed`` says it did; otherwise the nearest
-        known voice if ``same`` accepts it, else a new speaker. The confidence is ``same``'s
-        probability for the voice chosen."""
+        """(speaker id, confidence 0..1) for a piece; ``prefer`` = the open turn's speaker,
+        ``ident`` the piece's (CAM++ vector, narrowband) if the tracker computes one. The open turn's
+        voice goes on unless ``changed`` says it did; otherwise the likeliest known voice if
+        ``same`` accepts it, else a new speaker. The confidence is ``same``'s probability for
+        the voice chosen."""
         if emb is None:
             return prefer, 0.0
         if not self._speakers:
-            return self._new(key, emb, dur).id, 1.0
+            return self._new(key, emb, ident, dur).id, 1.0
         d = self.decisions
         sims = np.array([float(emb @ s.centroid) for s in self._speakers])
-        i = int(np.argmax(sims))
         own = self.similarity(emb, prefer)
         if own is not None:
             other = max((float(x) for x, s in zip(sims, self._speakers) if s.id != prefer), default=0.0)
             if not d.changed(own, other, dur):
-                return self._keep(self._get(prefer), key, emb, dur), float(d.p_same(own, dur)[0])
-        if d.same(sims[i], dur):
-            return self._keep(self._speakers[i], key, emb, dur), float(d.p_same(sims[i], dur)[0])
-        return self._new(key, emb, dur).id, float(1.0 - d.p_same(sims[i], dur)[0])
+                spk = self._get(prefer)
+                return self._keep(spk, key, emb, ident, dur), float(self._p_same([spk], emb, ident, dur)[0])
+        p = self._p_same(self._speakers, emb, ident, dur)
+        i = int(np.argmax(p))
+        if p[i] >= 0.5:
+            return self._keep(self._speakers[i], key, emb, ident, dur), float(p[i])
+        return self._new(key, emb, ident, dur).id, float(1.0 - p[i])
 
     @staticmethod
-    def _keep(spk: _Speaker, key: str, emb: np.ndarray, dur: float) -> str:
-        if dur >= RELIABLE_S:  # a short piece's d-vector is too noisy to move a voice
-            spk.members[key] = emb * dur
-            spk.update()
+    def _keep(spk: _Speaker, key: str, emb: np.ndarray, ident: tuple | None, dur: float) -> str:
+        if dur >= RELIABLE_S:  # a short piece's embedding is too noisy to move a voice
+            spk.add(key, emb, ident, dur)
         return spk.id
 
-    def join(self, key: str, emb: np.ndarray, dur: float, sid: str) -> tuple[str, float]:
+    def join(self, key: str, emb: np.ndarray, dur: float, sid: str, ident: tuple | None = None) -> tuple[str, float]:
         """Give a piece to a known speaker (the split already decided whose voice it is)."""
         spk = self._get(sid)
-        sim = float(emb @ spk.centroid)
-        return self._keep(spk, key, emb, dur), float(self.decisions.p_same(sim, dur)[0])
+        return self._keep(spk, key, emb, ident, dur), float(self._p_same([spk], emb, ident, dur)[0])
 
     def unassign(self, key: str) -> None:
         """Forget a piece (it turned out not to be speech); a speaker left empty is removed."""
@@ -260,8 +300,7 @@ class SpeakerClusterer:
         if a is None or b is None or a is b:
             return False
         b.members.update(a.members)
-        if a.older is not None:
-            b.older = a.older if b.older is None else b.older + a.older
+        b.older = (_add(b.older[0], a.older[0]), _add(b.older[1], a.older[1]))
         b.update()
         self._speakers.remove(a)
         return True
@@ -274,18 +313,19 @@ class SpeakerClusterer:
 class SpeakerTracker:
     """Change detection + clustering: a segment's speech in, pieces with speaker ids out."""
 
-    def __init__(self, cfg=None, encoder=None):
+    def __init__(self, cfg=None, encoder=None, identity=None):
+        from robot_emotion.audio.speaker_identity import IdentityEncoder
         from robot_emotion.audio.voice_decisions import VoiceDecisions, shipped
         from robot_emotion.audio.voice_encoder import VoiceEncoder
+        from robot_emotion.shared_models import shared
 
         path = cfg.decisions if cfg is not None else ""
         self.decisions = VoiceDecisions.load(path) if path else shipped()
         min_turn = cfg.min_turn_s if cfg is not None else 0.8
-        if encoder is None:
-            from robot_emotion.shared_models import shared
-
-            encoder = shared(("voice_encoder", "cpu"), VoiceEncoder)
-        self.encoder = encoder
+        self.encoder = encoder if encoder is not None else shared(("voice_encoder", "cpu"), VoiceEncoder)
+        if identity is None and self.decisions.uses_identity:
+            identity = shared(("identity_encoder", "cpu"), IdentityEncoder)
+        self.identity = identity if self.decisions.uses_identity else None  # CAM++, or None: GE2E only
         self.detector = SpeakerChangeDetector(self.encoder, self.decisions, min_turn)
         self.clusterer = SpeakerClusterer(self.decisions)
 
@@ -295,8 +335,17 @@ class SpeakerTracker:
         return self.label(self.split(audio, t0), key, prefer)
 
     def split(self, audio: np.ndarray, t0: float) -> list[VoicePiece]:
-        """The pieces of one voice each, against the voices known so far (nothing assigned)."""
-        return self.detector.split(audio, t0, self.clusterer.centroids())
+        """The pieces of one voice each, against the voices known so far (nothing assigned),
+        each with its CAM++ embedding when the tracker uses one."""
+        pieces = self.detector.split(audio, t0, self.clusterer.centroids())
+        if self.identity is not None:
+            from robot_emotion.audio.speaker_identity import narrowband
+
+            for p in pieces:
+                i0, i1 = (int(round((x - t0) * SAMPLE_RATE)) for x in (p.start, p.end))
+                x = audio[max(0, i0) : i1]
+                p.identity, p.narrowband = self.identity.embed(x), narrowband(x)
+        return pieces
 
     def label(self, pieces: list[VoicePiece], key: str, prefer: str | None = None, index0: int = 0) -> list[VoicePiece]:
         """Give the pieces of ``split`` speaker ids (keys ``key``.index0, .index0+1, ...)."""
@@ -304,13 +353,15 @@ class SpeakerTracker:
         for i, p in enumerate(pieces):
             k = f"{key}.{index0 + i}"
             if p.voice in ids:  # A B A inside one segment: the second A is A
-                p.speaker, p.confidence = self.clusterer.join(k, p.embedding, p.duration, ids[p.voice])
+                p.speaker, p.confidence = self.clusterer.join(k, p.embedding, p.duration, ids[p.voice], p.identity_pair)
                 continue
             # after a detected change the voice is by definition not the previous one
             # a piece the split found to be a voice not heard before may found a speaker even
             # when short: the split already checked it against its neighbour as a whole
             dur = max(p.duration, RELIABLE_S) if p.new_voice else p.duration
-            p.speaker, p.confidence = self.clusterer.assign(k, p.embedding, dur, prefer if i == 0 else None)
+            p.speaker, p.confidence = self.clusterer.assign(
+                k, p.embedding, dur, prefer if i == 0 else None, p.identity_pair
+            )
             if p.voice is not None and p.speaker is not None:
                 ids[p.voice] = p.speaker
         return pieces

@@ -1,6 +1,6 @@
 """Who-is-speaking decisions as calibrated probabilities, fit on development voices.
 
-The speaker tracker asks two questions of a GE2E d-vector (audio/voice_encoder.py):
+The speaker tracker asks these questions of a GE2E d-vector (audio/voice_encoder.py):
 
 * ``same(cos, dur)``: is a piece of ``dur`` seconds whose d-vector has cosine ``cos`` to a
   speaker's voice (centroid) that speaker?  (joining a known speaker or founding a new one)
@@ -8,6 +8,11 @@ The speaker tracker asks two questions of a GE2E d-vector (audio/voice_encoder.p
   someone else than the open turn's speaker, given its cosine ``own`` to that speaker and
   ``other`` to the nearest other known speaker (0 when nobody else is known)?  (closing a
   turn at a pause, or while the next segment is still spoken)
+
+and, where the asset has it, ``same_identity(cos, dur, narrowband)``: ``same`` asked of the
+CAM++ embedding (audio/speaker_identity.py), for a whole piece joining a known speaker or
+founding a new one. CAM++ separates voices better on a second or more (EER 13 vs 17.6 % on whole dev
+clips), but costs 3-4x GE2E's CPU, so the sub-second probes stay on GE2E.
 
 Each is a logistic regression on a handful of features (below), fit by
 ``benchmarks/voice_decisions/fit.py`` on the conversation corpus's DEVELOPMENT voices
@@ -41,6 +46,13 @@ def same_features(cos, dur) -> np.ndarray:
     """(n, 3): cosine, log duration, their product (the cosine counts more on longer audio)."""
     cos, ld = np.asarray(cos, float), np.log(np.maximum(np.asarray(dur, float), MIN_DUR_S))
     return np.stack(np.broadcast_arrays(cos, ld, cos * ld), axis=-1).reshape(-1, 3)
+
+
+def identity_features(cos, dur, narrowband) -> np.ndarray:
+    """(n, 4): ``same_features`` of a CAM++ cosine, and whether the audio is telephone band
+    (audio/speaker_identity.narrowband: CAM++ finds all voices more alike there)."""
+    nb = np.broadcast_to(np.asarray(narrowband, float), np.shape(np.asarray(cos, float)))
+    return np.concatenate([same_features(cos, dur), nb.reshape(-1, 1)], axis=1)
 
 
 def changed_features(own, other, dur) -> np.ndarray:
@@ -77,14 +89,23 @@ class DecisionsUnreadable(InputError, ValueError):
 class VoiceDecisions:
     """The two fitted models; ``load()`` reads the shipped asset (or another path)."""
 
-    def __init__(self, same: Logistic, changed: Logistic, meta: dict | None = None):
+    def __init__(
+        self, same: Logistic, changed: Logistic, meta: dict | None = None, same_identity: Logistic | None = None
+    ):
         self._same, self._changed, self.meta = same, changed, dict(meta or {})
+        self._same_identity = same_identity
+
+    @property
+    def uses_identity(self) -> bool:
+        """Whether turn-level ``same`` decisions are asked of CAM++ embeddings."""
+        return self._same_identity is not None
 
     @classmethod
     def load(cls, path: str | Path = ASSET) -> "VoiceDecisions":
         try:
             d = json.loads(Path(path).read_text())
-            return cls(Logistic.from_dict(d["same"], 3), Logistic.from_dict(d["changed"], 5), d.get("fit"))
+            ident = Logistic.from_dict(d["same_identity"], 4) if "same_identity" in d else None
+            return cls(Logistic.from_dict(d["same"], 3), Logistic.from_dict(d["changed"], 5), d.get("fit"), ident)
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise DecisionsUnreadable(f"cannot read speaker decision models {path}: {e}") from None
 
@@ -94,6 +115,9 @@ class VoiceDecisions:
     def p_changed(self, own, other, dur) -> np.ndarray:
         return self._changed.prob(changed_features(own, other, dur))
 
+    def p_same_identity(self, cos, dur, narrowband=False) -> np.ndarray:
+        return self._same_identity.prob(identity_features(cos, dur, narrowband))
+
     def same(self, cos: float, dur: float) -> bool:
         return bool(self.p_same(cos, dur)[0] >= 0.5)
 
@@ -101,9 +125,10 @@ class VoiceDecisions:
         return bool(self.p_changed(own, other, dur)[0] >= 0.5)
 
     def save(self, path: str | Path, fit: dict) -> None:
-        Path(path).write_text(
-            json.dumps({"same": self._same.to_dict(), "changed": self._changed.to_dict(), "fit": fit}, indent=1) + "\n"
-        )
+        d = {"same": self._same.to_dict(), "changed": self._changed.to_dict()}
+        if self._same_identity is not None:
+            d["same_identity"] = self._same_identity.to_dict()
+        Path(path).write_text(json.dumps({**d, "fit": fit}, indent=1) + "\n")
 
 
 _SHARED: VoiceDecisions | None = None

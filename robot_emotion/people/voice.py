@@ -46,13 +46,8 @@ def read_recording(path: str | Path) -> np.ndarray:
 
 
 def speaker_voice(clusterer, sid: str) -> tuple[np.ndarray | None, float]:
-    """(centroid, seconds of speech in it) of a session speaker. Members are stored as
-    d-vector x duration (unit d-vectors), so their norms are the seconds."""
-    spk = clusterer._get(sid)
-    if spk is None or spk.centroid is None:
-        return None, 0.0
-    parts = list(spk.members.values()) + ([spk.older] if spk.older is not None else [])
-    return spk.centroid, float(sum(np.linalg.norm(v) for v in parts))
+    """(centroid, seconds of speech in it) of a session speaker."""
+    return clusterer.voice(sid)
 
 
 def voice_of(audio: np.ndarray, tracker, vad_cfg=None, speaker: str | None = None) -> Voice:
