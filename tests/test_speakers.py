@@ -284,3 +284,23 @@ def test_a_speaker_keeps_a_bounded_number_of_pieces_and_the_same_centroid():
     rest = np.sum(vecs[:-1], axis=0)
     assert np.allclose(spk.centroid, rest / np.linalg.norm(rest), atol=1e-6)
     assert c.speakers == ["S0"]
+
+
+def test_whole_pieces_are_decided_on_cam_plus_plus_where_the_decisions_have_it():
+    """The clusterer asks CAM++ (``ident``: vector, narrowband) who a whole piece is, and
+    whether it continues the open turn; without it, GE2E as before."""
+    rng = np.random.default_rng(2)
+    unit = lambda v: v / np.linalg.norm(v)  # noqa: E731
+    a, b = (unit(rng.normal(size=256)) for _ in range(2))
+    ia, ib = (unit(rng.normal(size=192)) for _ in range(2))
+    c = SpeakerClusterer(shipped())
+    assert c.assign("a", a, 2.0, ident=(ia, False))[0] == "S0"
+    assert c.assign("b", b, 2.0, ident=(ib, False))[0] == "S1"
+    assert c.assign("x", a, 2.0, ident=(ib, False))[0] == "S1"  # GE2E says S0, CAM++ S1
+    assert c.assign("y", a, 2.0, prefer="S0", ident=(ib, False))[0] == "S1"  # the open turn ends
+    assert c.assign("z", b, 2.0, prefer="S0", ident=(ia, True))[0] == "S0"  # it goes on
+    c = SpeakerClusterer(shipped())
+    assert c.assign("a", a, 2.0, ident=(ia, False))[0] == "S0"
+    assert c.assign("b", b, 2.0, ident=(ib, False))[0] == "S1"
+    assert c.assign("g", a, 2.0)[0] == "S0"  # no CAM++ vector: GE2E decides
+    assert c.assign("h", a, 2.0, prefer="S1")[0] == "S0"

@@ -56,6 +56,12 @@ def test_the_shipped_identity_model_behaves_like_voices():
             assert np.all(np.diff(p) > 0) and p[0] < 0.1 and p[-1] > 0.9, (dur, nb)
             edges.append(grid[np.argmax(p >= 0.5)])
         assert 0.0 < edges[0] < edges[1] < 0.9, (dur, edges)
+    # a whole piece nearer another known voice than the open turn's: a change; the reverse: not
+    assert d.has_changed_identity
+    for nb in (False, True):
+        p = d.p_changed_identity(np.linspace(0.0, 0.9, 10), 0.2, 2.0, nb)
+        assert np.all(np.diff(p) < 0), nb  # the nearer the own voice, the less a change
+        assert d.p_changed_identity(0.1, 0.7, 2.0, nb)[0] > 0.5 > d.p_changed_identity(0.7, 0.1, 2.0, nb)[0]
 
 
 def test_a_bad_decisions_file_is_one_clear_error(tmp_path):
@@ -82,6 +88,7 @@ def test_save_and_load_round_trip(tmp_path):
     assert np.allclose(d.p_same(cos, dur), e.p_same(cos, dur))
     assert np.allclose(d.p_changed(cos, 1 - cos, dur), e.p_changed(cos, 1 - cos, dur))
     assert e.uses_identity and np.allclose(d.p_same_identity(cos, dur, True), e.p_same_identity(cos, dur, True))
+    assert np.allclose(d.p_changed_identity(cos, 1 - cos, dur, 1), e.p_changed_identity(cos, 1 - cos, dur, 1))
 
 
 def test_fit_replays_the_nodes_situations_on_a_small_corpus(tmp_path):
@@ -105,13 +112,14 @@ def test_fit_replays_the_nodes_situations_on_a_small_corpus(tmp_path):
         capture_output=True,
         timeout=300,
     )
-    enc, ident, rows_c, rows_s = VoiceEncoder(), IdentityEncoder(), [], []
+    enc, ident, rows_c, rows_s, rows_w = VoiceEncoder(), IdentityEncoder(), [], [], []
     for js in sorted((corpus / "dev").glob("*.json")):  # (--small: a clean and a telephone one)
         truth = json.loads(js.read_text())
         audio, _ = sf.read(js.with_suffix(".wav"), dtype="float32")
-        c, s = fit.examples(truth, audio, enc, ident, 0.5)
+        c, s, w = fit.examples(truth, audio, enc, ident, 0.5)
         rows_c += c
         rows_s += s
+        rows_w += w
         spans = [(a, b) for _, a, b in truth["segments"]]
         assert all(any(a - 0.5 <= r[4] <= b for a, b in spans) for r in c)  # probes start on speech
     assert rows_c and rows_s
@@ -121,6 +129,8 @@ def test_fit_replays_the_nodes_situations_on_a_small_corpus(tmp_path):
     assert all(-1 <= r[0] <= 1 and -1 <= r[1] <= 1 and r[3] in (0, 1) for r in rows_s)
     # the telephone conversation's pieces, and only they, are narrowband
     assert {r[3] for r in rows_s} == {0.0, 1.0}
+    # whole segments that may continue the open turn, on CAM++: as long as the segment
+    assert rows_w and all(-1 <= r[0] <= 1 and -1 <= r[1] <= 1 and r[2] > 0.1 and r[4] in (0, 1) for r in rows_w)
     r = subprocess.run(
         [sys.executable, str(REPO / "benchmarks/voice_decisions/fit.py"), str(corpus), "--out", str(out)],
         capture_output=True,

