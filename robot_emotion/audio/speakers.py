@@ -12,12 +12,13 @@ so short pieces are trusted less (below).
   on its two sides are different voices by the learned ``changed`` decision.
 * ``SpeakerClusterer``: online clustering. A piece continues the open turn's speaker unless
   the ``changed`` decision says otherwise, else joins the most similar known speaker when
-  the ``same`` decision accepts it, else founds a new speaker. Where the decisions carry a
-  CAM++ model (``same_identity``), that turn-level choice is made on CAM++ embeddings
-  (audio/speaker_identity.py: fewer identity errors on a second or more of speech), while the
-  sub-second probes and the split inside a segment stay on GE2E (as good at 0.5 s, 3-4x cheaper).
+  the ``same`` decision accepts it, else founds a new speaker. Where the decisions carry
+  CAM++ models (``same_identity``, ``changed_identity``), these whole-piece choices are made on
+  CAM++ embeddings (audio/speaker_identity.py: fewer identity errors on a second or more of
+  speech), while the sub-second probes and the split inside a segment stay on GE2E (as good at
+  0.5 s, 3-4x cheaper).
 
-Both decisions are calibrated logistic models of cosine and duration fit on development
+The decisions are calibrated logistic models of cosine and duration fit on development
 voices (audio/voice_decisions.py, benchmarks/voice_decisions/fit.py), not hand-set margins.
 """
 
