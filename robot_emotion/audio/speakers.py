@@ -248,10 +248,13 @@ class SpeakerClusterer:
             return d.p_same_identity(np.array([float(ident[0] @ s.identity) for s in spks]), dur, ident[1])
         return d.p_same(np.array([float(emb @ s.centroid) for s in spks]), dur)
 
-    def _changed(self, spk: _Speaker, emb: np.ndarray, ident, dur: float) -> bool:
-        """Is the piece someone else than ``spk`` (the open turn's speaker)? ``changed`` on
+    def changed(self, sid: str | None, emb: np.ndarray, ident, dur: float) -> bool | None:
+        """Is the piece someone else than speaker ``sid`` (the open turn's)? ``changed`` on
         its cosines to that voice and to the nearest other: CAM++'s where the decisions have
-        that model and every speaker has a CAM++ voice, else GE2E's."""
+        that model and every speaker has a CAM++ voice, else GE2E's. None: no such voice."""
+        spk = self._get(sid)
+        if spk is None or spk.centroid is None:
+            return None
         d, others = self.decisions, [s for s in self._speakers if s is not spk]
         if ident is not None and d.has_changed_identity and all(s.identity is not None for s in self._speakers):
             v, own = ident[0], float(ident[0] @ spk.identity)
@@ -272,8 +275,8 @@ class SpeakerClusterer:
             return prefer, 0.0
         if not self._speakers:
             return self._new(key, emb, ident, dur).id, 1.0
-        spk = self._get(prefer)
-        if spk is not None and spk.centroid is not None and not self._changed(spk, emb, ident, dur):
+        if self.changed(prefer, emb, ident, dur) is False:
+            spk = self._get(prefer)
             return self._keep(spk, key, emb, ident, dur), float(self._p_same([spk], emb, ident, dur)[0])
         p = self._p_same(self._speakers, emb, ident, dur)
         i = int(np.argmax(p))
@@ -387,14 +390,10 @@ class SpeakerTracker:
 
     def differs(self, audio: np.ndarray, speaker: str | None) -> bool:
         """Probe: is the start of a new segment not ``speaker``'s voice? The ``changed``
-        decision on its cosine to that voice and to the nearest other known one, and on how much of it there is (a probe at 0.25 s must be a
-        clearer case than one at 1.5 s: the fit learns how much clearer from the dev voices)."""
+        decision on its cosine to that voice and to the nearest other known one, and on how
+        much of it there is (a probe at 0.25 s must be a clearer case than one at 1.5 s: the
+        fit learns how much clearer from the dev voices). On GE2E: CAM++ at the 1 and 1.5 s
+        probes was worse end to end on the dev conversations (benchmarks/voice_decisions)."""
         if speaker is None:
             return False
-        emb = self.encoder.embed(audio)
-        own = self.clusterer.similarity(emb, speaker)
-        if own is None:
-            return False
-        others = [self.clusterer.similarity(emb, s) for s in self.clusterer.speakers if s != speaker]
-        other = max((o for o in others if o is not None), default=0.0)
-        return self.decisions.changed(own, other, audio.size / SAMPLE_RATE)
+        return bool(self.clusterer.changed(speaker, self.encoder.embed(audio), None, audio.size / SAMPLE_RATE))
