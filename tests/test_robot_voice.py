@@ -127,7 +127,10 @@ def test_robot_speech_is_not_a_person_but_barge_in_is(own_sink, tmp_path):
     barge = [e for e in starts if e.get("barge_in")]
     assert barge and t_b + 0.8 < barge[0]["t"] < t_b_end  # heard over the robot
     assert not [e for e in starts if e["start"] < t_b - 0.5]  # no speech.start for the robot alone
-    assert [u for u in people if t_b < u["start"] < t_b_end]  # the barge-in is a person's turn
+    seen = [(u["speaker"], round(u["start"] - t_b, 2), round(u["end"] - t_b, 2)) for u in people]
+    # the barge-in is a person's turn. Its segment opens with the robot's first word, a block or
+    # two after t_b, or a little before it: capture times and the VAD's pre-roll jitter by tens of ms
+    assert [u for u in people if t_b - 0.5 <= u["start"] < t_b_end], (seen, t_b_end - t_b)
     assert [u for u in people if u["start"] > t_b_end + 0.5]  # and so is the reply after it
     status = [e for e in events if e["topic"] == "status"][-1]
     assert status["robot"]["segments_dropped"] >= 1 and t_c > 0
