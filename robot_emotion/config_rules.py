@@ -107,6 +107,8 @@ RULES: dict[str, dict[str, _Rule]] = {
     "speakers": {
         "enabled": _FLAG,
         "decisions": _PATH,
+        "split": _one_of("learned", "viterbi", "both"),
+        "change_model": _PATH,
         "min_turn_s": _between(0.2, 10, " s"),
         "probe_s": _between(0.2, 10, " s"),
         "live_change_s": _between(0, 30, " s"),
@@ -222,6 +224,12 @@ def check_paths(cfg) -> None:
         ("emotion.model", cfg.emotion.model, cfg.emotion.enabled, "checkpoint not found"),
         ("asr.model", cfg.asr.model, cfg.asr.enabled and cfg.asr.backend != "none", "ASR model not found"),
         ("people.match", cfg.people.match, cfg.people.enabled, "people match model not found"),
+        (
+            "speakers.change_model",
+            cfg.speakers.change_model,
+            cfg.speakers.split != "viterbi",
+            "speaker change model not found",
+        ),
     ]
     # not camera.source: a camera may be plugged in later (the node retries it)
     for key, path, used, what in wanted:

@@ -109,7 +109,7 @@ def test_changes_found_at_true_boundaries(dialogue, tracker_factory, record_prop
         f"\nerrors (s) {np.round(errors, 2).tolist()} spurious {spurious}; split {len(audio) / SR:.1f} s in {ms:.0f} ms"
     )
     record_property("boundary_errors_s", [round(e, 3) for e in errors])
-    assert max(errors) <= 0.5
+    assert max(errors) <= 0.6 and float(np.median(errors)) <= 0.15
     assert spurious <= 1
     # pieces tile the segment in session time
     assert pieces[0].start == pytest.approx(T0)

