@@ -1,11 +1,12 @@
 """Split one speech segment into pieces of one voice each (audio/speakers.py labels them).
 
-Two ways, chosen by whether a speaker change model is loaded:
+Two ways:
 
 * the learned model (audio/speaker_change.py): CAM++ frame states in, per-frame change
   probability out, a cut at each peak over its threshold (fit on development voices);
-* without it, GE2E windows against the KNOWN voices and a Viterbi path (below), each cut
-  then checked by the learned ``changed`` decision.
+* GE2E windows against the KNOWN voices and a Viterbi path (below), each cut then checked by
+  the learned ``changed`` decision: without the model (``speakers.split = "viterbi"``), or
+  where it finds no change (``"both"``, the default, chosen on the dev conversations).
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ class VoicePiece:
 
 
 class SpeakerChangeDetector:
-    """Voice changes inside one segment, decided against the KNOWN voices.
+    """Voice changes inside one segment: the learned model's cuts (``change_model``), and
+    where it finds none (``fallback``) or without it, cuts decided against the KNOWN voices:
 
     Comparing 1 s windows with each other does not work with this encoder: on real read
     speech the cosine of adjacent windows of ONE sentence falls to 0.33-0.75 while windows
