@@ -85,9 +85,9 @@ def test_real_voices_joined_by_50_ms_are_cut_near_the_join_and_one_voice_is_not(
     for a, b in pairs:
         x = _clip(a, 1)
         onset = (x.size + gap.size + 800) / SR  # where the second voice's speech begins
-        cuts = m.cuts(np.concatenate([x, gap, _clip(b, 2)]), ident, 0.8)
+        cuts = m.cuts(ident.frames(np.concatenate([x, gap, _clip(b, 2)])), ident, 0.8)
         found += len(cuts) == 1 and abs(cuts[0] - onset) <= 0.3
-        false += len(m.cuts(np.concatenate([x, gap, _clip(a, 2)]), ident, 0.8))
+        false += len(m.cuts(ident.frames(np.concatenate([x, gap, _clip(a, 2)])), ident, 0.8))
     print(f"\nchanges found {found} of {len(pairs)}, cuts in one voice {false} of {len(pairs)}")
     assert found >= 4
     assert false <= 1
@@ -104,3 +104,6 @@ def test_window_embeddings_are_the_networks_own(ident):
     assert c[len(fx), 0] == pytest.approx(float(ident.embed(x) @ ident.embed(y)), abs=1e-3)  # (float32 sums)
     assert ident.contrast(np.vstack([fx, fx]), (len(fx),))[len(fx), 0] == pytest.approx(1.0, abs=1e-5)
     assert (c[:4] == 1).all()  # under 5 states on one side: no evidence
+    # a window's embedding pooled from the states is the network's own embedding of that audio
+    assert float(ident.pool(fx) @ ident.embed(x)) == pytest.approx(1.0, abs=1e-5)
+    assert ident.pool(fx[:2]) is None

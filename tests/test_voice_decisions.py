@@ -91,13 +91,26 @@ def test_save_and_load_round_trip(tmp_path):
     assert np.allclose(d.p_changed_identity(cos, 1 - cos, dur, 1), e.p_changed_identity(cos, 1 - cos, dur, 1))
 
 
-def test_fit_replays_the_nodes_situations_on_a_small_corpus(tmp_path):
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory):
+    """make_corpus.py --small: dev gets a clean and a telephone conversation (~11 s to build)."""
+    if not (SHARED / "emotion_speech" / "ravdess").is_dir():
+        pytest.skip(f"{SHARED}/emotion_speech/ravdess is not here: no corpus to fit on")
+    corpus = tmp_path_factory.mktemp("small") / "corpus"
+    subprocess.run(
+        [sys.executable, str(REPO / "benchmarks/conversations/make_corpus.py"), str(corpus), "--small"],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return corpus
+
+
+def test_fit_replays_the_nodes_situations_on_a_small_corpus(small_corpus, tmp_path):
     """The committed fit script on a --small corpus: the examples come from the node's own
     VAD segments with the truth's speakers; the CLI either fits (a loadable file whose
     provenance names the dev split) or, when the tiny dev split lacks a kind, says so in one
     line (exit 2)."""
-    if not (SHARED / "emotion_speech" / "ravdess").is_dir():
-        pytest.skip(f"{SHARED}/emotion_speech/ravdess is not here: no corpus to fit on")
     import soundfile as sf
 
     sys.path.insert(0, str(REPO))
@@ -105,13 +118,7 @@ def test_fit_replays_the_nodes_situations_on_a_small_corpus(tmp_path):
     from robot_emotion.audio.speaker_identity import IdentityEncoder
     from robot_emotion.audio.voice_encoder import VoiceEncoder
 
-    corpus, out = tmp_path / "corpus", tmp_path / "d.json"
-    subprocess.run(
-        [sys.executable, str(REPO / "benchmarks/conversations/make_corpus.py"), str(corpus), "--small"],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
+    corpus, out = small_corpus, tmp_path / "d.json"
     enc, ident, rows_c, rows_s, rows_w = VoiceEncoder(), IdentityEncoder(), [], [], []
     for js in sorted((corpus / "dev").glob("*.json")):  # (--small: a clean and a telephone one)
         truth = json.loads(js.read_text())
@@ -149,3 +156,47 @@ def test_fit_replays_the_nodes_situations_on_a_small_corpus(tmp_path):
         timeout=120,
     )
     assert r.returncode == 2 and "no dev/" in r.stderr
+
+
+def test_the_change_model_trains_on_a_small_corpus(small_corpus, tmp_path):
+    """benchmarks/speaker_change/train.py on the same corpus: the truth's changes land inside
+    the node's VAD segments, every conversation adds one-voice and two-voice joins, and the
+    checkpoint it writes loads and says where it was fit."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks.speaker_change import train
+    from robot_emotion.audio.speaker_change import SpeakerChangeModel
+    from robot_emotion.audio.speaker_identity import IdentityEncoder
+
+    seqs = train.collect(small_corpus / "dev", IdentityEncoder(), None)
+    segs = [s for s in seqs if s["kind"] == "segment"]
+    joins = [s for s in seqs if s["kind"] == "join"]
+    assert segs and all(len(s["x"]) == len(s["y"]) for s in seqs)
+    assert all(((c > 0) & (c < 0.02 * len(s["y"]))).all() for s in segs for c in [s["changes"]])
+    assert all(s["name"].startswith("dev_") for s in joins)
+    # joins: as many one-voice pairs as two-voice ones (where there are), the change in the gap
+    a1, a2, b = (np.full(n, v, np.float32) for n, v in ((16000, 0.5), (8000, 0.25), (4000, -0.5)))
+    made = train.joins([("A", a1), ("A", a2), ("B", b)], np.random.default_rng(0), 4)
+    one, two = [x for x, c in made if not c], [(x, c[0]) for x, c in made if c]
+    assert len(one) == 2 and len(two) == 4  # A1 A2 and A2 A1; A with B four ways
+    for x in one + [x for x, _ in two]:
+        assert 0.03 * 16000 <= int((x == 0).sum()) <= 0.3 * 16000  # 30-300 ms of silence
+    assert all(x[int(c * 16000)] == 0 for x, c in two)  # the change sits in the gap
+    out = tmp_path / "change.pt"
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks/speaker_change/train.py"),
+            str(small_corpus),
+            "--out",
+            str(out),
+            "--epochs",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-500:]
+    m = SpeakerChangeModel(out)
+    assert m.fit["script"] == "benchmarks/speaker_change/train.py" and "dev split" in m.fit["data"]
+    assert "test/segments" in m.fit["figures"] and 0 < m.threshold < 1

@@ -88,7 +88,7 @@ class ChangeModelUnavailable(InputError, RuntimeError):
 
 
 class SpeakerChangeModel:
-    """``cuts(audio, identity, min_piece_s)`` -> change times inside a segment."""
+    """``cuts(frames, identity, min_piece_s)`` -> change times inside a segment."""
 
     def __init__(self, path: str | Path = ASSET, device: str = "cpu"):
         path = Path(path)
@@ -117,10 +117,9 @@ class SpeakerChangeModel:
             x, c = (torch.from_numpy(np.asarray(a, np.float32))[None].to(self.device) for a in (frames, contrast))
             return torch.sigmoid(self.net(x, c))[0].float().cpu().numpy()
 
-    def cuts(self, audio: np.ndarray, identity, min_piece_s: float) -> list[float]:
-        """Change times (s from its start) inside one segment's ``audio``; ``identity`` is the
-        IdentityEncoder whose states and window embeddings the model reads."""
-        frames = identity.frames(audio)
+    def cuts(self, frames: np.ndarray, identity, min_piece_s: float) -> list[float]:
+        """Change times (s from its start) inside one segment whose CAM++ states are ``frames``
+        (``identity.frames(audio)``; ``identity`` also pools the windows compared)."""
         p = self.probabilities(frames, identity.contrast(frames, self.windows))
         return peaks(p, self.threshold, min_piece_s)
 

@@ -277,6 +277,18 @@ class IdentityEncoder:
                 out[:, j] = torch.where(ok, cos, torch.ones_like(cos)).numpy()
         return out
 
+    def pool(self, frames: np.ndarray) -> np.ndarray | None:
+        """The embedding of the speech these ``frames`` states cover, pooled by the network's own
+        statistics pooling and embedding layer (over all of a clip's states: ``embed`` of it), so
+        one pass over a segment serves its split and each piece's voice. None under 3 states."""
+        if len(frames) < 3:
+            return None
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(frames, np.float32)).T[None].to(self.device)
+            e = self.net.xvector.dense(self.net.xvector.stats(x))[0].float().cpu().numpy()
+        n = float(np.linalg.norm(e))
+        return e / n if n > 0 else e
+
     def embed(self, audio: np.ndarray) -> np.ndarray | None:
         """The voice of ``audio`` (None when it is shorter than 50 ms)."""
         if np.asarray(audio).size < MIN_SAMPLES:

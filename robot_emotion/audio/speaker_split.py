@@ -79,12 +79,25 @@ class SpeakerChangeDetector:
         self.last_path: tuple[np.ndarray, np.ndarray] | None = None  # (window centres s, speaker index)
 
     def split(self, audio: np.ndarray, t0: float, centroids: np.ndarray | None = None) -> list[VoicePiece]:
-        """Pieces of one voice each (session seconds), with their d-vectors. ``centroids``
-        (k, 256) are the known speakers' voices."""
+        """Pieces of one voice each (session seconds) with their d-vectors (and the CAM++ vector
+        of a segment left whole by the learned model). ``centroids`` (k, 256): the known voices."""
+        frames = None
+        if self.change_model is not None and audio.size >= 2 * self.min_turn_s * SAMPLE_RATE:
+            frames = self.identity.frames(audio)
+        pieces = self._split(audio, t0, centroids, frames)
+        if frames is not None and len(pieces) == 1:
+            # one voice: its CAM++ vector is the states the model read, pooled (exactly ``embed``
+            # of the segment, without a second pass). Not for the pieces of a cut segment: CAM++
+            # gates every state with the whole input's mean, so each piece is embedded on its own
+            # (pooled pieces: dev DER 24.9 against 23.0 %).
+            pieces[0].identity = self.identity.pool(frames)
+        return pieces
+
+    def _split(self, audio: np.ndarray, t0: float, centroids, frames) -> list[VoicePiece]:
         dur = audio.size / SAMPLE_RATE
         whole = [VoicePiece(t0, t0 + dur, self.encoder.embed(audio))]
-        if self.change_model is not None and dur >= 2 * self.min_turn_s:
-            pieces = self._learned(audio, t0)
+        if frames is not None:
+            pieces = self._learned(audio, t0, frames)
             if len(pieces) > 1 or not self.fallback:
                 return pieces
         if dur < 2 * max(self.min_turn_s, self.window_s):
@@ -140,11 +153,11 @@ class SpeakerChangeDetector:
             p.new_voice = p.voice >= known
         return out
 
-    def _learned(self, audio: np.ndarray, t0: float) -> list[VoicePiece]:
+    def _learned(self, audio: np.ndarray, t0: float, frames: np.ndarray) -> list[VoicePiece]:
         """Cut where the speaker change model finds a change; who each piece is, the
         clusterer decides (a cut the model got wrong then joins the same speaker)."""
         dur = audio.size / SAMPLE_RATE
-        edges = [0.0, *self.change_model.cuts(audio, self.identity, self.min_turn_s), dur]
+        edges = [0.0, *self.change_model.cuts(frames, self.identity, self.min_turn_s), dur]
         return [
             VoicePiece(t0 + a, t0 + z, self.encoder.embed(audio[int(a * SAMPLE_RATE) : int(z * SAMPLE_RATE)]))
             for a, z in zip(edges[:-1], edges[1:])

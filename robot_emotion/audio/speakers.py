@@ -235,11 +235,14 @@ class SpeakerTracker:
         return pieces
 
     def _identify(self, p: VoicePiece) -> None:
-        """CAM++ only for a piece that is labelled (a live check labels just the first)."""
-        if self.identity is not None and p.identity is None and p.audio is not None:
+        """CAM++ for a piece that is labelled (a live check labels just the first), unless the
+        split already pooled it from the states its change model read."""
+        if self.identity is not None and p.audio is not None:
             from robot_emotion.audio.speaker_identity import narrowband
 
-            p.identity, p.narrowband = self.identity.embed(p.audio), narrowband(p.audio)
+            if p.identity is None:
+                p.identity = self.identity.embed(p.audio)
+            p.narrowband = narrowband(p.audio)
 
     def label(self, pieces: list[VoicePiece], key: str, prefer: str | None = None, index0: int = 0) -> list[VoicePiece]:
         """Give the pieces of ``split`` speaker ids (keys ``key``.index0, .index0+1, ...)."""
