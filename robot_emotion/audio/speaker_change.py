@@ -4,8 +4,10 @@ Speakers change with a 50 ms gap or while the other still speaks, which no pause
 sees, so a VAD segment may hold two voices. This model reads the frame-level states of the
 pretrained CAM++ speaker network (audio/speaker_identity.py ``IdentityEncoder.frames``: 512
 channels every 20 ms, trained on 200k speakers to tell voices apart) and says, per frame, how
-likely a change of speaker is within 0.1 s. A projection to 64, one bidirectional GRU of 32 per
-direction and a linear output: 55k parameters, trained on the conversation corpus's
+likely a change of speaker is within 0.1 s. Beside the states it reads how alike the voices of
+the 0.5 / 1 / 1.5 s on either side of each frame are (``IdentityEncoder.contrast``: cosines of
+CAM++ embeddings pooled from the same states). The states projected to 64, the contrasts beside
+them, one bidirectional GRU of 32 per direction and a linear output: 55k parameters, trained on the conversation corpus's
 development voices (benchmarks/speaker_change/train.py), which also fits the one threshold
 and reports change detection on the test voices. Reading the pretrained speaker states rather
 than the spectrum is what lets a model fit on a few dozen voices carry over to unseen ones.
@@ -96,8 +98,6 @@ class SpeakerChangeModel:
             ck = torch.load(path, map_location="cpu", weights_only=True)
             self.net = ChangeNet(**ck["config"])
             self.net.load_state_dict(ck["state"])
-        except FileNotFoundError:
-            raise ChangeModelUnavailable(f"no speaker change model at {path}") from None
         except Exception as e:  # a truncated or foreign file
             raise ChangeModelUnavailable(f"cannot load speaker change model {path}: {e}") from None
         self.threshold = float(ck["threshold"])

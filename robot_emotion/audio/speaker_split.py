@@ -95,11 +95,13 @@ class SpeakerChangeDetector:
 
     def _split(self, audio: np.ndarray, t0: float, centroids, frames) -> list[VoicePiece]:
         dur = audio.size / SAMPLE_RATE
-        whole = [VoicePiece(t0, t0 + dur, self.encoder.embed(audio))]
         if frames is not None:
             pieces = self._learned(audio, t0, frames)
             if len(pieces) > 1 or not self.fallback:
                 return pieces
+            whole = pieces  # no cut: the one piece is the whole segment, already embedded
+        else:
+            whole = [VoicePiece(t0, t0 + dur, self.encoder.embed(audio))]
         if dur < 2 * max(self.min_turn_s, self.window_s):
             return whole
         # With fewer than two known voices, windows of the segment itself stand in for voices not
@@ -156,11 +158,12 @@ class SpeakerChangeDetector:
     def _learned(self, audio: np.ndarray, t0: float, frames: np.ndarray) -> list[VoicePiece]:
         """Cut where the speaker change model finds a change; who each piece is, the
         clusterer decides (a cut the model got wrong then joins the same speaker)."""
-        dur = audio.size / SAMPLE_RATE
-        edges = [0.0, *self.change_model.cuts(frames, self.identity, self.min_turn_s), dur]
+        cuts = self.change_model.cuts(frames, self.identity, self.min_turn_s)
+        edges = [0.0, *cuts, audio.size / SAMPLE_RATE]
+        ends = [0, *(int(c * SAMPLE_RATE) for c in cuts), audio.size]  # (the last piece: to the last sample)
         return [
-            VoicePiece(t0 + a, t0 + z, self.encoder.embed(audio[int(a * SAMPLE_RATE) : int(z * SAMPLE_RATE)]))
-            for a, z in zip(edges[:-1], edges[1:])
+            VoicePiece(t0 + a, t0 + z, self.encoder.embed(audio[i:j]))
+            for a, z, i, j in zip(edges[:-1], edges[1:], ends[:-1], ends[1:])
         ]
 
 
