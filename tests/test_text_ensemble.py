@@ -80,7 +80,7 @@ def test_stacked_equals_per_member_passes(models):
 
 @needs_dev
 def test_stacked_equals_per_member_on_meld_dev(models, dev_items):
-    batch = dev_items[100:164]
+    batch = dev_items[100:132]
     _assert_same_outputs(models["per_member"].forward(batch), models["stacked"].forward(batch))
 
 
@@ -130,7 +130,7 @@ def test_int8_agrees_with_float_on_meld_dev(models, dev_items):
     def argmax(m, batch):
         return np.concatenate([m.predict_batch(items[i : i + batch])[0] for i in range(0, len(items), batch)]).argmax(1)
 
-    agree = float((argmax(models["int8"], 1) == argmax(models["stacked"], 64)).mean())
+    agree = float((argmax(models["int8"], 1) == argmax(models["stacked"], 16)).mean())  # (64: 1.5x slower)
     print(f"int8 vs float argmax agreement on MELD dev: {100 * agree:.1f}%")
     assert agree >= 0.95
 

@@ -159,20 +159,13 @@ def test_fit_replays_the_nodes_situations_on_a_small_corpus(small_corpus, tmp_pa
 
 
 def test_the_change_model_trains_on_a_small_corpus(small_corpus, tmp_path):
-    """benchmarks/speaker_change/train.py on the same corpus: the truth's changes land inside
-    the node's VAD segments, every conversation adds one-voice and two-voice joins, and the
-    checkpoint it writes loads and says where it was fit."""
+    """benchmarks/speaker_change/train.py on the same corpus: the checkpoint it writes loads and
+    says where it was fit; in the sequences it collected (its --features cache) the truth's
+    changes land inside the node's VAD segments and label their frames."""
     sys.path.insert(0, str(REPO))
     from benchmarks.speaker_change import train
     from robot_emotion.audio.speaker_change import SpeakerChangeModel
-    from robot_emotion.audio.speaker_identity import IdentityEncoder
 
-    seqs = train.collect(small_corpus / "dev", IdentityEncoder(), None)
-    segs = [s for s in seqs if s["kind"] == "segment"]
-    joins = [s for s in seqs if s["kind"] == "join"]
-    assert segs and all(len(s["x"]) == len(s["y"]) for s in seqs)
-    assert all(((c > 0) & (c < 0.02 * len(s["y"]))).all() for s in segs for c in [s["changes"]])
-    assert all(s["name"].startswith("dev_") for s in joins)
     # joins: as many one-voice pairs as two-voice ones (where there are), the change in the gap
     a1, a2, b = (np.full(n, v, np.float32) for n, v in ((16000, 0.5), (8000, 0.25), (4000, -0.5)))
     made = train.joins([("A", a1), ("A", a2), ("B", b)], np.random.default_rng(0), 4)
@@ -181,7 +174,12 @@ def test_the_change_model_trains_on_a_small_corpus(small_corpus, tmp_path):
     for x in one + [x for x, _ in two]:
         assert 0.03 * 16000 <= int((x == 0).sum()) <= 0.3 * 16000  # 30-300 ms of silence
     assert all(x[int(c * 16000)] == 0 for x, c in two)  # the change sits in the gap
-    out = tmp_path / "change.pt"
+    # a segment's changes: only where the voice changes inside it (the voice heard before the
+    # segment is not its first speaker)
+    truth = [("A", 0.0, 1.0), ("B", 2.0, 3.0), ("A", 3.05, 4.0), ("B", 3.8, 5.0)]
+    assert train.true_changes(truth, 1.5, 5.5) == [3.05, 3.8]
+    assert train.true_changes(truth, 0.0, 2.5) == [2.0]
+    out, cache = tmp_path / "change.pt", tmp_path / "seqs.npz"
     r = subprocess.run(
         [
             sys.executable,
@@ -191,6 +189,8 @@ def test_the_change_model_trains_on_a_small_corpus(small_corpus, tmp_path):
             str(out),
             "--epochs",
             "2",
+            "--features",
+            str(cache),
         ],
         capture_output=True,
         text=True,
@@ -200,3 +200,8 @@ def test_the_change_model_trains_on_a_small_corpus(small_corpus, tmp_path):
     m = SpeakerChangeModel(out)
     assert m.fit["script"] == "benchmarks/speaker_change/train.py" and "dev split" in m.fit["data"]
     assert "test/segments" in m.fit["figures"] and 0 < m.threshold < 1
+    seqs = train.load_cache(cache)["dev"]
+    segs = [s for s in seqs if s["kind"] == "segment"]
+    assert segs and all(len(s["x"]) == len(s["y"]) and s["name"].startswith("dev_") for s in seqs)
+    assert all(((c > 0) & (c < 0.02 * len(s["y"]))).all() for s in segs for c in [s["changes"]])
+    assert any(len(s["changes"]) for s in segs) and all(s["y"].any() == bool(len(s["changes"])) for s in seqs)
