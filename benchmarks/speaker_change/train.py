@@ -53,8 +53,10 @@ CONDITIONS = ("clean", "telephone", "reverb", "noisy")
 
 
 def true_changes(segments: list, a: float, b: float) -> list[float]:
-    """Times in (a, b) where the truth's current speaker (module doc) changes."""
-    edges = sorted({x for _, s, e in segments for x in (s, e)} | {a})
+    """Times in (a, b) where the truth's current speaker (module doc) changes. The speaker at
+    the segment's start is the first one heard in it, not the last one heard before it: the
+    model sees only the segment, so a voice other than the previous segment's is no change."""
+    edges = sorted({x for _, s, e in segments for x in (s, e) if a <= x <= b} | {a})
     cur, out = None, []
     for t in edges:
         if t > b:
