@@ -55,6 +55,7 @@ class AVConfig:
 @dataclass(frozen=True)
 class VADConfig:
     backend: str = "silero"  # silero | webrtcvad (README "VAD": chosen by measurement)
+    threshold: float = 0.15  # silero: a frame is speech at this probability (fit on dev: benchmarks/vad)
     aggressiveness: int = 2  # webrtcvad mode 0..3
     frame_ms: int = 10  # 10 | 20 | 30 (silero always uses 32 ms)
     padding_ms: int = 300  # onset ring: pre-roll that confirms speech has started

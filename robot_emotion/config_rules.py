@@ -72,6 +72,7 @@ RULES: dict[str, dict[str, _Rule]] = {
     "av": {"offset_ms": _between(-2000, 2000, " ms")},
     "vad": {
         "backend": _one_of("silero", "webrtcvad"),
+        "threshold": _between(0, 1, lo_open=True),
         "aggressiveness": _between(0, 3),
         "frame_ms": _one_of(10, 20, 30),
         "padding_ms": _between(30, 2000, " ms"),

@@ -32,6 +32,7 @@ def test_overrides_win_and_are_typed():
         ("vad.nonsense=1", "unknown config key 'vad.nonsense'"),
         ("nosection.key=1", "unknown config section 'nosection'"),
         ("vad.aggressiveness=7", "'vad.aggressiveness' must be 0..3"),
+        ("vad.threshold=0", "'vad.threshold' must be in (0, 1]"),
         ("vad.aggressiveness=\"high\"", "'vad.aggressiveness' must be int"),
         ("camera.enabled=3", "'camera.enabled' must be true or false"),
         ("novalue", "must look like section.key=value"),

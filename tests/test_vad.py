@@ -106,3 +106,30 @@ def test_silero_backend(dialogue_session):
     ends = [e for e in segment(audio, cfg, block=512) if isinstance(e, SpeechEnd)]
     first = truth["turns"][0]
     assert ends and abs(ends[0].start - first["start"]) <= 0.2
+
+
+def test_silero_threshold_and_its_fit_replay_the_nodes_segmenter(dialogue_session):
+    """benchmarks/vad/fit.py scores thresholds from silero's stored probabilities: at any
+    threshold its segments are exactly the live segmenter's; a higher threshold keeps no more
+    speech than a lower one."""
+    pytest.importorskip("silero_vad")
+    import sys
+
+    from conftest import REPO
+
+    sys.path.insert(0, str(REPO))
+    from benchmarks.vad import fit
+
+    folder, _ = dialogue_session
+    audio = read_wav_tolerant(folder / "audio.wav")[: 16000 * 8]
+    probs = fit.probabilities(audio)
+    covered = {}
+    for th in (0.2, 0.5, 0.9):
+        cfg = dataclasses.replace(VADConfig(), backend="silero", threshold=th)
+        n = probs.size * 512
+        live = [
+            (e.start, e.end) for e in segment(audio[:n], cfg, block=480) if isinstance(e, SpeechEnd) and not e.dropped
+        ]
+        assert fit.segments(audio, probs, th) == live, th
+        covered[th] = sum(e - s for s, e in live)
+    assert covered[0.2] >= covered[0.5] >= covered[0.9] and covered[0.5] > 2.0, covered

@@ -205,3 +205,23 @@ def test_the_change_model_trains_on_a_small_corpus(small_corpus, tmp_path):
     assert segs and all(len(s["x"]) == len(s["y"]) and s["name"].startswith("dev_") for s in seqs)
     assert all(((c > 0) & (c < 0.02 * len(s["y"]))).all() for s in segs for c in [s["changes"]])
     assert any(len(s["changes"]) for s in segs) and all(s["y"].any() == bool(len(s["changes"])) for s in seqs)
+
+
+def test_the_vad_threshold_fit_runs_on_a_small_corpus(small_corpus, tmp_path):
+    """benchmarks/vad/fit.py: a threshold from its grid, fit on dev (no AMI folder given here),
+    with every part's figures written; no corpus is one line and exit 2."""
+    out = tmp_path / "vad.json"
+    fit = str(REPO / "benchmarks/vad/fit.py")
+    r = subprocess.run(
+        [sys.executable, fit, str(small_corpus), "--ami", str(tmp_path / "none"), "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-500:]
+    got = json.loads(out.read_text())
+    assert got["threshold"] in got["grid"] and f"vad.threshold = {got['threshold']}" in r.stdout
+    assert {k.split("@")[0] for k in got["figures"]} >= {"dev", "test"}
+    assert all(0 <= v["der"] == pytest.approx(v["miss"] + v["false_alarm"], abs=2e-4) for v in got["figures"].values())
+    r = subprocess.run([sys.executable, fit, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "no dev/ and test/" in r.stderr
