@@ -75,12 +75,13 @@ def clean_spans(spk: str, s: float, e: float, segments: list) -> list[tuple[floa
     return spans
 
 
-def vad_segments(audio: np.ndarray) -> list[tuple[float, float]]:
-    """(start, end) of the speech segments the node's VAD cuts (default config)."""
+def vad_segments(audio: np.ndarray, cfg=None) -> list[tuple[float, float]]:
+    """(start, end) of the speech segments the node's VAD cuts (``cfg``: a VADConfig, default
+    the node's)."""
     from robot_emotion.audio.vad import Segmenter, SpeechEnd
     from robot_emotion.config import VADConfig
 
-    seg = Segmenter(VADConfig())
+    seg = Segmenter(cfg or VADConfig())
     x = (np.clip(audio, -1, 1) * 32767).astype(np.int16)
     block = SR * 30 // 1000
     events = [e for i in range(0, x.size, block) for e in seg.push(i / SR, x[i : i + block])]
@@ -97,10 +98,10 @@ def talker(a: float, b: float, segments: list) -> str | None:
     return best if best is not None and talk[best] > 0.05 * (b - a) else None
 
 
-def examples(truth: dict, audio: np.ndarray, enc, ident, turn_gap_s: float) -> tuple[list, list, list]:
+def examples(truth: dict, audio: np.ndarray, enc, ident, turn_gap_s: float, vad=None) -> tuple[list, list, list]:
     """(changed rows [own, other, d, label, segment], same rows [cos GE2E, cos CAM++, d,
     narrowband, label], whole-segment changed rows on CAM++ [own, other, d, narrowband, label])
-    of one conversation."""
+    of one conversation, cut by the node's VAD (``vad``: another VADConfig)."""
     from robot_emotion.audio.speaker_identity import narrowband
 
     ref = [(s, float(a), float(b)) for s, a, b in truth["segments"]]
@@ -112,7 +113,7 @@ def examples(truth: dict, audio: np.ndarray, enc, ident, turn_gap_s: float) -> t
     def cut(a: float, b: float) -> np.ndarray:
         return audio[int(a * SR) : int(b * SR)].astype(np.float32)
 
-    for a, b in vad_segments(audio):
+    for a, b in vad_segments(audio, vad):
         spk = talker(a, min(b, a + 1.5), ref)
         if spk is None:
             continue
