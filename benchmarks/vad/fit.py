@@ -53,15 +53,11 @@ def probabilities(audio: np.ndarray) -> np.ndarray:
 
 def segments(audio: np.ndarray, probs: np.ndarray, threshold: float) -> list[tuple[float, float]]:
     """(start, end) of the segments the node's segmenter keeps at this threshold."""
-    from robot_emotion.audio.vad import Segmenter, SpeechEnd
+    from benchmarks.voice_decisions.fit import vad_segments
     from robot_emotion.config import VADConfig
 
-    seg = Segmenter(VADConfig(threshold=threshold), frames=StoredFrames(probs, threshold))
-    block = SR * 30 // 1000
     n = probs.size * 512  # (the stored frames cover this much)
-    events = [e for i in range(0, n, block) for e in seg.push(i / SR, audio[i : min(i + block, n)])]
-    events += seg.flush(n / SR)
-    return [(e.start, e.end) for e in events if isinstance(e, SpeechEnd) and not e.dropped]
+    return vad_segments(audio[:n], VADConfig(threshold=threshold), StoredFrames(probs, threshold))
 
 
 def recordings(corpus: Path, ami: Path | None, limit: int | None) -> list[tuple[str, str, Path]]:

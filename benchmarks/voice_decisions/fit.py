@@ -75,14 +75,15 @@ def clean_spans(spk: str, s: float, e: float, segments: list) -> list[tuple[floa
     return spans
 
 
-def vad_segments(audio: np.ndarray, cfg=None) -> list[tuple[float, float]]:
+def vad_segments(audio: np.ndarray, cfg=None, frames=None) -> list[tuple[float, float]]:
     """(start, end) of the speech segments the node's VAD cuts (``cfg``: a VADConfig, default
-    the node's)."""
+    the node's; ``frames``: another frame classifier, as ``Segmenter`` takes). ``audio``: float
+    samples, or int16 as they are."""
     from robot_emotion.audio.vad import Segmenter, SpeechEnd
     from robot_emotion.config import VADConfig
 
-    seg = Segmenter(cfg or VADConfig())
-    x = (np.clip(audio, -1, 1) * 32767).astype(np.int16)
+    seg = Segmenter(cfg or VADConfig(), frames=frames)
+    x = audio if audio.dtype == np.int16 else (np.clip(audio, -1, 1) * 32767).astype(np.int16)
     block = SR * 30 // 1000
     events = [e for i in range(0, x.size, block) for e in seg.push(i / SR, x[i : i + block])]
     events += seg.flush(x.size / SR)
