@@ -101,6 +101,7 @@ class SpeakersConfig:
     split: str = "both"  # inside a segment: "learned" change model, "viterbi" (GE2E windows against the
     # known voices), or "both" (viterbi where the model finds no change; chosen on dev)
     change_model: str = ""  # the learned split's checkpoint (.pt); "" = the shipped one, fit on dev voices
+    overlap_model: str = ""  # flags a piece that starts over another voice (.pt); "" = shipped, "off" = none
     min_turn_s: float = 0.8  # never split off a piece shorter than this
     probe_s: float = 0.25  # after this much of a new segment, check whether the voice changed
     live_change_s: float = 1.0  # check the segment being spoken for a voice change this often (0 = at its end)

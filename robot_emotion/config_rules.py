@@ -110,6 +110,7 @@ RULES: dict[str, dict[str, _Rule]] = {
         "decisions": _PATH,
         "split": _one_of("learned", "viterbi", "both"),
         "change_model": _PATH,
+        "overlap_model": _PATH,
         "min_turn_s": _between(0.2, 10, " s"),
         "probe_s": _between(0.2, 10, " s"),
         "live_change_s": _between(0, 30, " s"),
@@ -230,6 +231,12 @@ def check_paths(cfg) -> None:
             cfg.speakers.change_model,
             cfg.speakers.split != "viterbi",
             "speaker change model not found",
+        ),
+        (
+            "speakers.overlap_model",
+            cfg.speakers.overlap_model,
+            cfg.speakers.split != "viterbi" and cfg.speakers.overlap_model != "off",
+            "overlap model not found",
         ),
     ]
     # not camera.source: a camera may be plugged in later (the node retries it)

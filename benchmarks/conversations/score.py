@@ -133,6 +133,9 @@ def load_truth(path: str | Path | dict, name: str | None = None) -> dict:
         segments = [(str(s), float(a), float(b)) for s, a, b in raw["segments"]]
     else:  # old set: a turn's span less the pauses inside it
         segments = [(str(t["spk"]), a, b) for t in turns for a, b in _minus(t["start"], t["end"], t.get("pauses", []))]
+    for t in turns:  # AMI marks no overlaps: another voice still sounds 50 ms into the turn
+        if "overlap" not in t:
+            t["overlap"] = any(s != t["spk"] and a <= t["start"] + 0.05 < b for s, a, b in segments)
     words = raw.get("words")
     if words is not None:
         words = sorted(([str(w[0]), float(w[1]), float(w[2]), str(w[3])] for w in words), key=lambda w: (w[1], w[2]))
@@ -340,6 +343,21 @@ def best_turn(u: dict, turns: list[dict]) -> int | None:
     return int(np.argmax(ov)) if ov and max(ov) > 0 else None
 
 
+def overlap_flags(turns: list[dict], hyps: list[dict], hit_s: float = 0.25) -> dict:
+    """The ``overlap`` flag against the truth's turns that start over another voice (not
+    backchannels: too short to be a turn of their own): a flagged utterance starting within
+    ``hit_s`` of such a turn's start finds it (as the change model's cuts are scored)."""
+    starts = [t["start"] for t in turns if t.get("overlap") and not t.get("backchannel")]
+    flagged = [u["start"] for u in hyps if u.get("overlap")]
+    near = lambda t, ts: any(abs(t - x) <= hit_s for x in ts)  # noqa: E731
+    return {
+        "overlap_turns": len(starts),
+        "overlap_found": sum(near(t, flagged) for t in starts),
+        "overlap_flagged": len(flagged),
+        "overlap_right": sum(near(t, starts) for t in flagged),
+    }
+
+
 def text_on_nonspeech(nonspeech: list[dict], hyps: list[dict]) -> list[dict]:
     """Utterances with text whose span lies more than half inside non-speech stretches."""
     out = []
@@ -424,6 +442,7 @@ def score(truth: dict, bodies: list[dict], turn_gap_s: float = 0.5) -> dict:
         "nonspeech_detections": len(ns_dets),
         "unconfirmed": len(unconfirmed),
         "forced": sum(1 for u in hyps if u.get("forced")),
+        **overlap_flags(turns, hyps),
         "der": rate("der"),
         "der_collar": rate("der_collar"),
         "jer": rate("jer"),
@@ -462,7 +481,7 @@ def score(truth: dict, bodies: list[dict], turn_gap_s: float = 0.5) -> dict:
         },
         "emo_full_latency_ms": [x for i in closes if i in full and (x := _lat(full[i])) is not None],
         "hypothesis": [
-            {k: u.get(k) for k in ("utterance_id", "start", "end", "speaker", "text", "forced", "segments")}
+            {k: u.get(k) for k in ("utterance_id", "start", "end", "speaker", "text", "forced", "overlap", "segments")}
             for u in finals
         ],
     }
@@ -494,6 +513,7 @@ def total_row(rows: list[dict], name: str = "TOTAL") -> dict:
         "nonspeech_detections": s("nonspeech_detections"),
         "unconfirmed": s("unconfirmed"),
         "forced": s("forced"),
+        **{k: s(k) for k in ("overlap_turns", "overlap_found", "overlap_flagged", "overlap_right")},
         **{k: pooled(k, comps[k]) for k in comps},
         "speech_s": speech,
         "null_speaker_s": s("null_speaker_s"),
@@ -685,6 +705,11 @@ def format_table(rows: list[dict], groups: dict[str, dict] | None = None) -> str
             f"n={len(after_pause)} {_ms(after_pause)}, inside n={len(by['inside'])} {_ms(by['inside'])}; "
             f"first on the whole transcript (not early) n={len(total['emo_full_latency_ms'])} "
             f"{_ms(total['emo_full_latency_ms'])}"
+        ]
+        lines += [
+            f"overlap flags: {g['name']}: found {g['overlap_found']}/{g['overlap_turns']} turns that start over "
+            f"another voice, {g['overlap_right']}/{g['overlap_flagged']} flags right (0.25 s)"
+            for g in groups.values()
         ]
         if total["unconfirmed"]:
             lines += [f"utterance ids never published final (left out): {total['unconfirmed']}"]

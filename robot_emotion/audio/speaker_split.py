@@ -32,6 +32,7 @@ class VoicePiece:
     confidence: float | None = None
     voice: int | None = None  # which voice of the split (known or stand-in) it matched
     new_voice: bool = False  # that voice is a stand-in: not one of the speakers known
+    overlap: bool = False  # it starts while the voice before it still speaks (audio/overlap.py)
 
     @property
     def duration(self) -> float:
@@ -69,11 +70,13 @@ class SpeakerChangeDetector:
         change_model=None,
         identity=None,
         fallback: bool = False,
+        overlap_model=None,
     ):
         self.encoder, self.decisions = encoder, decisions
         # the learned split: a SpeakerChangeModel reading the CAM++ states of ``identity``
         self.change_model, self.identity = (change_model, identity) if identity is not None else (None, None)
         self.fallback = fallback  # where the model finds no change, the known voices may (Viterbi)
+        self.overlap_model = overlap_model if self.change_model is not None else None  # reads the same states
         self.min_turn_s, self.window_s, self.hop_s = float(min_turn_s), float(window_s), float(hop_s)
         self.switch_penalty = float(switch_penalty)
         self.last_path: tuple[np.ndarray, np.ndarray] | None = None  # (window centres s, speaker index)
@@ -161,9 +164,15 @@ class SpeakerChangeDetector:
         cuts = self.change_model.cuts(frames, self.identity, self.min_turn_s)
         edges = [0.0, *cuts, audio.size / SAMPLE_RATE]
         ends = [0, *(int(c * SAMPLE_RATE) for c in cuts), audio.size]  # (the last piece: to the last sample)
+        # whether a piece began over the voice before it: asked at each cut (the segment's own
+        # start follows a pause, or a live cut that made that decision already)
+        over = [
+            False,
+            *(self.overlap_model.onsets(frames, cuts) if self.overlap_model is not None else [False] * len(cuts)),
+        ]
         return [
-            VoicePiece(t0 + a, t0 + z, self.encoder.embed(audio[i:j]))
-            for a, z, i, j in zip(edges[:-1], edges[1:], ends[:-1], ends[1:])
+            VoicePiece(t0 + a, t0 + z, self.encoder.embed(audio[i:j]), overlap=o)
+            for a, z, i, j, o in zip(edges[:-1], edges[1:], ends[:-1], ends[1:], over)
         ]
 
 

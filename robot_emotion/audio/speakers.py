@@ -203,11 +203,16 @@ class SpeakerTracker:
         self.decisions = VoiceDecisions.load(path) if path else shipped()
         min_turn = cfg.min_turn_s if cfg is not None else 0.8
         self.encoder = encoder if encoder is not None else shared(("voice_encoder", "cpu"), VoiceEncoder)
-        change = None
+        change = overlap = None
         if cfg is None or cfg.split in ("learned", "both"):
             from robot_emotion.audio.speaker_change import load
 
             change = load(cfg.change_model if cfg is not None else "")
+            which = cfg.overlap_model if cfg is not None else ""
+            if which != "off":
+                from robot_emotion.audio.overlap import load as load_overlap
+
+                overlap = load_overlap(which)
         if identity is None and (self.decisions.uses_identity or change is not None):
             identity = shared(("identity_encoder", "cpu"), IdentityEncoder)
         self.identity = identity if self.decisions.uses_identity else None  # CAM++, or None: GE2E only
@@ -217,6 +222,7 @@ class SpeakerTracker:
             min_turn,
             change_model=change,
             identity=identity if change else None,
+            overlap_model=overlap,
             fallback=cfg is not None and cfg.split == "both",
         )
         self.clusterer = SpeakerClusterer(self.decisions)

@@ -47,9 +47,10 @@ class SegmentPart:
     wall: float
     forced: bool = False
     first_index: int = 0
+    overlap_start: bool = False  # it starts at a live cut where the new voice came in over the old one
 
     @classmethod
-    def rest_of(cls, seg, start: float, first_index: int) -> "SegmentPart":
+    def rest_of(cls, seg, start: float, first_index: int, overlap_start: bool = False) -> "SegmentPart":
         return cls(
             seg.utterance_id,
             start,
@@ -60,6 +61,7 @@ class SegmentPart:
             getattr(seg, "wall", 0.0),
             getattr(seg, "forced", False),
             first_index,
+            overlap_start,
         )
 
 
@@ -74,6 +76,7 @@ class Piece:
     end: float
     speaker: str | None = None
     confidence: float | None = None
+    overlap: bool = False  # it began while the voice before it still spoke (audio/overlap.py)
 
     @property
     def key(self) -> str:
@@ -109,6 +112,11 @@ class Turn:
     @property
     def speaker(self) -> str | None:
         return self.pieces[0].speaker
+
+    @property
+    def overlap(self) -> bool:
+        """The turn began while another voice still spoke (the new speaker took the floor)."""
+        return self.pieces[0].overlap
 
     @property
     def speaker_confidence(self) -> float | None:

@@ -104,6 +104,7 @@ def utterance(
     segments: list,
     spans: list,
     forced: bool = False,
+    overlap: bool = False,
     speech: bool = True,
     speaker_confidence: float | None = None,
     person: dict | None = None,
@@ -139,6 +140,7 @@ def utterance(
         segments=segments,
         spans=spans,
         forced=forced,
+        overlap=overlap,
         latency_ms={} if latency_ms is None else latency_ms,
     )
     return body

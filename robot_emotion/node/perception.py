@@ -218,10 +218,11 @@ class Perception:
         )
         self.link.stats.add("speakers", (time.perf_counter() - t0) * 1000.0)
         pieces = [
-            Piece(seg, first + i, i == len(voice) - 1, v.start, v.end, v.speaker, v.confidence)
+            Piece(seg, first + i, i == len(voice) - 1, v.start, v.end, v.speaker, v.confidence, v.overlap)
             for i, v in enumerate(voice)
         ]
         pieces[0].start, pieces[-1].end = seg.start, seg.end  # exact VAD boundaries
+        pieces[0].overlap = getattr(seg, "overlap_start", False)  # decided at a live cut, if any
         return pieces
 
     def process_segment(self, seg, provisional: bool = True) -> list[dict]:
@@ -364,6 +365,7 @@ class Perception:
             segments=turn.segments,
             spans=turn.spans,
             forced=turn.forced,
+            overlap=turn.overlap,
             latency_ms=lat,
         )
         bodies = [body]

@@ -78,6 +78,7 @@ class LiveCut:
     at: float
     next_index: int  # the index of the next piece of the segment
     heard: list  # the speakers of the closed parts, in order
+    overlap: bool = False  # the voice after ``at`` came in over the one before it
 
 
 class SpeechInProgress:
@@ -124,7 +125,7 @@ class SpeechInProgress:
         """The segment less the part a voice change found during its speech already closed."""
         c = self._cut
         if c is not None and c.segment == seg.utterance_id:
-            return SegmentPart.rest_of(seg, c.at, c.next_index)
+            return SegmentPart.rest_of(seg, c.at, c.next_index, c.overlap)
         return seg
 
     def prefer(self, segment: str) -> str | None:
@@ -265,6 +266,7 @@ class SpeechInProgress:
             language=self.p.cfg.asr.language,
             segments=turn.segments,
             spans=turn.spans,
+            overlap=turn.overlap,
         )
         emo = self.p.score_emotion(body, e.audio, tracks.get(face_track) if face_track is not None else None)
         emo.update(final=False, early=True, text_end=e.until, person=body["person"])
@@ -307,10 +309,11 @@ class SpeechInProgress:
         part = SegmentPart(uid, start, cut, seg.audio, seg.audio_t0, decided_at=cut, wall=seg.wall, first_index=first)
         v = self.p.speakers.label(pieces[:1], uid, self.prefer(uid), first)[0]
         bodies = []
-        for closed in self.p.turns.add(Piece(part, first, False, start, cut, v.speaker, v.confidence)):
+        before = Piece(part, first, False, start, cut, v.speaker, v.confidence, seg.overlap_start)
+        for closed in self.p.turns.add(before):
             bodies += self.p.finalize(closed)
         heard = self._cut.heard if self._cut is not None and self._cut.segment == uid else []
-        self._cut = LiveCut(uid, cut, first + 1, heard + [v.speaker])
+        self._cut = LiveCut(uid, cut, first + 1, heard + [v.speaker], pieces[1].overlap)
         self._hyp = None  # its partial decodes heard the next voice too: not a prefix for this turn
         self.p.link.stats.add("turns_cut_live", 1.0)
         return bodies + self.p.finalize(self.p.turns.close())
@@ -320,6 +323,7 @@ class SpeechInProgress:
         it is shorter than the turn gap (as TurnBuilder will decide, barring a new voice), else
         a new turn of its own."""
         piece = Piece(seg, getattr(seg, "first_index", 0), True, seg.start, seg.end)
+        piece.overlap = getattr(seg, "overlap_start", False)
         t = self.p.turns.open
         if t is not None and seg.start - t.end < self.p.turns.turn_gap_s:
             return Turn(t.id, t.pieces + [piece])

@@ -1,0 +1,100 @@
+"""Did a piece start while another voice was still speaking? A small learned model.
+
+One microphone hears two people at once when the next speaker starts before the last one
+has finished (a fifth to a third of speaker changes in conversation) and when a listener
+drops a backchannel. The speaker change model (audio/speaker_change.py) cuts a segment where
+the voice changes; this model says, per frame, how likely two voices sound at once, so the
+piece after a cut can be flagged ``overlap: true`` (README "ZeroMQ API"): the new speaker
+took the floor over the old one.
+
+It is the change model's network (``ChangeNet``: CAM++ frame states projected to 64, one
+bidirectional GRU of 32 per direction, a linear output) with another target and without
+the window contrasts, so it reads the very states the change model already computed for the
+segment: no second pass over the audio. Trained on the conversation corpus's development
+voices (benchmarks/overlap/train.py), which also fits the one threshold and reports on the
+test voices.
+
+A piece starts in overlap when a frame within ``ONSET_S`` of its start reaches the threshold:
+the node's cut lies within about 0.25 s of the true change, and an overlap at a change lasts
+a median 0.25 s (Heldner & Edlund 2010), so the window looks a little before the cut and half
+a second after it.
+
+The checkpoint (robot_emotion/assets/overlap.pt) describes itself: the network's sizes, the
+threshold, the onset window and where they were fit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from robot_emotion.audio.speaker_change import ChangeNet, frame_times
+from robot_emotion.errors import InputError
+
+ASSET = Path(__file__).resolve().parents[1] / "assets" / "overlap.pt"
+ONSET_S = (-0.2, 0.5)  # frames this far before / after a piece's start decide its flag
+
+
+class OverlapModelUnavailable(InputError, RuntimeError):
+    """The overlap checkpoint is missing or unreadable."""
+
+
+def at_onset(p: np.ndarray, start_s: float, threshold: float, onset_s: tuple[float, float] = ONSET_S) -> bool:
+    """Whether the per-frame overlap probabilities ``p`` of a segment reach ``threshold``
+    within ``onset_s`` of ``start_s`` (seconds from the segment start)."""
+    t = frame_times(p.size)
+    near = p[(t >= start_s + onset_s[0]) & (t <= start_s + onset_s[1])]
+    return bool(near.size and float(near.max()) >= threshold)
+
+
+class OverlapModel:
+    """``probabilities(frames)`` -> per-frame P(two voices); ``onsets(frames, starts)`` ->
+    which of the pieces starting at ``starts`` began in overlap."""
+
+    def __init__(self, path: str | Path = ASSET, device: str = "cpu"):
+        path = Path(path)
+        try:
+            ck = torch.load(path, map_location="cpu", weights_only=True)
+            self.net = ChangeNet(**ck["config"])
+            self.net.load_state_dict(ck["state"])
+        except Exception as e:  # a truncated or foreign file
+            raise OverlapModelUnavailable(f"cannot load overlap model {path}: {e}") from None
+        self.threshold = float(ck["threshold"])
+        self.onset_s = tuple(float(x) for x in ck.get("onset_s", ONSET_S))
+        self.fit = ck.get("fit", {})
+        self.device = torch.device(device)
+        self.net.eval().to(self.device)
+
+    def probabilities(self, frames: np.ndarray) -> np.ndarray:
+        """Per-frame probability that two or more voices sound at once."""
+        if len(frames) == 0:
+            return np.zeros(0, np.float32)
+        with torch.inference_mode():
+            x = torch.from_numpy(np.asarray(frames, np.float32))[None].to(self.device)
+            c = torch.zeros(1, x.shape[1], 0, device=self.device)  # no window contrasts
+            return torch.sigmoid(self.net(x, c))[0].float().cpu().numpy()
+
+    def onsets(self, frames: np.ndarray, starts: list[float]) -> list[bool]:
+        """For each piece start (s from the segment start): did it begin over another voice?"""
+        if not starts:
+            return []
+        p = self.probabilities(frames)
+        return [at_onset(p, s, self.threshold, self.onset_s) for s in starts]
+
+    @staticmethod
+    def save(path: Path, net: ChangeNet, threshold: float, fit: dict) -> None:
+        state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+        ck = {"config": net.config, "state": state, "threshold": float(threshold), "onset_s": list(ONSET_S), "fit": fit}
+        torch.save(ck, path)
+
+
+def load(path: str | Path = "") -> OverlapModel:
+    """The model at ``path`` ("" = the shipped one), loaded once per process and file."""
+    from robot_emotion.shared_models import file_key, shared
+
+    path = Path(path) if path else ASSET
+    if not path.is_file():
+        raise OverlapModelUnavailable(f"no overlap model at {path}")
+    return shared(("overlap", *file_key(path)), lambda: OverlapModel(path))
