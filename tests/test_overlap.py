@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from robot_emotion.audio.overlap import ASSET, OverlapModel, OverlapModelUnavailable, at_onset, load
+from robot_emotion.audio.overlap import ASSET, OverlapModel, OverlapModelUnavailable, at_onset, load, overlap_end
 from robot_emotion.audio.speaker_change import frame_times
 from test_speaker_change import SR, _clip
 
@@ -42,6 +42,10 @@ def test_onset_looks_just_before_and_half_a_second_after_a_start():
     assert not at_onset(p, 1.5, 0.5)  # 0.8 s after: the piece was already going
     assert not at_onset(p, 2.0, 0.95)
     assert not at_onset(np.zeros(0), 0.0, 0.5)
+    # where that overlap stops: the first frame under the threshold after the run
+    assert overlap_end(p, 2.0, 0.5) == pytest.approx(t[np.flatnonzero(t < 2.4)[-1] + 1])
+    assert overlap_end(p, 2.5, 0.5) == 2.5  # the run ended before the start: no earlier than it
+    assert overlap_end(p, 1.5, 0.5) is None
 
 
 @pytest.fixture(scope="module")
@@ -67,19 +71,23 @@ def test_real_voices_talking_at_once_are_found_and_a_gap_is_not(ident):
     overlapped stretch scores higher than either voice alone."""
     m = load()
     hits = false = 0
-    inside, alone = [], []
+    inside, alone, ends = [], [], []
     for a, b in PAIRS:
         x, y = _clip(a, 1), _clip(b, 2)
         mix, start, end = _mix(x, y, -0.5)
         p = m.probabilities(ident.frames(mix))
         t = frame_times(p.size)
-        hits += m.onsets(ident.frames(mix), [start])[0]
+        found = m.onsets(ident.frames(mix), [start])[0]
+        hits += found is not None
+        ends += [] if found is None else [found - end]  # where the overlap was heard to stop
         inside.append(float(p[(t > start + 0.1) & (t < end - 0.1)].mean()))
         alone.append(float(p[(t > end + 0.3) | (t < start - 0.3)].mean()))
         mix, start, _ = _mix(x, y, 0.2)
-        false += m.onsets(ident.frames(mix), [start])[0]
+        false += m.onsets(ident.frames(mix), [start])[0] is not None
     print(f"\noverlaps flagged {hits} of {len(PAIRS)}, gaps flagged {false}; mean p inside {np.round(inside, 2)}")
+    print(f"overlap end heard minus true end (s): {np.round(ends, 2)}")
     assert hits >= 4
+    assert np.median(np.abs(ends)) <= 0.3
     assert false <= 1
     assert np.median(inside) > np.median(alone) + 0.2
 
@@ -98,6 +106,9 @@ def test_the_piece_after_a_cut_over_another_voice_is_flagged(ident):
         near = [p for p in pieces[1:] if abs(p.start - 10.0 - start) <= 0.3]
         cut += bool(near)
         flagged += any(p.overlap for p in near)
+        for p, q in zip(pieces, pieces[1:]):  # the voice before a flagged cut goes on under the next
+            assert (p.heard_until is not None) == q.overlap
+            assert p.heard_until is None or q.start <= p.heard_until <= q.end
     print(f"\ncut near the second voice in {cut} of {len(PAIRS)}, flagged {flagged}")
     assert cut >= 3 and flagged >= cut - 1
 
@@ -138,3 +149,16 @@ def test_the_scorer_counts_flags_against_turns_that_start_over_another_voice():
         "overlap_flagged": 2,
         "overlap_right": 1,
     }
+
+
+def test_a_turn_talked_over_keeps_its_voice_in_its_spans():
+    """The voice before a flagged cut goes on under the next speaker's: the turn's ``spans``
+    (what diarization scores) run to where the overlap stopped, while its ``end`` stays the cut
+    (where the next turn starts, and the audio the recogniser gets ends)."""
+    from robot_emotion.audio.turns import Piece, Turn
+
+    seg = object()
+    first = Piece(seg, 0, False, 1.0, 3.0, "S0", heard_until=3.4)
+    t = Turn("0", [Piece(seg, 0, False, 0.0, 0.8, "S0"), first])
+    assert t.spans == [[0.0, 0.8], [1.0, 3.4]] and t.end == 3.0
+    assert Turn("0", [Piece(seg, 0, False, 1.0, 3.0, "S0")]).spans == [[1.0, 3.0]]

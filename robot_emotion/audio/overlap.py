@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from robot_emotion.audio.speaker_change import ChangeNet, frame_times
+from robot_emotion.audio.speaker_identity import FRAME_S
 from robot_emotion.errors import InputError
 
 ASSET = Path(__file__).resolve().parents[1] / "assets" / "overlap.pt"
@@ -41,12 +42,25 @@ class OverlapModelUnavailable(InputError, RuntimeError):
     """The overlap checkpoint is missing or unreadable."""
 
 
-def at_onset(p: np.ndarray, start_s: float, threshold: float, onset_s: tuple[float, float] = ONSET_S) -> bool:
-    """Whether the per-frame overlap probabilities ``p`` of a segment reach ``threshold``
-    within ``onset_s`` of ``start_s`` (seconds from the segment start)."""
+def overlap_end(
+    p: np.ndarray, start_s: float, threshold: float, onset_s: tuple[float, float] = ONSET_S
+) -> float | None:
+    """None when the per-frame overlap probabilities ``p`` of a segment stay under
+    ``threshold`` within ``onset_s`` of ``start_s`` (seconds from the segment start); else
+    where that overlap ends: the first frame under the threshold after the last one over it
+    in the window (never before ``start_s``)."""
     t = frame_times(p.size)
-    near = p[(t >= start_s + onset_s[0]) & (t <= start_s + onset_s[1])]
-    return bool(near.size and float(near.max()) >= threshold)
+    near = np.flatnonzero((t >= start_s + onset_s[0]) & (t <= start_s + onset_s[1]) & (p >= threshold))
+    if near.size == 0:
+        return None
+    below = np.flatnonzero(p[near[-1] :] < threshold)
+    end = t[near[-1] + below[0]] if below.size else FRAME_S * p.size
+    return max(float(end), start_s)
+
+
+def at_onset(p: np.ndarray, start_s: float, threshold: float, onset_s: tuple[float, float] = ONSET_S) -> bool:
+    """Whether a piece starting at ``start_s`` began over another voice (``overlap_end``)."""
+    return overlap_end(p, start_s, threshold, onset_s) is not None
 
 
 class OverlapModel:
@@ -76,12 +90,13 @@ class OverlapModel:
             c = torch.zeros(1, x.shape[1], 0, device=self.device)  # no window contrasts
             return torch.sigmoid(self.net(x, c))[0].float().cpu().numpy()
 
-    def onsets(self, frames: np.ndarray, starts: list[float]) -> list[bool]:
-        """For each piece start (s from the segment start): did it begin over another voice?"""
+    def onsets(self, frames: np.ndarray, starts: list[float]) -> list[float | None]:
+        """For each piece start (s from the segment start): None when it began alone, else
+        where the other voice under it stops (``overlap_end``)."""
         if not starts:
             return []
         p = self.probabilities(frames)
-        return [at_onset(p, s, self.threshold, self.onset_s) for s in starts]
+        return [overlap_end(p, s, self.threshold, self.onset_s) for s in starts]
 
     @staticmethod
     def save(path: Path, net: ChangeNet, threshold: float, fit: dict) -> None:

@@ -33,6 +33,7 @@ class VoicePiece:
     voice: int | None = None  # which voice of the split (known or stand-in) it matched
     new_voice: bool = False  # that voice is a stand-in: not one of the speakers known
     overlap: bool = False  # it starts while the voice before it still speaks (audio/overlap.py)
+    heard_until: float | None = None  # its voice goes on under the next piece's until then (overlap)
 
     @property
     def duration(self) -> float:
@@ -164,16 +165,18 @@ class SpeakerChangeDetector:
         cuts = self.change_model.cuts(frames, self.identity, self.min_turn_s)
         edges = [0.0, *cuts, audio.size / SAMPLE_RATE]
         ends = [0, *(int(c * SAMPLE_RATE) for c in cuts), audio.size]  # (the last piece: to the last sample)
-        # whether a piece began over the voice before it: asked at each cut (the segment's own
-        # start follows a pause, or a live cut that made that decision already)
+        # whether a piece began over the voice before it, and till when: asked at each cut (the
+        # segment's own start follows a pause, or a live cut that made that decision already)
         over = [
-            False,
-            *(self.overlap_model.onsets(frames, cuts) if self.overlap_model is not None else [False] * len(cuts)),
+            None,
+            *(self.overlap_model.onsets(frames, cuts) if self.overlap_model is not None else [None] * len(cuts)),
         ]
-        return [
-            VoicePiece(t0 + a, t0 + z, self.encoder.embed(audio[i:j]), overlap=o)
-            for a, z, i, j, o in zip(edges[:-1], edges[1:], ends[:-1], ends[1:], over)
-        ]
+        pieces = []
+        for a, z, i, j, o in zip(edges[:-1], edges[1:], ends[:-1], ends[1:], over):
+            pieces.append(VoicePiece(t0 + a, t0 + z, self.encoder.embed(audio[i:j]), overlap=o is not None))
+            if o is not None:  # the voice before the cut went on under this one
+                pieces[-2].heard_until = t0 + o
+        return pieces
 
 
 def _viterbi(scores: np.ndarray, penalty: float) -> np.ndarray:

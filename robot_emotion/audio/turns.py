@@ -77,6 +77,7 @@ class Piece:
     speaker: str | None = None
     confidence: float | None = None
     overlap: bool = False  # it began while the voice before it still spoke (audio/overlap.py)
+    heard_until: float | None = None  # its voice went on under the next piece's until then
 
     @property
     def key(self) -> str:
@@ -127,13 +128,15 @@ class Turn:
 
     @property
     def spans(self) -> list[list[float]]:
-        """[start, end] of the turn's speech, its pauses left out (pieces that touch are one)."""
+        """[start, end] of the turn's speech, its pauses left out (pieces that touch are one),
+        including any stretch it went on under the next speaker's voice."""
         out: list[list[float]] = []
         for p in self.pieces:
+            end = max(p.end, p.heard_until or p.end)
             if out and p.start <= out[-1][1] + 1e-6:
-                out[-1][1] = max(out[-1][1], p.end)
+                out[-1][1] = max(out[-1][1], end)
             else:
-                out.append([p.start, p.end])
+                out.append([p.start, end])
         return out
 
     @property

@@ -218,7 +218,9 @@ class Perception:
         )
         self.link.stats.add("speakers", (time.perf_counter() - t0) * 1000.0)
         pieces = [
-            Piece(seg, first + i, i == len(voice) - 1, v.start, v.end, v.speaker, v.confidence, v.overlap)
+            Piece(
+                seg, first + i, i == len(voice) - 1, v.start, v.end, v.speaker, v.confidence, v.overlap, v.heard_until
+            )
             for i, v in enumerate(voice)
         ]
         pieces[0].start, pieces[-1].end = seg.start, seg.end  # exact VAD boundaries

@@ -309,7 +309,7 @@ class SpeechInProgress:
         part = SegmentPart(uid, start, cut, seg.audio, seg.audio_t0, decided_at=cut, wall=seg.wall, first_index=first)
         v = self.p.speakers.label(pieces[:1], uid, self.prefer(uid), first)[0]
         bodies = []
-        before = Piece(part, first, False, start, cut, v.speaker, v.confidence, seg.overlap_start)
+        before = Piece(part, first, False, start, cut, v.speaker, v.confidence, seg.overlap_start, v.heard_until)
         for closed in self.p.turns.add(before):
             bodies += self.p.finalize(closed)
         heard = self._cut.heard if self._cut is not None and self._cut.segment == uid else []
