@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import espeak
-from robot_emotion.audio.vad import GAP_AUDIO_S, Segmenter, SpeechEnd, SpeechStart, TurnGap
+from robot_emotion.audio.vad import GAP_AUDIO_S, Segmenter, SileroFrames, SpeechEnd, SpeechStart, TurnGap
 from robot_emotion.config import VADConfig
 from robot_emotion.media import read_wav_tolerant
 
@@ -122,7 +122,7 @@ def test_silero_threshold_and_its_fit_replay_the_nodes_segmenter(dialogue_sessio
 
     folder, _ = dialogue_session
     audio = read_wav_tolerant(folder / "audio.wav")[: 16000 * 8]
-    probs = fit.probabilities(audio)
+    probs = SileroFrames.probabilities(audio)
     covered = {}
     for th in (0.2, 0.5, 0.9):
         cfg = dataclasses.replace(VADConfig(), backend="silero", threshold=th)

@@ -30,30 +30,10 @@ SR = 16000
 GRID = tuple(np.round(np.arange(0.1, 0.91, 0.05), 2).tolist())
 
 
-class StoredFrames:
-    """A frame classifier that replays stored silero probabilities at a threshold."""
-
-    frame_len = 512
-
-    def __init__(self, probs: np.ndarray, threshold: float):
-        self._speech = iter(probs >= threshold)
-
-    def is_speech(self, frame: np.ndarray) -> bool:
-        return bool(next(self._speech))
-
-
-def probabilities(audio: np.ndarray) -> np.ndarray:
-    """Silero's probability per 512-sample frame, in order, from a fresh model state."""
-    from robot_emotion.audio.vad import SileroFrames
-
-    frames = SileroFrames()
-    n = audio.size // 512
-    return np.array([frames.probability(audio[i * 512 : (i + 1) * 512]) for i in range(n)], np.float32)
-
-
 def segments(audio: np.ndarray, probs: np.ndarray, threshold: float) -> list[tuple[float, float]]:
     """(start, end) of the segments the node's segmenter keeps at this threshold."""
     from benchmarks.voice_decisions.fit import vad_segments
+    from robot_emotion.audio.vad import StoredFrames
     from robot_emotion.config import VADConfig
 
     n = probs.size * 512  # (the stored frames cover this much)
@@ -83,6 +63,8 @@ def read(js: Path) -> np.ndarray:
 
 def main(argv=None) -> int:
     from pyannote.core import Annotation, Segment
+
+    from robot_emotion.audio.vad import SileroFrames
     from pyannote.metrics.detection import DetectionErrorRate
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -110,7 +92,7 @@ def main(argv=None) -> int:
         for _, s, e in truth["segments"]:
             ref[Segment(s, e)] = "speech"
         audio = read(js)
-        probs = probabilities(audio)
+        probs = SileroFrames.probabilities(audio)
         uem = Segment(0, probs.size * 512 / SR)
         for th in GRID:
             hyp = Annotation()

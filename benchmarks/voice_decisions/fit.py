@@ -79,15 +79,11 @@ def vad_segments(audio: np.ndarray, cfg=None, frames=None) -> list[tuple[float, 
     """(start, end) of the speech segments the node's VAD cuts (``cfg``: a VADConfig, default
     the node's; ``frames``: another frame classifier, as ``Segmenter`` takes). ``audio``: float
     samples, or int16 as they are."""
-    from robot_emotion.audio.vad import Segmenter, SpeechEnd
+    from robot_emotion.audio.vad import speech_segments
     from robot_emotion.config import VADConfig
 
-    seg = Segmenter(cfg or VADConfig(), frames=frames)
     x = audio if audio.dtype == np.int16 else (np.clip(audio, -1, 1) * 32767).astype(np.int16)
-    block = SR * 30 // 1000
-    events = [e for i in range(0, x.size, block) for e in seg.push(i / SR, x[i : i + block])]
-    events += seg.flush(x.size / SR)
-    return [(e.start, e.end) for e in events if isinstance(e, SpeechEnd) and not e.dropped]
+    return speech_segments(x, cfg or VADConfig(), frames)
 
 
 def talker(a: float, b: float, segments: list) -> str | None:

@@ -121,6 +121,37 @@ class SileroFrames:
     def is_speech(self, frame: np.ndarray) -> bool:
         return self.probability(frame) >= self.threshold
 
+    @classmethod
+    def probabilities(cls, audio: np.ndarray) -> np.ndarray:
+        """Silero's probability per 512-sample frame of int16 ``audio``, in order, from a fresh
+        model state (they do not depend on the threshold: replay them with ``StoredFrames``)."""
+        frames = cls()
+        n = audio.size // 512
+        return np.array([frames.probability(audio[i * 512 : (i + 1) * 512]) for i in range(n)], np.float32)
+
+
+class StoredFrames:
+    """A frame classifier that replays stored silero probabilities at a threshold (the fit of
+    vad.threshold in benchmarks/vad, and ``calibrate``'s choice of it)."""
+
+    frame_len = 512
+
+    def __init__(self, probs: np.ndarray, threshold: float):
+        self._speech = iter(probs >= threshold)
+
+    def is_speech(self, frame: np.ndarray) -> bool:
+        return bool(next(self._speech))
+
+
+def speech_segments(audio: np.ndarray, cfg: VADConfig, frames=None) -> list[tuple[float, float]]:
+    """(start, end) of the segments a ``Segmenter`` keeps over int16 ``audio`` fed in 30 ms
+    blocks (``frames``: another frame classifier, as ``Segmenter`` takes)."""
+    seg = Segmenter(cfg, frames=frames)
+    block = SAMPLE_RATE * 30 // 1000
+    events = [e for i in range(0, audio.size, block) for e in seg.push(i / SAMPLE_RATE, audio[i : i + block])]
+    events += seg.flush(audio.size / SAMPLE_RATE)
+    return [(e.start, e.end) for e in events if isinstance(e, SpeechEnd) and not e.dropped]
+
 
 class Segmenter:
     """Incremental VAD segmenter. ``push(t, samples)`` returns the events it completed."""

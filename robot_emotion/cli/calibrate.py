@@ -292,6 +292,10 @@ def run_calibrate(cfg: Config, provenance: dict, args) -> int:
         sugg, more = M.suggest(lv, cfg.microphone.gain_db, cfg.vad.energy_margin_db)
         notes += more
         values.update({k: sugg[k] for k in ("microphone.gain_db", "vad.aggressiveness", "vad.energy_margin_db")})
+        silero, more = M.vad_threshold(got["quiet"], got["speech"], sugg["microphone.gain_db"])
+        sugg.update(silero)
+        notes += more
+        values["vad.threshold"] = silero["vad.threshold"]
     offset = None
     if "clap" in got:
         offset, why = M.av_offset_ms(*got["clap"])

@@ -15,6 +15,9 @@ Suggestions (README "Devices and calibration" gives the reasoning):
     frames by NOISE_HEADROOM_DB and stay SPEECH_OVER_GATE_DB under the speech median. The
     current margin is kept when it fits, else moved to the nearest bound; 0 (off) where no
     margin fits. The floor is relative, so noisier rooms get a higher absolute gate (in dBFS).
+  * vad.threshold (silero): the one fit on development recordings (the key's default,
+    benchmarks/vad), raised in steps of THRESHOLD_STEP to the lowest at which the node's own
+    segmenter cuts no segment out of the quiet phase: the room's noise alone is not speech.
 The audio-video offset comes from one clap: its audio onset (first sample at a quarter of the
 peak) against the largest frame-to-frame change of the video within OFFSET_SEARCH_S of it.
 """
@@ -41,6 +44,8 @@ MIN_ACTIVE_FRAMES = 0.05  # under this share of active frames, nobody spoke
 CLAP_OVER_BACKGROUND_DB = 20.0
 OFFSET_SEARCH_S = 2.0  # the config's offset range is +-2000 ms
 MIN_FRAME_CHANGE = 1.0  # mean absolute grey-level change of a frame that saw the clap
+THRESHOLD_STEP = 0.05  # the grid vad.threshold was fit on (benchmarks/vad/fit.py)
+MAX_THRESHOLD = 0.9
 
 
 def frame_levels(x: np.ndarray, frame_len: int) -> np.ndarray:
@@ -121,6 +126,44 @@ def suggest(levels: dict, gain_db: float, margin_db: float) -> tuple[dict, list[
         "gate_dbfs": round(floor + margin, 2),
         "ideal_gain_db": round(ideal, 2),
     }, notes
+
+
+def vad_threshold(quiet: np.ndarray, speech: np.ndarray, gain_db: float) -> tuple[dict, list[str]]:
+    """silero's threshold for this room (module doc), from the two phases' int16 audio at gain
+    0 and the gain the node will apply. Returns {"vad.threshold", "quiet_segments_at_fit",
+    "speech_heard"} and notes."""
+    from robot_emotion.audio.vad import SileroFrames, StoredFrames, speech_segments
+    from robot_emotion.config import VADConfig
+
+    def amplified(x: np.ndarray) -> np.ndarray:
+        return np.clip(np.round(x.astype(np.float64) * 10 ** (gain_db / 20)), -32768, 32767).astype(np.int16)
+
+    def cut(x: np.ndarray, probs: np.ndarray, th: float) -> list[tuple[float, float]]:
+        n = probs.size * 512
+        cfg = VADConfig(backend="silero", threshold=th)
+        return speech_segments(x[:n], cfg, StoredFrames(probs, th))
+
+    fit = VADConfig().threshold
+    q, s = amplified(quiet), amplified(speech)
+    pq, ps = SileroFrames.probabilities(q), SileroFrames.probabilities(s)
+    grid = np.round(np.arange(fit, MAX_THRESHOLD + 1e-9, THRESHOLD_STEP), 2)
+    at_fit = len(cut(q, pq, fit))
+    th = next((float(t) for t in grid if not cut(q, pq, float(t))), None)
+    notes = []
+    if th is None:
+        th = MAX_THRESHOLD
+        notes.append(
+            f"the room's noise reads as speech to silero even at vad.threshold {MAX_THRESHOLD}: a closer "
+            "microphone, or vad.backend = \"webrtcvad\" with its energy gate"
+        )
+    elif th > fit:
+        notes.append(
+            f"the quiet phase made {at_fit} speech segment(s) at the fitted vad.threshold {fit}: raised to {th}"
+        )
+    heard = sum(b - a for a, b in cut(s, ps, th)) / max(1e-9, s.size / SAMPLE_RATE)
+    if heard < MIN_ACTIVE_FRAMES:
+        notes.append(f"at vad.threshold {th} silero heard almost none of the speech phase ({heard:.0%})")
+    return {"vad.threshold": th, "quiet_segments_at_fit": at_fit, "speech_heard": round(heard, 3)}, notes
 
 
 def clap_onset(audio: np.ndarray, t0: float) -> tuple[float | None, str]:
