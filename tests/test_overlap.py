@@ -162,3 +162,34 @@ def test_a_turn_talked_over_keeps_its_voice_in_its_spans():
     t = Turn("0", [Piece(seg, 0, False, 0.0, 0.8, "S0"), first])
     assert t.spans == [[0.0, 0.8], [1.0, 3.4]] and t.end == 3.0
     assert Turn("0", [Piece(seg, 0, False, 1.0, 3.0, "S0")]).spans == [[1.0, 3.0]]
+
+
+@pytest.mark.slow
+def test_the_node_publishes_the_flag_and_the_talked_over_span(tmp_path):
+    """A real two-voice recording (test actors, never fit on) replayed through the node: one
+    actor talks, the other comes in 0.5 s before the first has finished. The second voice's turn
+    is published with ``overlap: true``; the turn it talked over runs its last span on past its
+    ``end``, into the overlap; every utterance carries the field."""
+    import soundfile as sf
+
+    from robot_emotion.config import load as load_config
+    from robot_emotion.node.runner import replay
+
+    first = np.concatenate([_clip(13, 1), _clip(13, 2)])
+    mix, start, _ = _mix(first, np.concatenate([_clip(16, 1), _clip(16, 2)]), -0.5)
+    pad = np.zeros(SR, np.float32)
+    wav = tmp_path / "overlap.wav"
+    sf.write(wav, np.concatenate([pad, mix, pad]), SR)
+    events = []
+    node = replay(
+        load_config(None, overrides=['publish.endpoint="tcp://127.0.0.1:*"'])[0], str(wav), sinks=[events.append]
+    )
+    assert not node.errors, node.errors
+    finals = [m for m in events if m.get("topic") == "utterance" and m.get("final")]
+    assert finals and all(isinstance(m["overlap"], bool) for m in finals)
+    came_in = [m for m in finals if m["overlap"]]
+    print("\n", [(m["start"], m["end"], m["speaker"], m["overlap"], m["spans"]) for m in finals])
+    assert len(came_in) == 1 and abs(came_in[0]["start"] - 1.0 - start) <= 0.3
+    before = [m for m in finals if m["end"] <= came_in[0]["start"] + 1e-6]
+    assert before and before[-1]["speaker"] != came_in[0]["speaker"]
+    assert before[-1]["spans"][-1][1] > before[-1]["end"]  # its voice went on under the new one
