@@ -193,3 +193,13 @@ def test_the_node_publishes_the_flag_and_the_talked_over_span(tmp_path):
     before = [m for m in finals if m["end"] <= came_in[0]["start"] + 1e-6]
     assert before and before[-1]["speaker"] != came_in[0]["speaker"]
     assert before[-1]["spans"][-1][1] > before[-1]["end"]  # its voice went on under the new one
+
+
+def test_a_missing_overlap_model_in_the_config_is_one_clear_error(tmp_path):
+    from robot_emotion.config import load as load_config
+    from robot_emotion.errors import InputError
+
+    with pytest.raises(InputError, match="speakers.overlap_model.*overlap model not found"):
+        load_config(None, overrides=[f'speakers.overlap_model="{tmp_path / "nope.pt"}"'])
+    cfg = load_config(None, overrides=['speakers.overlap_model="off"'])[0]
+    assert cfg.speakers.overlap_model == "off"
