@@ -15,9 +15,10 @@ voices (benchmarks/overlap/train.py), which also fits the one threshold and repo
 test voices.
 
 A piece starts in overlap when a frame within ``ONSET_S`` of its start reaches the threshold:
-the node's cut lies within about 0.25 s of the true change, and an overlap at a change lasts
-a median 0.25 s (Heldner & Edlund 2010), so the window looks a little before the cut and half
-a second after it.
+the node's cut lies within about 0.25 s of the true change, and an overlap at a change lasts a
+median 0.25 s in the corpus (after Heldner & Edlund 2010), so the window (set, not fit) looks a
+little before the cut and half a second after it. Where that overlap ends (``overlap_end``),
+the turn talked over stops speaking: its ``spans`` run on to there (audio/turns.py).
 
 The checkpoint (robot_emotion/assets/overlap.pt) describes itself: the network's sizes, the
 threshold, the onset window and where they were fit.
