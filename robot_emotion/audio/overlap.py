@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robot_emotion.audio.speaker_change import ChangeNet, frame_times
+from robot_emotion.audio.speaker_change import ChangeNet, frame_times, read_checkpoint, write_checkpoint
 from robot_emotion.audio.speaker_identity import FRAME_S
 from robot_emotion.errors import InputError
 
@@ -70,12 +70,7 @@ class OverlapModel:
 
     def __init__(self, path: str | Path = ASSET, device: str = "cpu"):
         path = Path(path)
-        try:
-            ck = torch.load(path, map_location="cpu", weights_only=True)
-            self.net = ChangeNet(**ck["config"])
-            self.net.load_state_dict(ck["state"])
-        except Exception as e:  # a truncated or foreign file
-            raise OverlapModelUnavailable(f"cannot load overlap model {path}: {e}") from None
+        self.net, ck = read_checkpoint(path, "overlap model", OverlapModelUnavailable)
         self.threshold = float(ck["threshold"])
         self.onset_s = tuple(float(x) for x in ck.get("onset_s", ONSET_S))
         self.fit = ck.get("fit", {})
@@ -101,9 +96,7 @@ class OverlapModel:
 
     @staticmethod
     def save(path: Path, net: ChangeNet, threshold: float, fit: dict) -> None:
-        state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
-        ck = {"config": net.config, "state": state, "threshold": float(threshold), "onset_s": list(ONSET_S), "fit": fit}
-        torch.save(ck, path)
+        write_checkpoint(path, net, threshold, fit, onset_s=list(ONSET_S))
 
 
 def load(path: str | Path = "") -> OverlapModel:

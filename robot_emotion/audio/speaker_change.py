@@ -89,17 +89,31 @@ class ChangeModelUnavailable(InputError, RuntimeError):
     """The speaker change checkpoint is missing or unreadable."""
 
 
+def read_checkpoint(path: Path, what: str, error: type[Exception]) -> tuple[ChangeNet, dict]:
+    """A ChangeNet checkpoint (this model's, or another target's: audio/overlap.py) and its
+    fields; a truncated or foreign file raises ``error`` ("cannot load {what} {path}: ...")."""
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+        net = ChangeNet(**ck["config"])
+        net.load_state_dict(ck["state"])
+    except Exception as e:
+        raise error(f"cannot load {what} {path}: {e}") from None
+    return net, ck
+
+
+def write_checkpoint(path: Path, net: ChangeNet, threshold: float, fit: dict, **extra) -> None:
+    """What ``read_checkpoint`` reads: the network's sizes and weights, its threshold, where
+    they were fit, and any ``extra`` fields."""
+    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    torch.save({"config": net.config, "state": state, "threshold": float(threshold), **extra, "fit": fit}, path)
+
+
 class SpeakerChangeModel:
     """``cuts(frames, identity, min_piece_s)`` -> change times inside a segment."""
 
     def __init__(self, path: str | Path = ASSET, device: str = "cpu"):
         path = Path(path)
-        try:
-            ck = torch.load(path, map_location="cpu", weights_only=True)
-            self.net = ChangeNet(**ck["config"])
-            self.net.load_state_dict(ck["state"])
-        except Exception as e:  # a truncated or foreign file
-            raise ChangeModelUnavailable(f"cannot load speaker change model {path}: {e}") from None
+        self.net, ck = read_checkpoint(path, "speaker change model", ChangeModelUnavailable)
         self.threshold = float(ck["threshold"])
         self.fit = ck.get("fit", {})
         self.device = torch.device(device)
@@ -125,8 +139,7 @@ class SpeakerChangeModel:
 
     @staticmethod
     def save(path: Path, net: ChangeNet, threshold: float, fit: dict) -> None:
-        state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
-        torch.save({"config": net.config, "state": state, "threshold": float(threshold), "fit": fit}, path)
+        write_checkpoint(path, net, threshold, fit)
 
 
 def load(path: str | Path = "") -> SpeakerChangeModel:
